@@ -1,0 +1,1 @@
+//! Host side of hotmem: QEMU launcher, QMP client, console client.

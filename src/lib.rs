@@ -1,0 +1,8 @@
+//! hotmem kernel core: policy that runs both in the kernel and under host `cargo test`.
+//!
+//! Layers point one way: `hotmem-arch` knows the CPU, `hotmem-drivers` knows devices, and
+//! this crate decides (device tree interpretation, memory model, shell). Hardware glue
+//! that only makes sense on the target sits under `cfg(target_os = "none")`.
+#![cfg_attr(target_os = "none", no_std)]
+
+pub mod dt;
