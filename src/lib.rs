@@ -2,7 +2,8 @@
 //!
 //! Layers point one way: `hotmem-arch` knows the CPU, `hotmem-drivers` knows devices, and
 //! this crate decides (device tree interpretation, memory model, shell). Hardware glue
-//! that only makes sense on the target sits under `cfg(target_os = "none")`.
+//! that only makes sense on the target lives in the binary (`src/main.rs`, `src/kernel/`).
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod dt;
+pub mod shell;

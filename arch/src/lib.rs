@@ -1,2 +1,35 @@
-//! aarch64 glue: boot, exception vectors, MMU, GIC, generic timer, PSCI.
+//! aarch64 glue for hotmem: boot, exception vectors, MMU, GIC, generic timer, PSCI.
+//!
+//! This crate knows the CPU and the interrupt controller; it decides nothing. The kernel
+//! (`src/`) calls in with addresses it took from the device tree.
+//!
+//! Split:
+//! - Pure logic that runs under host `cargo test`: [`layout`] (the virtual memory map),
+//!   [`pgtable`] (descriptor encoding and the table walker over a memory trait),
+//!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry).
+//! - Hardware glue, only for `target_os = "none"`: [`boot`] (entry, EL2 -> EL1, first page
+//!   tables), [`exception`] (vectors, trap frame, fixup table), [`mmu`] (the live kernel
+//!   page table), [`gic`], [`timer`], [`psci`], [`cpu`].
 #![cfg_attr(target_os = "none", no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod esr;
+pub mod irq;
+pub mod layout;
+pub mod mmio;
+pub mod pgtable;
+
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod cpu;
+#[cfg(target_os = "none")]
+pub mod exception;
+#[cfg(target_os = "none")]
+pub mod gic;
+#[cfg(target_os = "none")]
+pub mod mmu;
+#[cfg(target_os = "none")]
+pub mod psci;
+#[cfg(target_os = "none")]
+pub mod timer;

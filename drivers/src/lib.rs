@@ -1,2 +1,8 @@
-//! Device drivers: PL011 UART, PCI host bridge, virtio-mem.
+//! Device drivers for hotmem: the PL011 UART, the PCI host bridge and virtio-mem.
+//!
+//! Drivers know their device and nothing of the kernel's policy: they take virtual
+//! addresses and callbacks from the kernel and report what the device said.
 #![cfg_attr(target_os = "none", no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod pl011;

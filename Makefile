@@ -1,0 +1,65 @@
+# hotmem: thin entry points; the logic lives in cargo and in the qemu/ host crate.
+#
+#   make deps     install QEMU >= 10, llvm-objcopy, gdb-multiarch, the Rust target (idempotent)
+#   make kernel   build target/hotmem.img (raw arm64 Image)
+#   make run      boot it on QEMU virt (console and monitor on this terminal; Ctrl-a c)
+#   make test     fmt + clippy + host unit tests + QEMU integration tests
+#   make debug    QEMU waiting for gdb on :1234
+
+RAM       ?= 512M
+VMEM      ?= 4G
+SMP       ?= 2
+CPU       ?= max
+GIC       ?= 3
+BOOTARGS  ?=
+QEMU_EXTRA ?=
+
+TARGET    := aarch64-unknown-none
+ELF       := target/$(TARGET)/release/hotmem
+IMAGE     := target/hotmem.img
+QMP_SOCK  := target/qmp.sock
+
+# maxmem = RAM + VMEM (QEMU needs it for virtio-mem).
+to_mib = $(shell echo "$(1)" | awk '/[Gg]$$/ {sub(/[Gg]$$/,""); print $$0*1024; next} /[Mm]$$/ {sub(/[Mm]$$/,""); print $$0; next} {print int($$0/1048576)}')
+MAXMEM    := $(shell echo $$(( $(call to_mib,$(RAM)) + $(call to_mib,$(VMEM)) )))M
+
+QEMU_ARGS := -M virt,gic-version=$(GIC) -cpu $(CPU) -smp $(SMP) \
+	-m $(RAM),maxmem=$(MAXMEM) -nic none -display none \
+	-object memory-backend-ram,id=vmem0,size=$(VMEM) \
+	-device virtio-mem-pci,id=vm0,memdev=vmem0,requested-size=0 \
+	-kernel $(IMAGE) -append "$(BOOTARGS)" \
+	-serial mon:stdio -qmp unix:$(QMP_SOCK),server=on,wait=off $(QEMU_EXTRA)
+
+.PHONY: deps kernel run test debug clippy fmt-check unit qemu-test
+
+deps:
+	@bash qemu/deps.sh
+
+kernel: deps
+	cargo build --release -p hotmem --bin hotmem --target $(TARGET)
+	llvm-objcopy -O binary $(ELF) $(IMAGE)
+	@echo "kernel image: $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes)"
+
+run: kernel
+	@rm -f $(QMP_SOCK)
+	qemu-system-aarch64 $(QEMU_ARGS)
+
+debug: kernel
+	@rm -f $(QMP_SOCK)
+	@echo "In another terminal: gdb-multiarch $(ELF) -ex 'target remote :1234'"
+	qemu-system-aarch64 $(QEMU_ARGS) -s -S
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p hotmem -p hotmem-arch -p hotmem-drivers --target $(TARGET) -- -D warnings
+
+unit:
+	cargo test --workspace --exclude hotmem-qemu
+
+qemu-test: kernel
+	cargo test -p hotmem-qemu
+
+test: kernel fmt-check clippy unit qemu-test

@@ -1,0 +1,156 @@
+//! Per-CPU basics: identity (MPIDR, index in TPIDR_EL1), interrupt masking, an IRQ-safe
+//! spin lock, waiting.
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{Readable, Writeable, DAIF, MPIDR_EL1, TPIDR_EL1};
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// MPIDR affinity bits (Aff3, Aff2, Aff1, Aff0): the value the DT's cpu `reg` holds.
+pub fn mpidr_affinity() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+/// Records this CPU's index (its position in the DT's cpu list).
+pub fn set_index(idx: usize) {
+    TPIDR_EL1.set(idx as u64);
+}
+
+/// This CPU's index (0 on the boot CPU).
+pub fn index() -> usize {
+    TPIDR_EL1.get() as usize
+}
+
+/// Masks IRQs on this CPU and returns the previous DAIF value.
+pub fn irq_save() -> u64 {
+    let daif = DAIF.get();
+    // SAFETY: setting the I bit (DAIFSet #2) only masks IRQs on this CPU.
+    unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
+    daif
+}
+
+/// Restores a DAIF value from [`irq_save`].
+pub fn irq_restore(daif: u64) {
+    DAIF.set(daif);
+}
+
+/// Unmasks IRQs on this CPU.
+pub fn irq_enable() {
+    // SAFETY: clearing the I bit only unmasks IRQs; the vectors and GIC are set up first.
+    unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
+}
+
+pub fn irqs_enabled() -> bool {
+    DAIF.get() & (1 << 7) == 0
+}
+
+/// Waits for an interrupt (returns at once if one is pending).
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::wfi();
+}
+
+pub fn isb() {
+    barrier::isb(barrier::SY);
+}
+
+/// Cleans the cache lines of `[va, va + len)` to the point of coherency, for data read by a
+/// CPU whose MMU and caches are still off.
+pub fn clean_dcache_range(va: u64, len: u64) {
+    let mut line = va & !63;
+    while line < va + len {
+        // SAFETY: `dc cvac` on a mapped address only writes back a cache line.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) line, options(nostack)) };
+        line += 64;
+    }
+    barrier::dsb(barrier::SY);
+}
+
+/// A spin lock that masks IRQs on the local CPU while held, so it can be taken from both
+/// thread and interrupt context without deadlocking against itself.
+pub struct IrqSpinLock<T> {
+    locked: AtomicBool,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: access to `data` is serialised by `locked` (acquire/release), like a mutex.
+unsafe impl<T: Send> Sync for IrqSpinLock<T> {}
+// SAFETY: the lock owns its data.
+unsafe impl<T: Send> Send for IrqSpinLock<T> {}
+
+pub struct IrqSpinGuard<'a, T> {
+    lock: &'a IrqSpinLock<T>,
+    daif: u64,
+}
+
+impl<T> IrqSpinLock<T> {
+    pub const fn new(v: T) -> Self {
+        IrqSpinLock {
+            locked: AtomicBool::new(false),
+            data: UnsafeCell::new(v),
+        }
+    }
+
+    pub fn lock(&self) -> IrqSpinGuard<'_, T> {
+        let daif = irq_save();
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        IrqSpinGuard { lock: self, daif }
+    }
+
+    pub fn try_lock(&self) -> Option<IrqSpinGuard<'_, T>> {
+        let daif = irq_save();
+        if self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            Some(IrqSpinGuard { lock: self, daif })
+        } else {
+            irq_restore(daif);
+            None
+        }
+    }
+
+    /// Forcibly releases the lock (panic path only: the holder will never run again).
+    ///
+    /// # Safety
+    /// No guard of this lock may be used afterwards.
+    pub unsafe fn force_unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
+impl<T> Deref for IrqSpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while `locked` is held by us.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for IrqSpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard exists only while `locked` is held by us, and `&mut self`
+        // makes this the only reference derived from it.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for IrqSpinGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+        irq_restore(self.daif);
+    }
+}
+
+/// Physical address bits this CPU implements (ID_AA64MMFR0_EL1.PARange).
+pub fn pa_bits() -> u32 {
+    use aarch64_cpu::registers::ID_AA64MMFR0_EL1;
+    crate::layout::parange_bits(ID_AA64MMFR0_EL1.get() & 0xf)
+}

@@ -1,0 +1,415 @@
+//! The Generic Interrupt Controller, versions 2 (GICD + GICC MMIO) and 3 (GICD + per-CPU
+//! redistributors + system-register CPU interface).
+//!
+//! Model: the boot CPU initialises the distributor once ([`init`]); every CPU then
+//! initialises its own CPU interface (and, on v3, its redistributor) with [`init_cpu`].
+//! SPIs are routed to the boot CPU; PPIs (the timer) are enabled per CPU. All interrupts are
+//! Group 1 (non-secure) with one priority, so they never preempt each other.
+//! The IRQ vector calls [`handle_irq`], which acknowledges, dispatches through
+//! [`crate::irq`], and ends each interrupt until none is pending.
+//!
+//! References: Arm IHI 0048B (GICv2), Arm IHI 0069 (GICv3/v4).
+
+use crate::mmio::Mmio;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+register_structs! {
+    /// Distributor registers shared by v2 and v3 (IHI 0069 12.9).
+    pub GicdRegs {
+        (0x000 => ctlr: ReadWrite<u32>),
+        (0x004 => typer: ReadOnly<u32>),
+        (0x008 => iidr: ReadOnly<u32>),
+        (0x00c => _reserved0),
+        (0x080 => igroupr: [ReadWrite<u32>; 32]),
+        (0x100 => isenabler: [ReadWrite<u32>; 32]),
+        (0x180 => icenabler: [ReadWrite<u32>; 32]),
+        (0x200 => ispendr: [ReadWrite<u32>; 32]),
+        (0x280 => icpendr: [ReadWrite<u32>; 32]),
+        (0x300 => isactiver: [ReadWrite<u32>; 32]),
+        (0x380 => icactiver: [ReadWrite<u32>; 32]),
+        (0x400 => ipriorityr: [ReadWrite<u32>; 255]),
+        (0x7fc => _reserved1),
+        (0x800 => itargetsr: [ReadWrite<u32>; 255]),
+        (0xbfc => _reserved2),
+        (0xc00 => icfgr: [ReadWrite<u32>; 64]),
+        (0xd00 => @END),
+    },
+    /// GICD_IROUTER<n> (v3), at distributor + 0x6000; index n = INTID.
+    pub GicdRouter {
+        (0x0000 => irouter: [ReadWrite<u64>; 1020]),
+        (0x1fe0 => @END),
+    },
+    /// GICv2 CPU interface (IHI 0048B 4.3).
+    pub GiccRegs {
+        (0x00 => ctlr: ReadWrite<u32>),
+        (0x04 => pmr: ReadWrite<u32>),
+        (0x08 => bpr: ReadWrite<u32>),
+        (0x0c => iar: ReadOnly<u32>),
+        (0x10 => eoir: WriteOnly<u32>),
+        (0x14 => @END),
+    },
+    /// GICv3 redistributor, RD_base frame (IHI 0069 12.10).
+    pub GicrRd {
+        (0x00 => ctlr: ReadWrite<u32>),
+        (0x04 => iidr: ReadOnly<u32>),
+        (0x08 => typer: ReadOnly<u64>),
+        (0x10 => statusr: ReadWrite<u32>),
+        (0x14 => waker: ReadWrite<u32>),
+        (0x18 => @END),
+    },
+    /// GICv3 redistributor, SGI_base frame (RD_base + 64 KiB).
+    pub GicrSgi {
+        (0x000 => _reserved0),
+        (0x080 => igroupr0: ReadWrite<u32>),
+        (0x084 => _reserved1),
+        (0x100 => isenabler0: ReadWrite<u32>),
+        (0x104 => _reserved2),
+        (0x180 => icenabler0: ReadWrite<u32>),
+        (0x184 => _reserved3),
+        (0x400 => ipriorityr: [ReadWrite<u32>; 8]),
+        (0x420 => _reserved4),
+        (0xc00 => icfgr0: ReadWrite<u32>),
+        (0xc04 => icfgr1: ReadWrite<u32>),
+        (0xc08 => @END),
+    }
+}
+
+/// Where the kernel mapped the GIC (virtual addresses).
+#[derive(Debug, Clone, Copy)]
+pub enum GicConfig {
+    V2 {
+        gicd_va: usize,
+        gicc_va: usize,
+    },
+    V3 {
+        gicd_va: usize,
+        gicr_va: usize,
+        gicr_size: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GicError {
+    /// No redistributor frame matches this CPU's MPIDR.
+    NoRedistributor(u64),
+    /// The GIC was not initialised.
+    NotInitialised,
+}
+
+const PRIORITY: u32 = 0xa0;
+const SPURIOUS: u32 = 1020;
+
+enum Gic {
+    V2 {
+        gicd: Mmio<GicdRegs>,
+        gicc: Mmio<GiccRegs>,
+    },
+    V3 {
+        gicd: Mmio<GicdRegs>,
+        router: Mmio<GicdRouter>,
+        gicr_va: usize,
+        gicr_size: usize,
+    },
+}
+
+static GIC: spin::Once<Gic> = spin::Once::new();
+/// Per-CPU redistributor RD_base (v3), indexed by CPU index.
+static GICR_OF_CPU: [AtomicUsize; crate::layout::MAX_CPUS] =
+    [const { AtomicUsize::new(0) }; crate::layout::MAX_CPUS];
+
+fn gic() -> Result<&'static Gic, GicError> {
+    GIC.get().ok_or(GicError::NotInitialised)
+}
+
+/// GICv3 CPU interface system registers (not in aarch64-cpu).
+mod icc {
+    macro_rules! sysreg {
+        ($read:ident, $write:ident, $name:literal) => {
+            #[allow(dead_code)]
+            pub fn $read() -> u64 {
+                let v: u64;
+                // SAFETY: reading a GIC CPU interface register has no side effects except
+                // for IAR, which the caller reads on purpose to acknowledge an interrupt.
+                unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nostack)) };
+                v
+            }
+            #[allow(dead_code)]
+            pub fn $write(v: u64) {
+                // SAFETY: writes to the CPU interface configure interrupt delivery on this
+                // CPU only; callers pass architecturally valid values.
+                unsafe { core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nostack)) };
+            }
+        };
+    }
+    sysreg!(sre, set_sre, "S3_0_C12_C12_5");
+    sysreg!(pmr, set_pmr, "S3_0_C4_C6_0");
+    sysreg!(iar1, set_iar1, "S3_0_C12_C12_0");
+    sysreg!(eoir1, set_eoir1, "S3_0_C12_C12_1");
+    sysreg!(bpr1, set_bpr1, "S3_0_C12_C12_3");
+    sysreg!(igrpen1, set_igrpen1, "S3_0_C12_C12_7");
+}
+
+/// Initialises the distributor. Call once, on the boot CPU, before [`init_cpu`].
+///
+/// # Safety
+/// The addresses in `cfg` must be live Device mappings of the GIC described by the DT, and
+/// stay mapped forever.
+pub unsafe fn init(cfg: GicConfig) {
+    let g = GIC.call_once(|| match cfg {
+        // SAFETY: the caller guarantees the mappings (function contract).
+        GicConfig::V2 { gicd_va, gicc_va } => unsafe {
+            Gic::V2 {
+                gicd: Mmio::new(gicd_va),
+                gicc: Mmio::new(gicc_va),
+            }
+        },
+        // SAFETY: as above; GICD_IROUTER lives at distributor + 0x6000.
+        GicConfig::V3 {
+            gicd_va,
+            gicr_va,
+            gicr_size,
+        } => unsafe {
+            Gic::V3 {
+                gicd: Mmio::new(gicd_va),
+                router: Mmio::new(gicd_va + 0x6000),
+                gicr_va,
+                gicr_size,
+            }
+        },
+    });
+    match g {
+        Gic::V2 { gicd, .. } => {
+            gicd.ctlr.set(0);
+            let lines = lines(gicd);
+            // Target the calling (boot) CPU: ITARGETSR0 reads back this CPU's own mask.
+            let me = gicd.itargetsr[0].get() & 0xff;
+            for n in (32..lines).step_by(4) {
+                gicd.ipriorityr[n / 4].set(PRIORITY * 0x0101_0101);
+                gicd.itargetsr[n / 4].set(me * 0x0101_0101);
+            }
+            for n in (32..lines).step_by(32) {
+                gicd.icenabler[n / 32].set(u32::MAX);
+                gicd.icpendr[n / 32].set(u32::MAX);
+            }
+            gicd.ctlr.set(1);
+        }
+        Gic::V3 { gicd, router, .. } => {
+            gicd.ctlr.set(0);
+            wait_rwp(gicd);
+            let lines = lines(gicd);
+            let aff = crate::cpu::mpidr_affinity();
+            for n in (32..lines).step_by(32) {
+                gicd.icenabler[n / 32].set(u32::MAX);
+                gicd.icpendr[n / 32].set(u32::MAX);
+                gicd.igroupr[n / 32].set(u32::MAX);
+            }
+            for n in (32..lines).step_by(4) {
+                gicd.ipriorityr[n / 4].set(PRIORITY * 0x0101_0101);
+            }
+            for n in 32..lines.min(1020) {
+                router.irouter[n].set(aff);
+            }
+            // ARE | EnableGrp1 | EnableGrp0 (single security state).
+            gicd.ctlr.set((1 << 4) | (1 << 1) | 1);
+            wait_rwp(gicd);
+        }
+    }
+}
+
+fn lines(gicd: &Mmio<GicdRegs>) -> usize {
+    (((gicd.typer.get() & 0x1f) as usize + 1) * 32).min(1020)
+}
+
+fn wait_rwp(gicd: &Mmio<GicdRegs>) {
+    while gicd.ctlr.get() & (1 << 31) != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Initialises this CPU's interface (and redistributor on v3). Call on every CPU after
+/// [`crate::cpu::set_index`].
+pub fn init_cpu() -> Result<(), GicError> {
+    match gic()? {
+        Gic::V2 { gicd, gicc } => {
+            // Banked SGI/PPI registers of this CPU.
+            gicd.icenabler[0].set(u32::MAX);
+            for n in (0..32).step_by(4) {
+                gicd.ipriorityr[n / 4].set(PRIORITY * 0x0101_0101);
+            }
+            gicc.pmr.set(0xf0);
+            gicc.bpr.set(0);
+            gicc.ctlr.set(1);
+        }
+        Gic::V3 {
+            gicr_va, gicr_size, ..
+        } => {
+            let rd = find_redistributor(*gicr_va, *gicr_size)?;
+            GICR_OF_CPU[crate::cpu::index()].store(rd, Ordering::Release);
+            // SAFETY: `rd` is a redistributor frame inside the mapped GICR region.
+            let (rdr, sgi) =
+                unsafe { (Mmio::<GicrRd>::new(rd), Mmio::<GicrSgi>::new(rd + 0x1_0000)) };
+            // Wake the redistributor: clear ProcessorSleep, wait for ChildrenAsleep = 0.
+            rdr.waker.set(rdr.waker.get() & !(1 << 1));
+            while rdr.waker.get() & (1 << 2) != 0 {
+                core::hint::spin_loop();
+            }
+            sgi.icenabler0.set(u32::MAX);
+            sgi.igroupr0.set(u32::MAX);
+            for i in 0..8 {
+                sgi.ipriorityr[i].set(PRIORITY * 0x0101_0101);
+            }
+            icc::set_sre(icc::sre() | 0x7);
+            crate::cpu::isb();
+            icc::set_pmr(0xf0);
+            icc::set_bpr1(0);
+            icc::set_igrpen1(1);
+            crate::cpu::isb();
+        }
+    }
+    Ok(())
+}
+
+fn find_redistributor(base: usize, size: usize) -> Result<usize, GicError> {
+    let aff = crate::cpu::mpidr_affinity();
+    // GICR_TYPER.Affinity_Value is Aff3.Aff2.Aff1.Aff0 packed in bits [63:32].
+    let want = ((aff >> 8) & 0xff00_0000) | (aff & 0xff_ffff);
+    let mut off = 0;
+    while off + 0x2_0000 <= size {
+        // SAFETY: `base + off` is a frame inside the mapped redistributor region.
+        let rd = unsafe { Mmio::<GicrRd>::new(base + off) };
+        let typer = rd.typer.get();
+        if typer >> 32 == want {
+            return Ok(base + off);
+        }
+        if typer & (1 << 4) != 0 {
+            break; // Last redistributor in this region.
+        }
+        // VLPIS (bit 1): two extra 64 KiB frames.
+        off += if typer & (1 << 1) != 0 {
+            0x4_0000
+        } else {
+            0x2_0000
+        };
+    }
+    Err(GicError::NoRedistributor(aff))
+}
+
+/// Trigger mode of an interrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Level,
+    Edge,
+}
+
+/// Enables `intid`: an SPI globally (routed to the boot CPU), a PPI or SGI on this CPU.
+pub fn enable(intid: u32, trigger: Trigger) -> Result<(), GicError> {
+    let n = intid as usize;
+    let bit = 1u32 << (n % 32);
+    match gic()? {
+        Gic::V2 { gicd, .. } => {
+            set_cfg(gicd, n, trigger);
+            gicd.isenabler[n / 32].set(bit);
+        }
+        Gic::V3 { gicd, .. } if n >= 32 => {
+            set_cfg(gicd, n, trigger);
+            gicd.isenabler[n / 32].set(bit);
+        }
+        Gic::V3 { .. } => {
+            let rd = GICR_OF_CPU[crate::cpu::index()].load(Ordering::Acquire);
+            if rd == 0 {
+                return Err(GicError::NotInitialised);
+            }
+            // SAFETY: `rd` was found by `init_cpu` inside the mapped GICR region.
+            let sgi = unsafe { Mmio::<GicrSgi>::new(rd + 0x1_0000) };
+            if n >= 16 {
+                let shift = (n % 16) * 2;
+                let v = sgi.icfgr1.get() & !(0b10 << shift);
+                sgi.icfgr1.set(
+                    v | if trigger == Trigger::Edge {
+                        0b10 << shift
+                    } else {
+                        0
+                    },
+                );
+            }
+            sgi.isenabler0.set(bit);
+        }
+    }
+    Ok(())
+}
+
+/// Disables `intid` (SPI globally, PPI on this CPU).
+pub fn disable(intid: u32) -> Result<(), GicError> {
+    let n = intid as usize;
+    let bit = 1u32 << (n % 32);
+    match gic()? {
+        Gic::V2 { gicd, .. } => gicd.icenabler[n / 32].set(bit),
+        Gic::V3 { gicd, .. } if n >= 32 => gicd.icenabler[n / 32].set(bit),
+        Gic::V3 { .. } => {
+            let rd = GICR_OF_CPU[crate::cpu::index()].load(Ordering::Acquire);
+            if rd != 0 {
+                // SAFETY: `rd` was found by `init_cpu` inside the mapped GICR region.
+                unsafe { Mmio::<GicrSgi>::new(rd + 0x1_0000) }
+                    .icenabler0
+                    .set(bit);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_cfg(gicd: &Mmio<GicdRegs>, n: usize, trigger: Trigger) {
+    if n < 16 {
+        return; // SGIs are always edge-triggered.
+    }
+    let reg = &gicd.icfgr[n / 16];
+    let shift = (n % 16) * 2;
+    let v = reg.get() & !(0b10 << shift);
+    reg.set(
+        v | if trigger == Trigger::Edge {
+            0b10 << shift
+        } else {
+            0
+        },
+    );
+}
+
+/// Acknowledges and dispatches every pending interrupt. Called by the IRQ vector hook.
+pub fn handle_irq() {
+    let Ok(g) = gic() else { return };
+    loop {
+        let (raw, intid) = match g {
+            Gic::V2 { gicc, .. } => {
+                let iar = gicc.iar.get();
+                (iar, iar & 0x3ff)
+            }
+            Gic::V3 { .. } => {
+                let iar = icc::iar1() as u32;
+                (iar, iar & 0xff_ffff)
+            }
+        };
+        if (SPURIOUS..1024).contains(&intid) {
+            if intid == 1023 {
+                crate::irq::note_spurious();
+            }
+            return;
+        }
+        crate::irq::dispatch(intid);
+        match g {
+            Gic::V2 { gicc, .. } => gicc.eoir.set(raw),
+            Gic::V3 { .. } => icc::set_eoir1(raw as u64),
+        }
+    }
+}
+
+/// GIC version in use (2 or 3), 0 before [`init`].
+pub fn version() -> u8 {
+    match GIC.get() {
+        Some(Gic::V2 { .. }) => 2,
+        Some(Gic::V3 { .. }) => 3,
+        None => 0,
+    }
+}

@@ -1,0 +1,256 @@
+//! The live kernel translation tables (TTBR1): the W^X image mapping and the linear map,
+//! grown and shrunk at run time with broadcast TLB maintenance.
+//!
+//! State (behind one IRQ-safe lock, [`KERNEL_PT`]): the root table's physical address and
+//! where new table pages come from. Until the page allocator is up, table pages come from a
+//! static pool inside the image (`EARLY_POOL`); afterwards from a frame-allocator hook the
+//! kernel installs with [`set_table_allocator`].
+//!
+//! Table pages are reached through a virtual address chosen by where they live: pages inside
+//! the kernel image (the early pool) through the image mapping, every other page through the
+//! linear map. That rule makes the table walker usable before the linear map exists.
+//!
+//! TTBR1 is switched exactly once, from the boot tables (2 MiB RWX blocks) to the final tables,
+//! by a trampoline that runs from the boot identity map so no instruction it executes is
+//! translated through TTBR1 while the switch happens.
+
+use crate::cpu::IrqSpinLock;
+use crate::layout::{phys_to_virt, KIMAGE_VA, PAGE_SIZE};
+use crate::pgtable::{self, Attrs, Granule, MapError, TableMemory, ENTRIES};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+const EARLY_POOL_PAGES: usize = 64;
+
+#[repr(C, align(4096))]
+struct Pool([[u64; ENTRIES]; EARLY_POOL_PAGES]);
+
+/// Table pages for boot, before the page allocator exists.
+static mut EARLY_POOL: Pool = Pool([[0; ENTRIES]; EARLY_POOL_PAGES]);
+
+static KIMAGE_PA: AtomicU64 = AtomicU64::new(0);
+static KIMAGE_LEN: AtomicU64 = AtomicU64::new(0);
+
+/// Allocates one zeroed 4 KiB page for page tables (physical address).
+pub type TableAllocator = fn() -> Option<u64>;
+
+struct KernelMem {
+    pool_used: usize,
+    alloc: Option<TableAllocator>,
+}
+
+impl TableMemory for KernelMem {
+    fn alloc_table(&mut self) -> Option<u64> {
+        if let Some(f) = self.alloc {
+            return f();
+        }
+        if self.pool_used == EARLY_POOL_PAGES {
+            return None;
+        }
+        let va = &raw const EARLY_POOL as u64 + (self.pool_used * 4096) as u64;
+        self.pool_used += 1;
+        // Pool pages are zero (in .bss) and each is handed out once.
+        Some(image_virt_to_phys(va))
+    }
+
+    fn table(&self, pa: u64) -> &[AtomicU64; ENTRIES] {
+        let va = table_va(pa);
+        // SAFETY: `pa` is a table page of this tree: either an early-pool page (mapped by the
+        // image mapping) or a page from the table allocator (mapped by the linear map, which
+        // covers all RAM before the allocator is installed). It is 4 KiB aligned and only
+        // ever accessed as atomics by the walker and the MMU.
+        unsafe { &*(va as *const [AtomicU64; ENTRIES]) }
+    }
+}
+
+struct KernelPt {
+    root: u64,
+    mem: KernelMem,
+}
+
+static KERNEL_PT: IrqSpinLock<KernelPt> = IrqSpinLock::new(KernelPt {
+    root: 0,
+    mem: KernelMem {
+        pool_used: 0,
+        alloc: None,
+    },
+});
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __kernel_end: u8;
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// Physical address of a virtual address inside the kernel image.
+pub fn image_virt_to_phys(va: u64) -> u64 {
+    va - KIMAGE_VA + KIMAGE_PA.load(Ordering::Relaxed)
+}
+
+/// Physical range of the image (from KIMAGE_VA's physical base to the end of .bss).
+pub fn image_phys_range() -> (u64, u64) {
+    let pa = KIMAGE_PA.load(Ordering::Relaxed);
+    (pa, pa + KIMAGE_LEN.load(Ordering::Relaxed))
+}
+
+fn table_va(pa: u64) -> u64 {
+    let (start, end) = image_phys_range();
+    if pa >= start && pa < end {
+        pa - start + KIMAGE_VA
+    } else {
+        phys_to_virt(pa)
+    }
+}
+
+/// Builds the final TTBR1 tables with the image mapped W^X and switches to them.
+/// `kimage_pa` is the physical address KIMAGE_VA maps (from the boot code).
+pub fn init(kimage_pa: u64) -> Result<(), MapError> {
+    KIMAGE_PA.store(kimage_pa, Ordering::Relaxed);
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (start, text_end, ro_end, end) = unsafe {
+        (
+            sym(&__kernel_start),
+            sym(&__text_end),
+            sym(&__rodata_end),
+            sym(&__kernel_end),
+        )
+    };
+    KIMAGE_LEN.store(end - KIMAGE_VA, Ordering::Relaxed);
+    let mut pt = KERNEL_PT.lock();
+    let root = pt.mem.alloc_table().ok_or(MapError::OutOfTables)?;
+    pt.root = root;
+    let p = |va| image_virt_to_phys(va);
+    // The 512 KiB below _start (text_offset gap) is left unmapped.
+    pgtable::map(
+        &mut pt.mem,
+        root,
+        start,
+        p(start),
+        text_end - start,
+        Attrs::TEXT,
+        Granule::Page4K,
+    )?;
+    pgtable::map(
+        &mut pt.mem,
+        root,
+        text_end,
+        p(text_end),
+        ro_end - text_end,
+        Attrs::RODATA,
+        Granule::Page4K,
+    )?;
+    pgtable::map(
+        &mut pt.mem,
+        root,
+        ro_end,
+        p(ro_end),
+        end - ro_end,
+        Attrs::RAM,
+        Granule::Page4K,
+    )?;
+    // Jump to the trampoline through its identity-mapped physical address.
+    let tramp_pa = image_virt_to_phys(crate::boot::switch_ttbr1_va());
+    // SAFETY: the trampoline is a leaf routine that only writes TTBR1_EL1 and invalidates the
+    // TLB; it runs from the boot identity map (TTBR0), and the new tables map the image at
+    // the same virtual addresses with the same physical pages, so the return address and
+    // stack stay valid.
+    unsafe {
+        let f: extern "C" fn(u64) = core::mem::transmute(tramp_pa as usize);
+        f(root);
+    }
+    Ok(())
+}
+
+/// Physical address of the kernel root table (for secondary CPUs).
+pub fn kernel_root() -> u64 {
+    KERNEL_PT.lock().root
+}
+
+/// Installs the allocator that provides table pages once the page allocator is up.
+pub fn set_table_allocator(f: TableAllocator) {
+    KERNEL_PT.lock().mem.alloc = Some(f);
+}
+
+/// Early-pool pages used so far (for reporting).
+pub fn early_pool_used() -> usize {
+    KERNEL_PT.lock().mem.pool_used
+}
+
+/// Maps `[pa, pa + size)` into the linear map with leaves of at most `max`.
+pub fn map_linear(pa: u64, size: u64, attrs: Attrs, max: Granule) -> Result<(), MapError> {
+    let mut pt = KERNEL_PT.lock();
+    let root = pt.root;
+    let r = pgtable::map(&mut pt.mem, root, phys_to_virt(pa), pa, size, attrs, max);
+    // Make the new entries visible to the walkers before anyone uses the mapping.
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+    crate::cpu::isb();
+    r
+}
+
+/// Unmaps `[pa, pa + size)` from the linear map and invalidates the TLBs of all CPUs.
+/// Fails (changing nothing) if that would split a block mapping.
+pub fn unmap_linear(pa: u64, size: u64) -> Result<u64, MapError> {
+    let mut pt = KERNEL_PT.lock();
+    let root = pt.root;
+    let va = phys_to_virt(pa);
+    let n = pgtable::unmap(&mut pt.mem, root, va, size)?;
+    flush_tlb_range(va, size);
+    Ok(n)
+}
+
+/// Maps an MMIO range (rounded out to pages) into the linear map if it is not mapped yet,
+/// and returns its virtual address.
+pub fn map_mmio(pa: u64, size: u64) -> Result<u64, MapError> {
+    let start = pa & !(PAGE_SIZE - 1);
+    let end = (pa + size + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    let mut p = start;
+    while p < end {
+        // Map page by page, skipping pages already mapped (device ranges may share a page).
+        match map_linear(p, PAGE_SIZE, Attrs::MMIO, Granule::Page4K) {
+            Ok(()) | Err(MapError::AlreadyMapped(_)) => {}
+            Err(e) => return Err(e),
+        }
+        p += PAGE_SIZE;
+    }
+    Ok(phys_to_virt(pa))
+}
+
+/// What the linear map holds at `pa`, if anything.
+pub fn translate_linear(pa: u64) -> Option<(u64, Attrs)> {
+    let pt = KERNEL_PT.lock();
+    pgtable::translate(&pt.mem, pt.root, phys_to_virt(pa))
+}
+
+/// Broadcast invalidation of `[va, va + size)` on every CPU (inner shareable).
+pub fn flush_tlb_range(va: u64, size: u64) {
+    use aarch64_cpu::asm::barrier;
+    barrier::dsb(barrier::ISHST);
+    if size > (64 << 20) {
+        // SAFETY: invalidating all EL1 TLB entries only costs refills.
+        unsafe { core::arch::asm!("tlbi vmalle1is", options(nostack)) };
+    } else {
+        let mut v = va;
+        while v < va + size {
+            // SAFETY: TLB invalidation by VA for all ASIDs, broadcast; no memory effects.
+            unsafe {
+                core::arch::asm!("tlbi vaae1is, {}", in(reg) (v >> 12) & ((1 << 44) - 1), options(nostack))
+            };
+            v += PAGE_SIZE;
+        }
+    }
+    barrier::dsb(barrier::ISH);
+    crate::cpu::isb();
+}
+
+/// Stops TTBR0 walks on this CPU (after it no longer needs the boot identity map).
+pub fn disable_ttbr0_walks() {
+    use aarch64_cpu::registers::{Readable, Writeable, TCR_EL1};
+    TCR_EL1.set(TCR_EL1.get() | crate::boot::TCR_EPD0);
+    crate::cpu::isb();
+    // SAFETY: drops any cached TTBR0 translations on this CPU.
+    unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
+}

@@ -1,0 +1,526 @@
+//! Stage-1 translation tables (4 KiB granule, 4 levels, 48-bit VA): descriptor encoding and a
+//! walker that maps and unmaps physical ranges.
+//!
+//! The walker is plain logic over [`TableMemory`], which hands out zeroed table pages and
+//! lets the walker read and write their 512 entries. The kernel implements it over the linear
+//! map; host tests implement it over boxed arrays. Entries are `AtomicU64` because the
+//! hardware walker (and other CPUs' walkers) read them concurrently: every update is a single
+//! 64-bit store, and a live entry is only ever changed invalid -> valid (map) or
+//! valid -> invalid (unmap). Changing a valid entry in place (break-before-make) is never
+//! needed because:
+//! - [`map`] refuses to overwrite a valid entry ([`MapError::AlreadyMapped`]);
+//! - [`unmap`] refuses to split a block ([`MapError::WouldSplitBlock`]). Hot-added memory is
+//!   mapped with at most [`Granule::Block2M`], and hotplug removes whole 2 MiB pageblocks, so
+//!   removal never meets a block it would have to split.
+//!
+//! TLB maintenance is the caller's: after [`unmap`] the caller must invalidate the range on
+//! every CPU before the memory is reused or given back (`mmu` does it with broadcast TLBIs).
+//! Intermediate tables are not freed on unmap (they are few: one 4 KiB table per 1 GiB or
+//! 2 MiB of address space ever mapped).
+//!
+//! Callers serialise all changes to one table tree (the kernel holds the page-table lock).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_bitfields;
+use tock_registers::registers::InMemoryRegister;
+
+register_bitfields! {u64,
+    /// A stage-1 descriptor at any level (ARM ARM D8.3, VMSAv8-64 descriptor formats).
+    pub DESC [
+        VALID OFFSET(0) NUMBITS(1) [],
+        /// Levels 0-2: 1 = table, 0 = block. Level 3: must be 1 (page).
+        TYPE OFFSET(1) NUMBITS(1) [Block = 0, TableOrPage = 1],
+        /// Index into MAIR_EL1.
+        ATTR_INDX OFFSET(2) NUMBITS(3) [],
+        /// AP[2:1]: EL1 read-write / read-only (EL0 has no access).
+        AP OFFSET(6) NUMBITS(2) [RwEl1 = 0b00, RoEl1 = 0b10],
+        SH OFFSET(8) NUMBITS(2) [NonShareable = 0b00, Outer = 0b10, Inner = 0b11],
+        AF OFFSET(10) NUMBITS(1) [],
+        NG OFFSET(11) NUMBITS(1) [],
+        /// Output address (or next-level table address), bits [47:12].
+        OUTPUT_ADDR OFFSET(12) NUMBITS(36) [],
+        PXN OFFSET(53) NUMBITS(1) [],
+        UXN OFFSET(54) NUMBITS(1) []
+    ]
+}
+
+/// MAIR_EL1 attribute indices; `boot.rs` programs MAIR_EL1 = [`MAIR_VALUE`].
+pub const MAIR_DEVICE_NGNRE: u64 = 0;
+pub const MAIR_NORMAL_WB: u64 = 1;
+pub const MAIR_NORMAL_NC: u64 = 2;
+/// Attr0 = Device-nGnRE (0x04), Attr1 = Normal WB RW-allocate (0xff), Attr2 = Normal NC (0x44).
+pub const MAIR_VALUE: u64 = 0x04 | (0xff << 8) | (0x44 << 16);
+
+pub const ENTRIES: usize = 512;
+const LEVEL_SHIFT: [u32; 4] = [39, 30, 21, 12];
+const OA_MASK: u64 = ((1 << 48) - 1) & !0xfff;
+
+/// Memory type of a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemType {
+    Normal,
+    NormalNonCacheable,
+    Device,
+}
+
+/// Attributes of a mapping (always EL1-only; EL0 never gets kernel memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attrs {
+    pub mem: MemType,
+    pub writable: bool,
+    pub executable: bool,
+}
+
+impl Attrs {
+    pub const RAM: Attrs = Attrs {
+        mem: MemType::Normal,
+        writable: true,
+        executable: false,
+    };
+    pub const MMIO: Attrs = Attrs {
+        mem: MemType::Device,
+        writable: true,
+        executable: false,
+    };
+    pub const TEXT: Attrs = Attrs {
+        mem: MemType::Normal,
+        writable: false,
+        executable: true,
+    };
+    pub const RODATA: Attrs = Attrs {
+        mem: MemType::Normal,
+        writable: false,
+        executable: false,
+    };
+
+    /// Leaf descriptor bits (without VALID/TYPE and address).
+    fn leaf_bits(self) -> u64 {
+        let d: InMemoryRegister<u64, DESC::Register> = InMemoryRegister::new(0);
+        let idx = match self.mem {
+            MemType::Normal => MAIR_NORMAL_WB,
+            MemType::NormalNonCacheable => MAIR_NORMAL_NC,
+            MemType::Device => MAIR_DEVICE_NGNRE,
+        };
+        let sh = match self.mem {
+            MemType::Device => DESC::SH::NonShareable,
+            _ => DESC::SH::Inner,
+        };
+        let ap = if self.writable {
+            DESC::AP::RwEl1
+        } else {
+            DESC::AP::RoEl1
+        };
+        let pxn = if self.executable {
+            DESC::PXN::CLEAR
+        } else {
+            DESC::PXN::SET
+        };
+        d.write(DESC::ATTR_INDX.val(idx) + sh + ap + DESC::AF::SET + pxn + DESC::UXN::SET);
+        d.get()
+    }
+
+    /// Decodes the attributes of a leaf descriptor.
+    pub fn from_desc(desc: u64) -> Attrs {
+        let d: InMemoryRegister<u64, DESC::Register> = InMemoryRegister::new(desc);
+        let mem = match d.read(DESC::ATTR_INDX) {
+            MAIR_DEVICE_NGNRE => MemType::Device,
+            MAIR_NORMAL_NC => MemType::NormalNonCacheable,
+            _ => MemType::Normal,
+        };
+        Attrs {
+            mem,
+            writable: d.read(DESC::AP) == 0,
+            executable: d.read(DESC::PXN) == 0,
+        }
+    }
+}
+
+/// Largest leaf size the walker may use for a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Granule {
+    Page4K,
+    Block2M,
+    Block1G,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// va, pa or size is not 4 KiB aligned, or the range wraps.
+    Misaligned,
+    /// Part of the range is already mapped (the first such va).
+    AlreadyMapped(u64),
+    /// [`TableMemory::alloc_table`] returned `None`.
+    OutOfTables,
+    /// Unmapping would split a block entry (the va of the block).
+    WouldSplitBlock(u64),
+}
+
+/// Where the walker gets and reads table pages.
+pub trait TableMemory {
+    /// A new table page, zeroed, as a physical address (4 KiB aligned).
+    fn alloc_table(&mut self) -> Option<u64>;
+    /// The entries of the table page at `pa` (a page this tree links to).
+    fn table(&self, pa: u64) -> &[AtomicU64; ENTRIES];
+}
+
+fn index(va: u64, level: usize) -> usize {
+    ((va >> LEVEL_SHIFT[level]) & (ENTRIES as u64 - 1)) as usize
+}
+
+fn is_table(desc: u64, level: usize) -> bool {
+    level < 3 && desc & 0b11 == 0b11
+}
+
+fn block_size(level: usize) -> u64 {
+    1 << LEVEL_SHIFT[level]
+}
+
+fn leaf_desc(pa: u64, attrs: Attrs, level: usize) -> u64 {
+    let ty = if level == 3 { 0b11 } else { 0b01 };
+    (pa & OA_MASK) | attrs.leaf_bits() | ty
+}
+
+/// Maps `[va, va + size)` to `[pa, pa + size)` with leaves no larger than `max`, using the
+/// largest leaf that alignment allows. Nothing that is already mapped is changed; on error
+/// the part mapped so far stays mapped (the caller unmaps it if it wants to undo).
+pub fn map(
+    mem: &mut impl TableMemory,
+    root_pa: u64,
+    va: u64,
+    pa: u64,
+    size: u64,
+    attrs: Attrs,
+    max: Granule,
+) -> Result<(), MapError> {
+    if (va | pa | size) & 0xfff != 0 || va.checked_add(size - 1).is_none() && size != 0 {
+        return Err(MapError::Misaligned);
+    }
+    let min_leaf = match max {
+        Granule::Block1G => 1,
+        Granule::Block2M => 2,
+        Granule::Page4K => 3,
+    };
+    let mut off = 0;
+    while off < size {
+        let (v, p, left) = (va + off, pa + off, size - off);
+        // Walk down; place the largest leaf that fits and is allowed, descending through
+        // existing tables (so a range next to smaller mappings uses smaller leaves).
+        let mut table = root_pa;
+        let mut level = 0;
+        loop {
+            let slot = &mem.table(table)[index(v, level)];
+            let desc = slot.load(Ordering::Acquire);
+            if is_table(desc, level) {
+                table = desc & OA_MASK;
+                level += 1;
+                continue;
+            }
+            if desc & 1 != 0 {
+                return Err(MapError::AlreadyMapped(v));
+            }
+            let bs = block_size(level);
+            if level >= min_leaf && (v | p) & (bs - 1) == 0 && left >= bs {
+                slot.store(leaf_desc(p, attrs, level), Ordering::Release);
+                off += bs;
+                break;
+            }
+            let new = mem.alloc_table().ok_or(MapError::OutOfTables)?;
+            mem.table(table)[index(v, level)].store(new | 0b11, Ordering::Release);
+            table = new;
+            level += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Unmaps `[va, va + size)`. Holes inside the range are fine. Fails without changing
+/// anything if a block entry straddles either end of the range.
+/// Returns the number of bytes that were mapped. The caller must invalidate TLBs.
+pub fn unmap(
+    mem: &mut impl TableMemory,
+    root_pa: u64,
+    va: u64,
+    size: u64,
+) -> Result<u64, MapError> {
+    if (va | size) & 0xfff != 0 {
+        return Err(MapError::Misaligned);
+    }
+    // First pass: check that no block straddles the range boundaries.
+    for edge in [va, va + size] {
+        if let Some((level, _)) = lookup(mem, root_pa, edge) {
+            let bs = block_size(level);
+            let base = edge & !(bs - 1);
+            if base != edge && base < va + size && base + bs > va {
+                return Err(MapError::WouldSplitBlock(base));
+            }
+        }
+    }
+    let mut unmapped = 0;
+    let mut v = va;
+    while v < va + size {
+        match lookup(mem, root_pa, v) {
+            Some((level, _)) => {
+                let table = table_at(mem, root_pa, v, level).expect("lookup found a leaf");
+                mem.table(table)[index(v, level)].store(0, Ordering::Release);
+                unmapped += block_size(level);
+                v += block_size(level);
+            }
+            None => v = next_boundary(mem, root_pa, v),
+        }
+    }
+    Ok(unmapped)
+}
+
+/// The next va after `va` where a mapping could start (skips whole empty tables).
+fn next_boundary(mem: &impl TableMemory, root_pa: u64, va: u64) -> u64 {
+    let mut table = root_pa;
+    for l in 0..4 {
+        let desc = mem.table(table)[index(va, l)].load(Ordering::Acquire);
+        if !is_table(desc, l) {
+            let bs = block_size(l);
+            return (va & !(bs - 1)) + bs;
+        }
+        table = desc & OA_MASK;
+    }
+    va + 4096
+}
+
+fn table_at(mem: &impl TableMemory, root_pa: u64, va: u64, level: usize) -> Option<u64> {
+    let mut table = root_pa;
+    for l in 0..level {
+        let desc = mem.table(table)[index(va, l)].load(Ordering::Acquire);
+        if !is_table(desc, l) {
+            return None;
+        }
+        table = desc & OA_MASK;
+    }
+    Some(table)
+}
+
+/// The leaf mapping `va`: its level and descriptor.
+pub fn lookup(mem: &impl TableMemory, root_pa: u64, va: u64) -> Option<(usize, u64)> {
+    let mut table = root_pa;
+    for l in 0..4 {
+        let desc = mem.table(table)[index(va, l)].load(Ordering::Acquire);
+        if desc & 1 == 0 {
+            return None;
+        }
+        if !is_table(desc, l) {
+            return Some((l, desc));
+        }
+        table = desc & OA_MASK;
+    }
+    None
+}
+
+/// Physical address `va` translates to, with the leaf's attributes.
+pub fn translate(mem: &impl TableMemory, root_pa: u64, va: u64) -> Option<(u64, Attrs)> {
+    let (level, desc) = lookup(mem, root_pa, va)?;
+    let bs = block_size(level);
+    Some((
+        (desc & OA_MASK & !(bs - 1)) | (va & (bs - 1)),
+        Attrs::from_desc(desc),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeMem {
+        tables: HashMap<u64, Box<[AtomicU64; ENTRIES]>>,
+        next: u64,
+        limit: usize,
+    }
+
+    impl FakeMem {
+        fn new() -> (Self, u64) {
+            let mut m = FakeMem {
+                next: 0x1000_0000,
+                limit: usize::MAX,
+                ..Default::default()
+            };
+            let root = m.alloc_table().unwrap();
+            (m, root)
+        }
+    }
+
+    impl TableMemory for FakeMem {
+        fn alloc_table(&mut self) -> Option<u64> {
+            if self.tables.len() >= self.limit {
+                return None;
+            }
+            let pa = self.next;
+            self.next += 4096;
+            self.tables
+                .insert(pa, Box::new(core::array::from_fn(|_| AtomicU64::new(0))));
+            Some(pa)
+        }
+        fn table(&self, pa: u64) -> &[AtomicU64; ENTRIES] {
+            &self.tables[&pa]
+        }
+    }
+
+    const VA: u64 = 0xffff_0000_4000_0000;
+
+    #[test]
+    fn largest_leaves_and_translate() {
+        let (mut m, root) = FakeMem::new();
+        // 1 GiB + 2 MiB + 4 KiB, 1 GiB aligned: one 1G block, one 2M block, one page.
+        let size = (1 << 30) + (2 << 20) + 4096;
+        map(
+            &mut m,
+            root,
+            VA,
+            0x4000_0000,
+            size,
+            Attrs::RAM,
+            Granule::Block1G,
+        )
+        .unwrap();
+        assert_eq!(lookup(&m, root, VA).unwrap().0, 1);
+        assert_eq!(lookup(&m, root, VA + (1 << 30)).unwrap().0, 2);
+        assert_eq!(lookup(&m, root, VA + (1 << 30) + (2 << 20)).unwrap().0, 3);
+        assert_eq!(lookup(&m, root, VA + size), None);
+        let (pa, attrs) = translate(&m, root, VA + 0x1234_5678).unwrap();
+        assert_eq!(pa, 0x4000_0000 + 0x1234_5678);
+        assert_eq!(attrs, Attrs::RAM);
+    }
+
+    #[test]
+    fn granule_cap_and_no_split() {
+        let (mut m, root) = FakeMem::new();
+        map(
+            &mut m,
+            root,
+            VA,
+            0x4000_0000,
+            8 << 20,
+            Attrs::RAM,
+            Granule::Block2M,
+        )
+        .unwrap();
+        assert_eq!(lookup(&m, root, VA).unwrap().0, 2);
+        // Removing half a 2 MiB block would split it: refused, nothing changed.
+        assert_eq!(
+            unmap(&mut m, root, VA, 1 << 20),
+            Err(MapError::WouldSplitBlock(VA))
+        );
+        assert!(lookup(&m, root, VA).is_some());
+        // Removing a whole block in the middle works and leaves the neighbours.
+        assert_eq!(unmap(&mut m, root, VA + (2 << 20), 2 << 20), Ok(2 << 20));
+        assert!(lookup(&m, root, VA + (2 << 20)).is_none());
+        assert!(lookup(&m, root, VA).is_some());
+        assert!(lookup(&m, root, VA + (4 << 20)).is_some());
+        // Remap the hole.
+        map(
+            &mut m,
+            root,
+            VA + (2 << 20),
+            0x4020_0000,
+            2 << 20,
+            Attrs::RAM,
+            Granule::Block2M,
+        )
+        .unwrap();
+        assert_eq!(translate(&m, root, VA + (3 << 20)).unwrap().0, 0x4030_0000);
+    }
+
+    #[test]
+    fn smaller_leaves_next_to_existing_tables() {
+        let (mut m, root) = FakeMem::new();
+        // A page mapped and unmapped leaves its tables; a later 1 GiB map of that GiB must
+        // still succeed, with 2 MiB blocks and pages where the tables are.
+        map(
+            &mut m,
+            root,
+            VA + (8 << 20),
+            0x4080_0000,
+            4096,
+            Attrs::RAM,
+            Granule::Page4K,
+        )
+        .unwrap();
+        unmap(&mut m, root, VA + (8 << 20), 4096).unwrap();
+        map(
+            &mut m,
+            root,
+            VA,
+            0x4000_0000,
+            1 << 30,
+            Attrs::RAM,
+            Granule::Block1G,
+        )
+        .unwrap();
+        assert_eq!(lookup(&m, root, VA).unwrap().0, 2);
+        assert_eq!(lookup(&m, root, VA + (8 << 20)).unwrap().0, 3);
+        assert_eq!(
+            translate(&m, root, VA + (8 << 20) + 8).unwrap().0,
+            0x4080_0008
+        );
+        assert_eq!(
+            translate(&m, root, VA + (1 << 30) - 8).unwrap().0,
+            0x7fff_fff8
+        );
+    }
+
+    #[test]
+    fn overlap_and_errors() {
+        let (mut m, root) = FakeMem::new();
+        map(
+            &mut m,
+            root,
+            VA,
+            0x4000_0000,
+            2 << 20,
+            Attrs::RAM,
+            Granule::Page4K,
+        )
+        .unwrap();
+        assert_eq!(
+            map(
+                &mut m,
+                root,
+                VA + 4096,
+                0,
+                4096,
+                Attrs::RAM,
+                Granule::Page4K
+            ),
+            Err(MapError::AlreadyMapped(VA + 4096))
+        );
+        assert_eq!(
+            map(&mut m, root, VA + 1, 0, 4096, Attrs::RAM, Granule::Page4K),
+            Err(MapError::Misaligned)
+        );
+        // Unmap over a range with holes counts only what was mapped.
+        assert_eq!(unmap(&mut m, root, VA, 64 << 20), Ok(2 << 20));
+        m.limit = m.tables.len();
+        assert_eq!(
+            map(
+                &mut m,
+                root,
+                VA + (1 << 39),
+                0,
+                4096,
+                Attrs::RAM,
+                Granule::Page4K
+            ),
+            Err(MapError::OutOfTables)
+        );
+    }
+
+    #[test]
+    fn attrs_round_trip() {
+        for a in [Attrs::RAM, Attrs::MMIO, Attrs::TEXT, Attrs::RODATA] {
+            assert_eq!(Attrs::from_desc(leaf_desc(0x1000, a, 3)), a);
+        }
+        // Text is executable and read-only; data is never executable.
+        let d = leaf_desc(0x1000, Attrs::TEXT, 3);
+        assert_eq!(d & (1 << 53), 0);
+        assert_ne!(leaf_desc(0x1000, Attrs::RAM, 3) & (1 << 53), 0);
+    }
+}

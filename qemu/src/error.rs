@@ -1,0 +1,79 @@
+//! One error type for the harness: every way a launch, a console wait or a QMP command can fail.
+//!
+//! Each variant says what was being waited for, so a failing test names the step that broke before
+//! the long report (console tail, QMP transcript, command line) that [`crate::Qemu::report`] prints.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// What went wrong while driving QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel image is not there; nothing is silently skipped.
+    #[error("kernel image {} not found: run `make kernel` first (or set HOTMEM_IMAGE)", path.display())]
+    ImageMissing { path: PathBuf },
+
+    /// The QEMU binary could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+
+    /// An I/O error on a pipe, socket or file, with what we were doing.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+
+    /// A deadline passed before the awaited thing happened.
+    #[error("timed out after {:.1?} waiting for {what}", waited)]
+    Timeout { what: String, waited: Duration },
+
+    /// The console shows a `PANIC:` line that the caller did not expect.
+    #[error("guest panicked while waiting for {what}: {line}")]
+    GuestPanic { what: String, line: String },
+
+    /// QEMU exited (or closed the console) while we still expected something from it.
+    #[error("QEMU exited ({}) while waiting for {what}{}", status.map_or("status unknown".to_string(), |s| s.to_string()), stderr_suffix(stderr))]
+    QemuExited {
+        what: String,
+        status: Option<ExitStatus>,
+        stderr: String,
+    },
+
+    /// QEMU answered a QMP command with an error, or the QMP stream made no sense.
+    #[error("QMP {command}: {message}")]
+    Qmp { command: String, message: String },
+
+    /// The console output did not follow the shell contract, or a record did not parse.
+    #[error("{0}")]
+    Protocol(String),
+
+    /// A machine description that QEMU would refuse or that the harness cannot express.
+    #[error("invalid machine: {0}")]
+    Machine(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; QEMU stderr:\n{s}")
+    }
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// The harness's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,509 @@
+//! Machine descriptions: what QEMU `virt` machine to start, turned into a QEMU command line.
+//!
+//! A [`Machine`] is plain data (CPU model, GIC version, EL2 entry, CPU count, RAM or NUMA nodes,
+//! virtio-mem devices, bootargs, extra arguments). [`Machine::default`] is the machine `make run`
+//! starts: `-M virt,gic-version=3 -cpu max -smp 2 -m 512M,maxmem=4608M -nic none` with one
+//! `virtio-mem-pci` device `vm0` on a 4 GiB `memory-backend-ram`, `requested-size=0`.
+//!
+//! [`Machine::args`] renders the machine part of the command line only; the launcher
+//! ([`crate::Qemu`]) adds the console, monitor and QMP wiring. The rules it follows:
+//! - RAM is the sum of the NUMA node sizes when nodes are given, else [`Machine::ram_bytes`].
+//! - `maxmem` is RAM plus the sum of the virtio-mem backend sizes (QEMU refuses a virtio-mem device
+//!   without it) and is left out when there is no device.
+//! - NUMA node `N` gets backend `rN`; virtio-mem device `N` gets backend `memN` and id `vmN`, so
+//!   the first device is always `vm0` (the id QMP `qom-set` uses).
+//! - With NUMA nodes that each own the same number of CPUs, `-smp` gets one socket per node so that
+//!   QEMU's topology agrees with the node split (QEMU warns otherwise).
+
+use std::fmt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// 1 KiB, 1 MiB, 1 GiB in bytes.
+pub const KIB: u64 = 1 << 10;
+/// 1 MiB in bytes.
+pub const MIB: u64 = 1 << 20;
+/// 1 GiB in bytes.
+pub const GIB: u64 = 1 << 30;
+
+/// Formats a byte count the way QEMU's size options take it: the largest exact binary unit
+/// (`512M`, `4G`, `1536M`), or plain bytes.
+pub fn format_size(size_bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (GIB, "G"), (MIB, "M"), (KIB, "K")];
+    for (unit, suffix) in UNITS {
+        if size_bytes != 0 && size_bytes % unit == 0 {
+            return format!("{}{}", size_bytes / unit, suffix);
+        }
+    }
+    size_bytes.to_string()
+}
+
+/// Parses a size such as `512M`, `4G`, `1536m`, `64K`, `2T` or plain bytes (binary units).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        Some('B') => (&t[..t.len() - 1], 0),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| Error::Machine(format!("bad size {text:?}")))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| Error::Machine(format!("size {text:?} overflows")))
+}
+
+/// GIC version of the `virt` board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gic {
+    V2,
+    V3,
+}
+
+impl Gic {
+    fn number(self) -> u8 {
+        match self {
+            Gic::V2 => 2,
+            Gic::V3 => 3,
+        }
+    }
+}
+
+/// A NUMA node: its boot memory and the CPUs (indices into `-smp`) that belong to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaNode {
+    pub size_bytes: u64,
+    pub cpus: Vec<u32>,
+}
+
+/// A `virtio-mem-pci` device with its own `memory-backend-ram`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioMem {
+    /// Size of the backend: the most the device can ever plug.
+    pub size_bytes: u64,
+    /// `requested-size` at start.
+    pub requested_bytes: u64,
+    /// `block-size`, or QEMU's default (2 MiB on arm64 with 4 KiB host pages).
+    pub block_size_bytes: Option<u64>,
+    /// NUMA node the device's memory belongs to.
+    pub node: Option<u32>,
+}
+
+impl VirtioMem {
+    /// A device of `size_bytes` with nothing requested.
+    pub fn new(size_bytes: u64) -> Self {
+        VirtioMem {
+            size_bytes,
+            requested_bytes: 0,
+            block_size_bytes: None,
+            node: None,
+        }
+    }
+
+    /// Sets `requested-size`.
+    pub fn requested(mut self, bytes: u64) -> Self {
+        self.requested_bytes = bytes;
+        self
+    }
+
+    /// Sets `block-size`.
+    pub fn block_size(mut self, bytes: u64) -> Self {
+        self.block_size_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets `node`.
+    pub fn node(mut self, node: u32) -> Self {
+        self.node = Some(node);
+        self
+    }
+}
+
+/// A QEMU `virt` machine. Build one from [`Machine::default`] with the setters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// `-cpu` model: `max`, `cortex-a53`, `cortex-a57`, `cortex-a72`, `neoverse-n1`, ...
+    pub cpu: String,
+    pub gic: Gic,
+    /// `virtualization=on`: the kernel is entered at EL2.
+    pub el2: bool,
+    /// `-smp`.
+    pub smp: u32,
+    /// Boot RAM when there are no NUMA nodes.
+    pub ram_bytes: u64,
+    /// NUMA nodes; when not empty their sizes replace `ram_bytes`.
+    pub numa: Vec<NumaNode>,
+    /// virtio-mem devices, `vm0` first.
+    pub virtio_mem: Vec<VirtioMem>,
+    /// `-append`, left out when empty.
+    pub bootargs: String,
+    /// Appended verbatim after everything else.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Machine {
+    /// The `make run` machine.
+    fn default() -> Self {
+        Machine {
+            cpu: "max".into(),
+            gic: Gic::V3,
+            el2: false,
+            smp: 2,
+            ram_bytes: 512 * MIB,
+            numa: Vec::new(),
+            virtio_mem: vec![VirtioMem::new(4 * GIB)],
+            bootargs: String::new(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl Machine {
+    /// Sets the CPU model.
+    pub fn cpu(mut self, model: &str) -> Self {
+        self.cpu = model.into();
+        self
+    }
+
+    /// Sets the GIC version.
+    pub fn gic(mut self, gic: Gic) -> Self {
+        self.gic = gic;
+        self
+    }
+
+    /// Enters the kernel at EL2 (`virtualization=on`) or EL1.
+    pub fn el2(mut self, on: bool) -> Self {
+        self.el2 = on;
+        self
+    }
+
+    /// Sets the CPU count.
+    pub fn smp(mut self, cpus: u32) -> Self {
+        self.smp = cpus;
+        self
+    }
+
+    /// Sets boot RAM and drops any NUMA nodes.
+    pub fn ram(mut self, bytes: u64) -> Self {
+        self.ram_bytes = bytes;
+        self.numa.clear();
+        self
+    }
+
+    /// Splits boot RAM into NUMA nodes of the given sizes, spreading the CPUs evenly over them in
+    /// order (node 0 gets the first CPUs; a node may get none when there are fewer CPUs).
+    pub fn numa_nodes(mut self, sizes_bytes: &[u64]) -> Self {
+        let nodes = sizes_bytes.len().max(1) as u32;
+        let per_node = self.smp.div_ceil(nodes);
+        self.numa = sizes_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &size_bytes)| {
+                let first = i as u32 * per_node;
+                let end_exclusive = (first + per_node).min(self.smp);
+                NumaNode {
+                    size_bytes,
+                    cpus: (first..end_exclusive).collect(),
+                }
+            })
+            .collect();
+        self.ram_bytes = sizes_bytes.iter().sum();
+        self
+    }
+
+    /// Removes every virtio-mem device.
+    pub fn without_virtio_mem(mut self) -> Self {
+        self.virtio_mem.clear();
+        self
+    }
+
+    /// Adds a virtio-mem device (the first one added after [`Machine::without_virtio_mem`] is
+    /// `vm0`).
+    pub fn with_virtio_mem(mut self, device: VirtioMem) -> Self {
+        self.virtio_mem.push(device);
+        self
+    }
+
+    /// Sets the kernel command line.
+    pub fn bootargs(mut self, bootargs: &str) -> Self {
+        self.bootargs = bootargs.into();
+        self
+    }
+
+    /// Appends raw QEMU arguments.
+    pub fn extra_arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// RAM given to the guest at boot (what `mem` must report as total `present_kib`).
+    pub fn boot_ram_bytes(&self) -> u64 {
+        if self.numa.is_empty() {
+            self.ram_bytes
+        } else {
+            self.numa.iter().map(|n| n.size_bytes).sum()
+        }
+    }
+
+    /// Sum of all virtio-mem backends.
+    pub fn virtio_mem_bytes(&self) -> u64 {
+        self.virtio_mem.iter().map(|d| d.size_bytes).sum()
+    }
+
+    /// QEMU id of virtio-mem device `index` (`vm0`, `vm1`, ...).
+    pub fn virtio_mem_id(index: usize) -> String {
+        format!("vm{index}")
+    }
+
+    /// Checks what the harness can express; QEMU itself checks the rest.
+    pub fn validate(&self) -> Result<()> {
+        if self.smp == 0 {
+            return Err(Error::Machine("smp must be at least 1".into()));
+        }
+        if self.boot_ram_bytes() == 0 {
+            return Err(Error::Machine("no boot RAM".into()));
+        }
+        for (i, node) in self.numa.iter().enumerate() {
+            if let Some(cpu) = node.cpus.iter().find(|&&c| c >= self.smp) {
+                return Err(Error::Machine(format!(
+                    "NUMA node {i} names cpu {cpu} but smp is {}",
+                    self.smp
+                )));
+            }
+        }
+        for (i, dev) in self.virtio_mem.iter().enumerate() {
+            if dev.requested_bytes > dev.size_bytes {
+                return Err(Error::Machine(format!(
+                    "{}: requested-size {} above backend size {}",
+                    Self::virtio_mem_id(i),
+                    format_size(dev.requested_bytes),
+                    format_size(dev.size_bytes)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The machine part of the QEMU command line, booting `image`.
+    pub fn args(&self, image: &Path) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |a: &str, b: String| {
+            args.push(a.to_string());
+            args.push(b);
+        };
+
+        let mut board = format!("virt,gic-version={}", self.gic.number());
+        if self.el2 {
+            board.push_str(",virtualization=on");
+        }
+        push("-M", board);
+        push("-cpu", self.cpu.clone());
+
+        let mut smp = self.smp.to_string();
+        let nodes = self.numa.len() as u32;
+        if nodes > 1
+            && self.smp % nodes == 0
+            && self
+                .numa
+                .iter()
+                .all(|n| n.cpus.len() as u32 == self.smp / nodes)
+        {
+            smp.push_str(&format!(",sockets={nodes},cores={}", self.smp / nodes));
+        }
+        push("-smp", smp);
+
+        let ram = self.boot_ram_bytes();
+        let mut mem = format_size(ram);
+        if !self.virtio_mem.is_empty() {
+            mem.push_str(&format!(
+                ",maxmem={}",
+                format_size(ram + self.virtio_mem_bytes())
+            ));
+        }
+        push("-m", mem);
+
+        for (i, node) in self.numa.iter().enumerate() {
+            push(
+                "-object",
+                format!(
+                    "memory-backend-ram,id=r{i},size={}",
+                    format_size(node.size_bytes)
+                ),
+            );
+            let mut spec = format!("node,nodeid={i}");
+            for (first, last) in cpu_ranges(&node.cpus) {
+                if first == last {
+                    spec.push_str(&format!(",cpus={first}"));
+                } else {
+                    spec.push_str(&format!(",cpus={first}-{last}"));
+                }
+            }
+            spec.push_str(&format!(",memdev=r{i}"));
+            push("-numa", spec);
+        }
+
+        for (i, dev) in self.virtio_mem.iter().enumerate() {
+            push(
+                "-object",
+                format!(
+                    "memory-backend-ram,id=mem{i},size={}",
+                    format_size(dev.size_bytes)
+                ),
+            );
+            let mut spec = format!(
+                "virtio-mem-pci,id={},memdev=mem{i},requested-size={}",
+                Self::virtio_mem_id(i),
+                format_size(dev.requested_bytes)
+            );
+            if let Some(bs) = dev.block_size_bytes {
+                spec.push_str(&format!(",block-size={}", format_size(bs)));
+            }
+            if let Some(node) = dev.node {
+                spec.push_str(&format!(",node={node}"));
+            }
+            push("-device", spec);
+        }
+
+        push("-nic", "none".into());
+        push("-display", "none".into());
+        push("-kernel", image.display().to_string());
+        if !self.bootargs.is_empty() {
+            push("-append", self.bootargs.clone());
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// Sorted, deduplicated CPU indices as inclusive `(first, last)` runs.
+fn cpu_ranges(cpus: &[u32]) -> Vec<(u32, u32)> {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for c in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == c => *last = c,
+            _ => runs.push((c, c)),
+        }
+    }
+    runs
+}
+
+impl fmt::Display for Machine {
+    /// A short label for logs and test names: `max gic3 el1 smp2 512M+vmem4G`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} gic{} {} smp{} ",
+            self.cpu,
+            self.gic.number(),
+            if self.el2 { "el2" } else { "el1" },
+            self.smp
+        )?;
+        if self.numa.is_empty() {
+            write!(f, "{}", format_size(self.ram_bytes))?;
+        } else {
+            let sizes: Vec<String> = self
+                .numa
+                .iter()
+                .map(|n| format_size(n.size_bytes))
+                .collect();
+            write!(f, "numa[{}]", sizes.join(","))?;
+        }
+        for d in &self.virtio_mem {
+            write!(f, "+vmem{}", format_size(d.size_bytes))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_make_run() {
+        let args = Machine::default().args(Path::new("/i.img"));
+        assert_eq!(
+            args.join(" "),
+            "-M virt,gic-version=3 -cpu max -smp 2 -m 512M,maxmem=4608M \
+             -object memory-backend-ram,id=mem0,size=4G \
+             -device virtio-mem-pci,id=vm0,memdev=mem0,requested-size=0 \
+             -nic none -display none -kernel /i.img"
+        );
+    }
+
+    #[test]
+    fn numa_el2_gic2_bootargs() {
+        let m = Machine::default()
+            .smp(4)
+            .numa_nodes(&[256 * MIB, 768 * MIB])
+            .gic(Gic::V2)
+            .el2(true)
+            .without_virtio_mem()
+            .with_virtio_mem(
+                VirtioMem::new(GIB)
+                    .block_size(4 * MIB)
+                    .node(1)
+                    .requested(GIB),
+            )
+            .bootargs("loglevel=debug");
+        assert_eq!(m.boot_ram_bytes(), GIB);
+        assert_eq!(
+            m.args(Path::new("k")).join(" "),
+            "-M virt,gic-version=2,virtualization=on -cpu max -smp 4,sockets=2,cores=2 \
+             -m 1G,maxmem=2G \
+             -object memory-backend-ram,id=r0,size=256M -numa node,nodeid=0,cpus=0-1,memdev=r0 \
+             -object memory-backend-ram,id=r1,size=768M -numa node,nodeid=1,cpus=2-3,memdev=r1 \
+             -object memory-backend-ram,id=mem0,size=1G \
+             -device virtio-mem-pci,id=vm0,memdev=mem0,requested-size=1G,block-size=4M,node=1 \
+             -nic none -display none -kernel k -append loglevel=debug"
+        );
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn no_vmem_no_maxmem_and_single_cpu_numa() {
+        let m = Machine::default()
+            .smp(1)
+            .without_virtio_mem()
+            .numa_nodes(&[128 * MIB, 128 * MIB]);
+        let a = m.args(Path::new("k")).join(" ");
+        assert!(a.contains("-smp 1 -m 256M -object"), "{a}");
+        assert!(a.contains("node,nodeid=0,cpus=0,memdev=r0"), "{a}");
+        assert!(a.contains("node,nodeid=1,memdev=r1"), "{a}");
+    }
+
+    #[test]
+    fn sizes_round_trip() {
+        for (text, bytes) in [
+            ("512M", 512 * MIB),
+            ("4G", 4 * GIB),
+            ("1536M", 1536 * MIB),
+            ("64K", 64 * KIB),
+            ("100", 100),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size(text).unwrap(), bytes);
+            assert_eq!(format_size(bytes), text);
+        }
+        assert_eq!(parse_size("2g").unwrap(), 2 * GIB);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(format_size(0), "0");
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        assert!(Machine::default().smp(0).validate().is_err());
+        let bad = Machine::default()
+            .without_virtio_mem()
+            .with_virtio_mem(VirtioMem::new(GIB).requested(2 * GIB));
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! `hotmem-qemu`: command-line front end of the harness library.
+//!
+//! ```text
+//! cargo run -p hotmem-qemu -- boot  [MACHINE] [-c CMD]...  boot, show the console, run CMDs, power off
+//! cargo run -p hotmem-qemu -- args  [MACHINE]              print the QEMU command line
+//! cargo run -p hotmem-qemu -- probe [MACHINE]              start QEMU, query QMP, quit (does QEMU accept it?)
+//! ```
+//! MACHINE options default to `make run`'s machine; see `--help`. The stress runner and the
+//! benchmarks (issue 6) will be further subcommands here.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hotmem_qemu::{
+    format_size, parse_size, Error, Gic, LaunchOptions, Machine, Qemu, Result, VirtioMem,
+};
+
+const USAGE: &str = "\
+usage: hotmem-qemu <boot|args|probe> [options]
+  boot    boot, print the console live, run each -c command, then poweroff
+  args    print the QEMU command line
+  probe   start QEMU without waiting for the kernel, query QMP, quit
+machine options (default: make run's machine):
+  --cpu MODEL        -cpu (max, cortex-a53, cortex-a57, cortex-a72, neoverse-n1)
+  --gic 2|3          GIC version
+  --el2              enter at EL2 (virtualization=on)
+  --smp N            CPU count
+  --ram SIZE         boot RAM, e.g. 512M
+  --numa SIZE,SIZE   NUMA nodes with these sizes (CPUs spread evenly)
+  --vmem SIZE        add a virtio-mem device (the first --vmem replaces the default; 0 = none)
+  --append ARGS      kernel command line
+  --image PATH       kernel image (default: $HOTMEM_IMAGE or target/hotmem.img)
+  --boot-timeout S   seconds to wait for the prompt (default 60)
+  -c CMD             shell command to run after boot (repeatable)";
+
+struct Cli {
+    verb: String,
+    machine: Machine,
+    image: Option<std::path::PathBuf>,
+    commands: Vec<String>,
+    boot_timeout: Duration,
+}
+
+fn parse_args(args: &[String]) -> Result<Cli> {
+    let bad = |m: String| Error::Machine(m);
+    let mut it = args.iter();
+    let verb = it
+        .next()
+        .cloned()
+        .ok_or_else(|| bad("missing subcommand".into()))?;
+    let mut cli = Cli {
+        verb,
+        machine: Machine::default(),
+        image: None,
+        commands: Vec::new(),
+        boot_timeout: Duration::from_secs(60),
+    };
+    let mut vmem_seen = false;
+    while let Some(opt) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| bad(format!("{opt} needs a value")))
+        };
+        match opt.as_str() {
+            "--cpu" => cli.machine.cpu = value()?,
+            "--gic" => {
+                cli.machine.gic = match value()?.as_str() {
+                    "2" => Gic::V2,
+                    "3" => Gic::V3,
+                    v => return Err(bad(format!("--gic {v}: want 2 or 3"))),
+                }
+            }
+            "--el2" => cli.machine.el2 = true,
+            "--smp" => {
+                let v = value()?;
+                cli.machine.smp = v.parse().map_err(|_| bad(format!("--smp {v}")))?;
+            }
+            "--ram" => cli.machine.ram_bytes = parse_size(&value()?)?,
+            "--numa" => {
+                let sizes = value()?
+                    .split(',')
+                    .map(parse_size)
+                    .collect::<Result<Vec<u64>>>()?;
+                cli.machine = cli.machine.clone().numa_nodes(&sizes);
+            }
+            "--vmem" => {
+                if !vmem_seen {
+                    cli.machine.virtio_mem.clear();
+                    vmem_seen = true;
+                }
+                let size = parse_size(&value()?)?;
+                if size > 0 {
+                    cli.machine.virtio_mem.push(VirtioMem::new(size));
+                }
+            }
+            "--append" => cli.machine.bootargs = value()?,
+            "--image" => cli.image = Some(value()?.into()),
+            "--boot-timeout" => {
+                let v = value()?;
+                let secs: u64 = v.parse().map_err(|_| bad(format!("--boot-timeout {v}")))?;
+                cli.boot_timeout = Duration::from_secs(secs);
+            }
+            "-c" => cli.commands.push(value()?),
+            other => return Err(bad(format!("unknown option {other}"))),
+        }
+    }
+    // --smp after --numa: spread the CPUs again.
+    if !cli.machine.numa.is_empty() {
+        let sizes: Vec<u64> = cli.machine.numa.iter().map(|n| n.size_bytes).collect();
+        cli.machine = cli.machine.clone().numa_nodes(&sizes);
+    }
+    Ok(cli)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let options = LaunchOptions {
+        image: cli.image.clone(),
+        ..LaunchOptions::default()
+    };
+    match cli.verb.as_str() {
+        "args" => {
+            let image = options.image.unwrap_or_else(hotmem_qemu::default_image);
+            let mut line = vec![hotmem_qemu::instance::qemu_binary()];
+            line.extend(cli.machine.args(&image));
+            println!("{}", hotmem_qemu::instance::shell_join(&line));
+            Ok(())
+        }
+        "probe" => {
+            let mut vm = Qemu::launch_with(&cli.machine, &options)?;
+            let t = Duration::from_secs(10);
+            let version = vm.qmp().version().to_string();
+            let summary = vm.qmp().memory_size_summary(t)?;
+            let devices = vm.qmp().virtio_mem_devices(t)?;
+            println!("QEMU {version} accepts: {}", vm.machine());
+            println!(
+                "base memory {}, plugged {}",
+                format_size(summary.base_bytes),
+                format_size(summary.plugged_bytes)
+            );
+            for d in devices {
+                println!(
+                    "virtio-mem {} at {:#x}: block {} plugged {} requested {} max {} node {}",
+                    d.id.as_deref().unwrap_or("?"),
+                    d.memaddr,
+                    format_size(d.block_size_bytes),
+                    format_size(d.plugged_bytes),
+                    format_size(d.requested_bytes),
+                    format_size(d.max_bytes),
+                    d.node
+                );
+            }
+            vm.qmp().quit(t)?;
+            vm.wait_exit(t)?;
+            Ok(())
+        }
+        "boot" => {
+            let mut vm = Qemu::launch_with(&cli.machine, &options)?;
+            eprintln!("# {}", vm.command_line());
+            vm.console().set_echo(true);
+            let result = (|| {
+                let took = vm.wait_for_boot(cli.boot_timeout)?;
+                eprintln!("\n# prompt after {took:.2?}");
+                for c in &cli.commands {
+                    vm.console().command(c, Duration::from_secs(30))?;
+                }
+                let status = vm.poweroff(Duration::from_secs(30))?;
+                eprintln!("\n# QEMU exited: {status}");
+                Ok(())
+            })();
+            if result.is_err() {
+                vm.console().set_echo(false);
+                eprintln!("\n{}", vm.report());
+            }
+            result
+        }
+        other => Err(Error::Machine(format!("unknown subcommand {other}"))),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return if args.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    match parse_args(&args).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hotmem-qemu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The console: PL011 output with whole-line atomicity, interrupt-driven input, the `log`
+//! backend, and the panic-time writer.
+//!
+//! Lock rules: `OUT` (IRQ-safe) serialises output and remembers whether the cursor is at the
+//! start of a line. A log record printed while a shell line is half written (the prompt or
+//! echoed input) first ends that line, so log lines always start at column 0 and never split
+//! a command's output line. `RX` (IRQ-safe) is the receive ring the UART interrupt fills.
+
+use core::fmt::{self, Write};
+use hotmem_arch::cpu::IrqSpinLock;
+use hotmem_drivers::pl011::Pl011;
+
+static UART: spin::Once<Pl011> = spin::Once::new();
+
+struct Out {
+    at_line_start: bool,
+}
+
+static OUT: IrqSpinLock<Out> = IrqSpinLock::new(Out {
+    at_line_start: true,
+});
+
+const RX_SIZE: usize = 1024;
+struct Rx {
+    buf: [u8; RX_SIZE],
+    head: usize,
+    len: usize,
+}
+static RX: IrqSpinLock<Rx> = IrqSpinLock::new(Rx {
+    buf: [0; RX_SIZE],
+    head: 0,
+    len: 0,
+});
+
+/// Installs the UART (already mapped at `base_va`).
+///
+/// # Safety
+/// `base_va` must be a live Device mapping of a PL011 that stays mapped forever.
+pub unsafe fn init(base_va: usize) {
+    UART.call_once(|| {
+        // SAFETY: forwarded contract.
+        let u = unsafe { Pl011::new(base_va) };
+        u.init();
+        u
+    });
+}
+
+/// Writes through the UART translating `\n` to CRLF and tracking the line start.
+struct Writer<'a>(&'a Pl011, &'a mut bool);
+
+impl Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.0.write_byte(b'\r');
+            }
+            self.0.write_byte(b);
+            *self.1 = b == b'\n';
+        }
+        Ok(())
+    }
+}
+
+fn with_out(f: impl FnOnce(&mut Writer)) {
+    let Some(u) = UART.get() else { return };
+    let mut out = OUT.lock();
+    let mut w = Writer(u, &mut out.at_line_start);
+    f(&mut w);
+}
+
+/// Prints text as is (used for the prompt and echo).
+pub fn print(args: fmt::Arguments) {
+    with_out(|w| {
+        let _ = w.write_fmt(args);
+    });
+}
+
+/// Prints one whole line (a CRLF is appended) that nothing can interleave with.
+pub fn print_line(args: fmt::Arguments) {
+    with_out(|w| {
+        if !*w.1 {
+            let _ = w.write_str("\n");
+        }
+        let _ = w.write_fmt(args);
+        let _ = w.write_str("\n");
+    });
+}
+
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::kernel::console::print_line(format_args!($($arg)*)) };
+}
+
+/// Panic-time output: takes the lock if it can, otherwise writes anyway (the holder may
+/// be this CPU, interrupted, and will never release it).
+pub fn emergency_line(args: fmt::Arguments) {
+    let Some(u) = UART.get() else { return };
+    let mut guard = OUT.try_lock();
+    // Without the lock we cannot know the column: start a fresh line to be safe.
+    let mut start = guard.as_ref().is_some_and(|g| g.at_line_start);
+    let mut w = Writer(u, &mut start);
+    if !*w.1 {
+        let _ = w.write_str("\n");
+    }
+    let _ = w.write_fmt(args);
+    let _ = w.write_str("\n");
+    if let Some(g) = guard.as_mut() {
+        g.at_line_start = true;
+    }
+}
+
+/// UART receive interrupt: drain the FIFO into the ring (oldest bytes are kept when full).
+pub fn rx_interrupt(_intid: u32) {
+    let Some(u) = UART.get() else { return };
+    let mut rx = RX.lock();
+    while let Some(b) = u.read_byte() {
+        if rx.len < RX_SIZE {
+            let i = (rx.head + rx.len) % RX_SIZE;
+            rx.buf[i] = b;
+            rx.len += 1;
+        }
+    }
+    u.ack_rx_interrupt();
+}
+
+/// Next input byte, if any.
+pub fn try_read() -> Option<u8> {
+    let mut rx = RX.lock();
+    if rx.len == 0 {
+        return None;
+    }
+    let b = rx.buf[rx.head];
+    rx.head = (rx.head + 1) % RX_SIZE;
+    rx.len -= 1;
+    Some(b)
+}
+
+/// Waits (sleeping in `wfi`) for the next input byte.
+pub fn read_byte() -> u8 {
+    loop {
+        if let Some(b) = try_read() {
+            return b;
+        }
+        hotmem_arch::cpu::wait_for_interrupt();
+    }
+}
+
+/// The `log` backend: `[LEVEL] message` lines.
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            print_line(format_args!("[{}] {}", r.level(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+pub fn init_logger(level: log::LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}

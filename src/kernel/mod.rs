@@ -1,0 +1,326 @@
+//! Kernel glue: the boot sequence, SMP bring-up, interrupts and the shell's commands.
+//!
+//! Boot order (primary CPU, `kernel_main`):
+//! 1. final kernel page tables (W^X image), switch TTBR1, stop TTBR0 walks;
+//! 2. map and parse the device tree; bring up the console and the logger;
+//! 3. check the memory ranges against the physical-address limit, map RAM in the linear map;
+//! 4. exception hooks, GIC, timer tick, UART receive interrupt;
+//! 5. start the other CPUs through PSCI CPU_ON;
+//! 6. run the shell.
+
+pub mod console;
+mod shell;
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use hotmem::dt::{self, BootInfo, GicInfo, PsciMethod};
+use hotmem::shell::BootArgs;
+use hotmem_arch::cpu;
+use hotmem_arch::gic::{self, GicConfig, Trigger};
+use hotmem_arch::layout::{self, MAX_CPUS, PAGE_SIZE};
+use hotmem_arch::pgtable::{Attrs, Granule, MapError};
+use hotmem_arch::{boot, exception, irq, mmu, psci, timer};
+
+/// Timer tick rate.
+pub const TICK_HZ: u64 = 100;
+
+/// What the shell shows per CPU.
+pub struct CpuState {
+    pub mpidr: AtomicU64,
+    pub online: AtomicBool,
+    pub ticks: AtomicU64,
+}
+
+pub static CPUS: [CpuState; MAX_CPUS] = [const {
+    CpuState {
+        mpidr: AtomicU64::new(0),
+        online: AtomicBool::new(false),
+        ticks: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+/// Number of CPUs the DT lists (capped at MAX_CPUS).
+pub static NR_CPUS: AtomicUsize = AtomicUsize::new(1);
+static TIMER_INTID: AtomicU64 = AtomicU64::new(27);
+
+/// Boot information, kept for the shell (the DTB stays reserved and mapped).
+pub static BOOT_INFO: spin::Once<BootInfo<'static>> = spin::Once::new();
+
+#[no_mangle]
+extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
+    if mmu::init(kimage_pa).is_err() {
+        // No console yet: nothing to print.
+        psci_off_any();
+    }
+    mmu::disable_ttbr0_walks();
+    exception::set_dump_printer(console::emergency_line);
+
+    let blob = map_dtb(dtb_pa);
+    let info = match blob.map(|b| dt::parse(b, dtb_pa)) {
+        Some(Ok(info)) => info,
+        // Without a device tree there is no console and no memory map.
+        _ => psci_off_any(),
+    };
+    if let Some(m) = info.psci {
+        psci::set_method(match m {
+            PsciMethod::Hvc => psci::Method::Hvc,
+            PsciMethod::Smc => psci::Method::Smc,
+        });
+    }
+    let Some(uart) = info.uart else {
+        psci_off_any()
+    };
+    match mmu::map_mmio(uart.range.base, uart.range.size.max(PAGE_SIZE)) {
+        // SAFETY: the UART's registers were just mapped as Device memory, permanently.
+        Ok(va) => unsafe { console::init(va as usize) },
+        Err(_) => psci_off_any(),
+    }
+    let args = BootArgs::parse(info.bootargs, |bad| {
+        // Logged below, after the logger is up.
+        let _ = bad;
+    });
+    console::init_logger(args.loglevel);
+    log::info!("hotmem {} booting", env!("CARGO_PKG_VERSION"));
+    BootArgs::parse(info.bootargs, |bad| {
+        log::warn!("bootargs: ignoring unknown option '{bad}'")
+    });
+    for w in &info.warnings {
+        log::warn!("device tree: {}", w.0);
+    }
+
+    map_ram(&info);
+    let info = BOOT_INFO.call_once(|| info);
+
+    exception::set_irq_hook(|_frame| gic::handle_irq());
+    init_gic(info);
+    if let Some(t) = info.timer {
+        TIMER_INTID.store(t.virt_intid as u64, Ordering::Relaxed);
+    }
+    let _ = irq::register(TIMER_INTID.load(Ordering::Relaxed) as u32, timer_irq);
+    if let Some(intid) = uart.intid {
+        if irq::register(intid, console::rx_interrupt).is_ok() {
+            if let Err(e) = gic::enable(intid, Trigger::Level) {
+                log::error!("console: cannot enable UART interrupt {intid}: {e:?}");
+            }
+        }
+    } else {
+        log::warn!("console: the UART has no interrupt in the device tree; input will not work");
+    }
+    cpu_online(0);
+
+    start_secondaries(info);
+    shell::run()
+}
+
+/// Maps the DTB (page by page, it need not be aligned) and returns it as a byte slice.
+fn map_dtb(dtb_pa: u64) -> Option<&'static [u8]> {
+    let map_pages = |pa: u64, len: u64| -> Result<(), MapError> {
+        let start = pa & !(PAGE_SIZE - 1);
+        let mut p = start;
+        while p < pa + len {
+            match mmu::map_linear(p, PAGE_SIZE, Attrs::RAM, Granule::Page4K) {
+                Ok(()) | Err(MapError::AlreadyMapped(_)) => {}
+                Err(e) => return Err(e),
+            }
+            p += PAGE_SIZE;
+        }
+        Ok(())
+    };
+    if dtb_pa == 0 || dtb_pa % 8 != 0 {
+        return None;
+    }
+    map_pages(dtb_pa, 64).ok()?;
+    let va = layout::phys_to_virt(dtb_pa) as *const u8;
+    // SAFETY: the first 64 bytes at `va` were just mapped (the header is 40 bytes).
+    let header = unsafe { core::slice::from_raw_parts(va, 64) };
+    let size = dt::total_size(header).ok()?;
+    if !(64..=(64 << 20)).contains(&size) {
+        return None;
+    }
+    map_pages(dtb_pa, size as u64).ok()?;
+    // SAFETY: `size` bytes from `va` are mapped RAM holding the DTB. The blob's range is
+    // reserved (BootInfo::dtb) and never written, and it stays mapped: the RAM mapping added
+    // later keeps these pages (same VA, same PA).
+    Some(unsafe { core::slice::from_raw_parts(va, size) })
+}
+
+/// Maps every usable memory region into the linear map (1 GiB blocks where aligned).
+fn map_ram(info: &BootInfo) {
+    let cpu_bits = cpu::pa_bits();
+    let bits = layout::usable_pa_bits(cpu_bits);
+    log::info!("physical addresses: CPU {cpu_bits} bits, kernel supports {bits} bits");
+    for r in &info.memory {
+        let (base, end) = (r.range.base, r.range.base + r.range.size);
+        if end > 1 << bits {
+            log::error!(
+                "memory 0x{base:x}-0x{end:x} (node {}) lies above the {bits}-bit physical limit; not used",
+                r.node
+            );
+            continue;
+        }
+        let (b, e) = (
+            (base + PAGE_SIZE - 1) & !(PAGE_SIZE - 1),
+            end & !(PAGE_SIZE - 1),
+        );
+        if e <= b {
+            continue;
+        }
+        // Pages already mapped (the DTB) are mapped identically; map around them.
+        if let Err(err) = map_skipping_mapped(b, e) {
+            log::error!("memory 0x{b:x}-0x{e:x}: cannot map: {err:?}");
+        }
+        log::info!(
+            "memory: node {} 0x{base:x}-0x{end:x} ({} MiB)",
+            r.node,
+            r.range.size >> 20
+        );
+    }
+}
+
+fn map_skipping_mapped(mut b: u64, e: u64) -> Result<(), MapError> {
+    while b < e {
+        match mmu::map_linear(b, e - b, Attrs::RAM, Granule::Block1G) {
+            Ok(()) => return Ok(()),
+            // `map` stops at the first mapped page, keeping what it mapped before it:
+            // step over that page and go on.
+            Err(MapError::AlreadyMapped(va)) => {
+                b = layout::linear_virt_to_phys(va).unwrap_or(e) + PAGE_SIZE;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+fn init_gic(info: &BootInfo) {
+    let map = |r: dt::PhysRange| mmu::map_mmio(r.base, r.size).map(|va| va as usize);
+    let cfg = match info.gic {
+        Some(GicInfo::V2 { gicd, gicc, .. }) => match (map(gicd), map(gicc)) {
+            (Ok(gicd_va), Ok(gicc_va)) => GicConfig::V2 { gicd_va, gicc_va },
+            _ => {
+                log::error!("gic: cannot map GICv2 registers");
+                return;
+            }
+        },
+        Some(GicInfo::V3 { gicd, gicr, .. }) => match (map(gicd), map(gicr)) {
+            (Ok(gicd_va), Ok(gicr_va)) => GicConfig::V3 {
+                gicd_va,
+                gicr_va,
+                gicr_size: gicr.size as usize,
+            },
+            _ => {
+                log::error!("gic: cannot map GICv3 registers");
+                return;
+            }
+        },
+        None => {
+            log::error!("gic: no interrupt controller in the device tree; no interrupts");
+            return;
+        }
+    };
+    // SAFETY: the GIC's register ranges from the DT were just mapped as Device memory and
+    // stay mapped forever.
+    unsafe { gic::init(cfg) };
+    log::info!("gic: version {}", gic::version());
+}
+
+fn timer_irq(_intid: u32) {
+    timer::rearm_tick();
+    CPUS[cpu::index()].ticks.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Per-CPU part of bring-up, on the CPU itself.
+fn cpu_online(idx: usize) {
+    cpu::set_index(idx);
+    CPUS[idx]
+        .mpidr
+        .store(cpu::mpidr_affinity(), Ordering::Relaxed);
+    if let Err(e) = gic::init_cpu() {
+        log::error!("cpu{idx}: interrupt controller: {e:?}");
+    }
+    let intid = TIMER_INTID.load(Ordering::Relaxed) as u32;
+    if let Err(e) = gic::enable(intid, Trigger::Level) {
+        log::error!("cpu{idx}: cannot enable timer interrupt: {e:?}");
+    }
+    timer::start_tick(TICK_HZ);
+    CPUS[idx].online.store(true, Ordering::Release);
+    cpu::irq_enable();
+}
+
+fn start_secondaries(info: &BootInfo) {
+    let me = cpu::mpidr_affinity();
+    let n = info.cpus.len().clamp(1, MAX_CPUS);
+    NR_CPUS.store(n, Ordering::Relaxed);
+    if info.cpus.len() > MAX_CPUS {
+        log::warn!(
+            "smp: {} CPUs in the device tree; starting the first {MAX_CPUS}",
+            info.cpus.len()
+        );
+    }
+    // SAFETY: written before any secondary CPU starts; secondaries only read it.
+    unsafe { *boot::secondary_ttbr1_slot() = mmu::kernel_root() };
+    cpu::clean_dcache_range(boot::secondary_ttbr1_slot() as u64, 8);
+    let entry_pa = mmu::image_virt_to_phys(boot::secondary_entry_va());
+    let mut idx = 1;
+    for c in info.cpus.iter().take(MAX_CPUS) {
+        if c.mpidr == me {
+            continue;
+        }
+        if idx >= n {
+            break;
+        }
+        CPUS[idx].mpidr.store(c.mpidr, Ordering::Relaxed);
+        match psci::cpu_on(c.mpidr, entry_pa, idx as u64) {
+            Ok(()) => {
+                let deadline = timer::now_ns() + 5_000_000_000;
+                while !CPUS[idx].online.load(Ordering::Acquire) && timer::now_ns() < deadline {
+                    core::hint::spin_loop();
+                }
+                if !CPUS[idx].online.load(Ordering::Acquire) {
+                    log::error!("smp: cpu{idx} (mpidr 0x{:x}) did not come online", c.mpidr);
+                }
+            }
+            Err(e) => log::error!("smp: CPU_ON of mpidr 0x{:x} failed: {e:?}", c.mpidr),
+        }
+        idx += 1;
+    }
+    let online = CPUS
+        .iter()
+        .filter(|c| c.online.load(Ordering::Relaxed))
+        .count();
+    log::info!("smp: {online} of {n} CPUs online");
+}
+
+#[no_mangle]
+extern "C" fn secondary_main(idx: u64) -> ! {
+    mmu::disable_ttbr0_walks();
+    cpu_online(idx as usize);
+    loop {
+        cpu::wait_for_interrupt();
+    }
+}
+
+fn psci_off_any() -> ! {
+    // The DT (and so the PSCI method) may be unknown: try HVC, then SMC.
+    psci::set_method(psci::Method::Hvc);
+    let _ = psci::version();
+    psci::set_method(psci::Method::Smc);
+    psci::system_off()
+}
+
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    cpu::irq_save();
+    if !PANICKING.swap(true, Ordering::SeqCst) {
+        match info.location() {
+            Some(l) => console::emergency_line(format_args!(
+                "PANIC: {} at {}:{}",
+                info.message(),
+                l.file(),
+                l.line()
+            )),
+            None => console::emergency_line(format_args!("PANIC: {}", info.message())),
+        }
+    }
+    psci::system_off()
+}

@@ -1,0 +1,71 @@
+//! Executes shell commands (parsing and line editing are in `hotmem::shell`).
+
+use super::{console, CPUS, NR_CPUS};
+use crate::println;
+use core::sync::atomic::Ordering;
+use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
+use hotmem_arch::psci;
+
+pub fn run() -> ! {
+    let mut ed = LineEditor::default();
+    console::print(format_args!("{PROMPT}"));
+    loop {
+        match ed.feed(console::read_byte()) {
+            Feed::None => {}
+            Feed::Echo(s) => console::print(format_args!("{s}")),
+            Feed::Line(line) => {
+                console::print(format_args!("\n"));
+                match shell::parse(&line) {
+                    Ok(cmd) => execute(cmd),
+                    Err(e) => println!("{e}"),
+                }
+                console::print(format_args!("{PROMPT}"));
+            }
+        }
+    }
+}
+
+fn execute(cmd: Command) {
+    match cmd {
+        Command::Empty => {}
+        Command::Help => {
+            for (c, what) in shell::HELP {
+                println!("{c:<16} {what}");
+            }
+        }
+        Command::Cpus => {
+            for (i, c) in CPUS
+                .iter()
+                .take(NR_CPUS.load(Ordering::Relaxed))
+                .enumerate()
+            {
+                println!(
+                    "cpu={i} mpidr=0x{:x} online={} ticks={}",
+                    c.mpidr.load(Ordering::Relaxed),
+                    c.online.load(Ordering::Relaxed) as u8,
+                    c.ticks.load(Ordering::Relaxed)
+                );
+            }
+        }
+        Command::Fault => {
+            // Inside the linear map's range but above any RAM or device: never mapped.
+            let va = hotmem_arch::layout::phys_to_virt(0x7fff_0000_0000);
+            println!("fault: reading unmapped address 0x{va:x}");
+            // SAFETY: deliberately unsound: the read faults, and the exception handler
+            // prints the dump and panics; execution never continues past it.
+            let v = unsafe { core::ptr::read_volatile(va as *const u64) };
+            println!("fault: read 0x{v:x} (unexpected)");
+        }
+        Command::Poweroff => {
+            println!("poweroff: bye");
+            psci::system_off();
+        }
+        Command::Reboot => {
+            println!("reboot: resetting");
+            psci::system_reset();
+        }
+        Command::Mem | Command::Sections | Command::Check | Command::Memtest { .. } => {
+            println!("{:?}: the memory model is not initialised", cmd);
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The buddy allocator: per node, per zone, per migrate type free lists of blocks of
+//! `2^order` pages (`order <= MAX_ORDER`), with all state in the page descriptors.
+//!
+//! Model: a free block is named by its head page, which carries `BUDDY` and the order and
+//! is linked (by pfn, doubly) into `zone.lists[order][migrate type of its pageblock]`, so
+//! any free block is removed in O(1). Freeing merges a block with its buddy (`pfn ^ 2^order`)
+//! while the buddy is a free head of the same order. The zone of a page is stored in its
+//! descriptor; a block and its buddy are always in one section, hence one zone.
+//!
+//! Pageblock rules: a block of order <= `PAGEBLOCK_ORDER` lies inside one pageblock. A
+//! merge across a pageblock boundary (order 9 -> 10) happens only when both pageblocks
+//! have the same type and neither is `Isolate`; so every page of a free block has the
+//! migrate type of the list the block is on. Isolating a pageblock splits an order-10
+//! block spanning it and moves the pageblock's free blocks to the `Isolate` list, which
+//! is never allocated from; frees into an isolated pageblock land there too.
+//!
+//! Allocation policy: nodes in order (preferred first, then ascending); per node, movable
+//! requests try the Movable zone then Normal, unmovable ones Normal only. In a zone a
+//! request takes the smallest block of its own migrate type (Movable for movable,
+//! Unmovable otherwise), falling back to the other non-isolate type, and splits it.
+//!
+//! Counts: per zone, free pages per migrate type; `present_pages` (RAM pages online in the
+//! zone) and `managed_pages` (present minus boot reservations and mem_maps).
+//!
+//! Locks: part of `Mm`, under the kernel's `Mm` lock. The fast path does not log.
+#![forbid(unsafe_code)]
+
+use alloc::vec::Vec;
+
+use super::page::{MigrateType, PageFlags, ZoneType};
+use super::section::SectionTable;
+use super::types::{NodeId, Pfn, PfnRange, MAX_NODES, MAX_ORDER, NR_ORDERS, PAGEBLOCK_ORDER, PAGES_PER_PAGEBLOCK};
+use super::{AllocError, AllocFlags, Error};
+
+/// One free list: head pfn and number of blocks.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct FreeList {
+    pub(crate) head: Option<Pfn>,
+    pub(crate) len: u64,
+}
+
+/// One zone of one node.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Zone {
+    pub(crate) lists: [[FreeList; MigrateType::COUNT]; NR_ORDERS],
+    /// Free pages per migrate type.
+    pub(crate) nr_free: [u64; MigrateType::COUNT],
+    pub(crate) present_pages: u64,
+    pub(crate) managed_pages: u64,
+}
+
+impl Zone {
+    pub(crate) fn free_pages(&self) -> u64 {
+        self.nr_free.iter().sum()
+    }
+}
+
+/// Per-node state.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Node {
+    pub(crate) zones: [Zone; ZoneType::COUNT],
+    /// The node has (or had) memory, or was named by `add_sections`.
+    pub(crate) seen: bool,
+    /// Pages present but not online.
+    pub(crate) offline_pages: u64,
+    /// Pages of this node holding mem_maps and section-table chunks.
+    pub(crate) mem_map_pages: u64,
+    /// Pages of this node reserved at boot (DT reservations, kernel, DTB), not mem_maps.
+    pub(crate) reserved_pages: u64,
+}
+
+/// Section table plus zones: everything the allocator touches.
+pub(crate) struct Buddy {
+    pub(crate) table: SectionTable,
+    pub(crate) nodes: Vec<Node>,
+}
+
+impl Buddy {
+    pub(crate) fn new(table: SectionTable) -> Buddy {
+        let mut nodes = Vec::with_capacity(MAX_NODES);
+        nodes.resize_with(MAX_NODES, Node::default);
+        Buddy { table, nodes }
+    }
+
+    pub(crate) fn zone_mut(&mut self, node: NodeId, zone: ZoneType) -> &mut Zone {
+        &mut self.nodes[node.index()].zones[zone.index()]
+    }
+
+    fn zone_of(&self, pfn: Pfn) -> (NodeId, ZoneType) {
+        let p = self.table.pg(pfn);
+        (p.node(), p.zone())
+    }
+
+    /// Puts the block `pfn`/`order` at the front of list `mt` of its zone.
+    fn list_push(&mut self, pfn: Pfn, order: u32, mt: MigrateType) {
+        let (node, zone) = self.zone_of(pfn);
+        let list = self.nodes[node.index()].zones[zone.index()].lists[order as usize][mt.index()];
+        if let Some(old) = list.head {
+            self.table.pg_mut(old).set_prev(Some(pfn));
+        }
+        let p = self.table.pg_mut(pfn);
+        p.insert_flags(PageFlags::BUDDY);
+        p.set_order(order);
+        p.set_next(list.head);
+        p.set_prev(None);
+        let z = self.zone_mut(node, zone);
+        let l = &mut z.lists[order as usize][mt.index()];
+        l.head = Some(pfn);
+        l.len += 1;
+        z.nr_free[mt.index()] += 1 << order;
+    }
+
+    /// Takes the free block `pfn`/`order` off list `mt` in O(1); clears `BUDDY`, keeps the order.
+    fn list_remove(&mut self, pfn: Pfn, order: u32, mt: MigrateType) {
+        let (node, zone) = self.zone_of(pfn);
+        let p = self.table.pg_mut(pfn);
+        let (prev, next) = (p.prev(), p.next());
+        p.remove_flags(PageFlags::BUDDY);
+        p.set_next(None);
+        p.set_prev(None);
+        if let Some(n) = next {
+            self.table.pg_mut(n).set_prev(prev);
+        }
+        match prev {
+            Some(pr) => self.table.pg_mut(pr).set_next(next),
+            None => self.zone_mut(node, zone).lists[order as usize][mt.index()].head = next,
+        }
+        let z = self.zone_mut(node, zone);
+        z.lists[order as usize][mt.index()].len -= 1;
+        z.nr_free[mt.index()] -= 1 << order;
+    }
+
+    /// Frees the block `pfn`/`order` (descriptor already online, not on a list), merging
+    /// with free buddies as the pageblock rules allow.
+    pub(crate) fn free_core(&mut self, mut pfn: Pfn, mut order: u32) {
+        while order < MAX_ORDER {
+            let buddy = Pfn(pfn.0 ^ (1 << order));
+            if order >= PAGEBLOCK_ORDER {
+                let (a, b) = (self.table.migrate_type(pfn), self.table.migrate_type(buddy));
+                if a != b || a == MigrateType::Isolate {
+                    break;
+                }
+            }
+            let bp = self.table.pg(buddy);
+            if !bp.is_buddy() || bp.order() != order {
+                break;
+            }
+            let mt = self.table.migrate_type(buddy);
+            self.list_remove(buddy, order, mt);
+            pfn = Pfn(pfn.0.min(buddy.0));
+            order += 1;
+        }
+        let mt = self.table.migrate_type(pfn);
+        self.list_push(pfn, order, mt);
+    }
+
+    /// Frees every page of `range` (prepared: online, zone set, no state flags) in the
+    /// largest aligned blocks.
+    pub(crate) fn free_range(&mut self, range: PfnRange) {
+        let mut pfn = range.start;
+        while pfn.0 < range.end_exclusive.0 {
+            let mut order = MAX_ORDER;
+            while !pfn.is_aligned(1 << order) || pfn.0 + (1 << order) > range.end_exclusive.0 {
+                order -= 1;
+            }
+            self.free_core(pfn, order);
+            pfn = pfn.add(1 << order);
+        }
+    }
+
+    /// Takes the smallest suitable block of at least `order` from one zone.
+    fn alloc_from_zone(&mut self, node: NodeId, zone: ZoneType, order: u32, want: MigrateType) -> Option<Pfn> {
+        let other = match want {
+            MigrateType::Movable => MigrateType::Unmovable,
+            _ => MigrateType::Movable,
+        };
+        for mt in [want, other] {
+            let z = &self.nodes[node.index()].zones[zone.index()];
+            if z.nr_free[mt.index()] < (1 << order) {
+                continue;
+            }
+            let Some(mut found) = (order..=MAX_ORDER)
+                .find_map(|o| z.lists[o as usize][mt.index()].head.map(|h| (h, o)))
+            else {
+                continue;
+            };
+            let (pfn, mut o) = found;
+            self.list_remove(pfn, o, mt);
+            while o > order {
+                o -= 1;
+                let half = pfn.add(1 << o);
+                let half_mt = self.table.migrate_type(half);
+                self.list_push(half, o, half_mt);
+            }
+            found = (pfn, o);
+            let p = self.table.pg_mut(found.0);
+            p.set_order(order);
+            p.set_refcount(1);
+            return Some(pfn);
+        }
+        None
+    }
+
+    /// Allocates `2^order` pages following the policy in the module doc.
+    pub(crate) fn alloc(&mut self, order: u32, flags: AllocFlags) -> Result<Pfn, AllocError> {
+        if order > MAX_ORDER {
+            return Err(AllocError::BadOrder);
+        }
+        let first = flags.node.unwrap_or(NodeId::ZERO);
+        let want = if flags.movable { MigrateType::Movable } else { MigrateType::Unmovable };
+        let zones: &[ZoneType] = if flags.movable {
+            &[ZoneType::Movable, ZoneType::Normal]
+        } else {
+            &[ZoneType::Normal]
+        };
+        let others = (0..MAX_NODES as u32).filter_map(NodeId::new).filter(|n| *n != first);
+        for node in core::iter::once(first).chain(others) {
+            if !self.nodes[node.index()].seen {
+                continue;
+            }
+            for &zone in zones {
+                if let Some(pfn) = self.alloc_from_zone(node, zone, order, want) {
+                    return Ok(pfn);
+                }
+            }
+        }
+        Err(AllocError::NoMemory)
+    }
+
+    /// Frees an allocation made by [`Buddy::alloc`].
+    pub(crate) fn free(&mut self, pfn: Pfn, order: u32) -> Result<(), Error> {
+        if order > MAX_ORDER || !pfn.is_aligned(1 << order) || !self.table.pfn_online(pfn) {
+            return Err(Error::BadFree(pfn));
+        }
+        let bad = PageFlags::BUDDY | PageFlags::RESERVED | PageFlags::OFFLINE | PageFlags::HOLE
+            | PageFlags::MEMMAP | PageFlags::PENDING;
+        let p = self.table.pg_mut(pfn);
+        if p.flags().intersects(bad) || p.refcount() != 1 || p.order() != order {
+            return Err(Error::BadFree(pfn));
+        }
+        p.set_refcount(0);
+        p.set_owner(0);
+        self.free_core(pfn, order);
+        Ok(())
+    }
+
+    /// Makes the pageblock starting at `pb` (online) `Isolate`, splitting a max-order free
+    /// block that spans it and moving its free blocks to the `Isolate` list.
+    pub(crate) fn isolate_pageblock(&mut self, pb: Pfn) {
+        let old = self.table.migrate_type(pb);
+        if old == MigrateType::Isolate {
+            return;
+        }
+        self.set_pageblock_type(pb, MigrateType::Isolate);
+        if MAX_ORDER > PAGEBLOCK_ORDER {
+            let head = Pfn(pb.0 & !((1 << MAX_ORDER) - 1));
+            let p = self.table.pg(head);
+            if p.is_buddy() && p.order() == MAX_ORDER {
+                self.list_remove(head, MAX_ORDER, old);
+                let mut half = head;
+                while half.0 < head.0 + (1 << MAX_ORDER) {
+                    let mt = self.table.migrate_type(half);
+                    self.list_push(half, PAGEBLOCK_ORDER, mt);
+                    half = half.add(PAGES_PER_PAGEBLOCK);
+                }
+                return;
+            }
+        }
+        let end = pb.add(PAGES_PER_PAGEBLOCK);
+        let mut pfn = pb;
+        while pfn.0 < end.0 {
+            let p = self.table.pg(pfn);
+            if p.is_buddy() {
+                let order = p.order();
+                self.list_remove(pfn, order, old);
+                self.list_push(pfn, order, MigrateType::Isolate);
+                pfn = pfn.add(1 << order);
+            } else {
+                pfn = pfn.add(1);
+            }
+        }
+    }
+
+    /// Gives the isolated pageblock at `pb` type `mt` and re-frees its free blocks so they
+    /// merge with their neighbours again.
+    pub(crate) fn unisolate_pageblock(&mut self, pb: Pfn, mt: MigrateType) {
+        if self.table.migrate_type(pb) != MigrateType::Isolate {
+            return;
+        }
+        let end = pb.add(PAGES_PER_PAGEBLOCK);
+        let mut pfn = pb;
+        while pfn.0 < end.0 {
+            let p = self.table.pg(pfn);
+            if p.is_buddy() {
+                let order = p.order();
+                self.list_remove(pfn, order, MigrateType::Isolate);
+                self.table.pg_mut(pfn).insert_flags(PageFlags::PENDING);
+                pfn = pfn.add(1 << order);
+            } else {
+                pfn = pfn.add(1);
+            }
+        }
+        self.set_pageblock_type(pb, mt);
+        let mut pfn = pb;
+        while pfn.0 < end.0 {
+            let p = self.table.pg_mut(pfn);
+            if p.flags().contains(PageFlags::PENDING) {
+                p.remove_flags(PageFlags::PENDING);
+                let order = p.order();
+                self.free_core(pfn, order);
+                pfn = pfn.add(1 << order);
+            } else {
+                pfn = pfn.add(1);
+            }
+        }
+    }
+
+    /// Whether every page of the isolated pageblock at `pb` is free.
+    pub(crate) fn pageblock_all_free(&self, pb: Pfn) -> bool {
+        let end = pb.add(PAGES_PER_PAGEBLOCK);
+        let mut pfn = pb;
+        while pfn.0 < end.0 {
+            let p = self.table.pg(pfn);
+            if !p.is_buddy() {
+                return false;
+            }
+            pfn = pfn.add(1 << p.order());
+        }
+        true
+    }
+
+    /// Takes every free block of the (isolated, all free) pageblock at `pb` off its list.
+    pub(crate) fn pageblock_take_free(&mut self, pb: Pfn) {
+        let end = pb.add(PAGES_PER_PAGEBLOCK);
+        let mut pfn = pb;
+        while pfn.0 < end.0 {
+            let order = self.table.pg(pfn).order();
+            let mt = self.table.migrate_type(pfn);
+            self.list_remove(pfn, order, mt);
+            pfn = pfn.add(1 << order);
+        }
+    }
+
+    pub(crate) fn set_pageblock_type(&mut self, pb: Pfn, mt: MigrateType) {
+        if let Some(s) = self.table.get_mut(pb.section()) {
+            s.set_migrate_type(pb.subsection_in_section(), mt);
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Run-time section operations used by hotplug: add, online, isolate, un-isolate,
+//! offline and remove ranges of 2 MiB subsections (see the state diagram in [`super`]).
+//!
+//! Every call validates the whole range before it changes anything, so an `Err` leaves
+//! the model as it was. The one exception is memory `add_sections` could not get: it
+//! unwinds the mem_maps it allocated, but keeps any section-table chunk (an empty chunk
+//! is valid state and is reused). Chunks are never freed.
+//!
+//! mem_map placement: a section's mem_map (1 MiB) and a new table chunk come from the
+//! buddy allocator as unmovable memory, trying the section's node first. Those pages are
+//! marked `MEMMAP`, leave the managed count of their zone and join the node's
+//! `mem_map_pages`; removing the last subsection of a run-time section reverses that.
+//!
+//! Locks: `&mut Mm`, under the kernel's `Mm` lock. The calls walk descriptors
+//! (O(pages in range)); hotplug calls them from deferred work, never from an interrupt.
+#![forbid(unsafe_code)]
+
+use super::model::Mm;
+use super::page::{MigrateType, Page, PageFlags, ZoneType};
+use super::section::{CHUNK_ORDER, MEM_MAP_ORDER, SECTIONS_PER_CHUNK};
+use super::store::MemMapStore;
+use super::types::*;
+use super::{AllocFlags, Error};
+
+/// One section's share of a range: the section, the range piece and its subsection mask.
+#[derive(Clone, Copy)]
+struct Piece {
+    nr: SectionNr,
+    range: PfnRange,
+    mask: u64,
+}
+
+/// Splits a 2 MiB-aligned range into per-section pieces.
+fn pieces(range: PfnRange) -> impl Iterator<Item = Piece> {
+    let (first, last) = range.sections();
+    (first.0..last.0).map(move |nr| {
+        let nr = SectionNr(nr);
+        let sec = PfnRange::new(nr.start_pfn(), nr.start_pfn().add(PAGES_PER_SECTION));
+        let piece = range.intersect(sec);
+        let lo = piece.start.subsection_in_section();
+        let n = (piece.nr_pages() / PAGES_PER_SUBSECTION) as u32;
+        let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << lo };
+        Piece { nr, range: piece, mask }
+    })
+}
+
+/// First pfn of the lowest subsection set in `bits` within section `nr`.
+fn first_pfn(nr: SectionNr, bits: u64) -> Pfn {
+    nr.start_pfn().add(u64::from(bits.trailing_zeros()) * PAGES_PER_SUBSECTION)
+}
+
+impl<S: MemMapStore> Mm<S> {
+    fn check_range(&self, range: PfnRange) -> Result<(), Error> {
+        if range.is_empty() {
+            return Err(Error::InvalidRange);
+        }
+        if !range.is_aligned(PAGES_PER_SUBSECTION) {
+            return Err(Error::Unaligned);
+        }
+        if range.end_exclusive.0 > self.buddy.table.end_pfn().0 {
+            return Err(Error::BeyondPhysLimit);
+        }
+        Ok(())
+    }
+
+    /// Allocates `2^order` unmovable pages for metadata, preferring `node`.
+    fn alloc_meta(&mut self, order: u32, node: NodeId) -> Result<Pfn, Error> {
+        let pfn = self
+            .buddy
+            .alloc(order, AllocFlags::UNMOVABLE.on_node(node))
+            .map_err(|_| Error::NoMemory)?;
+        let (pnode, zone) = {
+            let p = self.buddy.table.pg(pfn);
+            (p.node(), p.zone())
+        };
+        for i in 0..(1u64 << order) {
+            self.buddy.table.pg_mut(pfn.add(i)).insert_flags(PageFlags::MEMMAP);
+        }
+        let n = &mut self.buddy.nodes[pnode.index()];
+        n.mem_map_pages += 1 << order;
+        n.zones[zone.index()].managed_pages -= 1 << order;
+        Ok(pfn)
+    }
+
+    /// Frees metadata pages allocated by `alloc_meta`.
+    fn free_meta(&mut self, pfn: Pfn, order: u32) {
+        let (pnode, zone) = {
+            let p = self.buddy.table.pg(pfn);
+            (p.node(), p.zone())
+        };
+        for i in 0..(1u64 << order) {
+            self.buddy.table.pg_mut(pfn.add(i)).remove_flags(PageFlags::MEMMAP);
+        }
+        let n = &mut self.buddy.nodes[pnode.index()];
+        n.mem_map_pages -= 1 << order;
+        n.zones[zone.index()].managed_pages += 1 << order;
+        if let Err(e) = self.buddy.free(pfn, order) {
+            // Our own allocation: refusing it means the model is corrupt.
+            panic!("mm: freeing metadata at {pfn:?} failed: {e}");
+        }
+    }
+
+    /// Drops the mem_map of section `nr` (present must be 0, not a boot section).
+    fn drop_mem_map(&mut self, nr: SectionNr) {
+        let Some(sec) = self.buddy.table.get_mut(nr) else { return };
+        if sec.is_boot() || sec.present() != 0 {
+            return;
+        }
+        if let Some((base, map)) = sec.take_mem_map() {
+            self.store.release(base, map);
+            self.free_meta(base.pfn_down(), MEM_MAP_ORDER);
+        }
+    }
+
+    /// Makes the 2 MiB-aligned `range` present on `node` (absent -> offline), allocating
+    /// mem_maps and table chunks from existing memory (unmovable, `node` first).
+    pub fn add_sections(&mut self, range: PfnRange, node: NodeId) -> Result<(), Error> {
+        self.check_range(range)?;
+        for p in pieces(range) {
+            if let Some(sec) = self.buddy.table.get(p.nr) {
+                if sec.present() & p.mask != 0 {
+                    return Err(Error::AlreadyPresent(first_pfn(p.nr, sec.present() & p.mask)));
+                }
+                if sec.has_mem_map() && sec.node() != node {
+                    return Err(Error::NodeConflict(p.nr));
+                }
+            }
+        }
+        // Metadata first; on failure give back the mem_maps of this call.
+        let mut failed = None;
+        for p in pieces(range) {
+            if let Err(e) = self.add_section_meta(p.nr, node) {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            for p in pieces(range) {
+                self.drop_mem_map(p.nr);
+            }
+            return Err(e);
+        }
+        self.buddy.nodes[node.index()].seen = true;
+        for p in pieces(range) {
+            for pfn in p.range.start.0..p.range.end_exclusive.0 {
+                *self.buddy.table.pg_mut(Pfn(pfn)) = Page::init(p.nr, node, PageFlags::OFFLINE);
+            }
+            if let Some(sec) = self.buddy.table.get_mut(p.nr) {
+                sec.set_present(sec.present() | p.mask);
+            }
+            self.buddy.nodes[node.index()].offline_pages += p.range.nr_pages();
+        }
+        Ok(())
+    }
+
+    /// Gives section `nr` a table chunk and a mem_map if it lacks them.
+    fn add_section_meta(&mut self, nr: SectionNr, node: NodeId) -> Result<(), Error> {
+        if self.buddy.table.needs_chunk(nr) {
+            let pfn = self.alloc_meta(CHUNK_ORDER, node)?;
+            let chunk = self.store.map(pfn.addr(), SECTIONS_PER_CHUNK as usize);
+            self.buddy.table.install_chunk(nr, pfn.addr(), chunk);
+        }
+        if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
+            return Ok(());
+        }
+        let pfn = self.alloc_meta(MEM_MAP_ORDER, node)?;
+        let map = self.store.map::<Page>(pfn.addr(), PAGES_PER_SECTION as usize);
+        for p in map.iter_mut() {
+            *p = Page::init(nr, node, PageFlags::HOLE);
+        }
+        match self.buddy.table.get_mut(nr) {
+            Some(sec) => sec.set_mem_map(pfn.addr(), map, node, false),
+            None => unreachable!("chunk installed above"),
+        }
+        Ok(())
+    }
+
+    /// Puts the present, offline, 2 MiB-aligned `range` online into `zone` of its
+    /// sections' node; its pages become free.
+    pub fn online_range(&mut self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
+        self.check_range(range)?;
+        for p in pieces(range) {
+            let sec = self.buddy.table.get(p.nr).ok_or(Error::NotPresent(p.range.start))?;
+            let missing = p.mask & !sec.present();
+            if missing != 0 {
+                return Err(Error::NotPresent(first_pfn(p.nr, missing)));
+            }
+            if sec.online() & p.mask != 0 {
+                return Err(Error::AlreadyOnline(first_pfn(p.nr, sec.online() & p.mask)));
+            }
+            if sec.zone().is_some_and(|z| z != zone) {
+                return Err(Error::ZoneConflict(p.nr));
+            }
+        }
+        let mt = zone.default_migrate_type();
+        for p in pieces(range) {
+            let Some(sec) = self.buddy.table.get_mut(p.nr) else { continue };
+            let node = sec.node();
+            sec.set_online(sec.online() | p.mask);
+            sec.set_zone(Some(zone));
+            for i in 0..64 {
+                if p.mask & (1 << i) != 0 {
+                    sec.set_migrate_type(i, mt);
+                }
+            }
+            for pfn in p.range.start.0..p.range.end_exclusive.0 {
+                let pg = self.buddy.table.pg_mut(Pfn(pfn));
+                pg.set_flags(PageFlags::empty());
+                pg.set_zone(zone);
+                pg.set_refcount(0);
+                pg.set_owner(0);
+            }
+            let n = p.range.nr_pages();
+            let nd = &mut self.buddy.nodes[node.index()];
+            nd.offline_pages -= n;
+            nd.zones[zone.index()].present_pages += n;
+            nd.zones[zone.index()].managed_pages += n;
+            self.buddy.free_range(p.range);
+        }
+        Ok(())
+    }
+
+    /// Walks the pageblocks of a validated range, checking each with `f`.
+    fn each_pageblock(&self, range: PfnRange, mut f: impl FnMut(Pfn, MigrateType) -> Result<(), Error>) -> Result<(), Error> {
+        let mut pb = range.start;
+        while pb.0 < range.end_exclusive.0 {
+            if !self.buddy.table.pfn_online(pb) {
+                return Err(Error::NotOnline(pb));
+            }
+            f(pb, self.buddy.table.migrate_type(pb))?;
+            pb = pb.add(PAGES_PER_PAGEBLOCK);
+        }
+        Ok(())
+    }
+
+    /// Isolates every pageblock of the online, 2 MiB-aligned `range`: its free pages leave
+    /// the allocatable lists and pages freed there stay isolated.
+    pub fn isolate_range(&mut self, range: PfnRange) -> Result<(), Error> {
+        self.check_range(range)?;
+        self.each_pageblock(range, |pb, mt| match mt {
+            MigrateType::Isolate => Err(Error::AlreadyIsolated(pb)),
+            _ => Ok(()),
+        })?;
+        let mut pb = range.start;
+        while pb.0 < range.end_exclusive.0 {
+            self.buddy.isolate_pageblock(pb);
+            pb = pb.add(PAGES_PER_PAGEBLOCK);
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Mm::isolate_range`]: every pageblock of `range` must be isolated; they get
+    /// their zone's migrate type back and their free pages merge again.
+    pub fn unisolate_range(&mut self, range: PfnRange) -> Result<(), Error> {
+        self.check_range(range)?;
+        self.each_pageblock(range, |pb, mt| match mt {
+            MigrateType::Isolate => Ok(()),
+            _ => Err(Error::NotIsolated(pb)),
+        })?;
+        let mut pb = range.start;
+        while pb.0 < range.end_exclusive.0 {
+            let zone = self.buddy.table.get(pb.section()).and_then(|s| s.zone()).unwrap_or(ZoneType::Normal);
+            self.buddy.unisolate_pageblock(pb, zone.default_migrate_type());
+            pb = pb.add(PAGES_PER_PAGEBLOCK);
+        }
+        Ok(())
+    }
+
+    /// Takes the isolated, entirely free, 2 MiB-aligned `range` out of its zone
+    /// (online -> offline).
+    pub fn offline_range(&mut self, range: PfnRange) -> Result<(), Error> {
+        self.check_range(range)?;
+        self.each_pageblock(range, |pb, mt| {
+            if mt != MigrateType::Isolate {
+                return Err(Error::NotIsolated(pb));
+            }
+            if !self.buddy.pageblock_all_free(pb) {
+                let busy = (pb.0..pb.0 + PAGES_PER_PAGEBLOCK)
+                    .map(Pfn)
+                    .find(|&p| self.free_pages_in(PfnRange::new(p, p.add(1))) == 0)
+                    .unwrap_or(pb);
+                return Err(Error::Busy(busy));
+            }
+            Ok(())
+        })?;
+        for p in pieces(range) {
+            let mut pb = p.range.start;
+            while pb.0 < p.range.end_exclusive.0 {
+                self.buddy.pageblock_take_free(pb);
+                pb = pb.add(PAGES_PER_PAGEBLOCK);
+            }
+            let Some(sec) = self.buddy.table.get_mut(p.nr) else { continue };
+            let node = sec.node();
+            let zone = sec.zone().unwrap_or(ZoneType::Normal);
+            sec.set_online(sec.online() & !p.mask);
+            if sec.online() == 0 {
+                sec.set_zone(None);
+            }
+            for i in 0..64 {
+                if p.mask & (1 << i) != 0 {
+                    sec.set_migrate_type(i, MigrateType::Unmovable);
+                }
+            }
+            for pfn in p.range.start.0..p.range.end_exclusive.0 {
+                let pg = self.buddy.table.pg_mut(Pfn(pfn));
+                pg.set_flags(PageFlags::OFFLINE);
+            }
+            let n = p.range.nr_pages();
+            let nd = &mut self.buddy.nodes[node.index()];
+            nd.offline_pages += n;
+            nd.zones[zone.index()].present_pages -= n;
+            nd.zones[zone.index()].managed_pages -= n;
+        }
+        Ok(())
+    }
+
+    /// Makes the present, offline, 2 MiB-aligned `range` absent. A run-time section whose
+    /// last subsection goes loses its mem_map (released to the store, then freed).
+    pub fn remove_sections(&mut self, range: PfnRange) -> Result<(), Error> {
+        self.check_range(range)?;
+        for p in pieces(range) {
+            let sec = self.buddy.table.get(p.nr).ok_or(Error::NotPresent(p.range.start))?;
+            let missing = p.mask & !sec.present();
+            if missing != 0 {
+                return Err(Error::NotPresent(first_pfn(p.nr, missing)));
+            }
+            if sec.online() & p.mask != 0 {
+                return Err(Error::AlreadyOnline(first_pfn(p.nr, sec.online() & p.mask)));
+            }
+        }
+        for p in pieces(range) {
+            let Some(sec) = self.buddy.table.get_mut(p.nr) else { continue };
+            let node = sec.node();
+            sec.set_present(sec.present() & !p.mask);
+            for pfn in p.range.start.0..p.range.end_exclusive.0 {
+                *self.buddy.table.pg_mut(Pfn(pfn)) = Page::init(p.nr, node, PageFlags::HOLE);
+            }
+            self.buddy.nodes[node.index()].offline_pages -= p.range.nr_pages();
+            self.drop_mem_map(p.nr);
+        }
+        Ok(())
+    }
+}

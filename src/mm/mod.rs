@@ -1,0 +1,178 @@
+//! The memory model: sparse sections with per-section mem_maps, zones per node, a buddy
+//! allocator, the run-time section operations hotplug needs, an invariant checker, and
+//! the pure logic of the kernel heap. Everything here is plain safe Rust over pfn ranges
+//! and runs under host `cargo test`; the kernel supplies memory through one trait,
+//! [`MemMapStore`].
+//!
+//! # Model
+//! Physical memory is a sparse set of 128 MiB sections ([`section`]), each split into 64
+//! subsections of 2 MiB; a subsection is the unit of presence and onlining and is also a
+//! pageblock (the unit of migrate types). A present section owns a mem_map: one 32-byte
+//! [`Page`] per 4 KiB page, stored in physical memory the model allocates itself. All
+//! allocator state lives in those descriptors ([`page`], [`buddy`]).
+//!
+//! # States of a subsection and the calls that move between them
+//! ```text
+//!            add_sections            online_range          isolate_range
+//!   absent ───────────────▶ offline ─────────────▶ online ──────────────▶ isolated
+//!          ◀─────────────── (present)◀───────────── (zone) ◀────────────── (online,
+//!           remove_sections          offline_range        unisolate_range   Isolate)
+//! ```
+//! - `add_sections(range, node)`: absent -> offline. Allocates the mem_map of each section
+//!   the range starts using (1 MiB, unmovable, from `node` first) and section-table chunks.
+//! - `online_range(range, zone)`: offline -> online; the pages go to the buddy allocator
+//!   of `zone` on the section's node. A section never mixes zones.
+//! - `isolate_range` / `unisolate_range`: online <-> isolated; isolated free pages can't
+//!   be allocated, and pages freed there stay isolated.
+//! - `offline_range`: isolated -> offline, only if every page in the range is free.
+//! - `remove_sections`: offline -> absent; the last subsection of a run-time section frees
+//!   its mem_map. Boot sections keep theirs.
+//!
+//! Ranges of the run-time calls are pfn ranges aligned to 2 MiB; they need not be
+//! section aligned. A call checks the whole range first and either does all of it or
+//! returns an [`Error`] and changes nothing (except `add_sections`, which may keep a
+//! section-table chunk it allocated).
+//!
+//! # Invariants (checked by [`Mm::check`])
+//! Every free block is on exactly one free list, the one of its zone, order and pageblock
+//! migrate type; counts match the lists; free pages lie only in online subsections;
+//! nothing allocatable sits in an isolated pageblock; section bitmaps are consistent
+//! (`online ⊆ present`, a section with present memory has a mem_map, a section with online
+//! memory has exactly one zone).
+//!
+//! # Locks
+//! `Mm` is plain `&mut self` logic. The kernel keeps the one `Mm` behind one spin lock that
+//! masks interrupts; that lock guards everything here: the section table, every mem_map
+//! and page descriptor, the free lists and counts. The kernel heap has its own lock and
+//! may call into `Mm` (heap -> Mm); `Mm` never allocates from the heap after boot (its
+//! run-time metadata comes from its own page allocator), so the order never reverses.
+#![forbid(unsafe_code)]
+
+pub mod buddy;
+pub mod check;
+pub mod early;
+pub mod heap;
+pub mod hotplug;
+pub mod model;
+pub mod page;
+pub mod section;
+pub mod store;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+
+pub use check::CheckError;
+pub use model::{MemRegion, Mm, NodeStats, Reservation, SectionInfo, SectionState, ZoneStats};
+pub use page::{MigrateType, Page, PageFlags, ZoneType};
+pub use section::{Section, MEM_MAP_BYTES};
+pub use store::{MemMapItem, MemMapStore};
+pub use types::*;
+
+/// Bytes of mem_map per 4 KiB page.
+pub const MEM_MAP_BYTES_PER_PAGE: usize = core::mem::size_of::<Page>();
+
+/// Why a memory-model call was refused. The state is unchanged when this is returned.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Error {
+    /// `pa_bits` outside `MIN_PA_BITS..=MAX_PA_BITS`.
+    BadPaBits(u32),
+    /// An empty range, or one whose end overflows.
+    InvalidRange,
+    /// A range not aligned to the unit the call works in (2 MiB for run-time calls).
+    Unaligned,
+    /// A range beyond the CPU's physical address range.
+    BeyondPhysLimit,
+    /// Boot memory regions overlap.
+    Overlap,
+    /// No usable memory at boot.
+    NoBootMemory,
+    /// One section would hold memory of two nodes.
+    NodeConflict(SectionNr),
+    /// Part of the range is not present.
+    NotPresent(Pfn),
+    /// Part of the range is already present.
+    AlreadyPresent(Pfn),
+    /// Part of the range is not online.
+    NotOnline(Pfn),
+    /// Part of the range is already online (or still online, for `remove_sections`).
+    AlreadyOnline(Pfn),
+    /// Onlining would mix two zones in one section.
+    ZoneConflict(SectionNr),
+    /// Part of the range is not isolated.
+    NotIsolated(Pfn),
+    /// Part of the range is already isolated.
+    AlreadyIsolated(Pfn),
+    /// A page in the range is in use (not free).
+    Busy(Pfn),
+    /// No memory for a mem_map or section-table chunk.
+    NoMemory,
+    /// `free_pages` of something that is not an allocation of that order.
+    BadFree(Pfn),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadPaBits(b) => write!(f, "physical address width {b} not supported"),
+            Error::InvalidRange => f.write_str("empty or overflowing range"),
+            Error::Unaligned => f.write_str("range not aligned to 2 MiB"),
+            Error::BeyondPhysLimit => f.write_str("range beyond the physical address limit"),
+            Error::Overlap => f.write_str("memory regions overlap"),
+            Error::NoBootMemory => f.write_str("no usable boot memory"),
+            Error::NodeConflict(s) => write!(f, "section {s} would span two nodes"),
+            Error::NotPresent(p) => write!(f, "{p} not present"),
+            Error::AlreadyPresent(p) => write!(f, "{p} already present"),
+            Error::NotOnline(p) => write!(f, "{p} not online"),
+            Error::AlreadyOnline(p) => write!(f, "{p} is online"),
+            Error::ZoneConflict(s) => write!(f, "section {s} would mix zones"),
+            Error::NotIsolated(p) => write!(f, "{p} not isolated"),
+            Error::AlreadyIsolated(p) => write!(f, "{p} already isolated"),
+            Error::Busy(p) => write!(f, "{p} in use"),
+            Error::NoMemory => f.write_str("out of memory for mem_map"),
+            Error::BadFree(p) => write!(f, "bad free of {p}"),
+        }
+    }
+}
+
+/// Why an allocation failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AllocError {
+    /// `order > MAX_ORDER`.
+    BadOrder,
+    /// No free block large enough in any allowed zone.
+    NoMemory,
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllocError::BadOrder => f.write_str("order too large"),
+            AllocError::NoMemory => f.write_str("out of memory"),
+        }
+    }
+}
+
+/// What an allocation may use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct AllocFlags {
+    /// Movable data (reached only through page tables): prefers the Movable zone, may
+    /// fall back to Normal. Unmovable data never lands in Movable.
+    pub movable: bool,
+    /// Node to try first (node 0 when `None`); other nodes follow in ascending order.
+    pub node: Option<NodeId>,
+}
+
+impl AllocFlags {
+    /// Unmovable (kernel) memory, any node.
+    pub const UNMOVABLE: AllocFlags = AllocFlags { movable: false, node: None };
+    /// Movable memory, any node.
+    pub const MOVABLE: AllocFlags = AllocFlags { movable: true, node: None };
+
+    /// The same flags, preferring `node`.
+    pub const fn on_node(self, node: NodeId) -> AllocFlags {
+        AllocFlags { movable: self.movable, node: Some(node) }
+    }
+}

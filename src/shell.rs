@@ -1,0 +1,313 @@
+//! The console shell's pure half: line editing, command parsing and bootargs parsing.
+//! Executing commands is kernel glue (`src/kernel/shell.rs`); everything here runs under
+//! host tests.
+//!
+//! Console contract (tests rely on it): the shell echoes input; every line ends in CRLF;
+//! each command's output is followed by a fresh `hotmem> ` prompt; log lines start with `[`
+//! and never split an output line; status output is one record per line of `key=value`
+//! tokens. Bad input gets a usage message, never a panic.
+
+use arrayvec::ArrayString;
+
+pub const PROMPT: &str = "hotmem> ";
+/// Longest input line; further characters are refused (a bell is echoed).
+pub const MAX_LINE: usize = 200;
+
+/// What the terminal should see after one input byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// Nothing to echo.
+    None,
+    /// Echo these bytes.
+    Echo(ArrayString<4>),
+    /// The line is complete: echo CRLF, then run it.
+    Line(ArrayString<MAX_LINE>),
+}
+
+/// Line editor: printable ASCII appends, backspace/DEL erases, CR or LF ends the line
+/// (LF right after CR is ignored so CRLF terminals don't produce empty lines).
+#[derive(Default)]
+pub struct LineEditor {
+    buf: ArrayString<MAX_LINE>,
+    last_cr: bool,
+}
+
+impl LineEditor {
+    pub fn feed(&mut self, b: u8) -> Feed {
+        let was_cr = core::mem::replace(&mut self.last_cr, b == b'\r');
+        match b {
+            b'\n' if was_cr => Feed::None,
+            b'\r' | b'\n' => Feed::Line(core::mem::take(&mut self.buf)),
+            0x08 | 0x7f => {
+                if self.buf.pop().is_some() {
+                    Feed::Echo(ArrayString::from("\x08 \x08").unwrap_or_default())
+                } else {
+                    Feed::None
+                }
+            }
+            0x20..=0x7e => {
+                if self.buf.try_push(b as char).is_ok() {
+                    let mut e = ArrayString::new();
+                    e.push(b as char);
+                    Feed::Echo(e)
+                } else {
+                    Feed::Echo(ArrayString::from("\x07").unwrap_or_default())
+                }
+            }
+            _ => Feed::None,
+        }
+    }
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Mem,
+    Cpus,
+    Fault,
+    Poweroff,
+    Reboot,
+    Sections,
+    Check,
+    Memtest {
+        mib: u64,
+    },
+    /// Blank line.
+    Empty,
+}
+
+/// One line per command for `help`, also used in usage messages.
+pub const HELP: &[(&str, &str)] = &[
+    ("help", "list commands"),
+    ("mem", "memory per node and zone (KiB)"),
+    ("sections", "present memory sections"),
+    ("check", "run the memory-model invariant checker"),
+    (
+        "memtest <MiB>",
+        "allocate, fill, verify and free MiB of movable memory",
+    ),
+    ("cpus", "CPUs, their MPIDR and timer ticks"),
+    (
+        "fault",
+        "trigger a deliberate data abort (the kernel panics)",
+    ),
+    ("poweroff", "power the machine off"),
+    ("reboot", "reset the machine"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    Unknown(ArrayString<32>),
+    /// The command exists; this is its usage string.
+    Usage(&'static str),
+}
+
+impl core::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ParseError::Unknown(c) => write!(f, "unknown command '{c}'; try 'help'"),
+            ParseError::Usage(u) => write!(f, "usage: {u}"),
+        }
+    }
+}
+
+pub fn parse(line: &str) -> Result<Command, ParseError> {
+    let mut words = line.split_ascii_whitespace();
+    let Some(cmd) = words.next() else {
+        return Ok(Command::Empty);
+    };
+    let args: ArrayVecStr = words.collect();
+    let no_args = |c: Command, usage: &'static str| {
+        if args.is_empty() {
+            Ok(c)
+        } else {
+            Err(ParseError::Usage(usage))
+        }
+    };
+    match cmd {
+        "help" => no_args(Command::Help, "help"),
+        "mem" => no_args(Command::Mem, "mem"),
+        "cpus" => no_args(Command::Cpus, "cpus"),
+        "fault" => no_args(Command::Fault, "fault"),
+        "poweroff" => no_args(Command::Poweroff, "poweroff"),
+        "reboot" => no_args(Command::Reboot, "reboot"),
+        "sections" => no_args(Command::Sections, "sections"),
+        "check" => no_args(Command::Check, "check"),
+        "memtest" => match args.as_slice() {
+            [n] => match parse_u64(n) {
+                Some(mib) if mib > 0 => Ok(Command::Memtest { mib }),
+                _ => Err(ParseError::Usage("memtest <MiB>  (MiB > 0)")),
+            },
+            _ => Err(ParseError::Usage("memtest <MiB>")),
+        },
+        other => {
+            let mut name = ArrayString::new();
+            for c in other.chars().take(28) {
+                let _ = name.try_push(c);
+            }
+            Err(ParseError::Unknown(name))
+        }
+    }
+}
+
+type ArrayVecStr<'a> = WordList<'a>;
+
+/// Up to 8 argument words (more are a usage error in every command).
+#[derive(Default)]
+pub struct WordList<'a> {
+    words: [&'a str; 8],
+    len: usize,
+}
+
+impl<'a> WordList<'a> {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn as_slice(&self) -> &[&'a str] {
+        &self.words[..self.len]
+    }
+}
+
+impl<'a> FromIterator<&'a str> for WordList<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
+        let mut w = WordList::default();
+        for s in iter {
+            if w.len == w.words.len() {
+                // Too many: make the list unusable for every command's pattern.
+                w.len = w.words.len();
+                break;
+            }
+            w.words[w.len] = s;
+            w.len += 1;
+        }
+        w
+    }
+}
+
+/// Decimal or 0x-prefixed hexadecimal.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// Kernel command line options (`/chosen/bootargs`), space separated `key=value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootArgs {
+    pub loglevel: log::LevelFilter,
+}
+
+impl Default for BootArgs {
+    fn default() -> Self {
+        BootArgs {
+            loglevel: log::LevelFilter::Info,
+        }
+    }
+}
+
+impl BootArgs {
+    /// Parses `args`; unknown or malformed options are returned through `bad` so the kernel
+    /// can warn about them once the console is up.
+    pub fn parse<'a>(args: &'a str, mut bad: impl FnMut(&'a str)) -> BootArgs {
+        let mut out = BootArgs::default();
+        for opt in args.split_ascii_whitespace() {
+            match opt.split_once('=') {
+                Some(("loglevel", v)) => match parse_level(v) {
+                    Some(l) => out.loglevel = l,
+                    None => bad(opt),
+                },
+                _ => bad(opt),
+            }
+        }
+        out
+    }
+}
+
+fn parse_level(v: &str) -> Option<log::LevelFilter> {
+    use log::LevelFilter::*;
+    Some(match v {
+        "off" | "0" => Off,
+        "error" | "1" => Error,
+        "warn" | "2" => Warn,
+        "info" | "3" => Info,
+        "debug" | "4" => Debug,
+        "trace" | "5" => Trace,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(ed: &mut LineEditor, s: &[u8]) -> Vec<Feed> {
+        s.iter()
+            .map(|&b| ed.feed(b))
+            .filter(|f| *f != Feed::None)
+            .collect()
+    }
+
+    #[test]
+    fn editing() {
+        let mut ed = LineEditor::default();
+        let out = feed_all(&mut ed, b"memx\x7f\r\n");
+        assert_eq!(
+            out.last(),
+            Some(&Feed::Line(ArrayString::from("mem").unwrap()))
+        );
+        assert!(out.contains(&Feed::Echo(ArrayString::from("\x08 \x08").unwrap())));
+        // CRLF gives one line, a lone LF another.
+        let out = feed_all(&mut ed, b"a\nb\r");
+        assert_eq!(
+            out.iter().filter(|f| matches!(f, Feed::Line(_))).count(),
+            2,
+            "{out:?}"
+        );
+        // Backspace on empty line does nothing; overlong input rings the bell.
+        assert_eq!(ed.feed(0x7f), Feed::None);
+        for _ in 0..MAX_LINE {
+            ed.feed(b'x');
+        }
+        assert_eq!(
+            ed.feed(b'x'),
+            Feed::Echo(ArrayString::from("\x07").unwrap())
+        );
+    }
+
+    #[test]
+    fn parsing() {
+        assert_eq!(parse("  mem "), Ok(Command::Mem));
+        assert_eq!(parse(""), Ok(Command::Empty));
+        assert_eq!(parse("memtest 64"), Ok(Command::Memtest { mib: 64 }));
+        assert_eq!(parse("memtest 0x10"), Ok(Command::Memtest { mib: 16 }));
+        assert!(matches!(parse("memtest"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("memtest -1"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("memtest 0"), Err(ParseError::Usage(_))));
+        assert!(matches!(
+            parse("mem extra args"),
+            Err(ParseError::Usage("mem"))
+        ));
+        assert!(matches!(
+            parse("nosuchcommand"),
+            Err(ParseError::Unknown(_))
+        ));
+        let long = "x".repeat(150);
+        assert!(matches!(parse(&long), Err(ParseError::Unknown(_))));
+        assert!(matches!(
+            parse("memtest 1 2 3 4 5 6 7 8 9 10"),
+            Err(ParseError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn bootargs() {
+        let mut bad = vec![];
+        let a = BootArgs::parse("loglevel=debug foo loglevel=bogus", |s| bad.push(s));
+        assert_eq!(a.loglevel, log::LevelFilter::Debug);
+        assert_eq!(bad, vec!["foo", "loglevel=bogus"]);
+        assert_eq!(BootArgs::parse("", |_| {}), BootArgs::default());
+    }
+}
