@@ -5,5 +5,8 @@
 //! that only makes sense on the target lives in the binary (`src/main.rs`, `src/kernel/`).
 #![cfg_attr(target_os = "none", no_std)]
 
+extern crate alloc;
+
 pub mod dt;
+pub mod mm;
 pub mod shell;

@@ -32,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod console;
 pub mod deadline;
 pub mod error;

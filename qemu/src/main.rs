@@ -4,22 +4,27 @@
 //! cargo run -p hotmem-qemu -- boot  [MACHINE] [-c CMD]...  boot, show the console, run CMDs, power off
 //! cargo run -p hotmem-qemu -- args  [MACHINE]              print the QEMU command line
 //! cargo run -p hotmem-qemu -- probe [MACHINE]              start QEMU, query QMP, quit (does QEMU accept it?)
+//! cargo run -p hotmem-qemu --release -- bench [MACHINE] [--runs N] [--out FILE]
+//!                                                          boot N times, print timings, write JSON
 //! ```
-//! MACHINE options default to `make run`'s machine; see `--help`. The stress runner and the
-//! benchmarks (issue 6) will be further subcommands here.
+//! MACHINE options default to `make run`'s machine; see `--help`. The stress runner will be a
+//! further subcommand here; the benchmark's arithmetic and JSON live in [`hotmem_qemu::bench`].
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hotmem_qemu::bench::{self, Metric, Report};
 use hotmem_qemu::{
     format_size, parse_size, Error, Gic, LaunchOptions, Machine, Qemu, Result, VirtioMem,
 };
 
 const USAGE: &str = "\
-usage: hotmem-qemu <boot|args|probe> [options]
+usage: hotmem-qemu <boot|args|probe|bench> [options]
   boot    boot, print the console live, run each -c command, then poweroff
   args    print the QEMU command line
   probe   start QEMU without waiting for the kernel, query QMP, quit
+  bench   boot --runs times (spawn to prompt, then poweroff), print a table, write --out as JSON
 machine options (default: make run's machine):
   --cpu MODEL        -cpu (max, cortex-a53, cortex-a57, cortex-a72, neoverse-n1)
   --gic 2|3          GIC version
@@ -31,7 +36,15 @@ machine options (default: make run's machine):
   --append ARGS      kernel command line
   --image PATH       kernel image (default: $HOTMEM_IMAGE or target/hotmem.img)
   --boot-timeout S   seconds to wait for the prompt (default 60)
-  -c CMD             shell command to run after boot (repeatable)";
+  -c CMD             shell command to run after boot (repeatable)
+bench options:
+  --runs N           runs per metric (default 5)
+  --out FILE         JSON results (default: <workspace>/target/bench/bench.json)";
+
+/// Default `--runs`.
+const BENCH_RUNS: usize = 5;
+/// Deadline for `poweroff` and QEMU's exit after each benchmark run.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Cli {
     verb: String,
@@ -39,6 +52,8 @@ struct Cli {
     image: Option<std::path::PathBuf>,
     commands: Vec<String>,
     boot_timeout: Duration,
+    runs: usize,
+    out: Option<PathBuf>,
 }
 
 fn parse_args(args: &[String]) -> Result<Cli> {
@@ -54,6 +69,8 @@ fn parse_args(args: &[String]) -> Result<Cli> {
         image: None,
         commands: Vec::new(),
         boot_timeout: Duration::from_secs(60),
+        runs: BENCH_RUNS,
+        out: None,
     };
     let mut vmem_seen = false;
     while let Some(opt) = it.next() {
@@ -102,6 +119,14 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                 cli.boot_timeout = Duration::from_secs(secs);
             }
             "-c" => cli.commands.push(value()?),
+            "--runs" => {
+                let v = value()?;
+                cli.runs = match v.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(bad(format!("--runs {v}: want a positive count"))),
+                };
+            }
+            "--out" => cli.out = Some(value()?.into()),
             other => return Err(bad(format!("unknown option {other}"))),
         }
     }
@@ -174,8 +199,60 @@ fn run(cli: Cli) -> Result<()> {
             }
             result
         }
+        "bench" => run_bench(&cli, &options),
         other => Err(Error::Machine(format!("unknown subcommand {other}"))),
     }
+}
+
+/// `bench`: boot time (spawn to the first prompt) over `cli.runs` runs, each followed by
+/// `poweroff` and QEMU's exit; prints the table and writes the JSON report.
+fn run_bench(cli: &Cli, options: &LaunchOptions) -> Result<()> {
+    let mut boot = Metric::new(
+        "boot",
+        "s",
+        "QEMU spawn to the first `hotmem> ` prompt (then poweroff, wait for exit)",
+    );
+    let mut command_line = String::new();
+    for run in 1..=cli.runs {
+        let mut vm = Qemu::launch_with(&cli.machine, options)?;
+        if run == 1 {
+            command_line = vm.command_line();
+            eprintln!("# {command_line}");
+        }
+        let result = (|| {
+            let took = vm.wait_for_boot(cli.boot_timeout)?;
+            vm.poweroff(POWEROFF_TIMEOUT)?;
+            Ok(took)
+        })();
+        match result {
+            Ok(took) => {
+                eprintln!("# run {run}/{}: boot {:.3} s", cli.runs, took.as_secs_f64());
+                boot.push(took.as_secs_f64());
+            }
+            Err(e) => {
+                eprintln!("\n{}", vm.report());
+                return Err(e);
+            }
+        }
+    }
+
+    let root = hotmem_qemu::workspace_root();
+    let report = Report {
+        machine: cli.machine.to_string(),
+        command_line,
+        git_commit: bench::git_commit(&root),
+        git_dirty: bench::git_dirty(&root),
+        timestamp_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        metrics: vec![boot],
+    };
+    let out = cli.out.clone().unwrap_or_else(bench::default_out);
+    report.write_json(&out)?;
+    println!("machine: {}", report.machine);
+    print!("{}", report.table());
+    println!("results: {}", out.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {

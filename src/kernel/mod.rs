@@ -9,6 +9,7 @@
 //! 6. run the shell.
 
 pub mod console;
+pub mod mem;
 mod shell;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -86,8 +87,9 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
         log::warn!("device tree: {}", w.0);
     }
 
-    map_ram(&info);
+    let pa_bits = map_ram(&info);
     let info = BOOT_INFO.call_once(|| info);
+    mem::init(info, pa_bits);
 
     exception::set_irq_hook(|_frame| gic::handle_irq());
     init_gic(info);
@@ -143,7 +145,7 @@ fn map_dtb(dtb_pa: u64) -> Option<&'static [u8]> {
 }
 
 /// Maps every usable memory region into the linear map (1 GiB blocks where aligned).
-fn map_ram(info: &BootInfo) {
+fn map_ram(info: &BootInfo) -> u32 {
     let cpu_bits = cpu::pa_bits();
     let bits = layout::usable_pa_bits(cpu_bits);
     log::info!("physical addresses: CPU {cpu_bits} bits, kernel supports {bits} bits");
@@ -173,6 +175,7 @@ fn map_ram(info: &BootInfo) {
             r.range.size >> 20
         );
     }
+    bits
 }
 
 fn map_skipping_mapped(mut b: u64, e: u64) -> Result<(), MapError> {

@@ -1,6 +1,6 @@
 //! Executes shell commands (parsing and line editing are in `hotmem::shell`).
 
-use super::{console, CPUS, NR_CPUS};
+use super::{console, mem, CPUS, NR_CPUS};
 use crate::println;
 use core::sync::atomic::Ordering;
 use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
@@ -64,8 +64,9 @@ fn execute(cmd: Command) {
             println!("reboot: resetting");
             psci::system_reset();
         }
-        Command::Mem | Command::Sections | Command::Check | Command::Memtest { .. } => {
-            println!("{:?}: the memory model is not initialised", cmd);
-        }
+        Command::Mem => mem::cmd_mem(),
+        Command::Sections => mem::cmd_sections(),
+        Command::Check => mem::cmd_check(),
+        Command::Memtest { mib } => mem::cmd_memtest(mib),
     }
 }

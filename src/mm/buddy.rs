@@ -29,7 +29,9 @@ use alloc::vec::Vec;
 
 use super::page::{MigrateType, PageFlags, ZoneType};
 use super::section::SectionTable;
-use super::types::{NodeId, Pfn, PfnRange, MAX_NODES, MAX_ORDER, NR_ORDERS, PAGEBLOCK_ORDER, PAGES_PER_PAGEBLOCK};
+use super::types::{
+    NodeId, Pfn, PfnRange, MAX_NODES, MAX_ORDER, NR_ORDERS, PAGEBLOCK_ORDER, PAGES_PER_PAGEBLOCK,
+};
 use super::{AllocError, AllocFlags, Error};
 
 /// One free list: head pfn and number of blocks.
@@ -169,7 +171,13 @@ impl Buddy {
     }
 
     /// Takes the smallest suitable block of at least `order` from one zone.
-    fn alloc_from_zone(&mut self, node: NodeId, zone: ZoneType, order: u32, want: MigrateType) -> Option<Pfn> {
+    fn alloc_from_zone(
+        &mut self,
+        node: NodeId,
+        zone: ZoneType,
+        order: u32,
+        want: MigrateType,
+    ) -> Option<Pfn> {
         let other = match want {
             MigrateType::Movable => MigrateType::Unmovable,
             _ => MigrateType::Movable,
@@ -179,12 +187,11 @@ impl Buddy {
             if z.nr_free[mt.index()] < (1 << order) {
                 continue;
             }
-            let Some(mut found) = (order..=MAX_ORDER)
+            let Some((pfn, mut o)) = (order..=MAX_ORDER)
                 .find_map(|o| z.lists[o as usize][mt.index()].head.map(|h| (h, o)))
             else {
                 continue;
             };
-            let (pfn, mut o) = found;
             self.list_remove(pfn, o, mt);
             while o > order {
                 o -= 1;
@@ -192,8 +199,7 @@ impl Buddy {
                 let half_mt = self.table.migrate_type(half);
                 self.list_push(half, o, half_mt);
             }
-            found = (pfn, o);
-            let p = self.table.pg_mut(found.0);
+            let p = self.table.pg_mut(pfn);
             p.set_order(order);
             p.set_refcount(1);
             return Some(pfn);
@@ -207,13 +213,19 @@ impl Buddy {
             return Err(AllocError::BadOrder);
         }
         let first = flags.node.unwrap_or(NodeId::ZERO);
-        let want = if flags.movable { MigrateType::Movable } else { MigrateType::Unmovable };
+        let want = if flags.movable {
+            MigrateType::Movable
+        } else {
+            MigrateType::Unmovable
+        };
         let zones: &[ZoneType] = if flags.movable {
             &[ZoneType::Movable, ZoneType::Normal]
         } else {
             &[ZoneType::Normal]
         };
-        let others = (0..MAX_NODES as u32).filter_map(NodeId::new).filter(|n| *n != first);
+        let others = (0..MAX_NODES as u32)
+            .filter_map(NodeId::new)
+            .filter(|n| *n != first);
         for node in core::iter::once(first).chain(others) {
             if !self.nodes[node.index()].seen {
                 continue;
@@ -232,8 +244,12 @@ impl Buddy {
         if order > MAX_ORDER || !pfn.is_aligned(1 << order) || !self.table.pfn_online(pfn) {
             return Err(Error::BadFree(pfn));
         }
-        let bad = PageFlags::BUDDY | PageFlags::RESERVED | PageFlags::OFFLINE | PageFlags::HOLE
-            | PageFlags::MEMMAP | PageFlags::PENDING;
+        let bad = PageFlags::BUDDY
+            | PageFlags::RESERVED
+            | PageFlags::OFFLINE
+            | PageFlags::HOLE
+            | PageFlags::MEMMAP
+            | PageFlags::PENDING;
         let p = self.table.pg_mut(pfn);
         if p.flags().intersects(bad) || p.refcount() != 1 || p.order() != order {
             return Err(Error::BadFree(pfn));
@@ -315,18 +331,18 @@ impl Buddy {
         }
     }
 
-    /// Whether every page of the isolated pageblock at `pb` is free.
-    pub(crate) fn pageblock_all_free(&self, pb: Pfn) -> bool {
+    /// The first page of the isolated pageblock at `pb` that is not free, if any.
+    pub(crate) fn pageblock_first_busy(&self, pb: Pfn) -> Option<Pfn> {
         let end = pb.add(PAGES_PER_PAGEBLOCK);
         let mut pfn = pb;
         while pfn.0 < end.0 {
             let p = self.table.pg(pfn);
             if !p.is_buddy() {
-                return false;
+                return Some(pfn);
             }
             pfn = pfn.add(1 << p.order());
         }
-        true
+        None
     }
 
     /// Takes every free block of the (isolated, all free) pageblock at `pb` off its list.

@@ -26,7 +26,10 @@ pub(crate) struct EarlyAlloc {
 impl EarlyAlloc {
     /// Memory must be sorted and disjoint (checked by the caller).
     pub(crate) fn new(memory: Vec<(PfnRange, NodeId)>) -> EarlyAlloc {
-        EarlyAlloc { memory, reserved: Vec::new() }
+        EarlyAlloc {
+            memory,
+            reserved: Vec::new(),
+        }
     }
 
     /// Marks `range ∩ memory` reserved; returns the number of newly reserved pages.
@@ -100,7 +103,10 @@ impl EarlyAlloc {
 
     /// Reserved pages inside `range`.
     pub(crate) fn reserved_in(&self, range: PfnRange) -> u64 {
-        self.reserved.iter().map(|r| r.intersect(range).nr_pages()).sum()
+        self.reserved
+            .iter()
+            .map(|r| r.intersect(range).nr_pages())
+            .sum()
     }
 }
 
@@ -120,7 +126,10 @@ mod tests {
         assert_eq!(e.reserve(r(10, 20)), 10);
         assert_eq!(e.reserve(r(15, 30)), 10);
         assert_eq!(e.reserve(r(90, 210)), 20);
-        assert_eq!(e.free_ranges(), alloc::vec![(r(0, 10), n0), (r(30, 90), n0), (r(210, 300), n1)]);
+        assert_eq!(
+            e.free_ranges(),
+            alloc::vec![(r(0, 10), n0), (r(30, 90), n0), (r(210, 300), n1)]
+        );
         assert_eq!(e.alloc(8, 8, n0), Some(Pfn(80)));
         assert_eq!(e.alloc(8, 16, n1), Some(Pfn(288)));
         assert_eq!(e.alloc(100, 1, n1), None);

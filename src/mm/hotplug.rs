@@ -39,14 +39,23 @@ fn pieces(range: PfnRange) -> impl Iterator<Item = Piece> {
         let piece = range.intersect(sec);
         let lo = piece.start.subsection_in_section();
         let n = (piece.nr_pages() / PAGES_PER_SUBSECTION) as u32;
-        let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << lo };
-        Piece { nr, range: piece, mask }
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << n) - 1) << lo
+        };
+        Piece {
+            nr,
+            range: piece,
+            mask,
+        }
     })
 }
 
 /// First pfn of the lowest subsection set in `bits` within section `nr`.
 fn first_pfn(nr: SectionNr, bits: u64) -> Pfn {
-    nr.start_pfn().add(u64::from(bits.trailing_zeros()) * PAGES_PER_SUBSECTION)
+    nr.start_pfn()
+        .add(u64::from(bits.trailing_zeros()) * PAGES_PER_SUBSECTION)
 }
 
 impl<S: MemMapStore> Mm<S> {
@@ -74,7 +83,10 @@ impl<S: MemMapStore> Mm<S> {
             (p.node(), p.zone())
         };
         for i in 0..(1u64 << order) {
-            self.buddy.table.pg_mut(pfn.add(i)).insert_flags(PageFlags::MEMMAP);
+            self.buddy
+                .table
+                .pg_mut(pfn.add(i))
+                .insert_flags(PageFlags::MEMMAP);
         }
         let n = &mut self.buddy.nodes[pnode.index()];
         n.mem_map_pages += 1 << order;
@@ -89,7 +101,10 @@ impl<S: MemMapStore> Mm<S> {
             (p.node(), p.zone())
         };
         for i in 0..(1u64 << order) {
-            self.buddy.table.pg_mut(pfn.add(i)).remove_flags(PageFlags::MEMMAP);
+            self.buddy
+                .table
+                .pg_mut(pfn.add(i))
+                .remove_flags(PageFlags::MEMMAP);
         }
         let n = &mut self.buddy.nodes[pnode.index()];
         n.mem_map_pages -= 1 << order;
@@ -102,7 +117,9 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Drops the mem_map of section `nr` (present must be 0, not a boot section).
     fn drop_mem_map(&mut self, nr: SectionNr) {
-        let Some(sec) = self.buddy.table.get_mut(nr) else { return };
+        let Some(sec) = self.buddy.table.get_mut(nr) else {
+            return;
+        };
         if sec.is_boot() || sec.present() != 0 {
             return;
         }
@@ -119,7 +136,10 @@ impl<S: MemMapStore> Mm<S> {
         for p in pieces(range) {
             if let Some(sec) = self.buddy.table.get(p.nr) {
                 if sec.present() & p.mask != 0 {
-                    return Err(Error::AlreadyPresent(first_pfn(p.nr, sec.present() & p.mask)));
+                    return Err(Error::AlreadyPresent(first_pfn(
+                        p.nr,
+                        sec.present() & p.mask,
+                    )));
                 }
                 if sec.has_mem_map() && sec.node() != node {
                     return Err(Error::NodeConflict(p.nr));
@@ -164,7 +184,9 @@ impl<S: MemMapStore> Mm<S> {
             return Ok(());
         }
         let pfn = self.alloc_meta(MEM_MAP_ORDER, node)?;
-        let map = self.store.map::<Page>(pfn.addr(), PAGES_PER_SECTION as usize);
+        let map = self
+            .store
+            .map::<Page>(pfn.addr(), PAGES_PER_SECTION as usize);
         for p in map.iter_mut() {
             *p = Page::init(nr, node, PageFlags::HOLE);
         }
@@ -180,7 +202,11 @@ impl<S: MemMapStore> Mm<S> {
     pub fn online_range(&mut self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
-            let sec = self.buddy.table.get(p.nr).ok_or(Error::NotPresent(p.range.start))?;
+            let sec = self
+                .buddy
+                .table
+                .get(p.nr)
+                .ok_or(Error::NotPresent(p.range.start))?;
             let missing = p.mask & !sec.present();
             if missing != 0 {
                 return Err(Error::NotPresent(first_pfn(p.nr, missing)));
@@ -194,7 +220,9 @@ impl<S: MemMapStore> Mm<S> {
         }
         let mt = zone.default_migrate_type();
         for p in pieces(range) {
-            let Some(sec) = self.buddy.table.get_mut(p.nr) else { continue };
+            let Some(sec) = self.buddy.table.get_mut(p.nr) else {
+                continue;
+            };
             let node = sec.node();
             sec.set_online(sec.online() | p.mask);
             sec.set_zone(Some(zone));
@@ -221,7 +249,11 @@ impl<S: MemMapStore> Mm<S> {
     }
 
     /// Walks the pageblocks of a validated range, checking each with `f`.
-    fn each_pageblock(&self, range: PfnRange, mut f: impl FnMut(Pfn, MigrateType) -> Result<(), Error>) -> Result<(), Error> {
+    fn each_pageblock(
+        &self,
+        range: PfnRange,
+        mut f: impl FnMut(Pfn, MigrateType) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let mut pb = range.start;
         while pb.0 < range.end_exclusive.0 {
             if !self.buddy.table.pfn_online(pb) {
@@ -259,8 +291,14 @@ impl<S: MemMapStore> Mm<S> {
         })?;
         let mut pb = range.start;
         while pb.0 < range.end_exclusive.0 {
-            let zone = self.buddy.table.get(pb.section()).and_then(|s| s.zone()).unwrap_or(ZoneType::Normal);
-            self.buddy.unisolate_pageblock(pb, zone.default_migrate_type());
+            let zone = self
+                .buddy
+                .table
+                .get(pb.section())
+                .and_then(|s| s.zone())
+                .unwrap_or(ZoneType::Normal);
+            self.buddy
+                .unisolate_pageblock(pb, zone.default_migrate_type());
             pb = pb.add(PAGES_PER_PAGEBLOCK);
         }
         Ok(())
@@ -274,14 +312,10 @@ impl<S: MemMapStore> Mm<S> {
             if mt != MigrateType::Isolate {
                 return Err(Error::NotIsolated(pb));
             }
-            if !self.buddy.pageblock_all_free(pb) {
-                let busy = (pb.0..pb.0 + PAGES_PER_PAGEBLOCK)
-                    .map(Pfn)
-                    .find(|&p| self.free_pages_in(PfnRange::new(p, p.add(1))) == 0)
-                    .unwrap_or(pb);
-                return Err(Error::Busy(busy));
+            match self.buddy.pageblock_first_busy(pb) {
+                Some(busy) => Err(Error::Busy(busy)),
+                None => Ok(()),
             }
-            Ok(())
         })?;
         for p in pieces(range) {
             let mut pb = p.range.start;
@@ -289,7 +323,9 @@ impl<S: MemMapStore> Mm<S> {
                 self.buddy.pageblock_take_free(pb);
                 pb = pb.add(PAGES_PER_PAGEBLOCK);
             }
-            let Some(sec) = self.buddy.table.get_mut(p.nr) else { continue };
+            let Some(sec) = self.buddy.table.get_mut(p.nr) else {
+                continue;
+            };
             let node = sec.node();
             let zone = sec.zone().unwrap_or(ZoneType::Normal);
             sec.set_online(sec.online() & !p.mask);
@@ -319,7 +355,11 @@ impl<S: MemMapStore> Mm<S> {
     pub fn remove_sections(&mut self, range: PfnRange) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
-            let sec = self.buddy.table.get(p.nr).ok_or(Error::NotPresent(p.range.start))?;
+            let sec = self
+                .buddy
+                .table
+                .get(p.nr)
+                .ok_or(Error::NotPresent(p.range.start))?;
             let missing = p.mask & !sec.present();
             if missing != 0 {
                 return Err(Error::NotPresent(first_pfn(p.nr, missing)));
@@ -329,7 +369,9 @@ impl<S: MemMapStore> Mm<S> {
             }
         }
         for p in pieces(range) {
-            let Some(sec) = self.buddy.table.get_mut(p.nr) else { continue };
+            let Some(sec) = self.buddy.table.get_mut(p.nr) else {
+                continue;
+            };
             let node = sec.node();
             sec.set_present(sec.present() & !p.mask);
             for pfn in p.range.start.0..p.range.end_exclusive.0 {

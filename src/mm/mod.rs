@@ -167,12 +167,21 @@ pub struct AllocFlags {
 
 impl AllocFlags {
     /// Unmovable (kernel) memory, any node.
-    pub const UNMOVABLE: AllocFlags = AllocFlags { movable: false, node: None };
+    pub const UNMOVABLE: AllocFlags = AllocFlags {
+        movable: false,
+        node: None,
+    };
     /// Movable memory, any node.
-    pub const MOVABLE: AllocFlags = AllocFlags { movable: true, node: None };
+    pub const MOVABLE: AllocFlags = AllocFlags {
+        movable: true,
+        node: None,
+    };
 
     /// The same flags, preferring `node`.
     pub const fn on_node(self, node: NodeId) -> AllocFlags {
-        AllocFlags { movable: self.movable, node: Some(node) }
+        AllocFlags {
+            movable: self.movable,
+            node: Some(node),
+        }
     }
 }

@@ -121,21 +121,32 @@ pub struct Mm<S: MemMapStore> {
 
 impl<S: MemMapStore> fmt::Debug for Mm<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mm").field("pa_bits", &self.pa_bits).finish_non_exhaustive()
+        f.debug_struct("Mm")
+            .field("pa_bits", &self.pa_bits)
+            .finish_non_exhaustive()
     }
 }
 
 impl<S: MemMapStore> Mm<S> {
     /// Builds the model from the device tree's memory (`regions`, each on a node) minus
     /// `reservations`, for a CPU with `pa_bits`-bit physical addresses. See the module doc.
-    pub fn boot(regions: &[MemRegion], reservations: &[Reservation], pa_bits: u32, mut store: S) -> Result<Mm<S>, Error> {
+    pub fn boot(
+        regions: &[MemRegion],
+        reservations: &[Reservation],
+        pa_bits: u32,
+        mut store: S,
+    ) -> Result<Mm<S>, Error> {
         if !(MIN_PA_BITS..=MAX_PA_BITS).contains(&pa_bits) {
             return Err(Error::BadPaBits(pa_bits));
         }
         let limit = 1u64 << pa_bits;
         let mut mem: Vec<(PfnRange, NodeId)> = Vec::new();
         for r in regions {
-            let end = r.base.0.checked_add(r.size_bytes).ok_or(Error::InvalidRange)?;
+            let end = r
+                .base
+                .0
+                .checked_add(r.size_bytes)
+                .ok_or(Error::InvalidRange)?;
             if end > limit {
                 return Err(Error::BeyondPhysLimit);
             }
@@ -176,19 +187,23 @@ impl<S: MemMapStore> Mm<S> {
         let mut buddy = Buddy::new(SectionTable::new(pa_bits));
         // Metadata placed by the early allocator: (range, node of the memory).
         let mut meta: Vec<PfnRange> = Vec::new();
-        let mut early_alloc = |early: &mut EarlyAlloc, bytes: u64, node: NodeId| -> Result<Pfn, Error> {
-            let nr_pages = bytes / PAGE_SIZE;
-            let pfn = early.alloc(nr_pages, 1, node).or_else(|| {
-                let other = mem.iter().map(|(_, n)| *n).find_map(|n| early.alloc(nr_pages, 1, n));
-                if other.is_some() {
-                    log::warn!("mm: node {node} full, its metadata goes to another node");
-                }
-                other
-            });
-            let pfn = pfn.ok_or(Error::NoMemory)?;
-            meta.push(PfnRange::new(pfn, pfn.add(nr_pages)));
-            Ok(pfn)
-        };
+        let mut early_alloc =
+            |early: &mut EarlyAlloc, bytes: u64, node: NodeId| -> Result<Pfn, Error> {
+                let nr_pages = bytes / PAGE_SIZE;
+                let pfn = early.alloc(nr_pages, 1, node).or_else(|| {
+                    let other = mem
+                        .iter()
+                        .map(|(_, n)| *n)
+                        .find_map(|n| early.alloc(nr_pages, 1, n));
+                    if other.is_some() {
+                        log::warn!("mm: node {node} full, its metadata goes to another node");
+                    }
+                    other
+                });
+                let pfn = pfn.ok_or(Error::NoMemory)?;
+                meta.push(PfnRange::new(pfn, pfn.add(nr_pages)));
+                Ok(pfn)
+            };
         for (&nr, &(node, bits)) in &present {
             let nr = SectionNr(nr);
             if buddy.table.needs_chunk(nr) {
@@ -217,7 +232,8 @@ impl<S: MemMapStore> Mm<S> {
             }
             let n = &mut buddy.nodes[node.index()];
             n.zones[ZoneType::Normal.index()].present_pages += range.nr_pages();
-            n.zones[ZoneType::Normal.index()].managed_pages += range.nr_pages() - early.reserved_in(range);
+            n.zones[ZoneType::Normal.index()].managed_pages +=
+                range.nr_pages() - early.reserved_in(range);
             let meta_pages: u64 = meta.iter().map(|m| m.intersect(range).nr_pages()).sum();
             n.mem_map_pages += meta_pages;
             n.reserved_pages += early.reserved_in(range) - meta_pages;
@@ -238,7 +254,11 @@ impl<S: MemMapStore> Mm<S> {
             present.len(),
             core::mem::size_of::<Page>()
         );
-        Ok(Mm { buddy, store, pa_bits })
+        Ok(Mm {
+            buddy,
+            store,
+            pa_bits,
+        })
     }
 
     /// The physical address width the model covers.

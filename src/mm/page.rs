@@ -217,7 +217,10 @@ pub struct Page {
 }
 
 const _: () = assert!(core::mem::size_of::<Page>() <= 64, "Page exceeds 64 bytes");
-const _: () = assert!(core::mem::size_of::<Page>() == 32, "Page layout changed: update docs");
+const _: () = assert!(
+    core::mem::size_of::<Page>() == 32,
+    "Page layout changed: update docs"
+);
 
 impl Page {
     /// A hole page of section 0 with no links; what a fresh mem_map holds before the
@@ -239,7 +242,8 @@ impl Page {
             prev: NIL | (hi << LINK_BITS),
             owner: 0,
             refcount: 0,
-            info: ((flags.0 as u32) << INFO_FLAGS_SHIFT) | ((node.index() as u32) << INFO_NODE_SHIFT),
+            info: ((flags.0 as u32) << INFO_FLAGS_SHIFT)
+                | ((node.index() as u32) << INFO_NODE_SHIFT),
         }
     }
 
@@ -252,7 +256,8 @@ impl Page {
         PageFlags((self.info >> INFO_FLAGS_SHIFT) as u8)
     }
     pub(crate) fn set_flags(&mut self, flags: PageFlags) {
-        self.info = (self.info & !(0xff << INFO_FLAGS_SHIFT)) | ((flags.0 as u32) << INFO_FLAGS_SHIFT);
+        self.info =
+            (self.info & !(0xff << INFO_FLAGS_SHIFT)) | ((flags.0 as u32) << INFO_FLAGS_SHIFT);
     }
     pub(crate) fn insert_flags(&mut self, flags: PageFlags) {
         self.set_flags(self.flags().union(flags));

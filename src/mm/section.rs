@@ -32,7 +32,7 @@ use alloc::vec::Vec;
 
 use super::page::{MigrateType, Page, ZoneType};
 use super::types::{
-    NodeId, PhysAddr, Pfn, SectionNr, PAGES_PER_SECTION, PAGE_SHIFT, PAGE_SIZE, SECTION_SHIFT,
+    NodeId, Pfn, PhysAddr, SectionNr, PAGES_PER_SECTION, PAGE_SHIFT, PAGE_SIZE, SECTION_SHIFT,
 };
 
 /// log2 of sections per chunk.
@@ -54,8 +54,14 @@ const fn log2(x: u64) -> u32 {
 
 const _: () = assert!(CHUNK_BYTES.is_power_of_two() && CHUNK_BYTES >= PAGE_SIZE);
 const _: () = assert!(MEM_MAP_BYTES.is_power_of_two() && MEM_MAP_BYTES >= PAGE_SIZE);
-const _: () = assert!(CHUNK_ORDER <= super::types::MAX_ORDER, "chunk exceeds a buddy block");
-const _: () = assert!(MEM_MAP_ORDER <= super::types::MAX_ORDER, "mem_map exceeds a buddy block");
+const _: () = assert!(
+    CHUNK_ORDER <= super::types::MAX_ORDER,
+    "chunk exceeds a buddy block"
+);
+const _: () = assert!(
+    MEM_MAP_ORDER <= super::types::MAX_ORDER,
+    "mem_map exceeds a buddy block"
+);
 const _: () = assert!(core::mem::size_of::<Section>() <= 64);
 
 const NO_ZONE: u8 = 0xff;
@@ -98,7 +104,13 @@ impl Section {
     pub(crate) fn mem_map_base(&self) -> PhysAddr {
         self.mem_map_base
     }
-    pub(crate) fn set_mem_map(&mut self, base: PhysAddr, map: &'static mut [Page], node: NodeId, boot: bool) {
+    pub(crate) fn set_mem_map(
+        &mut self,
+        base: PhysAddr,
+        map: &'static mut [Page],
+        node: NodeId,
+        boot: bool,
+    ) {
         self.mem_map = Some(map);
         self.mem_map_base = base;
         self.node = node.index() as u8;
@@ -181,11 +193,6 @@ impl SectionTable {
         SectionTable { pa_bits, roots }
     }
 
-    /// Number of sections the address space holds.
-    pub(crate) fn nr_sections(&self) -> u64 {
-        1u64 << (self.pa_bits - SECTION_SHIFT)
-    }
-
     /// One past the last pfn of the address space.
     pub(crate) fn end_pfn(&self) -> Pfn {
         Pfn(1u64 << (self.pa_bits - PAGE_SHIFT))
@@ -199,7 +206,12 @@ impl SectionTable {
     }
 
     /// Installs the chunk covering section `nr`.
-    pub(crate) fn install_chunk(&mut self, nr: SectionNr, base: PhysAddr, sections: &'static mut [Section]) {
+    pub(crate) fn install_chunk(
+        &mut self,
+        nr: SectionNr,
+        base: PhysAddr,
+        sections: &'static mut [Section],
+    ) {
         let slot = &mut self.roots[(nr.0 >> CHUNK_SHIFT) as usize];
         debug_assert!(slot.is_none());
         *slot = Some(Chunk { sections, base });
@@ -208,18 +220,28 @@ impl SectionTable {
     /// Section `nr`, if its chunk exists.
     pub(crate) fn get(&self, nr: SectionNr) -> Option<&Section> {
         let chunk = self.roots.get((nr.0 >> CHUNK_SHIFT) as usize)?.as_ref()?;
-        chunk.sections.get((nr.0 & (SECTIONS_PER_CHUNK - 1)) as usize)
+        chunk
+            .sections
+            .get((nr.0 & (SECTIONS_PER_CHUNK - 1)) as usize)
     }
 
     /// Section `nr`, if its chunk exists.
     pub(crate) fn get_mut(&mut self, nr: SectionNr) -> Option<&mut Section> {
-        let chunk = self.roots.get_mut((nr.0 >> CHUNK_SHIFT) as usize)?.as_mut()?;
-        chunk.sections.get_mut((nr.0 & (SECTIONS_PER_CHUNK - 1)) as usize)
+        let chunk = self
+            .roots
+            .get_mut((nr.0 >> CHUNK_SHIFT) as usize)?
+            .as_mut()?;
+        chunk
+            .sections
+            .get_mut((nr.0 & (SECTIONS_PER_CHUNK - 1)) as usize)
     }
 
     /// The descriptor of `pfn` if its section has a mem_map (holes included). O(1).
     pub(crate) fn page(&self, pfn: Pfn) -> Option<&Page> {
-        self.get(pfn.section())?.mem_map.as_ref()?.get(pfn.index_in_section())
+        self.get(pfn.section())?
+            .mem_map
+            .as_ref()?
+            .get(pfn.index_in_section())
     }
 
     /// The descriptor of `pfn` if its section has a mem_map (holes included). O(1).
@@ -260,8 +282,9 @@ impl SectionTable {
 
     /// Migrate type of the pageblock holding `pfn` (Unmovable if no section).
     pub(crate) fn migrate_type(&self, pfn: Pfn) -> MigrateType {
-        self.get(pfn.section())
-            .map_or(MigrateType::Unmovable, |s| s.migrate_type(pfn.subsection_in_section()))
+        self.get(pfn.section()).map_or(MigrateType::Unmovable, |s| {
+            s.migrate_type(pfn.subsection_in_section())
+        })
     }
 
     /// The pfn of a descriptor borrowed from this table, in O(1).
@@ -295,9 +318,9 @@ impl SectionTable {
 
     /// Allocated chunks: (first section, physical base).
     pub(crate) fn chunks(&self) -> impl Iterator<Item = (SectionNr, PhysAddr)> + '_ {
-        self.roots
-            .iter()
-            .enumerate()
-            .filter_map(|(r, c)| c.as_ref().map(|c| (SectionNr((r as u64) << CHUNK_SHIFT), c.base)))
+        self.roots.iter().enumerate().filter_map(|(r, c)| {
+            c.as_ref()
+                .map(|c| (SectionNr((r as u64) << CHUNK_SHIFT), c.base))
+        })
     }
 }

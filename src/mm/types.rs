@@ -51,10 +51,22 @@ pub const MAX_PA_BITS: u32 = 52;
 /// Most NUMA nodes.
 pub const MAX_NODES: usize = 16;
 
-const _: () = assert!(MAX_ORDER + PAGE_SHIFT <= SECTION_SHIFT, "max-order block exceeds a section");
-const _: () = assert!(SECTION_SHIFT >= SUBSECTION_SHIFT, "subsection larger than a section");
-const _: () = assert!(SUBSECTIONS_PER_SECTION == 64, "subsection bitmap is one u64");
-const _: () = assert!(MAX_ORDER >= PAGEBLOCK_ORDER, "max-order block smaller than a pageblock");
+const _: () = assert!(
+    MAX_ORDER + PAGE_SHIFT <= SECTION_SHIFT,
+    "max-order block exceeds a section"
+);
+const _: () = assert!(
+    SECTION_SHIFT >= SUBSECTION_SHIFT,
+    "subsection larger than a section"
+);
+const _: () = assert!(
+    SUBSECTIONS_PER_SECTION == 64,
+    "subsection bitmap is one u64"
+);
+const _: () = assert!(
+    MAX_ORDER >= PAGEBLOCK_ORDER,
+    "max-order block smaller than a pageblock"
+);
 const _: () = assert!(MAX_NODES <= 64, "node id is stored in 6 bits of a page");
 
 /// A physical address in bytes.
@@ -151,7 +163,10 @@ pub struct PfnRange {
 impl PfnRange {
     /// `start..end_exclusive`.
     pub const fn new(start: Pfn, end_exclusive: Pfn) -> PfnRange {
-        PfnRange { start, end_exclusive }
+        PfnRange {
+            start,
+            end_exclusive,
+        }
     }
     /// The pages of the byte range `base..base+size_bytes`, or `None` unless both ends are
     /// page aligned and the end does not overflow.

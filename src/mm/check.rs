@@ -1,0 +1,337 @@
+//! The invariant checker, [`Mm::check`]: walks every descriptor and every free list and
+//! reports the first inconsistency in words.
+//!
+//! What it checks:
+//! - sections: `online ⊆ present`; non-Unmovable pageblock types only on online
+//!   subsections; a zone exactly when something is online, and pageblock types that fit
+//!   it; a run-time section has a mem_map only while something is present; each descriptor
+//!   names its own section and node;
+//! - pages: holes outside present subsections, `OFFLINE` exactly on present-but-offline
+//!   pages, online pages in the section's zone, no stray `BUDDY`/`PENDING`;
+//! - free blocks: aligned, inside online memory, one migrate type throughout, clean tails;
+//! - lists: every entry is a free head whose node, zone, order and pageblock type match
+//!   the list; back links agree; lengths and per-type free counts match; the number of free
+//!   heads found by the page walk equals the number of list entries for each (node, zone,
+//!   order, type), so every free block is on exactly one list; isolated pageblocks hold
+//!   free blocks only on `Isolate` lists, which the allocator never takes from;
+//! - counts: present, managed, offline, mem_map and reserved pages per node and zone.
+//!
+//! Cost: O(pages with a descriptor); meant for tests and the shell's `check`. It allocates
+//! nothing until it has found an error.
+//! Locks: `&Mm`, under the kernel's `Mm` lock.
+#![forbid(unsafe_code)]
+
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+
+use super::model::Mm;
+use super::page::{MigrateType, PageFlags, ZoneType};
+use super::section::{CHUNK_BYTES, MEM_MAP_BYTES};
+use super::store::MemMapStore;
+use super::types::*;
+
+/// A broken invariant, in words.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CheckError {
+    pub reason: String,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err(CheckError { reason: format!($($arg)*) })
+    };
+}
+
+#[derive(Clone, Copy, Default)]
+struct NodeCounts {
+    present: [u64; ZoneType::COUNT],
+    managed: [u64; ZoneType::COUNT],
+    offline: u64,
+    mem_map: u64,
+    reserved: u64,
+}
+
+type HeadCounts = [[[[u32; MigrateType::COUNT]; NR_ORDERS]; ZoneType::COUNT]; MAX_NODES];
+
+impl<S: MemMapStore> Mm<S> {
+    /// Checks every invariant listed in the module doc.
+    pub fn check(&self) -> Result<(), CheckError> {
+        let mut heads: HeadCounts =
+            [[[[0; MigrateType::COUNT]; NR_ORDERS]; ZoneType::COUNT]; MAX_NODES];
+        let mut counts = [NodeCounts::default(); MAX_NODES];
+        self.check_sections(&mut heads, &mut counts)?;
+        self.check_lists(&heads)?;
+        self.check_metadata()?;
+        for (i, (node, c)) in self.buddy.nodes.iter().zip(counts.iter()).enumerate() {
+            for z in ZoneType::ALL {
+                let zs = &node.zones[z.index()];
+                if zs.present_pages != c.present[z.index()] {
+                    fail!(
+                        "node {i} zone {z}: present_pages {} but {} online RAM pages",
+                        zs.present_pages,
+                        c.present[z.index()]
+                    );
+                }
+                if zs.managed_pages != c.managed[z.index()] {
+                    fail!(
+                        "node {i} zone {z}: managed_pages {} but {} managed pages found",
+                        zs.managed_pages,
+                        c.managed[z.index()]
+                    );
+                }
+                if zs.free_pages() > zs.managed_pages {
+                    fail!(
+                        "node {i} zone {z}: free {} > managed {}",
+                        zs.free_pages(),
+                        zs.managed_pages
+                    );
+                }
+            }
+            if node.offline_pages != c.offline {
+                fail!(
+                    "node {i}: offline_pages {} but {} offline pages found",
+                    node.offline_pages,
+                    c.offline
+                );
+            }
+            if node.mem_map_pages != c.mem_map {
+                fail!(
+                    "node {i}: mem_map_pages {} but {} metadata pages found",
+                    node.mem_map_pages,
+                    c.mem_map
+                );
+            }
+            if node.reserved_pages != c.reserved {
+                fail!(
+                    "node {i}: reserved_pages {} but {} reserved pages found",
+                    node.reserved_pages,
+                    c.reserved
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn check_sections(
+        &self,
+        heads: &mut HeadCounts,
+        counts: &mut [NodeCounts; MAX_NODES],
+    ) -> Result<(), CheckError> {
+        let t = &self.buddy.table;
+        for (nr, sec) in t.iter() {
+            let (present, online) = (sec.present(), sec.online());
+            if online & !present != 0 {
+                fail!("section {nr}: online subsections {online:#x} not all present {present:#x}");
+            }
+            let typed = (0..64u32)
+                .filter(|&i| sec.migrate_type(i) != MigrateType::Unmovable)
+                .fold(0u64, |a, i| a | 1 << i);
+            if typed & !online != 0 {
+                fail!(
+                    "section {nr}: pageblock types set on offline subsections {:#x}",
+                    typed & !online
+                );
+            }
+            if sec.zone().is_some() != (online != 0) {
+                fail!(
+                    "section {nr}: zone {:?} with online bitmap {online:#x}",
+                    sec.zone()
+                );
+            }
+            if !sec.is_boot() && present == 0 {
+                fail!("section {nr}: run-time section keeps a mem_map with nothing present");
+            }
+            let zone = sec.zone().unwrap_or(ZoneType::Normal);
+            for i in 0..64u32 {
+                let mt = sec.migrate_type(i);
+                if online & (1 << i) != 0
+                    && mt != MigrateType::Isolate
+                    && mt != zone.default_migrate_type()
+                {
+                    fail!("section {nr}: pageblock {i} is {mt} in zone {zone}");
+                }
+            }
+            let node = sec.node();
+            let c = &mut counts[node.index()];
+            let Some(map) = sec.mem_map() else { continue };
+            if map.len() as u64 != PAGES_PER_SECTION {
+                fail!("section {nr}: mem_map of {} pages", map.len());
+            }
+            // Pages up to here are covered by a free block found earlier.
+            let mut free_until = nr.start_pfn();
+            let mut block_mt = MigrateType::Unmovable;
+            for (idx, p) in map.iter().enumerate() {
+                let pfn = nr.start_pfn().add(idx as u64);
+                let bit = 1u64 << pfn.subsection_in_section();
+                let flags = p.flags();
+                if p.section() != nr || p.node() != node {
+                    fail!(
+                        "{pfn}: descriptor says section {} node {}, is in section {nr} node {node}",
+                        p.section(),
+                        p.node()
+                    );
+                }
+                if flags.contains(PageFlags::PENDING) {
+                    fail!("{pfn}: stray PENDING flag");
+                }
+                if present & bit == 0 {
+                    if flags != PageFlags::HOLE {
+                        fail!("{pfn}: not present but flags {flags:?}");
+                    }
+                    continue;
+                }
+                if online & bit == 0 {
+                    if flags != PageFlags::OFFLINE {
+                        fail!("{pfn}: present, offline, but flags {flags:?}");
+                    }
+                    c.offline += 1;
+                    continue;
+                }
+                if flags.contains(PageFlags::OFFLINE) {
+                    fail!("{pfn}: online page flagged OFFLINE");
+                }
+                if flags.contains(PageFlags::HOLE) {
+                    if flags != PageFlags::HOLE {
+                        fail!("{pfn}: hole with flags {flags:?}");
+                    }
+                    continue;
+                }
+                if p.zone() != zone {
+                    fail!("{pfn}: page zone {} in a {zone} section", p.zone());
+                }
+                c.present[zone.index()] += 1;
+                if flags.contains(PageFlags::MEMMAP) {
+                    c.mem_map += 1;
+                } else if flags.contains(PageFlags::RESERVED) {
+                    c.reserved += 1;
+                } else {
+                    c.managed[zone.index()] += 1;
+                }
+                if pfn < free_until {
+                    if flags != PageFlags::empty() || p.refcount() != 0 {
+                        fail!(
+                            "{pfn}: inside a free block but flags {flags:?} refcount {}",
+                            p.refcount()
+                        );
+                    }
+                    if t.migrate_type(pfn) != block_mt {
+                        fail!("{pfn}: free block spans pageblocks of different types");
+                    }
+                    continue;
+                }
+                if flags.contains(PageFlags::BUDDY) {
+                    let order = p.order();
+                    if order > MAX_ORDER || !pfn.is_aligned(1 << order) {
+                        fail!("{pfn}: free head of order {order} misaligned");
+                    }
+                    if flags != PageFlags::BUDDY || p.refcount() != 0 {
+                        fail!(
+                            "{pfn}: free head with flags {flags:?} refcount {}",
+                            p.refcount()
+                        );
+                    }
+                    let end = pfn.add(1 << order);
+                    let mut sub = pfn;
+                    while sub.0 < end.0 {
+                        if online & (1 << sub.subsection_in_section()) == 0 {
+                            fail!("{pfn}: free block of order {order} reaches offline {sub}");
+                        }
+                        sub = sub.add(PAGES_PER_SUBSECTION);
+                    }
+                    block_mt = t.migrate_type(pfn);
+                    free_until = end;
+                    heads[node.index()][zone.index()][order as usize][block_mt.index()] += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every mem_map and table chunk sits in pages marked `MEMMAP`.
+    fn check_metadata(&self) -> Result<(), CheckError> {
+        let t = &self.buddy.table;
+        let meta = t
+            .iter()
+            .map(|(nr, s)| (nr, s.mem_map_base(), MEM_MAP_BYTES))
+            .chain(t.chunks().map(|(nr, base)| (nr, base, CHUNK_BYTES)));
+        for (nr, base, bytes) in meta {
+            let first = base.pfn_down();
+            for pfn in (first.0..first.0 + bytes / PAGE_SIZE).map(Pfn) {
+                if !t.pfn_online(pfn) || !t.pg(pfn).flags().contains(PageFlags::MEMMAP) {
+                    fail!("section {nr}: metadata at {pfn} not in an online MEMMAP page");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_lists(&self, heads: &HeadCounts) -> Result<(), CheckError> {
+        let t = &self.buddy.table;
+        for (i, node) in self.buddy.nodes.iter().enumerate() {
+            for z in ZoneType::ALL {
+                let zone = &node.zones[z.index()];
+                let mut free = [0u64; MigrateType::COUNT];
+                for order in 0..=MAX_ORDER {
+                    for mt in MigrateType::ALL {
+                        let list = zone.lists[order as usize][mt.index()];
+                        let mut prev = None;
+                        let mut cur = list.head;
+                        let mut n = 0u64;
+                        while let Some(pfn) = cur {
+                            if n >= list.len {
+                                fail!("node {i} {z} order {order} {mt}: list longer than its length {} (or a cycle)", list.len);
+                            }
+                            if !t.pfn_online(pfn) {
+                                fail!("node {i} {z} order {order} {mt}: {pfn} on the list is not online");
+                            }
+                            let p = t.pg(pfn);
+                            if !p.is_buddy() || p.order() != order {
+                                fail!("node {i} {z} order {order} {mt}: {pfn} on the list is not a free head of this order ({:?} order {})", p.flags(), p.order());
+                            }
+                            if p.node().index() != i || p.zone() != z {
+                                fail!("node {i} {z} order {order} {mt}: {pfn} belongs to node {} zone {}", p.node(), p.zone());
+                            }
+                            if t.migrate_type(pfn) != mt {
+                                fail!(
+                                    "node {i} {z} order {order} {mt}: {pfn} is in a {} pageblock",
+                                    t.migrate_type(pfn)
+                                );
+                            }
+                            if p.prev() != prev {
+                                fail!("node {i} {z} order {order} {mt}: {pfn} back link {:?}, expected {prev:?}", p.prev());
+                            }
+                            prev = cur;
+                            cur = p.next();
+                            n += 1;
+                        }
+                        if n != list.len {
+                            fail!(
+                                "node {i} {z} order {order} {mt}: {n} entries, length says {}",
+                                list.len
+                            );
+                        }
+                        let found = u64::from(heads[i][z.index()][order as usize][mt.index()]);
+                        if found != n {
+                            fail!("node {i} {z} order {order} {mt}: {found} free heads in mem_map, {n} on the list");
+                        }
+                        free[mt.index()] += n << order;
+                    }
+                }
+                if free != zone.nr_free {
+                    fail!(
+                        "node {i} {z}: free counts {:?}, lists hold {free:?}",
+                        zone.nr_free
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
