@@ -30,7 +30,7 @@ QEMU_ARGS := -M virt,gic-version=$(GIC) -cpu $(CPU) -smp $(SMP) \
 	-kernel $(IMAGE) -append "$(BOOTARGS)" \
 	-serial mon:stdio -qmp unix:$(QMP_SOCK),server=on,wait=off $(QEMU_EXTRA)
 
-.PHONY: deps kernel run test debug clippy fmt-check unit qemu-test
+.PHONY: deps kernel run test debug clippy fmt-check unit qemu-test bench
 
 deps:
 	@bash qemu/deps.sh
@@ -63,3 +63,6 @@ qemu-test: kernel
 	cargo test -p hotmem-qemu
 
 test: kernel fmt-check clippy unit qemu-test
+
+bench: kernel
+	cargo run -p hotmem-qemu --release -- bench $(if $(RUNS),--runs $(RUNS))

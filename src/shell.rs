@@ -73,6 +73,9 @@ pub enum Command {
     Memtest {
         mib: u64,
     },
+    Peek {
+        pa: u64,
+    },
     /// Blank line.
     Empty,
 }
@@ -86,6 +89,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "memtest <MiB>",
         "allocate, fill, verify and free MiB of movable memory",
+    ),
+    (
+        "peek <phys-addr>",
+        "read 8 bytes of physical memory (faults are caught)",
     ),
     ("cpus", "CPUs, their MPIDR and timer ticks"),
     (
@@ -140,6 +147,15 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                 _ => Err(ParseError::Usage("memtest <MiB>  (MiB > 0)")),
             },
             _ => Err(ParseError::Usage("memtest <MiB>")),
+        },
+        "peek" => match args.as_slice() {
+            [a] => match parse_u64(a) {
+                Some(pa) if pa % 8 == 0 => Ok(Command::Peek { pa }),
+                _ => Err(ParseError::Usage(
+                    "peek <phys-addr>  (8-byte aligned, 0x... or decimal)",
+                )),
+            },
+            _ => Err(ParseError::Usage("peek <phys-addr>")),
         },
         other => {
             let mut name = ArrayString::new();

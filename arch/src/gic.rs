@@ -166,19 +166,20 @@ pub unsafe fn init(cfg: GicConfig) {
                 gicc: Mmio::new(gicc_va),
             }
         },
-        // SAFETY: as above; GICD_IROUTER lives at distributor + 0x6000.
         GicConfig::V3 {
             gicd_va,
             gicr_va,
             gicr_size,
-        } => unsafe {
+        } => {
+            // SAFETY: as above; GICD_IROUTER lives at distributor + 0x6000.
+            let (gicd, router) = unsafe { (Mmio::new(gicd_va), Mmio::new(gicd_va + 0x6000)) };
             Gic::V3 {
-                gicd: Mmio::new(gicd_va),
-                router: Mmio::new(gicd_va + 0x6000),
+                gicd,
+                router,
                 gicr_va,
                 gicr_size,
             }
-        },
+        }
     });
     match g {
         Gic::V2 { gicd, .. } => {

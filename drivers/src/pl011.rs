@@ -65,9 +65,8 @@ impl Pl011 {
     /// that stays mapped while the driver is used.
     pub const unsafe fn new(base_va: usize) -> Self {
         // SAFETY: forwarded contract.
-        Pl011 {
-            regs: unsafe { Mmio::new(base_va) },
-        }
+        let regs = unsafe { Mmio::new(base_va) };
+        Pl011 { regs }
     }
 
     /// 8N1 with FIFOs, receive interrupts (data and timeout) unmasked.

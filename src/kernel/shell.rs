@@ -4,7 +4,7 @@ use super::{console, mem, CPUS, NR_CPUS};
 use crate::println;
 use core::sync::atomic::Ordering;
 use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
-use hotmem_arch::psci;
+use hotmem_arch::{exception, layout, psci};
 
 pub fn run() -> ! {
     let mut ed = LineEditor::default();
@@ -56,6 +56,10 @@ fn execute(cmd: Command) {
             let v = unsafe { core::ptr::read_volatile(va as *const u64) };
             println!("fault: read 0x{v:x} (unexpected)");
         }
+        Command::Peek { pa } => match linear_va(pa).and_then(exception::probe_read_u64) {
+            Some(v) => println!("peek: 0x{pa:x} = 0x{v:016x}"),
+            None => println!("peek: fault addr=0x{pa:x}"),
+        },
         Command::Poweroff => {
             println!("poweroff: bye");
             psci::system_off();
@@ -69,4 +73,9 @@ fn execute(cmd: Command) {
         Command::Check => mem::cmd_check(),
         Command::Memtest { mib } => mem::cmd_memtest(mib),
     }
+}
+
+/// Linear-map address of `pa`, if the linear map can cover it.
+fn linear_va(pa: u64) -> Option<u64> {
+    (pa < 1 << layout::SUPPORTED_PA_BITS).then(|| layout::phys_to_virt(pa))
 }

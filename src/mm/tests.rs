@@ -736,6 +736,9 @@ enum HpOp {
     Remove(HpRange),
     Alloc(u32, bool),
     Free(usize),
+    /// Isolate, then offline (`0`: un-isolate if that fails, `2`: stay isolated) or
+    /// un-isolate (`1`); expanded into those calls before running.
+    IsolateThen(HpRange, u8),
 }
 
 /// A range of `n` subsections starting at subsection `s` of window `w`.
@@ -788,7 +791,23 @@ fn hp_op() -> impl Strategy<Value = HpOp> {
         2 => hp_range().prop_map(HpOp::Remove),
         3 => (0..=10u32, any::<bool>()).prop_map(|(o, m)| HpOp::Alloc(o, m)),
         2 => any::<usize>().prop_map(HpOp::Free),
+        4 => (hp_range(), 0..3u8).prop_map(|(r, k)| HpOp::IsolateThen(r, k)),
     ]
+}
+
+fn expand(ops: &[HpOp]) -> Vec<HpOp> {
+    let mut out = Vec::new();
+    for &op in ops {
+        match op {
+            HpOp::IsolateThen(r, 0) => {
+                out.extend([HpOp::Isolate(r), HpOp::Offline(r), HpOp::Unisolate(r)])
+            }
+            HpOp::IsolateThen(r, 1) => out.extend([HpOp::Isolate(r), HpOp::Unisolate(r)]),
+            HpOp::IsolateThen(r, _) => out.extend([HpOp::Isolate(r), HpOp::Offline(r)]),
+            op => out.push(op),
+        }
+    }
+    out
 }
 
 fn hp_boot() -> Mm<FakeStore> {
@@ -807,9 +826,10 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
     let start = fingerprint(&mm);
     let mut done = [0u32; 8];
     let mut held: Vec<(Pfn, u32)> = Vec::new();
-    for (step, &op) in ops.iter().enumerate() {
+    for (step, &op) in expand(ops).iter().enumerate() {
         let before = fingerprint(&mm);
         let (kind, res) = match op {
+            HpOp::IsolateThen(..) => unreachable!("expanded"),
             HpOp::Add(r) => (0, mm.add_sections(r.pfns(), NodeId::ZERO)),
             HpOp::Online(r, m) => (
                 1,
@@ -886,21 +906,36 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
     }
     let boot_sub = |w: usize, s: u64| w == 1 && BOOT_SUBS.contains(&s);
     let sub = |w: usize, s: u64| HpRange { w, s, n: 1 }.pfns();
-    for (w, &(_, subs)) in WINDOWS.iter().enumerate() {
-        for s in 0..subs {
-            let r = sub(w, s);
-            if mm.buddy.table.pfn_online(r.start) {
-                let _ = mm.unisolate_range(r);
-                let zone = mm
-                    .sections()
-                    .find(|i| i.nr == r.start.section())
-                    .unwrap()
-                    .zone;
-                if !boot_sub(w, s) || zone == Some(ZoneType::Movable) {
-                    mm.isolate_range(r).unwrap();
-                    mm.offline_range(r).unwrap();
+    // Memory holding a mem_map can only go once that mem_map's section is gone, so
+    // repeat until nothing more can be taken away.
+    loop {
+        let mut progress = false;
+        for (w, &(_, subs)) in WINDOWS.iter().enumerate() {
+            for s in 0..subs {
+                let r = sub(w, s);
+                if mm.buddy.table.pfn_online(r.start) {
+                    let _ = mm.unisolate_range(r);
+                    let zone = mm
+                        .sections()
+                        .find(|i| i.nr == r.start.section())
+                        .unwrap()
+                        .zone;
+                    if !boot_sub(w, s) || zone == Some(ZoneType::Movable) {
+                        mm.isolate_range(r).unwrap();
+                        if mm.offline_range(r).is_ok() {
+                            progress = true;
+                        } else {
+                            mm.unisolate_range(r).unwrap();
+                        }
+                    }
+                }
+                if !boot_sub(w, s) && mm.pfn_valid(r.start) && mm.remove_sections(r).is_ok() {
+                    progress = true;
                 }
             }
+        }
+        if !progress {
+            break;
         }
     }
     for (w, &(_, subs)) in WINDOWS.iter().enumerate() {
@@ -969,6 +1004,7 @@ fn hotplug_sequences_reach_every_state() {
             *t += d;
         }
     }
+    eprintln!("successes (add online isolate unisolate offline remove alloc free): {total:?}");
     assert!(
         total.iter().all(|&t| t >= 10),
         "successes per call kind: {total:?}"
