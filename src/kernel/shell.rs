@@ -4,7 +4,8 @@ use super::{console, mem, CPUS, NR_CPUS};
 use crate::println;
 use core::sync::atomic::Ordering;
 use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
-use hotmem_arch::{exception, layout, psci};
+use hotmem_arch::pgtable::MemType;
+use hotmem_arch::{exception, layout, mmu, psci};
 
 pub fn run() -> ! {
     let mut ed = LineEditor::default();
@@ -56,10 +57,22 @@ fn execute(cmd: Command) {
             let v = unsafe { core::ptr::read_volatile(va as *const u64) };
             println!("fault: read 0x{v:x} (unexpected)");
         }
-        Command::Peek { pa } => match linear_va(pa).and_then(exception::probe_read_u64) {
-            Some(v) => println!("peek: 0x{pa:x} = 0x{v:016x}"),
-            None => println!("peek: fault addr=0x{pa:x}"),
-        },
+        Command::Peek { pa } => {
+            // Device registers can have read side effects (a UART's data register pops a
+            // byte): only RAM is read.
+            let device = matches!(
+                mmu::translate_linear(pa),
+                Some((_, a)) if a.mem == MemType::Device
+            );
+            match linear_va(pa) {
+                _ if device => println!("peek: refused addr=0x{pa:x} (device memory)"),
+                Some(va) => match exception::probe_read_u64(va) {
+                    Some(v) => println!("peek: 0x{pa:x} = 0x{v:016x}"),
+                    None => println!("peek: fault addr=0x{pa:x}"),
+                },
+                None => println!("peek: fault addr=0x{pa:x}"),
+            }
+        }
         Command::Poweroff => {
             println!("poweroff: bye");
             psci::system_off();
