@@ -39,7 +39,7 @@ fn boot(size: u64) -> Mm<HostStore> {
 
 fn bsa() -> FrameAllocator<33> {
     let mut f = FrameAllocator::<33>::new();
-    f.add_frame((GIB >> 12) as usize, (2 * GIB >> 12) as usize);
+    f.add_frame((GIB >> 12) as usize, ((2 * GIB) >> 12) as usize);
     f
 }
 

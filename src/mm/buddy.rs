@@ -71,6 +71,9 @@ pub(crate) struct Node {
     pub(crate) reserved_pages: u64,
 }
 
+/// (node index, zone index) of a zone.
+type ZoneIdx = (usize, usize);
+
 /// Section table plus zones: everything the allocator touches.
 pub(crate) struct Buddy {
     pub(crate) table: SectionTable,
@@ -84,37 +87,32 @@ impl Buddy {
         Buddy { table, nodes }
     }
 
-    pub(crate) fn zone_mut(&mut self, node: NodeId, zone: ZoneType) -> &mut Zone {
-        &mut self.nodes[node.index()].zones[zone.index()]
-    }
-
-    fn zone_of(&self, pfn: Pfn) -> (NodeId, ZoneType) {
+    fn zone_of(&self, pfn: Pfn) -> ZoneIdx {
         let p = self.table.pg(pfn);
-        (p.node(), p.zone())
+        (p.node().index(), p.zone().index())
     }
 
-    /// Puts the block `pfn`/`order` at the front of list `mt` of its zone.
-    fn list_push(&mut self, pfn: Pfn, order: u32, mt: MigrateType) {
-        let (node, zone) = self.zone_of(pfn);
-        let list = self.nodes[node.index()].zones[zone.index()].lists[order as usize][mt.index()];
-        if let Some(old) = list.head {
+    /// Puts the block `pfn`/`order` at the front of list `mt` of zone `zi`.
+    fn list_push(&mut self, zi: ZoneIdx, pfn: Pfn, order: u32, mt: MigrateType) {
+        let head = self.nodes[zi.0].zones[zi.1].lists[order as usize][mt.index()].head;
+        if let Some(old) = head {
             self.table.pg_mut(old).set_prev(Some(pfn));
         }
         let p = self.table.pg_mut(pfn);
         p.insert_flags(PageFlags::BUDDY);
         p.set_order(order);
-        p.set_next(list.head);
+        p.set_next(head);
         p.set_prev(None);
-        let z = self.zone_mut(node, zone);
+        let z = &mut self.nodes[zi.0].zones[zi.1];
         let l = &mut z.lists[order as usize][mt.index()];
         l.head = Some(pfn);
         l.len += 1;
         z.nr_free[mt.index()] += 1 << order;
     }
 
-    /// Takes the free block `pfn`/`order` off list `mt` in O(1); clears `BUDDY`, keeps the order.
-    fn list_remove(&mut self, pfn: Pfn, order: u32, mt: MigrateType) {
-        let (node, zone) = self.zone_of(pfn);
+    /// Takes the free block `pfn`/`order` off list `mt` of zone `zi` in O(1); clears
+    /// `BUDDY`, keeps the order.
+    fn list_remove(&mut self, zi: ZoneIdx, pfn: Pfn, order: u32, mt: MigrateType) {
         let p = self.table.pg_mut(pfn);
         let (prev, next) = (p.prev(), p.next());
         p.remove_flags(PageFlags::BUDDY);
@@ -123,11 +121,11 @@ impl Buddy {
         if let Some(n) = next {
             self.table.pg_mut(n).set_prev(prev);
         }
+        let z = &mut self.nodes[zi.0].zones[zi.1];
         match prev {
             Some(pr) => self.table.pg_mut(pr).set_next(next),
-            None => self.zone_mut(node, zone).lists[order as usize][mt.index()].head = next,
+            None => z.lists[order as usize][mt.index()].head = next,
         }
-        let z = self.zone_mut(node, zone);
         z.lists[order as usize][mt.index()].len -= 1;
         z.nr_free[mt.index()] -= 1 << order;
     }
@@ -135,25 +133,25 @@ impl Buddy {
     /// Frees the block `pfn`/`order` (descriptor already online, not on a list), merging
     /// with free buddies as the pageblock rules allow.
     pub(crate) fn free_core(&mut self, mut pfn: Pfn, mut order: u32) {
+        let zi = self.zone_of(pfn);
+        // Below a pageblock the block and its buddy share one pageblock, hence one type.
+        let mt = self.table.migrate_type(pfn);
         while order < MAX_ORDER {
             let buddy = Pfn(pfn.0 ^ (1 << order));
-            if order >= PAGEBLOCK_ORDER {
-                let (a, b) = (self.table.migrate_type(pfn), self.table.migrate_type(buddy));
-                if a != b || a == MigrateType::Isolate {
-                    break;
-                }
+            if order >= PAGEBLOCK_ORDER
+                && (mt == MigrateType::Isolate || self.table.migrate_type(buddy) != mt)
+            {
+                break;
             }
             let bp = self.table.pg(buddy);
             if !bp.is_buddy() || bp.order() != order {
                 break;
             }
-            let mt = self.table.migrate_type(buddy);
-            self.list_remove(buddy, order, mt);
+            self.list_remove(zi, buddy, order, mt);
             pfn = Pfn(pfn.0.min(buddy.0));
             order += 1;
         }
-        let mt = self.table.migrate_type(pfn);
-        self.list_push(pfn, order, mt);
+        self.list_push(zi, pfn, order, mt);
     }
 
     /// Frees every page of `range` (prepared: online, zone set, no state flags) in the
@@ -192,12 +190,17 @@ impl Buddy {
             else {
                 continue;
             };
-            self.list_remove(pfn, o, mt);
+            let zi = (node.index(), zone.index());
+            self.list_remove(zi, pfn, o, mt);
             while o > order {
                 o -= 1;
                 let half = pfn.add(1 << o);
-                let half_mt = self.table.migrate_type(half);
-                self.list_push(half, o, half_mt);
+                let half_mt = if o >= PAGEBLOCK_ORDER {
+                    self.table.migrate_type(half)
+                } else {
+                    mt
+                };
+                self.list_push(zi, half, o, half_mt);
             }
             let p = self.table.pg_mut(pfn);
             p.set_order(order);
@@ -267,16 +270,17 @@ impl Buddy {
         if old == MigrateType::Isolate {
             return;
         }
+        let zi = self.zone_of(pb);
         self.set_pageblock_type(pb, MigrateType::Isolate);
         if MAX_ORDER > PAGEBLOCK_ORDER {
             let head = Pfn(pb.0 & !((1 << MAX_ORDER) - 1));
             let p = self.table.pg(head);
             if p.is_buddy() && p.order() == MAX_ORDER {
-                self.list_remove(head, MAX_ORDER, old);
+                self.list_remove(zi, head, MAX_ORDER, old);
                 let mut half = head;
                 while half.0 < head.0 + (1 << MAX_ORDER) {
                     let mt = self.table.migrate_type(half);
-                    self.list_push(half, PAGEBLOCK_ORDER, mt);
+                    self.list_push(zi, half, PAGEBLOCK_ORDER, mt);
                     half = half.add(PAGES_PER_PAGEBLOCK);
                 }
                 return;
@@ -288,8 +292,8 @@ impl Buddy {
             let p = self.table.pg(pfn);
             if p.is_buddy() {
                 let order = p.order();
-                self.list_remove(pfn, order, old);
-                self.list_push(pfn, order, MigrateType::Isolate);
+                self.list_remove(zi, pfn, order, old);
+                self.list_push(zi, pfn, order, MigrateType::Isolate);
                 pfn = pfn.add(1 << order);
             } else {
                 pfn = pfn.add(1);
@@ -303,13 +307,14 @@ impl Buddy {
         if self.table.migrate_type(pb) != MigrateType::Isolate {
             return;
         }
+        let zi = self.zone_of(pb);
         let end = pb.add(PAGES_PER_PAGEBLOCK);
         let mut pfn = pb;
         while pfn.0 < end.0 {
             let p = self.table.pg(pfn);
             if p.is_buddy() {
                 let order = p.order();
-                self.list_remove(pfn, order, MigrateType::Isolate);
+                self.list_remove(zi, pfn, order, MigrateType::Isolate);
                 self.table.pg_mut(pfn).insert_flags(PageFlags::PENDING);
                 pfn = pfn.add(1 << order);
             } else {
@@ -347,12 +352,13 @@ impl Buddy {
 
     /// Takes every free block of the (isolated, all free) pageblock at `pb` off its list.
     pub(crate) fn pageblock_take_free(&mut self, pb: Pfn) {
+        let zi = self.zone_of(pb);
         let end = pb.add(PAGES_PER_PAGEBLOCK);
         let mut pfn = pb;
         while pfn.0 < end.0 {
             let order = self.table.pg(pfn).order();
             let mt = self.table.migrate_type(pfn);
-            self.list_remove(pfn, order, mt);
+            self.list_remove(zi, pfn, order, mt);
             pfn = pfn.add(1 << order);
         }
     }

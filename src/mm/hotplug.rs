@@ -162,9 +162,10 @@ impl<S: MemMapStore> Mm<S> {
         }
         self.buddy.nodes[node.index()].seen = true;
         for p in pieces(range) {
-            for pfn in p.range.start.0..p.range.end_exclusive.0 {
-                *self.buddy.table.pg_mut(Pfn(pfn)) = Page::init(p.nr, node, PageFlags::OFFLINE);
-            }
+            let nr = p.nr;
+            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
+                *pg = Page::init(nr, node, PageFlags::OFFLINE)
+            });
             if let Some(sec) = self.buddy.table.get_mut(p.nr) {
                 sec.set_present(sec.present() | p.mask);
             }
@@ -231,13 +232,12 @@ impl<S: MemMapStore> Mm<S> {
                     sec.set_migrate_type(i, mt);
                 }
             }
-            for pfn in p.range.start.0..p.range.end_exclusive.0 {
-                let pg = self.buddy.table.pg_mut(Pfn(pfn));
+            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
                 pg.set_flags(PageFlags::empty());
                 pg.set_zone(zone);
                 pg.set_refcount(0);
                 pg.set_owner(0);
-            }
+            });
             let n = p.range.nr_pages();
             let nd = &mut self.buddy.nodes[node.index()];
             nd.offline_pages -= n;
@@ -337,10 +337,9 @@ impl<S: MemMapStore> Mm<S> {
                     sec.set_migrate_type(i, MigrateType::Unmovable);
                 }
             }
-            for pfn in p.range.start.0..p.range.end_exclusive.0 {
-                let pg = self.buddy.table.pg_mut(Pfn(pfn));
-                pg.set_flags(PageFlags::OFFLINE);
-            }
+            self.buddy
+                .table
+                .for_each_page_mut(p.range, |_, pg| pg.set_flags(PageFlags::OFFLINE));
             let n = p.range.nr_pages();
             let nd = &mut self.buddy.nodes[node.index()];
             nd.offline_pages += n;
@@ -374,9 +373,10 @@ impl<S: MemMapStore> Mm<S> {
             };
             let node = sec.node();
             sec.set_present(sec.present() & !p.mask);
-            for pfn in p.range.start.0..p.range.end_exclusive.0 {
-                *self.buddy.table.pg_mut(Pfn(pfn)) = Page::init(p.nr, node, PageFlags::HOLE);
-            }
+            let nr = p.nr;
+            self.buddy
+                .table
+                .for_each_page_mut(p.range, |_, pg| *pg = Page::init(nr, node, PageFlags::HOLE));
             self.buddy.nodes[node.index()].offline_pages -= p.range.nr_pages();
             self.drop_mem_map(p.nr);
         }

@@ -225,11 +225,10 @@ impl<S: MemMapStore> Mm<S> {
         }
         // RAM pages: reserved until the buddy gets them; counts.
         for &(range, node) in &mem {
-            for pfn in range.start.0..range.end_exclusive.0 {
-                let p = buddy.table.pg_mut(Pfn(pfn));
+            buddy.table.for_each_page_mut(range, |_, p| {
                 p.set_flags(PageFlags::RESERVED);
                 p.set_zone(ZoneType::Normal);
-            }
+            });
             let n = &mut buddy.nodes[node.index()];
             n.zones[ZoneType::Normal.index()].present_pages += range.nr_pages();
             n.zones[ZoneType::Normal.index()].managed_pages +=
@@ -239,14 +238,14 @@ impl<S: MemMapStore> Mm<S> {
             n.reserved_pages += early.reserved_in(range) - meta_pages;
         }
         for m in &meta {
-            for pfn in m.start.0..m.end_exclusive.0 {
-                buddy.table.pg_mut(Pfn(pfn)).insert_flags(PageFlags::MEMMAP);
-            }
+            buddy
+                .table
+                .for_each_page_mut(*m, |_, p| p.insert_flags(PageFlags::MEMMAP));
         }
         for (range, _) in early.free_ranges() {
-            for pfn in range.start.0..range.end_exclusive.0 {
-                buddy.table.pg_mut(Pfn(pfn)).set_flags(PageFlags::empty());
-            }
+            buddy
+                .table
+                .for_each_page_mut(range, |_, p| p.set_flags(PageFlags::empty()));
             buddy.free_range(range);
         }
         log::info!(

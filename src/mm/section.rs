@@ -32,7 +32,8 @@ use alloc::vec::Vec;
 
 use super::page::{MigrateType, Page, ZoneType};
 use super::types::{
-    NodeId, Pfn, PhysAddr, SectionNr, PAGES_PER_SECTION, PAGE_SHIFT, PAGE_SIZE, SECTION_SHIFT,
+    NodeId, Pfn, PfnRange, PhysAddr, SectionNr, PAGES_PER_SECTION, PAGE_SHIFT, PAGE_SIZE,
+    SECTION_SHIFT,
 };
 
 /// log2 of sections per chunk.
@@ -250,6 +251,25 @@ impl SectionTable {
             .mem_map
             .as_mut()?
             .get_mut(pfn.index_in_section())
+    }
+
+    /// Calls `f(pfn, page)` for every page of `range` whose section has a mem_map, one
+    /// section slice at a time (no per-page table walk).
+    pub(crate) fn for_each_page_mut(&mut self, range: PfnRange, mut f: impl FnMut(Pfn, &mut Page)) {
+        let mut pfn = range.start;
+        while pfn.0 < range.end_exclusive.0 {
+            let nr = pfn.section();
+            let sec_end = nr.start_pfn().add(PAGES_PER_SECTION);
+            let end = Pfn(sec_end.0.min(range.end_exclusive.0));
+            if let Some(map) = self.get_mut(nr).and_then(|s| s.mem_map.as_deref_mut()) {
+                let lo = pfn.index_in_section();
+                let hi = lo + (end.0 - pfn.0) as usize;
+                for (i, page) in map[lo..hi].iter_mut().enumerate() {
+                    f(pfn.add(i as u64), page);
+                }
+            }
+            pfn = end;
+        }
     }
 
     /// The descriptor of a pfn the caller knows has one (internal invariant).

@@ -171,6 +171,9 @@ fn boot_counts_and_sections() {
     let nodes: Vec<_> = mm.node_stats().collect();
     assert_eq!(nodes[0].mem_map_pages, meta0);
     assert_eq!(nodes[0].reserved_pages, resv0);
+    // Sparse table: memory at 1 GiB and at 512 GiB costs two chunks, nothing between.
+    assert_eq!(mm.buddy.table.chunks().count(), 2);
+    assert_eq!(mm.store.maps, 2 + 4);
 }
 
 #[test]
@@ -689,7 +692,7 @@ fn mixed_layout() -> Mm<FakeStore> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn prop_alloc_free_coalesces(ops in proptest::collection::vec(alloc_op(), 1..120)) {
@@ -975,7 +978,7 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 300, ..ProptestConfig::default() })]
 
     #[test]
     fn prop_hotplug_sequences(ops in proptest::collection::vec(hp_op(), 1..80)) {
