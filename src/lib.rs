@@ -10,3 +10,4 @@ extern crate alloc;
 pub mod dt;
 pub mod mm;
 pub mod shell;
+pub mod vmem;

@@ -76,6 +76,7 @@ pub enum Command {
     Peek {
         pa: u64,
     },
+    Vmem,
     /// Blank line.
     Empty,
 }
@@ -93,6 +94,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "peek <phys-addr>",
         "read 8 bytes of physical memory (faults are caught)",
+    ),
+    (
+        "vmem",
+        "virtio-mem devices: sizes, state, why not converged",
     ),
     ("cpus", "CPUs, their MPIDR and timer ticks"),
     (
@@ -141,6 +146,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "reboot" => no_args(Command::Reboot, "reboot"),
         "sections" => no_args(Command::Sections, "sections"),
         "check" => no_args(Command::Check, "check"),
+        "vmem" => no_args(Command::Vmem, "vmem"),
         "memtest" => match args.as_slice() {
             [n] => match parse_u64(n) {
                 Some(mib) if mib > 0 => Ok(Command::Memtest { mib }),

@@ -5,4 +5,8 @@
 #![cfg_attr(target_os = "none", no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
+pub mod pci;
 pub mod pl011;
+pub mod virtio_mem;

@@ -141,6 +141,10 @@ pub fn read_byte() -> u8 {
         if let Some(b) = try_read() {
             return b;
         }
+        super::work::run_pending();
+        if let Some(b) = try_read() {
+            return b;
+        }
         hotmem_arch::cpu::wait_for_interrupt();
     }
 }

@@ -11,6 +11,8 @@
 pub mod console;
 pub mod mem;
 mod shell;
+mod vmem;
+mod work;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use hotmem::dt::{self, BootInfo, GicInfo, PsciMethod};
@@ -109,6 +111,7 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     cpu_online(0);
 
     start_secondaries(info);
+    vmem::probe(info, pa_bits);
     shell::run()
 }
 
@@ -228,6 +231,7 @@ fn init_gic(info: &BootInfo) {
 fn timer_irq(_intid: u32) {
     timer::rearm_tick();
     CPUS[cpu::index()].ticks.fetch_add(1, Ordering::Relaxed);
+    work::tick();
 }
 
 /// Per-CPU part of bring-up, on the CPU itself.
@@ -297,6 +301,7 @@ extern "C" fn secondary_main(idx: u64) -> ! {
     mmu::disable_ttbr0_walks();
     cpu_online(idx as usize);
     loop {
+        work::run_pending();
         cpu::wait_for_interrupt();
     }
 }

@@ -84,6 +84,7 @@ fn execute(cmd: Command) {
         Command::Mem => mem::cmd_mem(),
         Command::Sections => mem::cmd_sections(),
         Command::Check => mem::cmd_check(),
+        Command::Vmem => super::vmem::cmd_vmem(),
         Command::Memtest { mib } => mem::cmd_memtest(mib),
     }
 }

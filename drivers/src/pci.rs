@@ -1,0 +1,774 @@
+//! PCIe ECAM host bridge (`pci-host-ecam-generic`): enumerate functions, place BARs, route INTx.
+//!
+//! # Model
+//!
+//! The kernel parses the host bridge node of the device tree and hands this module plain data:
+//! the ECAM mapping, the bus range, the `ranges` windows ([`Window`]) and the `interrupt-map`
+//! ([`IrqMap`]). Config space is reached through virtio-drivers' [`PciRoot`] over any
+//! [`ConfigurationAccess`]; in the kernel that is [`Ecam`], the only code here that dereferences
+//! MMIO, and in host tests a fake config space.
+//!
+//! - **Enumeration** ([`PciHost::enumerate`]) scans every device and function of every bus in
+//!   the range. Nothing programs bridges under `-kernel`, so buses behind bridges stay empty:
+//!   bridges are reported but not recursed into (QEMU `virt` has only bus 0).
+//! - **BAR placement** ([`BarAllocator`], used by [`PciHost::setup_bars`]): nothing assigns BARs
+//!   before us, so every memory BAR is sized (decoding off), given a naturally aligned range of at
+//!   least one 4 KiB page (two BARs never share a page, so each can be mapped on its own), and
+//!   programmed; then MEMORY_SPACE | BUS_MASTER are enabled. 64-bit BARs go to a MEM64 window and
+//!   fall back to MEM32; 32-bit BARs go to MEM32 and always end below 4 GiB (also checked against
+//!   the address, since the DT is not trusted). A non-prefetchable BAR never goes into a
+//!   prefetchable window. I/O BARs are not supported: they are skipped with a warning. Windows are
+//!   bump-allocated, largest BAR first, and space is never given back.
+//! - **INTx routing** ([`route_intx`]): `(phys.hi, pin) & interrupt-map-mask` is looked up in the
+//!   map. On QEMU `virt` the map lists all 4 slots x 4 pins, so the slot swizzle is in the table;
+//!   device 1 INTA is INTID 36.
+//!
+//! Everything read from config space is untrusted: absent functions, BARs whose size is not a
+//! power of two, BARs bigger than any window and BARs that do not hold their address are
+//! [`PciError`]s or warnings, never panics.
+//!
+//! # What the caller maps
+//!
+//! - ECAM, as Device memory, before [`PciHost::new_ecam`]: 1 MiB per bus from `bus_start`.
+//! - BARs: [`PciHost::virtio_transport`] calls [`Hal::mmio_phys_to_virt`] with the *PCI bus
+//!   address* read back from the BAR, plus the capability offset. On QEMU `virt` bus and CPU
+//!   addresses are equal; elsewhere the `Hal` can translate with [`PciHost::pci_to_cpu`]. Each
+//!   [`BarAssignment`] carries both addresses.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::ptr::NonNull;
+
+use log::{debug, info, warn};
+use virtio_drivers::transport::pci::bus::{
+    BarInfo, Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType,
+    MemoryBarType, PciError as BusError, PciRoot, Status,
+};
+use virtio_drivers::transport::pci::{virtio_device_type, PciTransport, VirtioPciError};
+use virtio_drivers::transport::DeviceType;
+use virtio_drivers::Hal;
+
+/// Smallest range given to a memory BAR: one page, so that BARs never share a page.
+pub const MIN_BAR_ALLOC_BYTES: u64 = 4096;
+/// ECAM config space per bus (32 devices x 8 functions x 4 KiB).
+pub const ECAM_BUS_BYTES: usize = 1 << 20;
+
+const VENDOR_ABSENT: u16 = 0xffff;
+const REG_ID: u8 = 0x00;
+const REG_HEADER: u8 = 0x0c;
+/// Interrupt line (byte 0) and interrupt pin (byte 1).
+const REG_INTERRUPT: u8 = 0x3c;
+const LIMIT_4GIB: u64 = 1 << 32;
+const LIMIT_1MIB: u64 = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Inputs (mirrors of the kernel's DT types)
+// ---------------------------------------------------------------------------------------------
+
+/// Address space of a host bridge window (`ranges` phys.hi bits 25:24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    Io,
+    Mem32,
+    Mem64,
+}
+
+/// One `ranges` entry of the host bridge: `size` bytes at `pci_addr` on the bus appear at
+/// `cpu_addr` for the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub space: Space,
+    pub prefetchable: bool,
+    pub pci_addr: u64,
+    pub cpu_addr: u64,
+    pub size: u64,
+}
+
+/// One `interrupt-map` entry, its parent already resolved to a GIC INTID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrqMapEntry {
+    /// Child unit address, high cell (`bus << 16 | device << 11 | function << 8`).
+    pub child_hi: u32,
+    /// INTx pin, 1 = INTA .. 4 = INTD.
+    pub pin: u32,
+    pub intid: u32,
+}
+
+/// The host bridge's `interrupt-map` and `interrupt-map-mask` (phys.hi and pin cells). Without an
+/// `interrupt-map-mask` in the DT, pass all ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IrqMap {
+    pub mask_hi: u32,
+    pub mask_pin: u32,
+    pub entries: Vec<IrqMapEntry>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Why a BAR could not be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocError {
+    /// The device reported a size that is zero or not a power of two.
+    SizeNotPowerOfTwo,
+    /// No window of a type this BAR may live in.
+    NoWindow,
+    /// Suitable windows exist but none has room (or the BAR is bigger than all of them).
+    OutOfSpace,
+}
+
+/// Errors of the host bridge driver; one variant per cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PciError {
+    /// The ECAM address passed by the caller is null or not 4-byte aligned.
+    InvalidEcam,
+    /// No function answers at this address (vendor ID 0xffff).
+    NotPresent(DeviceFunction),
+    /// The function's header type has no BAR layout we know.
+    UnsupportedHeader { df: DeviceFunction, header: u8 },
+    /// A BAR has an invalid type (reserved type, or 64-bit in the last slot).
+    InvalidBarType { df: DeviceFunction, bar: u8 },
+    /// A BAR could not be placed.
+    Bar {
+        df: DeviceFunction,
+        bar: u8,
+        size: u64,
+        cause: AllocError,
+    },
+    /// A BAR did not hold the address we programmed.
+    BarReadback {
+        df: DeviceFunction,
+        bar: u8,
+        wrote: u64,
+        read: u64,
+    },
+    /// [`PciHost::virtio_transport`] before [`PciHost::setup_bars`].
+    BarsNotAssigned(DeviceFunction),
+    /// virtio-drivers could not build a transport (not virtio, missing capabilities, ...).
+    Transport(VirtioPciError),
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SizeNotPowerOfTwo => f.write_str("size is not a power of two"),
+            Self::NoWindow => f.write_str("no suitable window"),
+            Self::OutOfSpace => f.write_str("out of window space"),
+        }
+    }
+}
+
+impl fmt::Display for PciError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidEcam => f.write_str("ECAM address null or misaligned"),
+            Self::NotPresent(df) => write!(f, "{df}: no function"),
+            Self::UnsupportedHeader { df, header } => {
+                write!(f, "{df}: unsupported header type {header:#04x}")
+            }
+            Self::InvalidBarType { df, bar } => write!(f, "{df}: BAR{bar} has an invalid type"),
+            Self::Bar {
+                df,
+                bar,
+                size,
+                cause,
+            } => write!(f, "{df}: BAR{bar} ({size:#x} bytes): {cause}"),
+            Self::BarReadback {
+                df,
+                bar,
+                wrote,
+                read,
+            } => write!(f, "{df}: BAR{bar} wrote {wrote:#x}, read back {read:#x}"),
+            Self::BarsNotAssigned(df) => write!(f, "{df}: BARs not assigned"),
+            Self::Transport(e) => write!(f, "virtio transport: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// BAR allocator (pure)
+// ---------------------------------------------------------------------------------------------
+
+/// Where a memory BAR may be decoded (its type bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarWidth {
+    /// Legacy type 1: must end below 1 MiB.
+    Below1MiB,
+    Bits32,
+    Bits64,
+}
+
+impl From<MemoryBarType> for BarWidth {
+    fn from(t: MemoryBarType) -> Self {
+        match t {
+            MemoryBarType::Width32 => Self::Bits32,
+            MemoryBarType::Below1MiB => Self::Below1MiB,
+            MemoryBarType::Width64 => Self::Bits64,
+        }
+    }
+}
+
+/// A memory BAR to place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarRequest {
+    pub size_bytes: u64,
+    pub width: BarWidth,
+    pub prefetchable: bool,
+}
+
+/// A placed BAR: program `pci_addr`, map `cpu_addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    pub pci_addr: u64,
+    pub cpu_addr: u64,
+    /// Index into the windows given to [`BarAllocator::new`].
+    pub window: usize,
+}
+
+#[derive(Debug, Clone)]
+struct WindowState {
+    window: Window,
+    /// Bytes of the window handed out so far (bump pointer, from `pci_addr`).
+    used_bytes: u64,
+}
+
+/// Bump allocator over the host bridge's memory windows.
+///
+/// Invariant: every allocation is naturally aligned on the bus (to `max(size, 4 KiB)`), lies
+/// inside one window, and never overlaps another.
+#[derive(Debug, Clone)]
+pub struct BarAllocator {
+    windows: Vec<WindowState>,
+}
+
+impl BarAllocator {
+    /// Windows that are empty or wrap around the address space are kept (so indices match the
+    /// input) but never used.
+    pub fn new(windows: &[Window]) -> Self {
+        let windows = windows
+            .iter()
+            .map(|&window| {
+                let valid = window.size != 0
+                    && window.pci_addr.checked_add(window.size).is_some()
+                    && window.cpu_addr.checked_add(window.size).is_some();
+                if !valid {
+                    warn!("pci: ignoring window {window:x?}: empty or wraps");
+                }
+                WindowState {
+                    window,
+                    // An unusable window is "full".
+                    used_bytes: if valid { 0 } else { window.size },
+                }
+            })
+            .collect();
+        Self { windows }
+    }
+
+    /// Places one BAR. Candidates, in order: for 64-bit BARs the MEM64 windows, then MEM32; for
+    /// 32-bit BARs the MEM32 windows, below 4 GiB (1 MiB for legacy type 1). Prefetchable windows
+    /// come first for prefetchable BARs and are never used for the others.
+    pub fn allocate(&mut self, req: BarRequest) -> Result<Allocation, AllocError> {
+        if !req.size_bytes.is_power_of_two() {
+            return Err(AllocError::SizeNotPowerOfTwo);
+        }
+        let alloc_bytes = req.size_bytes.max(MIN_BAR_ALLOC_BYTES);
+        let (spaces, limit): (&[Space], u64) = match req.width {
+            BarWidth::Bits64 => (&[Space::Mem64, Space::Mem32], u64::MAX),
+            BarWidth::Bits32 => (&[Space::Mem32], LIMIT_4GIB),
+            BarWidth::Below1MiB => (&[Space::Mem32], LIMIT_1MIB),
+        };
+        // Prefetchable BARs try prefetchable windows first.
+        let prefetch_order: &[bool] = if req.prefetchable {
+            &[true, false]
+        } else {
+            &[false]
+        };
+        let mut any_candidate = false;
+        for &space in spaces {
+            for &prefetchable in prefetch_order {
+                for (index, ws) in self.windows.iter_mut().enumerate() {
+                    let w = ws.window;
+                    if w.space != space || w.prefetchable != prefetchable {
+                        continue;
+                    }
+                    any_candidate = true;
+                    if let Some(pci_addr) = fit(ws, alloc_bytes, limit) {
+                        ws.used_bytes = pci_addr - w.pci_addr + alloc_bytes;
+                        return Ok(Allocation {
+                            pci_addr,
+                            cpu_addr: w.cpu_addr + (pci_addr - w.pci_addr),
+                            window: index,
+                        });
+                    }
+                }
+            }
+        }
+        Err(if any_candidate {
+            AllocError::OutOfSpace
+        } else {
+            AllocError::NoWindow
+        })
+    }
+
+    /// The CPU physical address of `size_bytes` at bus address `pci_addr`, if one memory window
+    /// holds all of it.
+    pub fn pci_to_cpu(&self, pci_addr: u64, size_bytes: u64) -> Option<u64> {
+        let end = pci_addr.checked_add(size_bytes)?;
+        self.windows
+            .iter()
+            .map(|ws| ws.window)
+            .filter(|w| w.space != Space::Io)
+            .find(|w| {
+                pci_addr >= w.pci_addr
+                    && w.pci_addr
+                        .checked_add(w.size)
+                        .is_some_and(|w_end| end <= w_end)
+            })
+            .map(|w| w.cpu_addr + (pci_addr - w.pci_addr))
+    }
+}
+
+/// First naturally aligned `alloc_bytes` (a power of two) free in `ws` and ending at or below
+/// `limit`.
+fn fit(ws: &WindowState, alloc_bytes: u64, limit: u64) -> Option<u64> {
+    let w = ws.window;
+    let free = w.pci_addr.checked_add(ws.used_bytes)?;
+    let start = free.checked_add(alloc_bytes - 1)? & !(alloc_bytes - 1);
+    let end = start.checked_add(alloc_bytes)?;
+    (end <= w.pci_addr + w.size && end <= limit).then_some(start)
+}
+
+// ---------------------------------------------------------------------------------------------
+// INTx routing (pure)
+// ---------------------------------------------------------------------------------------------
+
+/// The GIC INTID that INTx `pin` (1 = INTA .. 4 = INTD) of `bus:device.function` raises, from
+/// the host bridge's `interrupt-map`. `None` for pin 0 (no interrupt), pins above 4, or no entry.
+pub fn route_intx(map: &IrqMap, bus: u8, device: u8, function: u8, pin: u8) -> Option<u32> {
+    if !(1..=4).contains(&pin) {
+        return None;
+    }
+    let hi =
+        (u32::from(bus) << 16) | (u32::from(device & 0x1f) << 11) | (u32::from(function & 7) << 8);
+    let key = (hi & map.mask_hi, u32::from(pin) & map.mask_pin);
+    map.entries
+        .iter()
+        .find(|e| (e.child_hi & map.mask_hi, e.pin & map.mask_pin) == key)
+        .map(|e| e.intid)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ECAM access (the one MMIO wrapper)
+// ---------------------------------------------------------------------------------------------
+
+/// Memory-mapped ECAM config space covering `nr_buses` buses from `bus_start`. Accesses outside
+/// it read as all ones (like an absent function) and writes there are dropped.
+#[derive(Debug)]
+pub struct Ecam {
+    base: NonNull<u8>,
+    bus_start: u8,
+    nr_buses: usize,
+}
+
+// SAFETY: `Ecam` is a pointer to device memory that any CPU may access; it has no thread
+// affinity. Exclusive access for writes is enforced by `&mut self` in `ConfigurationAccess`.
+unsafe impl Send for Ecam {}
+
+impl Ecam {
+    /// Wraps an ECAM mapping of `size_bytes` whose first byte is the config space of
+    /// `bus_start:00.0`. Buses beyond the mapping (or beyond bus 255) are treated as empty.
+    ///
+    /// # Safety
+    ///
+    /// `base .. base + size_bytes` must be mapped as Device memory onto the host bridge's ECAM
+    /// region, stay mapped for as long as this value (and any `unsafe_clone` of it) lives, and
+    /// not be accessed through Rust references.
+    pub unsafe fn new(base: *mut u8, size_bytes: usize, bus_start: u8) -> Result<Self, PciError> {
+        let base = NonNull::new(base).ok_or(PciError::InvalidEcam)?;
+        if base.as_ptr() as usize % 4 != 0 {
+            return Err(PciError::InvalidEcam);
+        }
+        let nr_buses = (size_bytes / ECAM_BUS_BYTES).min(256 - usize::from(bus_start));
+        Ok(Self {
+            base,
+            bus_start,
+            nr_buses,
+        })
+    }
+
+    /// Byte offset of a config word, if it is inside the mapping.
+    fn offset(&self, df: DeviceFunction, reg: u8) -> Option<usize> {
+        let bus_index = usize::from(df.bus.checked_sub(self.bus_start)?);
+        (bus_index < self.nr_buses && df.valid() && reg % 4 == 0).then(|| {
+            (bus_index << 20)
+                | (usize::from(df.device) << 15)
+                | (usize::from(df.function) << 12)
+                | usize::from(reg)
+        })
+    }
+}
+
+impl ConfigurationAccess for Ecam {
+    fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
+        let Some(offset) = self.offset(df, reg) else {
+            return u32::MAX;
+        };
+        // SAFETY: 1. `offset` < nr_buses MiB <= the mapped size (`offset()`), and it is 4-byte
+        // aligned as is `base`, so the pointer is in bounds and aligned for a u32.
+        // 2. `new`'s contract: the range is mapped Device memory not aliased by references, so
+        // a volatile 32-bit load is a single config read.
+        unsafe { self.base.as_ptr().add(offset).cast::<u32>().read_volatile() }
+    }
+
+    fn write_word(&mut self, df: DeviceFunction, reg: u8, data: u32) {
+        let Some(offset) = self.offset(df, reg) else {
+            debug!("pci: dropped config write {df} +{reg:#x}");
+            return;
+        };
+        // SAFETY: as in `read_word`: in bounds, aligned, mapped Device memory without references.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(offset)
+                .cast::<u32>()
+                .write_volatile(data)
+        }
+    }
+
+    unsafe fn unsafe_clone(&self) -> Self {
+        Self {
+            base: self.base,
+            bus_start: self.bus_start,
+            nr_buses: self.nr_buses,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host bridge
+// ---------------------------------------------------------------------------------------------
+
+/// One function found by [`PciHost::enumerate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciFunction {
+    pub df: DeviceFunction,
+    pub vendor_id: u16,
+    pub device_id: u16,
+    pub class: u8,
+    pub subclass: u8,
+    pub header_type: HeaderType,
+    /// The virtio device type, for virtio vendor/device IDs.
+    pub virtio: Option<DeviceType>,
+    /// Config 0x3d: 0 = none, 1 = INTA .. 4 = INTD.
+    pub interrupt_pin: u8,
+    /// GIC INTID of that pin through the `interrupt-map`.
+    pub intid: Option<u32>,
+}
+
+/// One programmed BAR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarAssignment {
+    /// BAR index 0..5 (the low half for 64-bit BARs).
+    pub bar: u8,
+    pub width: BarWidth,
+    pub prefetchable: bool,
+    pub size_bytes: u64,
+    /// Address programmed into the BAR.
+    pub pci_addr: u64,
+    /// Where the CPU sees it: map this.
+    pub cpu_addr: u64,
+}
+
+/// An ECAM host bridge: config access, the BAR allocator and the INTx map.
+pub struct PciHost<C: ConfigurationAccess = Ecam> {
+    root: PciRoot<C>,
+    /// Second handle on the same config space, used only to read read-only registers (IDs,
+    /// class, header type, interrupt pin), as `unsafe_clone` requires.
+    reader: C,
+    bus_start: u8,
+    bus_end: u8,
+    allocator: BarAllocator,
+    irq_map: IrqMap,
+    assigned: Vec<(DeviceFunction, Vec<BarAssignment>)>,
+}
+
+impl PciHost<Ecam> {
+    /// A host bridge over an ECAM mapping of `ecam_size_bytes` at `ecam_va` for buses
+    /// `bus_start..=bus_end` (buses the mapping does not cover are not scanned).
+    ///
+    /// # Safety
+    ///
+    /// As [`Ecam::new`]: `ecam_va .. ecam_va + ecam_size_bytes` is the host bridge's ECAM,
+    /// starting at `bus_start`, mapped as Device memory for the life of the returned value and
+    /// never accessed through references.
+    pub unsafe fn new_ecam(
+        ecam_va: *mut u8,
+        ecam_size_bytes: usize,
+        bus_start: u8,
+        bus_end: u8,
+        windows: &[Window],
+        irq_map: IrqMap,
+    ) -> Result<Self, PciError> {
+        // SAFETY: the caller gives `Ecam::new`'s contract.
+        let ecam = unsafe { Ecam::new(ecam_va, ecam_size_bytes, bus_start) }?;
+        let last_mapped = usize::from(bus_start) + ecam.nr_buses.max(1) - 1;
+        let bus_end_mapped = u8::try_from(last_mapped).unwrap_or(u8::MAX).min(bus_end);
+        if bus_end_mapped < bus_end {
+            warn!("pci: ECAM mapping covers buses {bus_start}..={bus_end_mapped} of ..={bus_end}");
+        }
+        Ok(Self::new(ecam, bus_start, bus_end_mapped, windows, irq_map))
+    }
+}
+
+impl<C: ConfigurationAccess> PciHost<C> {
+    /// A host bridge over any config access (a fake one in tests).
+    pub fn new(access: C, bus_start: u8, bus_end: u8, windows: &[Window], irq_map: IrqMap) -> Self {
+        // SAFETY: `reader` is used only for read-only registers (see the field doc).
+        let reader = unsafe { access.unsafe_clone() };
+        for w in windows {
+            info!(
+                "pci: window {:?}{} bus {:#x} cpu {:#x} size {:#x}",
+                w.space,
+                if w.prefetchable { " pref" } else { "" },
+                w.pci_addr,
+                w.cpu_addr,
+                w.size
+            );
+        }
+        Self {
+            root: PciRoot::new(access),
+            reader,
+            bus_start,
+            bus_end,
+            allocator: BarAllocator::new(windows),
+            irq_map,
+            assigned: Vec::new(),
+        }
+    }
+
+    /// Every function on every bus in the range. Bridges are listed but not recursed into.
+    pub fn enumerate(&self) -> Vec<PciFunction> {
+        let mut found = Vec::new();
+        if self.bus_start > self.bus_end {
+            return found;
+        }
+        for bus in self.bus_start..=self.bus_end {
+            for (df, dfi) in self.root.enumerate_bus(bus) {
+                let f = self.describe(df, &dfi);
+                info!(
+                    "pci: {df} {:04x}:{:04x} class {:02x}.{:02x} {:?} virtio {:?} pin {} intid {:?}",
+                    f.vendor_id,
+                    f.device_id,
+                    f.class,
+                    f.subclass,
+                    f.header_type,
+                    f.virtio,
+                    f.interrupt_pin,
+                    f.intid
+                );
+                if f.header_type != HeaderType::Standard {
+                    info!("pci: {df}: not a plain function, not recursing");
+                }
+                found.push(f);
+            }
+        }
+        found
+    }
+
+    fn describe(&self, df: DeviceFunction, dfi: &DeviceFunctionInfo) -> PciFunction {
+        let interrupt_pin = (self.reader.read_word(df, REG_INTERRUPT) >> 8) as u8;
+        let intid = match interrupt_pin {
+            0 => None,
+            1..=4 => {
+                let intid =
+                    route_intx(&self.irq_map, df.bus, df.device, df.function, interrupt_pin);
+                if intid.is_none() {
+                    warn!(
+                        "pci: {df}: INT{} not in interrupt-map",
+                        pin_name(interrupt_pin)
+                    );
+                }
+                intid
+            }
+            _ => {
+                warn!("pci: {df}: invalid interrupt pin {interrupt_pin}");
+                None
+            }
+        };
+        PciFunction {
+            df,
+            vendor_id: dfi.vendor_id,
+            device_id: dfi.device_id,
+            class: dfi.class,
+            subclass: dfi.subclass,
+            header_type: dfi.header_type,
+            virtio: virtio_device_type(dfi),
+            interrupt_pin,
+            intid,
+        }
+    }
+
+    /// The CPU physical address of bus range `pci_addr .. + size_bytes` (for the `Hal`).
+    pub fn pci_to_cpu(&self, pci_addr: u64, size_bytes: u64) -> Option<u64> {
+        self.allocator.pci_to_cpu(pci_addr, size_bytes)
+    }
+
+    /// Sizes, places and programs every memory BAR of `df`, then enables memory decoding and
+    /// bus mastering. Calling it again for the same function returns the first assignment.
+    ///
+    /// On error decoding stays off and space already taken for this function is given back.
+    pub fn setup_bars(&mut self, df: DeviceFunction) -> Result<Vec<BarAssignment>, PciError> {
+        if let Some((_, bars)) = self.assigned.iter().find(|(d, _)| *d == df) {
+            return Ok(bars.clone());
+        }
+        if self.reader.read_word(df, REG_ID) as u16 == VENDOR_ABSENT {
+            return Err(PciError::NotPresent(df));
+        }
+        let header = (self.reader.read_word(df, REG_HEADER) >> 16) as u8 & 0x7f;
+        let nr_bars = match HeaderType::from(header) {
+            HeaderType::Standard => 6,
+            HeaderType::PciPciBridge => 2,
+            _ => return Err(PciError::UnsupportedHeader { df, header }),
+        };
+
+        // 1. Decoding off while BARs are sized and moved.
+        let (_, command) = self.root.get_status_command(df);
+        self.root
+            .set_command(df, command - (Command::IO_SPACE | Command::MEMORY_SPACE));
+
+        // 2. Size.
+        let mut requests: Vec<(u8, BarRequest)> = Vec::new();
+        let mut bar = 0;
+        while bar < nr_bars {
+            let info = self.bar_info(df, bar)?;
+            let this = bar;
+            bar += if info.as_ref().is_some_and(BarInfo::takes_two_entries) {
+                2
+            } else {
+                1
+            };
+            match info {
+                None => {}
+                Some(BarInfo::IO { size, .. }) => {
+                    warn!("pci: {df}: BAR{this} is I/O ({size:#x} bytes): unsupported, skipped");
+                }
+                Some(BarInfo::Memory {
+                    address_type,
+                    prefetchable,
+                    size,
+                    ..
+                }) => {
+                    debug!("pci: {df}: BAR{this} {address_type:?} pref={prefetchable} {size:#x}");
+                    requests.push((
+                        this,
+                        BarRequest {
+                            size_bytes: size,
+                            width: address_type.into(),
+                            prefetchable,
+                        },
+                    ));
+                }
+            }
+        }
+
+        // 3. Place, largest first, all or nothing.
+        requests.sort_by_key(|r| core::cmp::Reverse(r.1.size_bytes));
+        let snapshot = self.allocator.clone();
+        let mut bars = Vec::with_capacity(requests.len());
+        for &(bar, req) in &requests {
+            match self.allocator.allocate(req) {
+                Ok(a) => bars.push(BarAssignment {
+                    bar,
+                    width: req.width,
+                    prefetchable: req.prefetchable,
+                    size_bytes: req.size_bytes,
+                    pci_addr: a.pci_addr,
+                    cpu_addr: a.cpu_addr,
+                }),
+                Err(cause) => {
+                    self.allocator = snapshot;
+                    return Err(PciError::Bar {
+                        df,
+                        bar,
+                        size: req.size_bytes,
+                        cause,
+                    });
+                }
+            }
+        }
+        bars.sort_by_key(|b| b.bar);
+
+        // 4. Program and check that each BAR holds its address.
+        for b in &bars {
+            match b.width {
+                BarWidth::Bits64 => self.root.set_bar_64(df, b.bar, b.pci_addr),
+                // The allocator keeps 32-bit BARs below 4 GiB.
+                BarWidth::Bits32 | BarWidth::Below1MiB => {
+                    self.root.set_bar_32(df, b.bar, b.pci_addr as u32)
+                }
+            }
+        }
+        for b in &bars {
+            let read = match self.bar_info(df, b.bar)? {
+                Some(BarInfo::Memory { address, .. }) => address,
+                _ => u64::MAX,
+            };
+            if read != b.pci_addr {
+                self.allocator = snapshot;
+                return Err(PciError::BarReadback {
+                    df,
+                    bar: b.bar,
+                    wrote: b.pci_addr,
+                    read,
+                });
+            }
+            info!(
+                "pci: {df}: BAR{} {:?}{} {:#x} bytes at bus {:#x} cpu {:#x}",
+                b.bar,
+                b.width,
+                if b.prefetchable { " pref" } else { "" },
+                b.size_bytes,
+                b.pci_addr,
+                b.cpu_addr
+            );
+        }
+
+        // 5. Decode memory, allow DMA.
+        let command = (command - Command::IO_SPACE) | Command::MEMORY_SPACE | Command::BUS_MASTER;
+        self.root.set_command(df, command);
+        debug!("pci: {df}: command {command:?}");
+        self.assigned.push((df, bars.clone()));
+        Ok(bars)
+    }
+
+    fn bar_info(&mut self, df: DeviceFunction, bar: u8) -> Result<Option<BarInfo>, PciError> {
+        self.root.bar_info(df, bar).map_err(|e| match e {
+            BusError::InvalidBarType => PciError::InvalidBarType { df, bar },
+        })
+    }
+
+    /// The virtio transport of `df`, whose BARs [`PciHost::setup_bars`] has assigned.
+    /// virtio-drivers calls `H::mmio_phys_to_virt` with bus addresses inside those BARs.
+    pub fn virtio_transport<H: Hal>(
+        &mut self,
+        df: DeviceFunction,
+    ) -> Result<PciTransport, PciError> {
+        if !self.assigned.iter().any(|(d, _)| *d == df) {
+            return Err(PciError::BarsNotAssigned(df));
+        }
+        PciTransport::new::<H, C>(&mut self.root, df).map_err(PciError::Transport)
+    }
+
+    /// The status and command registers of `df`.
+    pub fn status_command(&self, df: DeviceFunction) -> (Status, Command) {
+        self.root.get_status_command(df)
+    }
+}
+
+fn pin_name(pin: u8) -> char {
+    (b'A' + pin.saturating_sub(1)) as char
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,861 @@
+//! The hotplug policy of one virtio-mem device: how the kernel converges the device's plugged
+//! memory to the requested size, and what that means for the memory model.
+//!
+//! The driver (`hotmem_drivers::virtio_mem`) only speaks the protocol. This module decides
+//! which blocks to plug or unplug, in what order, how to react to each response, and when
+//! memory is added, onlined, offlined and removed. It is plain logic over two traits —
+//! [`Device`] (the driver) and [`HotplugMemory`] (the memory model plus the linear map) — so
+//! host tests run it against a fake device and the real memory model.
+//!
+//! # Units
+//! The device plugs blocks of `block_size` (1 MiB .. 1 GiB and more). The memory model works
+//! in 2 MiB subsections (pageblocks). We plug, online, offline and unplug in **units** of
+//! `max(block_size, 2 MiB)`: with 1 MiB blocks a unit is two blocks sent in one request (as
+//! Linux does, so a pageblock is never half plugged); with blocks of a section or more, a unit
+//! spans whole sections. A requested size that is not a multiple of the unit is approached
+//! from below and the rest reported as pending.
+//!
+//! # Life of a unit
+//! ```text
+//!   unplugged --PLUG ack--> plugged --add+online--> online (Movable zone of the device's node)
+//!      ^                                                |
+//!      +---- UNPLUG ack <-- offline (isolated, free) <--+ (only when every page is free)
+//! ```
+//! Unplugged units are never read, written or mapped: memory is added to the linear map only
+//! after the device acknowledged the PLUG, and removed from it before nothing else.
+//! Offlined memory is unmapped only after the device acknowledged the UNPLUG; if the device
+//! refuses, the unit goes back online.
+//!
+//! # Convergence ([`Vmem::step`])
+//! Each call re-reads the configuration and does at most one request, then says whether to
+//! call again at once, at a time (back-off), or to wait for the next config-change interrupt.
+//! - Plug: units in sections that already have plugged units first, then lowest address
+//!   first; contiguous units are batched into one request (at most 65535 blocks).
+//! - Unplug (of free memory): highest address first.
+//! - Before plugging, [`HotplugMemory::can_add`] must agree that free Normal memory can hold
+//!   the new mem_maps and keep a reserve; otherwise the device stalls with `no_memory`.
+//! - Responses: ACK applies; NACK re-reads the config and retries (the requested size changed
+//!   under us, or we asked for too much); BUSY backs off on a timer (doubling, capped);
+//!   ERROR is logged and reconciled with a STATE request. A device that keeps contradicting
+//!   itself (ERROR while STATE says we were right) is marked broken; memory already online
+//!   stays usable.
+//! - Start-up: a device with `plugged_size > 0` (leftovers of a previous boot) is reset with
+//!   UNPLUG_ALL (retried on BUSY) before the first plug.
+//!
+//! # Locks
+//! One `Vmem` per device, behind the kernel's per-device lock; the memory side takes the
+//! memory-model lock inside [`HotplugMemory`] calls only.
+
+use alloc::vec::Vec;
+use core::fmt;
+use hotmem_drivers::virtio_mem::{BlockState, Config, Request, Response};
+
+/// 2 MiB: the memory model's subsection and pageblock.
+pub const SUBSECTION_SIZE: u64 = 2 << 20;
+/// 128 MiB.
+pub const SECTION_SIZE: u64 = 128 << 20;
+/// Most blocks one request may cover (le16 nb_blocks).
+pub const MAX_BLOCKS_PER_REQUEST: u64 = u16::MAX as u64;
+
+/// First back-off after BUSY or a stall; doubles up to [`BACKOFF_MAX_NS`].
+pub const BACKOFF_MIN_NS: u64 = 5_000_000;
+pub const BACKOFF_MAX_NS: u64 = 5_000_000_000;
+/// NACKs in a row before backing off instead of retrying at once.
+const NACK_RETRIES: u32 = 8;
+/// Contradictions (ERROR although STATE agrees with us) before the device is broken.
+const MAX_CONTRADICTIONS: u32 = 3;
+
+/// The driver as the policy sees it.
+pub trait Device {
+    type Error: fmt::Debug;
+    /// Re-reads the configuration.
+    fn config(&mut self) -> Result<Config, Self::Error>;
+    /// Sends one request and waits for the response.
+    fn request(&mut self, req: Request) -> Result<Response, Self::Error>;
+}
+
+/// A physical range `[base, base + size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Range {
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+}
+
+/// Why the memory side refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemError {
+    /// No memory for mem_maps or page tables.
+    NoMemory,
+    /// Some page in the range is in use.
+    InUse,
+    /// Anything else (a bug or an inconsistent state); the text says what.
+    Other(&'static str),
+}
+
+/// What plugging and unplugging need from the memory model and the linear map.
+pub trait HotplugMemory {
+    /// Whether the mem_maps of the sections `range` would add fit in free Normal memory of
+    /// `node` while keeping a reserve.
+    fn can_add(&mut self, range: Range, node: u32) -> bool;
+    /// Adds `range` (sections, mem_map, linear map) and onlines it into the Movable zone.
+    /// On error nothing of `range` is left added.
+    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError>;
+    /// Takes `range` offline if every page in it is free (isolate, check, offline); on error
+    /// the range is left online as it was.
+    fn offline(&mut self, range: Range) -> Result<(), MemError>;
+    /// Undoes [`HotplugMemory::offline`].
+    fn reonline(&mut self, range: Range) -> Result<(), MemError>;
+    /// Unmaps and removes the offline `range` (after the device unplugged it).
+    fn remove(&mut self, range: Range) -> Result<(), MemError>;
+}
+
+/// Device state as the shell shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Ok,
+    Busy,
+    Stalled,
+    Broken,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Busy => "busy",
+            State::Stalled => "stalled",
+            State::Broken => "broken",
+        }
+    }
+}
+
+/// Why the device is not where it was asked to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    None,
+    DeviceBusy,
+    NoMemory,
+    /// Memory to unplug is in use and cannot move (no migration for it).
+    Unmovable,
+    /// The requested size is not a multiple of the plug unit.
+    Granularity,
+    /// The device contradicts itself or its configuration is invalid.
+    DeviceError,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::None => "none",
+            Reason::DeviceBusy => "device_busy",
+            Reason::NoMemory => "no_memory",
+            Reason::Unmovable => "unmovable",
+            Reason::Granularity => "granularity",
+            Reason::DeviceError => "device_error",
+        }
+    }
+}
+
+/// What the caller should do after [`Vmem::step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Call again at once.
+    Again,
+    /// Call again at this time (ns, the clock passed to `step`).
+    RetryAt(u64),
+    /// Nothing to do until the configuration changes.
+    Idle,
+}
+
+/// What the last resize did, for the log and the shell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub plugged_bytes: u64,
+    pub unplugged_bytes: u64,
+    pub requests: u64,
+    /// When the current resize started (ns), `None` when converged.
+    pub started_ns: Option<u64>,
+}
+
+/// Policy state of one device.
+pub struct Vmem {
+    pub id: usize,
+    cfg: Config,
+    /// Bytes per unit: max(block_size, 2 MiB).
+    unit: u64,
+    /// Plugged state per unit of the region.
+    plugged: Vec<bool>,
+    state: State,
+    reason: Reason,
+    startup_reset: bool,
+    retry_at: Option<u64>,
+    backoff_ns: u64,
+    nacks: u32,
+    contradictions: u32,
+    progress: Progress,
+}
+
+/// One contiguous run of units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: usize,
+    count: usize,
+}
+
+impl Vmem {
+    /// Policy for a device whose driver validated `cfg`.
+    pub fn new(id: usize, cfg: Config) -> Vmem {
+        let unit = cfg.block_size.max(SUBSECTION_SIZE);
+        let nr_units = (cfg.region_size / unit) as usize;
+        Vmem {
+            id,
+            cfg,
+            unit,
+            plugged: alloc::vec![false; nr_units],
+            state: State::Ok,
+            reason: Reason::None,
+            startup_reset: cfg.plugged_size > 0,
+            retry_at: None,
+            backoff_ns: BACKOFF_MIN_NS,
+            nacks: 0,
+            contradictions: 0,
+            progress: Progress::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn state(&self) -> State {
+        self.state
+    }
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+    pub fn unit_bytes(&self) -> u64 {
+        self.unit
+    }
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+    /// Bytes the kernel has plugged (and onlined) through this device.
+    pub fn plugged_bytes(&self) -> u64 {
+        self.plugged.iter().filter(|&&p| p).count() as u64 * self.unit
+    }
+    /// Distance between the requested and the plugged size.
+    pub fn pending_bytes(&self) -> u64 {
+        self.cfg.requested_size.abs_diff(self.cfg.plugged_size)
+    }
+    /// Marks the device broken (an unrecoverable driver error).
+    pub fn set_broken(&mut self) {
+        self.state = State::Broken;
+        self.reason = Reason::DeviceError;
+    }
+
+    fn unit_range(&self, first: usize, count: usize) -> Range {
+        Range {
+            base: self.cfg.addr + first as u64 * self.unit,
+            size: count as u64 * self.unit,
+        }
+    }
+
+    fn blocks(&self, r: Range) -> u16 {
+        // Runs are split so this fits; see `split_runs`.
+        (r.size / self.cfg.block_size) as u16
+    }
+
+    fn backoff(&mut self, now: u64, state: State, reason: Reason) -> Next {
+        self.state = state;
+        self.reason = reason;
+        let t = now + self.backoff_ns;
+        self.backoff_ns = (self.backoff_ns * 2).min(BACKOFF_MAX_NS);
+        self.retry_at = Some(t);
+        Next::RetryAt(t)
+    }
+
+    fn mark(&mut self, run: Run, plugged: bool) {
+        for p in &mut self.plugged[run.first..run.first + run.count] {
+            *p = plugged;
+        }
+    }
+
+    /// Converges one step. `now` is a monotonic clock in ns.
+    pub fn step<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        now: u64,
+    ) -> Next {
+        if self.state == State::Broken {
+            return Next::Idle;
+        }
+        if let Some(t) = self.retry_at {
+            if now < t {
+                return Next::RetryAt(t);
+            }
+            self.retry_at = None;
+        }
+        let cfg = match dev.config() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "vmem{}: cannot read the configuration: {e:?}; device disabled",
+                    self.id
+                );
+                self.set_broken();
+                return Next::Idle;
+            }
+        };
+        self.cfg = cfg;
+        if self.startup_reset {
+            return self.unplug_all(dev, now);
+        }
+        let target_units = (cfg.requested_size.min(cfg.usable_region_size) / self.unit) as usize;
+        let plugged_units = self.plugged.iter().filter(|&&p| p).count();
+        if plugged_units != target_units && self.progress.started_ns.is_none() {
+            self.progress = Progress {
+                started_ns: Some(now),
+                ..Progress::default()
+            };
+        }
+        if plugged_units < target_units {
+            self.plug(dev, mem, target_units - plugged_units, now)
+        } else if plugged_units > target_units {
+            self.unplug(dev, mem, plugged_units - target_units, now)
+        } else {
+            self.backoff_ns = BACKOFF_MIN_NS;
+            self.state = State::Ok;
+            self.reason = if cfg.requested_size % self.unit != 0 {
+                Reason::Granularity
+            } else {
+                Reason::None
+            };
+            if let Some(t0) = self.progress.started_ns.take() {
+                log::info!(
+                    "vmem{}: resized to {} MiB (requested {} MiB): plugged {} MiB, unplugged {} MiB, {} requests, {} us",
+                    self.id,
+                    cfg.plugged_size >> 20,
+                    cfg.requested_size >> 20,
+                    self.progress.plugged_bytes >> 20,
+                    self.progress.unplugged_bytes >> 20,
+                    self.progress.requests,
+                    now.saturating_sub(t0) / 1000
+                );
+            }
+            Next::Idle
+        }
+    }
+
+    fn send<D: Device>(&mut self, dev: &mut D, req: Request) -> Option<Response> {
+        self.progress.requests += 1;
+        match dev.request(req) {
+            Ok(r) => {
+                log::debug!("vmem{}: {req:?} -> {r:?}", self.id);
+                Some(r)
+            }
+            Err(e) => {
+                log::error!(
+                    "vmem{}: {req:?} failed in the transport: {e:?}; device disabled",
+                    self.id
+                );
+                self.set_broken();
+                None
+            }
+        }
+    }
+
+    fn unplug_all<D: Device>(&mut self, dev: &mut D, now: u64) -> Next {
+        match self.send(dev, Request::UnplugAll) {
+            Some(Response::Ack) => {
+                log::info!(
+                    "vmem{}: unplugged {} MiB left plugged from before",
+                    self.id,
+                    self.cfg.plugged_size >> 20
+                );
+                self.startup_reset = false;
+                self.plugged.iter_mut().for_each(|p| *p = false);
+                Next::Again
+            }
+            Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
+            Some(r) => {
+                log::error!(
+                    "vmem{}: UNPLUG_ALL answered {r:?}; device disabled",
+                    self.id
+                );
+                self.set_broken();
+                Next::Idle
+            }
+            None => Next::Idle,
+        }
+    }
+
+    /// Units to plug, in preference order: those in sections with plugged units first,
+    /// then by address. Only units inside the usable region.
+    fn plug_candidates(&self, need: usize) -> Vec<usize> {
+        let usable_units =
+            ((self.cfg.usable_region_size / self.unit) as usize).min(self.plugged.len());
+        let per_section = (SECTION_SIZE / self.unit).max(1) as usize;
+        let section_of = |u: usize| u / per_section;
+        let partial = |u: usize| {
+            let s = section_of(u);
+            let lo = s * per_section;
+            let hi = ((s + 1) * per_section).min(self.plugged.len());
+            self.plugged[lo..hi].iter().any(|&p| p)
+        };
+        let mut first: Vec<usize> = Vec::new();
+        let mut rest: Vec<usize> = Vec::new();
+        for u in (0..usable_units).filter(|&u| !self.plugged[u]) {
+            if per_section > 1 && partial(u) {
+                first.push(u);
+            } else {
+                rest.push(u);
+            }
+        }
+        first.extend(rest);
+        first.truncate(need);
+        first
+    }
+
+    /// Contiguous runs of the given units (sorted), each at most `MAX_BLOCKS_PER_REQUEST`.
+    fn runs(&self, mut units: Vec<usize>) -> Vec<Run> {
+        units.sort_unstable();
+        let max_units =
+            ((MAX_BLOCKS_PER_REQUEST * self.cfg.block_size) / self.unit).max(1) as usize;
+        let mut runs: Vec<Run> = Vec::new();
+        for u in units {
+            match runs.last_mut() {
+                Some(r) if r.first + r.count == u && r.count < max_units => r.count += 1,
+                _ => runs.push(Run { first: u, count: 1 }),
+            }
+        }
+        runs
+    }
+
+    fn plug<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        need: usize,
+        now: u64,
+    ) -> Next {
+        let candidates = self.plug_candidates(need);
+        // The preferred unit decides the run: the run containing it, in order.
+        let Some(&pref) = candidates.first() else {
+            // Nothing plugable inside the usable region.
+            return self.backoff(now, State::Stalled, Reason::DeviceError);
+        };
+        let run = self
+            .runs(candidates)
+            .into_iter()
+            .find(|r| (r.first..r.first + r.count).contains(&pref))
+            .unwrap_or(Run {
+                first: pref,
+                count: 1,
+            });
+        let range = self.unit_range(run.first, run.count);
+        let node = u32::from(self.cfg.node_id);
+        if !mem.can_add(range, node) {
+            // Try a smaller piece before giving up: one unit.
+            let one = self.unit_range(run.first, 1);
+            if run.count == 1 || !mem.can_add(one, node) {
+                log::warn!(
+                    "vmem{}: stopping at {} MiB plugged: no free memory for more mem_maps",
+                    self.id,
+                    self.plugged_bytes() >> 20
+                );
+                return self.backoff(now, State::Stalled, Reason::NoMemory);
+            }
+            return self.plug_run(
+                dev,
+                mem,
+                Run {
+                    first: run.first,
+                    count: 1,
+                },
+                now,
+            );
+        }
+        self.plug_run(dev, mem, run, now)
+    }
+
+    fn plug_run<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        now: u64,
+    ) -> Next {
+        let range = self.unit_range(run.first, run.count);
+        let req = Request::Plug {
+            addr: range.base,
+            nb_blocks: self.blocks(range),
+        };
+        match self.send(dev, req) {
+            Some(Response::Ack) => self.plugged_ok(dev, mem, run, now),
+            Some(Response::Nack) => self.nack(now),
+            Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
+            Some(Response::Error) | Some(Response::AckState(_)) => {
+                log::error!(
+                    "vmem{}: {req:?} answered ERROR; asking the device for the state",
+                    self.id
+                );
+                self.reconcile(dev, mem, run, true, now)
+            }
+            None => Next::Idle,
+        }
+    }
+
+    /// The device plugged `run`: make it usable, or give it back.
+    fn plugged_ok<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        now: u64,
+    ) -> Next {
+        self.nacks = 0;
+        self.mark(run, true);
+        let range = self.unit_range(run.first, run.count);
+        match mem.add_online(range, u32::from(self.cfg.node_id)) {
+            Ok(()) => {
+                self.progress.plugged_bytes += range.size;
+                self.state = State::Ok;
+                self.reason = Reason::None;
+                Next::Again
+            }
+            Err(e) => {
+                log::warn!(
+                    "vmem{}: cannot add 0x{:x}+{} MiB: {e:?}; unplugging it again",
+                    self.id,
+                    range.base,
+                    range.size >> 20
+                );
+                // Nothing used it: give it back to the device.
+                let req = Request::Unplug {
+                    addr: range.base,
+                    nb_blocks: self.blocks(range),
+                };
+                if self.send(dev, req) == Some(Response::Ack) {
+                    self.mark(run, false);
+                }
+                self.backoff(now, State::Stalled, Reason::NoMemory)
+            }
+        }
+    }
+
+    fn nack(&mut self, now: u64) -> Next {
+        self.nacks += 1;
+        if self.nacks >= NACK_RETRIES {
+            self.nacks = 0;
+            return self.backoff(now, State::Busy, Reason::DeviceBusy);
+        }
+        Next::Again
+    }
+
+    /// After ERROR on `run`: ask the device what it thinks and adopt the answer.
+    fn reconcile<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        plugging: bool,
+        now: u64,
+    ) -> Next {
+        let range = self.unit_range(run.first, run.count);
+        let req = Request::State {
+            addr: range.base,
+            nb_blocks: self.blocks(range),
+        };
+        let state = match self.send(dev, req) {
+            Some(Response::AckState(s)) => s,
+            Some(Response::Busy) => return self.backoff(now, State::Busy, Reason::DeviceBusy),
+            Some(r) => {
+                log::error!("vmem{}: STATE answered {r:?}; device disabled", self.id);
+                self.set_broken();
+                return Next::Idle;
+            }
+            None => return Next::Idle,
+        };
+        let we_thought_plugged = !plugging;
+        match state {
+            // The device already has it the way we wanted: adopt it.
+            BlockState::Plugged if plugging => self.plugged_ok(dev, mem, run, now),
+            BlockState::Unplugged if !plugging => {
+                self.mark(run, false);
+                if let Err(e) = mem.remove(range) {
+                    log::error!("vmem{}: remove after reconcile: {e:?}", self.id);
+                }
+                Next::Again
+            }
+            // The device agrees with our old view and still refused: a contradiction.
+            s => {
+                self.contradictions += 1;
+                log::warn!(
+                    "vmem{}: device says {s:?} for 0x{:x}+{} MiB (we had it {}); contradiction {}",
+                    self.id,
+                    range.base,
+                    range.size >> 20,
+                    if we_thought_plugged {
+                        "plugged"
+                    } else {
+                        "unplugged"
+                    },
+                    self.contradictions
+                );
+                if !plugging {
+                    // The range was offlined for the unplug: bring it back.
+                    let _ = mem.reonline(range);
+                }
+                if self.contradictions >= MAX_CONTRADICTIONS {
+                    log::error!(
+                        "vmem{}: the device keeps contradicting itself; marked broken",
+                        self.id
+                    );
+                    self.set_broken();
+                    return Next::Idle;
+                }
+                self.backoff(now, State::Stalled, Reason::DeviceError)
+            }
+        }
+    }
+
+    fn unplug<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        excess: usize,
+        now: u64,
+    ) -> Next {
+        // Highest address first; a run of contiguous plugged units ending at the highest one.
+        let mut victims: Vec<usize> = (0..self.plugged.len())
+            .rev()
+            .filter(|&u| self.plugged[u])
+            .collect();
+        victims.truncate(excess);
+        let runs = self.runs(victims);
+        let mut any_in_use = false;
+        for run in runs.into_iter().rev() {
+            let range = self.unit_range(run.first, run.count);
+            match mem.offline(range) {
+                Ok(()) => return self.unplug_run(dev, mem, run, now),
+                Err(MemError::InUse) => {
+                    any_in_use = true;
+                    // Try unit by unit inside the run, highest first.
+                    for u in (run.first..run.first + run.count).rev() {
+                        let one = Run { first: u, count: 1 };
+                        if mem.offline(self.unit_range(u, 1)).is_ok() {
+                            return self.unplug_run(dev, mem, one, now);
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::error!("vmem{}: offline 0x{:x}: {e:?}", self.id, range.base);
+                }
+            }
+        }
+        // Nothing among the victims is free; look at every plugged unit.
+        for u in (0..self.plugged.len()).rev().filter(|&u| self.plugged[u]) {
+            if mem.offline(self.unit_range(u, 1)).is_ok() {
+                return self.unplug_run(dev, mem, Run { first: u, count: 1 }, now);
+            }
+        }
+        let reason = if any_in_use {
+            Reason::Unmovable
+        } else {
+            Reason::DeviceError
+        };
+        self.backoff(now, State::Stalled, reason)
+    }
+
+    fn unplug_run<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        now: u64,
+    ) -> Next {
+        let range = self.unit_range(run.first, run.count);
+        let req = Request::Unplug {
+            addr: range.base,
+            nb_blocks: self.blocks(range),
+        };
+        match self.send(dev, req) {
+            Some(Response::Ack) => {
+                self.nacks = 0;
+                self.mark(run, false);
+                if let Err(e) = mem.remove(range) {
+                    log::error!(
+                        "vmem{}: remove 0x{:x}+{} MiB: {e:?}",
+                        self.id,
+                        range.base,
+                        range.size >> 20
+                    );
+                }
+                self.progress.unplugged_bytes += range.size;
+                self.state = State::Ok;
+                self.reason = Reason::None;
+                Next::Again
+            }
+            other => {
+                if let Err(e) = mem.reonline(range) {
+                    log::error!("vmem{}: re-online 0x{:x}: {e:?}", self.id, range.base);
+                }
+                match other {
+                    Some(Response::Nack) => self.nack(now),
+                    Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
+                    Some(_) => {
+                        log::error!(
+                            "vmem{}: {req:?} answered ERROR; asking the device for the state",
+                            self.id
+                        );
+                        // `reconcile` re-onlines on contradiction; the range is online again
+                        // already, so pass it as a plug-side check of our unplugged view.
+                        self.reconcile_after_unplug_error(dev, mem, run, now)
+                    }
+                    None => Next::Idle,
+                }
+            }
+        }
+    }
+
+    fn reconcile_after_unplug_error<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        now: u64,
+    ) -> Next {
+        let range = self.unit_range(run.first, run.count);
+        let req = Request::State {
+            addr: range.base,
+            nb_blocks: self.blocks(range),
+        };
+        match self.send(dev, req) {
+            Some(Response::AckState(BlockState::Unplugged)) => {
+                // The device already had it unplugged: memory we onlined is not backed.
+                // Take it out again and adopt the device's view.
+                self.mark(run, false);
+                if mem.offline(range).is_ok() {
+                    let _ = mem.remove(range);
+                }
+                Next::Again
+            }
+            Some(Response::AckState(s)) => {
+                self.contradictions += 1;
+                log::warn!(
+                    "vmem{}: device says {s:?} after refusing UNPLUG; contradiction {}",
+                    self.id,
+                    self.contradictions
+                );
+                if self.contradictions >= MAX_CONTRADICTIONS {
+                    log::error!(
+                        "vmem{}: the device keeps contradicting itself; marked broken",
+                        self.id
+                    );
+                    self.set_broken();
+                    return Next::Idle;
+                }
+                self.backoff(now, State::Stalled, Reason::DeviceError)
+            }
+            Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
+            _ => {
+                self.set_broken();
+                Next::Idle
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The memory-model half of `HotplugMemory`, shared by the kernel glue (which adds the
+// linear map between the steps and takes the model's lock per step) and host tests.
+
+use crate::mm::{self, MemMapStore, Mm, NodeId, PfnRange, PhysAddr, ZoneType};
+
+/// Free Normal memory that plugging never uses for mem_maps.
+pub fn mem_map_reserve_bytes(managed_normal_bytes: u64) -> u64 {
+    (16 << 20).max(managed_normal_bytes / 32)
+}
+
+fn pfn_range(r: Range) -> PfnRange {
+    PfnRange::new(PhysAddr(r.base).pfn_down(), PhysAddr(r.end()).pfn_down())
+}
+
+fn node_id(node: u32) -> Result<NodeId, MemError> {
+    NodeId::new(node).ok_or(MemError::Other("node id out of range"))
+}
+
+fn mm_err(e: mm::Error) -> MemError {
+    match e {
+        mm::Error::NoMemory => MemError::NoMemory,
+        mm::Error::Busy(_) => MemError::InUse,
+        _ => MemError::Other("memory-model state does not allow this"),
+    }
+}
+
+/// [`HotplugMemory::can_add`] over the model: new sections' mem_maps against free Normal
+/// memory minus the reserve.
+pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
+    let first = range.base / SECTION_SIZE;
+    let last = (range.end() - 1) / SECTION_SIZE;
+    let present: Vec<u64> = m
+        .sections()
+        .map(|s| s.nr.0)
+        .filter(|&n| n >= first && n <= last)
+        .collect();
+    let new_sections = (last - first + 1) - present.len() as u64;
+    let cost = new_sections * mm::MEM_MAP_BYTES;
+    let (mut free, mut managed) = (0u64, 0u64);
+    for z in m.stats().filter(|z| z.zone == Some(ZoneType::Normal)) {
+        free += z.free_pages * mm::PAGE_SIZE;
+        managed += z.managed_pages * mm::PAGE_SIZE;
+    }
+    free >= cost + mem_map_reserve_bytes(managed)
+}
+
+/// First half of [`HotplugMemory::add_online`]: sections and mem_maps.
+pub fn mm_add<S: MemMapStore>(m: &mut Mm<S>, range: Range, node: u32) -> Result<(), MemError> {
+    m.add_sections(pfn_range(range), node_id(node)?)
+        .map_err(mm_err)
+}
+
+/// Second half of [`HotplugMemory::add_online`]: the pages go to the Movable zone.
+pub fn mm_online<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
+    m.online_range(pfn_range(range), ZoneType::Movable)
+        .map_err(mm_err)
+}
+
+/// Undoes [`mm_add`] (after a failed mapping or onlining).
+pub fn mm_unadd<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
+    m.remove_sections(pfn_range(range)).map_err(mm_err)
+}
+
+/// [`HotplugMemory::offline`] over the model: isolate, then offline if all free.
+pub fn mm_offline<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
+    let r = pfn_range(range);
+    m.isolate_range(r).map_err(mm_err)?;
+    if let Err(e) = m.offline_range(r) {
+        let _ = m.unisolate_range(r);
+        return Err(mm_err(e));
+    }
+    Ok(())
+}
+
+/// [`HotplugMemory::reonline`] over the model.
+pub fn mm_reonline<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
+    mm_online(m, range)
+}
+
+/// [`HotplugMemory::remove`] over the model (the caller unmaps first).
+pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
+    mm_unadd(m, range)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,490 @@
+//! The policy against a fake device (behaving like QEMU's virtio-mem) and the real memory
+//! model over a `Vec`-backed store.
+
+use super::*;
+use crate::mm::{AllocFlags, MemMapItem, MemRegion, Pfn};
+use std::collections::VecDeque;
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+/// A `MemMapStore` over leaked, never-reused `Vec`s.
+struct VecStore;
+impl MemMapStore for VecStore {
+    fn map<T: MemMapItem>(&mut self, _base: PhysAddr, len: usize) -> &'static mut [T] {
+        let v: Vec<T> = (0..len).map(|_| T::EMPTY).collect();
+        Box::leak(v.into_boxed_slice())
+    }
+    fn release<T: MemMapItem>(&mut self, _base: PhysAddr, _items: &'static mut [T]) {}
+}
+
+/// The memory side for tests: the real model, no linear map.
+struct TestMem {
+    mm: Mm<VecStore>,
+    adds: u32,
+    fail_adds: bool,
+}
+
+impl TestMem {
+    fn new(boot_bytes: u64) -> TestMem {
+        let regions = [MemRegion {
+            base: PhysAddr(0x4000_0000),
+            size_bytes: boot_bytes,
+            node: NodeId::ZERO,
+        }];
+        let mm = Mm::boot(&regions, &[], 40, VecStore).expect("boot");
+        TestMem {
+            mm,
+            adds: 0,
+            fail_adds: false,
+        }
+    }
+    fn movable_free_bytes(&self) -> u64 {
+        self.mm
+            .stats()
+            .filter(|z| z.zone == Some(ZoneType::Movable))
+            .map(|z| z.free_pages)
+            .sum::<u64>()
+            * 4096
+    }
+}
+
+impl HotplugMemory for TestMem {
+    fn can_add(&mut self, range: Range, _node: u32) -> bool {
+        mm_can_add(&self.mm, range)
+    }
+    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError> {
+        self.adds += 1;
+        if self.fail_adds {
+            return Err(MemError::NoMemory);
+        }
+        mm_add(&mut self.mm, range, node)?;
+        mm_online(&mut self.mm, range).inspect_err(|_| {
+            let _ = mm_unadd(&mut self.mm, range);
+        })
+    }
+    fn offline(&mut self, range: Range) -> Result<(), MemError> {
+        mm_offline(&mut self.mm, range)
+    }
+    fn reonline(&mut self, range: Range) -> Result<(), MemError> {
+        mm_reonline(&mut self.mm, range)
+    }
+    fn remove(&mut self, range: Range) -> Result<(), MemError> {
+        mm_remove(&mut self.mm, range)
+    }
+}
+
+/// Behaves like QEMU's device (hw/virtio/virtio-mem.c), plus scripted answers.
+struct FakeDevice {
+    cfg: Config,
+    plugged: Vec<bool>,
+    script: VecDeque<Response>,
+    log: Vec<Request>,
+    /// (after this many requests, set requested_size to this)
+    change_requested: Option<(usize, u64)>,
+    /// Answer ERROR to PLUG while still doing it (a device lying about failure).
+    lie_on_plug: bool,
+}
+
+impl FakeDevice {
+    fn new(block_size: u64, region: u64) -> FakeDevice {
+        let cfg = Config {
+            block_size,
+            node_id: 0,
+            addr: 0x1_0000_0000,
+            region_size: region,
+            usable_region_size: 0,
+            plugged_size: 0,
+            requested_size: 0,
+        };
+        let mut d = FakeDevice {
+            cfg,
+            plugged: vec![false; (region / block_size) as usize],
+            script: VecDeque::new(),
+            log: vec![],
+            change_requested: None,
+            lie_on_plug: false,
+        };
+        d.set_requested(0);
+        d
+    }
+    fn set_requested(&mut self, bytes: u64) {
+        self.cfg.requested_size = bytes;
+        // QEMU: usable = min(region, requested + 1 GiB) rounded up to blocks; never shrinks
+        // except on UNPLUG_ALL or reset.
+        let usable = (bytes + GIB)
+            .min(self.cfg.region_size)
+            .next_multiple_of(self.cfg.block_size);
+        self.cfg.usable_region_size = self
+            .cfg
+            .usable_region_size
+            .max(usable.min(self.cfg.region_size));
+    }
+    fn blocks(&self, addr: u64, n: u16) -> Option<std::ops::Range<usize>> {
+        let bs = self.cfg.block_size;
+        if n == 0 || addr % bs != 0 || addr < self.cfg.addr {
+            return None;
+        }
+        let first = ((addr - self.cfg.addr) / bs) as usize;
+        let end = first + n as usize;
+        (end as u64 * bs <= self.cfg.usable_region_size).then_some(first..end)
+    }
+    fn plugged_bytes(&self) -> u64 {
+        self.plugged.iter().filter(|&&p| p).count() as u64 * self.cfg.block_size
+    }
+}
+
+impl Device for FakeDevice {
+    type Error = ();
+    fn config(&mut self) -> Result<Config, ()> {
+        self.cfg.plugged_size = self.plugged_bytes();
+        Ok(self.cfg)
+    }
+    fn request(&mut self, req: Request) -> Result<Response, ()> {
+        self.log.push(req);
+        if let Some((after, bytes)) = self.change_requested {
+            if self.log.len() > after {
+                self.set_requested(bytes);
+                self.change_requested = None;
+            }
+        }
+        if let Some(r) = self.script.pop_front() {
+            return Ok(r);
+        }
+        let bs = self.cfg.block_size;
+        Ok(match req {
+            Request::Plug { addr, nb_blocks } => match self.blocks(addr, nb_blocks) {
+                None => Response::Error,
+                Some(r) if self.plugged[r.clone()].iter().any(|&p| p) => Response::Error,
+                Some(r) if self.plugged_bytes() + r.len() as u64 * bs > self.cfg.requested_size => {
+                    Response::Nack
+                }
+                Some(r) => {
+                    self.plugged[r].iter_mut().for_each(|p| *p = true);
+                    if self.lie_on_plug {
+                        Response::Error
+                    } else {
+                        Response::Ack
+                    }
+                }
+            },
+            Request::Unplug { addr, nb_blocks } => match self.blocks(addr, nb_blocks) {
+                Some(r) if self.plugged[r.clone()].iter().all(|&p| p) => {
+                    self.plugged[r].iter_mut().for_each(|p| *p = false);
+                    Response::Ack
+                }
+                _ => Response::Error,
+            },
+            Request::UnplugAll => {
+                self.plugged.iter_mut().for_each(|p| *p = false);
+                self.cfg.usable_region_size = (self.cfg.requested_size + GIB)
+                    .min(self.cfg.region_size)
+                    .next_multiple_of(bs);
+                Response::Ack
+            }
+            Request::State { addr, nb_blocks } => match self.blocks(addr, nb_blocks) {
+                None => Response::Error,
+                Some(r) => {
+                    let n = self.plugged[r.clone()].iter().filter(|&&p| p).count();
+                    Response::AckState(if n == 0 {
+                        BlockState::Unplugged
+                    } else if n == r.len() {
+                        BlockState::Plugged
+                    } else {
+                        BlockState::Mixed
+                    })
+                }
+            },
+        })
+    }
+}
+
+/// Runs `step` until idle or a retry time (following retries up to `max_retries`).
+fn converge(v: &mut Vmem, d: &mut FakeDevice, m: &mut TestMem, max_retries: u32) -> (Next, u64) {
+    let mut now = 1_000;
+    let mut retries = 0;
+    for _ in 0..100_000 {
+        match v.step(d, m, now) {
+            Next::Again => {}
+            Next::Idle => return (Next::Idle, now),
+            Next::RetryAt(t) => {
+                if retries == max_retries {
+                    return (Next::RetryAt(t), now);
+                }
+                retries += 1;
+                now = t;
+            }
+        }
+        m.mm.check().expect("memory model invariants");
+    }
+    panic!("no convergence");
+}
+
+fn setup(block: u64, region: u64, boot: u64) -> (Vmem, FakeDevice, TestMem) {
+    let mut d = FakeDevice::new(block, region);
+    let cfg = d.config().unwrap();
+    (Vmem::new(0, cfg), d, TestMem::new(boot))
+}
+
+#[test]
+fn plug_and_unplug_free_memory_every_block_size() {
+    for block in [MIB, 2 * MIB, 128 * MIB, GIB] {
+        let (mut v, mut d, mut m) = setup(block, 4 * GIB, GIB);
+        for target in [GIB, 3 * GIB, 4 * GIB, 0, 2 * GIB, 0] {
+            d.set_requested(target);
+            assert_eq!(
+                converge(&mut v, &mut d, &mut m, 0).0,
+                Next::Idle,
+                "block {block} target {target}"
+            );
+            assert_eq!(d.plugged_bytes(), target, "block {block}");
+            assert_eq!(v.plugged_bytes(), target);
+            assert_eq!(
+                m.movable_free_bytes(),
+                target,
+                "everything plugged is online and free"
+            );
+            assert_eq!((v.state(), v.reason()), (State::Ok, Reason::None));
+            assert_eq!(v.pending_bytes(), 0);
+        }
+        // Every request stayed inside the 16-bit block count.
+        assert!(d
+            .log
+            .iter()
+            .all(|r| !matches!(r, Request::Plug { nb_blocks: 0, .. })));
+    }
+}
+
+#[test]
+fn small_blocks_are_plugged_in_pageblock_pairs_and_batched() {
+    let (mut v, mut d, mut m) = setup(MIB, 4 * GIB, GIB);
+    d.set_requested(GIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    let plugs: Vec<_> = d
+        .log
+        .iter()
+        .filter(|r| matches!(r, Request::Plug { .. }))
+        .collect();
+    // 1 GiB of 1 MiB blocks = 1024 blocks: one request.
+    assert_eq!(plugs.len(), 1, "{plugs:?}");
+    assert_eq!(
+        plugs[0],
+        &Request::Plug {
+            addr: 0x1_0000_0000,
+            nb_blocks: 1024
+        }
+    );
+    // An odd MiB cannot be reached in 2 MiB units: approached from below.
+    d.set_requested(GIB + 3 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(d.plugged_bytes(), GIB + 2 * MIB);
+    assert_eq!(v.reason(), Reason::Granularity);
+}
+
+#[test]
+fn partially_plugged_sections_fill_first_then_lowest_address() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, 4 * GIB, GIB);
+    d.set_requested(4 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    // Unplug the first unit by hand-crafted state: free it through the policy.
+    d.set_requested(2 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    // Highest address went first: unit 0 remains.
+    assert!(d.plugged[0] && !d.plugged[1]);
+    d.log.clear();
+    d.set_requested(6 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(
+        d.log[0],
+        Request::Plug {
+            addr: 0x1_0000_0000 + 2 * MIB,
+            nb_blocks: 2
+        }
+    );
+}
+
+#[test]
+fn busy_backs_off_on_a_timer_and_doubles() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    d.set_requested(64 * MIB);
+    d.script.extend([Response::Busy, Response::Busy]);
+    let t0 = 1_000;
+    let n1 = v.step(&mut d, &mut m, t0);
+    assert_eq!(n1, Next::RetryAt(t0 + BACKOFF_MIN_NS));
+    assert_eq!((v.state(), v.reason()), (State::Busy, Reason::DeviceBusy));
+    // Too early: nothing is sent.
+    let sent = d.log.len();
+    assert_eq!(
+        v.step(&mut d, &mut m, t0 + 1),
+        Next::RetryAt(t0 + BACKOFF_MIN_NS)
+    );
+    assert_eq!(d.log.len(), sent);
+    let n2 = v.step(&mut d, &mut m, t0 + BACKOFF_MIN_NS);
+    assert_eq!(n2, Next::RetryAt(t0 + BACKOFF_MIN_NS + 2 * BACKOFF_MIN_NS));
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(n, Next::RetryAt(t0 + 3 * BACKOFF_MIN_NS));
+    let (n, _) = converge(&mut v, &mut d, &mut m, 1);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(d.plugged_bytes(), 64 * MIB);
+    assert_eq!(v.state(), State::Ok);
+}
+
+#[test]
+fn nack_rereads_config_and_requested_size_changing_in_flight() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, 4 * GIB, GIB);
+    // Plug 2 GiB, but the host lowers the request to 512 MiB after the first request:
+    // the policy must not overshoot, and must land on the new size.
+    d.set_requested(2 * GIB);
+    d.change_requested = Some((0, 512 * MIB));
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(d.plugged_bytes(), 512 * MIB);
+    assert!(d.log.iter().any(|r| matches!(r, Request::Plug { .. })));
+    // A NACK from a scripted device is retried after re-reading.
+    d.set_requested(600 * MIB);
+    d.script.push_back(Response::Nack);
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(d.plugged_bytes(), 600 * MIB);
+}
+
+#[test]
+fn error_is_reconciled_with_state_and_liars_are_broken() {
+    // ERROR although the device did plug: STATE says plugged, the policy adopts it.
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    d.set_requested(32 * MIB);
+    d.lie_on_plug = true;
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(d.plugged_bytes(), 32 * MIB);
+    assert_eq!(m.movable_free_bytes(), 32 * MIB);
+    assert!(d.log.iter().any(|r| matches!(r, Request::State { .. })));
+    // ERROR and STATE says unplugged, again and again: broken, memory stays usable.
+    d.lie_on_plug = false;
+    d.set_requested(64 * MIB);
+    for _ in 0..3 {
+        d.script
+            .extend([Response::Error, Response::AckState(BlockState::Unplugged)]);
+    }
+    let (n, _) = converge(&mut v, &mut d, &mut m, 5);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(v.state(), State::Broken);
+    assert_eq!(m.movable_free_bytes(), 32 * MIB);
+    let sent = d.log.len();
+    assert_eq!(v.step(&mut d, &mut m, u64::MAX), Next::Idle);
+    assert_eq!(d.log.len(), sent, "a broken device gets no requests");
+}
+
+#[test]
+fn leftovers_at_startup_are_unplugged_first_with_busy_retry() {
+    let mut d = FakeDevice::new(2 * MIB, 4 * GIB);
+    d.set_requested(GIB);
+    d.plugged[..256].iter_mut().for_each(|p| *p = true);
+    let cfg = d.config().unwrap();
+    assert_eq!(cfg.plugged_size, 512 * MIB);
+    let mut v = Vmem::new(0, cfg);
+    let mut m = TestMem::new(GIB);
+    d.script.push_back(Response::Busy);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 1);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(d.log[0], Request::UnplugAll);
+    assert_eq!(d.log[1], Request::UnplugAll);
+    assert_eq!(d.plugged_bytes(), GIB);
+    assert_eq!(m.movable_free_bytes(), GIB);
+}
+
+#[test]
+fn mem_map_bound_stalls_with_no_memory() {
+    // 64 MiB of boot memory cannot hold mem_maps for 16 GiB (128 sections x 1 MiB).
+    let (mut v, mut d, mut m) = setup(128 * MIB, 16 * GIB, 64 * MIB);
+    d.set_requested(16 * GIB);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::NoMemory));
+    let plugged = d.plugged_bytes();
+    assert!(
+        plugged > 0 && plugged < 16 * GIB,
+        "plugged as far as memory allowed: {plugged}"
+    );
+    assert_eq!(m.movable_free_bytes(), plugged);
+    // Normal memory kept its reserve.
+    let free_normal: u64 =
+        m.mm.stats()
+            .filter(|z| z.zone == Some(ZoneType::Normal))
+            .map(|z| z.free_pages * 4096)
+            .sum();
+    assert!(free_normal >= 16 * MIB, "reserve kept: {free_normal}");
+}
+
+#[test]
+fn failed_add_gives_the_blocks_back() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    d.set_requested(64 * MIB);
+    m.fail_adds = true;
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!(d.plugged_bytes(), 0, "unplugged again after the failed add");
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::NoMemory));
+    m.fail_adds = false;
+    let (n, _) = converge(&mut v, &mut d, &mut m, 1);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(d.plugged_bytes(), 64 * MIB);
+}
+
+#[test]
+fn unplug_skips_memory_in_use_and_reports_unmovable() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, 64 * MIB);
+    d.set_requested(64 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    // Take movable pages: they land in the Movable zone (the hot-plugged memory).
+    let used: Vec<Pfn> = (0..8)
+        .map(|_| m.mm.alloc_pages(0, AllocFlags::MOVABLE).unwrap())
+        .collect();
+    assert!(used.iter().all(|p| p.addr().0 >= 0x1_0000_0000));
+    d.set_requested(0);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::Unmovable));
+    // Everything not in use went; the units holding pages stayed plugged and online.
+    assert!(d.plugged_bytes() < 64 * MIB);
+    for p in &used {
+        let off = p.addr().0 - 0x1_0000_0000;
+        assert!(
+            d.plugged[(off / (2 * MIB)) as usize],
+            "a used page's block was unplugged"
+        );
+    }
+    for p in used {
+        m.mm.free_pages(p, 0).unwrap();
+    }
+    let (n, _) = converge(&mut v, &mut d, &mut m, 1);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(d.plugged_bytes(), 0);
+    assert_eq!(
+        m.mm.sections().filter(|s| !s.boot).count(),
+        0,
+        "hot-added sections removed"
+    );
+}
+
+#[test]
+fn candidates_prefer_partially_plugged_sections() {
+    let (mut v, mut d, _m) = setup(2 * MIB, 4 * GIB, GIB);
+    d.set_requested(GIB);
+    v.cfg = d.config().unwrap();
+    // One unit plugged in the second section (units 64..127).
+    v.plugged[70] = true;
+    assert_eq!(v.plug_candidates(3), vec![64, 65, 66]);
+    assert_eq!(v.plug_candidates(64)[62..], [127, 0]);
+    // Runs are contiguous and capped at 65535 blocks.
+    let runs = v.runs(vec![5, 3, 4, 9]);
+    assert_eq!(
+        runs,
+        vec![Run { first: 3, count: 3 }, Run { first: 9, count: 1 }]
+    );
+    let (mut v1, mut d1, _m1) = setup(MIB, 256 * GIB, GIB);
+    d1.set_requested(200 * GIB);
+    v1.cfg = d1.config().unwrap();
+    let runs = v1.runs((0..40_000).collect());
+    assert_eq!(
+        runs.iter().map(|r| r.count).collect::<Vec<_>>(),
+        vec![32_767, 7_233]
+    );
+}
