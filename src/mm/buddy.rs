@@ -4,15 +4,26 @@
 //! Model: a free block is named by its head page, which carries `BUDDY` and the order and
 //! is linked (by pfn, doubly) into `zone.lists[order][migrate type of its pageblock]`, so
 //! any free block is removed in O(1). Freeing merges a block with its buddy (`pfn ^ 2^order`)
-//! while the buddy is a free head of the same order. The zone of a page is stored in its
-//! descriptor; a block and its buddy are always in one section, hence one zone.
+//! while the buddy is a free head of the same order, node and zone. Node and zone are
+//! stored in each descriptor and a free block sits on the lists of its head's (node, zone).
+//! A block and its buddy are always in one section, hence one zone, but not always on one
+//! node: a node boundary may fall at any page inside a section, so the node test is what
+//! keeps a free block on one node. [`Buddy::free_range`] likewise cuts a range at node
+//! changes before freeing it in aligned blocks.
 //!
 //! Pageblock rules: a block of order <= `PAGEBLOCK_ORDER` lies inside one pageblock. A
 //! merge across a pageblock boundary (order 9 -> 10) happens only when both pageblocks
 //! have the same type and neither is `Isolate`; so every page of a free block has the
 //! migrate type of the list the block is on. Isolating a pageblock splits an order-10
 //! block spanning it and moves the pageblock's free blocks to the `Isolate` list, which
-//! is never allocated from; frees into an isolated pageblock land there too.
+//! is never allocated from; frees into an isolated pageblock land there too. Freeing an
+//! allocation larger than a pageblock whose pageblocks now differ in type (one was
+//! isolated meanwhile) frees it one pageblock at a time.
+//!
+//! Pageblocks spanning two nodes: the migrate type belongs to the pageblock, so both
+//! nodes' pages in it share it; isolating the pageblock moves each free block to the
+//! `Isolate` list of its own node and zone. Nothing is counted twice or lost: every count
+//! goes by the node of the page.
 //!
 //! Allocation policy: nodes in order (preferred first, then ascending); per node, movable
 //! requests try the Movable zone then Normal, unmovable ones Normal only. In a zone a
@@ -130,9 +141,30 @@ impl Buddy {
         z.nr_free[mt.index()] -= 1 << order;
     }
 
-    /// Frees the block `pfn`/`order` (descriptor already online, not on a list), merging
-    /// with free buddies as the pageblock rules allow.
+    /// Whether every pageblock of the block `pfn`/`order` has one type, not `Isolate`.
+    fn uniform_pageblocks(&self, pfn: Pfn, order: u32) -> bool {
+        let mt = self.table.migrate_type(pfn);
+        let mut pb = pfn.add(PAGES_PER_PAGEBLOCK);
+        while pb.0 < pfn.0 + (1 << order) {
+            if self.table.migrate_type(pb) != mt {
+                return false;
+            }
+            pb = pb.add(PAGES_PER_PAGEBLOCK);
+        }
+        mt != MigrateType::Isolate
+    }
+
+    /// Frees the block `pfn`/`order` (descriptors already online, one node, not on a
+    /// list), merging with free buddies as the pageblock and node rules allow.
     pub(crate) fn free_core(&mut self, mut pfn: Pfn, mut order: u32) {
+        if order > PAGEBLOCK_ORDER && !self.uniform_pageblocks(pfn, order) {
+            let end = pfn.0 + (1 << order);
+            while pfn.0 < end {
+                self.free_core(pfn, PAGEBLOCK_ORDER);
+                pfn = pfn.add(PAGES_PER_PAGEBLOCK);
+            }
+            return;
+        }
         let zi = self.zone_of(pfn);
         // Below a pageblock the block and its buddy share one pageblock, hence one type.
         let mt = self.table.migrate_type(pfn);
@@ -144,7 +176,9 @@ impl Buddy {
                 break;
             }
             let bp = self.table.pg(buddy);
-            if !bp.is_buddy() || bp.order() != order {
+            // Never merge across a node (or zone) boundary.
+            if !bp.is_buddy() || bp.order() != order || (bp.node().index(), bp.zone().index()) != zi
+            {
                 break;
             }
             self.list_remove(zi, buddy, order, mt);
@@ -154,17 +188,26 @@ impl Buddy {
         self.list_push(zi, pfn, order, mt);
     }
 
-    /// Frees every page of `range` (prepared: online, zone set, no state flags) in the
-    /// largest aligned blocks.
+    /// Frees every page of `range` (prepared: online, zone and node set, no state flags):
+    /// cut into runs of one node, each freed in the largest aligned blocks.
     pub(crate) fn free_range(&mut self, range: PfnRange) {
-        let mut pfn = range.start;
-        while pfn.0 < range.end_exclusive.0 {
-            let mut order = MAX_ORDER;
-            while !pfn.is_aligned(1 << order) || pfn.0 + (1 << order) > range.end_exclusive.0 {
-                order -= 1;
+        let mut start = range.start;
+        while start.0 < range.end_exclusive.0 {
+            let node = self.table.pg(start).node();
+            let mut end = start.add(1);
+            while end.0 < range.end_exclusive.0 && self.table.pg(end).node() == node {
+                end = end.add(1);
             }
-            self.free_core(pfn, order);
-            pfn = pfn.add(1 << order);
+            let mut pfn = start;
+            while pfn.0 < end.0 {
+                let mut order = MAX_ORDER;
+                while !pfn.is_aligned(1 << order) || pfn.0 + (1 << order) > end.0 {
+                    order -= 1;
+                }
+                self.free_core(pfn, order);
+                pfn = pfn.add(1 << order);
+            }
+            start = end;
         }
     }
 
@@ -270,12 +313,12 @@ impl Buddy {
         if old == MigrateType::Isolate {
             return;
         }
-        let zi = self.zone_of(pb);
         self.set_pageblock_type(pb, MigrateType::Isolate);
         if MAX_ORDER > PAGEBLOCK_ORDER {
             let head = Pfn(pb.0 & !((1 << MAX_ORDER) - 1));
             let p = self.table.pg(head);
             if p.is_buddy() && p.order() == MAX_ORDER {
+                let zi = self.zone_of(head);
                 self.list_remove(zi, head, MAX_ORDER, old);
                 let mut half = head;
                 while half.0 < head.0 + (1 << MAX_ORDER) {
@@ -291,7 +334,9 @@ impl Buddy {
         while pfn.0 < end.0 {
             let p = self.table.pg(pfn);
             if p.is_buddy() {
+                // Each block on the lists of its own node: a pageblock may span two.
                 let order = p.order();
+                let zi = self.zone_of(pfn);
                 self.list_remove(zi, pfn, order, old);
                 self.list_push(zi, pfn, order, MigrateType::Isolate);
                 pfn = pfn.add(1 << order);
@@ -307,13 +352,13 @@ impl Buddy {
         if self.table.migrate_type(pb) != MigrateType::Isolate {
             return;
         }
-        let zi = self.zone_of(pb);
         let end = pb.add(PAGES_PER_PAGEBLOCK);
         let mut pfn = pb;
         while pfn.0 < end.0 {
             let p = self.table.pg(pfn);
             if p.is_buddy() {
                 let order = p.order();
+                let zi = self.zone_of(pfn);
                 self.list_remove(zi, pfn, order, MigrateType::Isolate);
                 self.table.pg_mut(pfn).insert_flags(PageFlags::PENDING);
                 pfn = pfn.add(1 << order);
@@ -352,11 +397,11 @@ impl Buddy {
 
     /// Takes every free block of the (isolated, all free) pageblock at `pb` off its list.
     pub(crate) fn pageblock_take_free(&mut self, pb: Pfn) {
-        let zi = self.zone_of(pb);
         let end = pb.add(PAGES_PER_PAGEBLOCK);
         let mut pfn = pb;
         while pfn.0 < end.0 {
             let order = self.table.pg(pfn).order();
+            let zi = self.zone_of(pfn);
             let mt = self.table.migrate_type(pfn);
             self.list_remove(zi, pfn, order, mt);
             pfn = pfn.add(1 << order);

@@ -5,16 +5,19 @@
 //! - sections: `online ⊆ present`; non-Unmovable pageblock types only on online
 //!   subsections; a zone exactly when something is online, and pageblock types that fit
 //!   it; a run-time section has a mem_map only while something is present; each descriptor
-//!   names its own section and node;
+//!   names its own section; hole descriptors carry the section's node, present ones a
+//!   node that is known (`seen`) — it may differ from the section's;
 //! - pages: holes outside present subsections, `OFFLINE` exactly on present-but-offline
 //!   pages, online pages in the section's zone, no stray `BUDDY`/`PENDING`;
-//! - free blocks: aligned, inside online memory, one migrate type throughout, clean tails;
+//! - free blocks: aligned, inside online memory, one migrate type, one node and one zone
+//!   throughout (never spanning a node boundary), clean tails;
 //! - lists: every entry is a free head whose node, zone, order and pageblock type match
 //!   the list; back links agree; lengths and per-type free counts match; the number of free
 //!   heads found by the page walk equals the number of list entries for each (node, zone,
 //!   order, type), so every free block is on exactly one list; isolated pageblocks hold
 //!   free blocks only on `Isolate` lists, which the allocator never takes from;
-//! - counts: present, managed, offline, mem_map and reserved pages per node and zone.
+//! - counts: present, managed, offline, mem_map and reserved pages per node and zone, each
+//!   page counted on its own node (not its section's).
 //!
 //! Cost: O(pages with a descriptor); meant for tests and the shell's `check`. It allocates
 //! nothing until it has found an error.
@@ -159,7 +162,6 @@ impl<S: MemMapStore> Mm<S> {
                 }
             }
             let node = sec.node();
-            let c = &mut counts[node.index()];
             let Some(map) = sec.mem_map() else { continue };
             if map.len() as u64 != PAGES_PER_SECTION {
                 fail!("section {nr}: mem_map of {} pages", map.len());
@@ -167,20 +169,30 @@ impl<S: MemMapStore> Mm<S> {
             // Pages up to here are covered by a free block found earlier.
             let mut free_until = nr.start_pfn();
             let mut block_mt = MigrateType::Unmovable;
+            let mut block_node = node;
             for (idx, p) in map.iter().enumerate() {
                 let pfn = nr.start_pfn().add(idx as u64);
                 let bit = 1u64 << pfn.subsection_in_section();
                 let flags = p.flags();
-                if p.section() != nr || p.node() != node {
+                if p.section() != nr {
                     fail!(
-                        "{pfn}: descriptor says section {} node {}, is in section {nr} node {node}",
-                        p.section(),
+                        "{pfn}: descriptor says section {}, is in section {nr}",
+                        p.section()
+                    );
+                }
+                if flags.contains(PageFlags::HOLE) && p.node() != node {
+                    fail!(
+                        "{pfn}: hole descriptor on node {}, section {nr} is on node {node}",
                         p.node()
                     );
+                }
+                if !flags.contains(PageFlags::HOLE) && !self.buddy.nodes[p.node().index()].seen {
+                    fail!("{pfn}: page on node {} the model does not list", p.node());
                 }
                 if flags.contains(PageFlags::PENDING) {
                     fail!("{pfn}: stray PENDING flag");
                 }
+                let c = &mut counts[p.node().index()];
                 if present & bit == 0 {
                     if flags != PageFlags::HOLE {
                         fail!("{pfn}: not present but flags {flags:?}");
@@ -224,6 +236,12 @@ impl<S: MemMapStore> Mm<S> {
                     if t.migrate_type(pfn) != block_mt {
                         fail!("{pfn}: free block spans pageblocks of different types");
                     }
+                    if p.node() != block_node {
+                        fail!(
+                            "{pfn}: free block of node {block_node} spans node {}",
+                            p.node()
+                        );
+                    }
                     continue;
                 }
                 if flags.contains(PageFlags::BUDDY) {
@@ -246,8 +264,9 @@ impl<S: MemMapStore> Mm<S> {
                         sub = sub.add(PAGES_PER_SUBSECTION);
                     }
                     block_mt = t.migrate_type(pfn);
+                    block_node = p.node();
                     free_until = end;
-                    heads[node.index()][zone.index()][order as usize][block_mt.index()] += 1;
+                    heads[p.node().index()][zone.index()][order as usize][block_mt.index()] += 1;
                 }
             }
         }

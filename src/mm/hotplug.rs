@@ -11,6 +11,14 @@
 //! marked `MEMMAP`, leave the managed count of their zone and join the node's
 //! `mem_map_pages`; removing the last subsection of a run-time section reverses that.
 //!
+//! Nodes: each call takes one node (`add_sections`) or none; a range may cover pages of
+//! several nodes (a section or subsection split by a boot-time node boundary), and every
+//! count moves by the node of each page. `add_sections` into a section that already holds
+//! another node's memory is allowed (the new pages get the call's node, the section
+//! keeps its mem_map and node). A subsection split between two nodes at boot goes back
+//! on one node if it is removed and added again: run-time calls work in whole 2 MiB
+//! subsections of one node.
+//!
 //! Locks: `&mut Mm`, under the kernel's `Mm` lock. The calls walk descriptors
 //! (O(pages in range)); hotplug calls them from deferred work, never from an interrupt.
 #![forbid(unsafe_code)]
@@ -130,7 +138,9 @@ impl<S: MemMapStore> Mm<S> {
     }
 
     /// Makes the 2 MiB-aligned `range` present on `node` (absent -> offline), allocating
-    /// mem_maps and table chunks from existing memory (unmovable, `node` first).
+    /// mem_maps and table chunks from existing memory (unmovable, `node` first). The
+    /// range may share a section with memory of another node; that section keeps its
+    /// mem_map and node, the new pages are on `node`.
     pub fn add_sections(&mut self, range: PfnRange, node: NodeId) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
@@ -140,9 +150,6 @@ impl<S: MemMapStore> Mm<S> {
                         p.nr,
                         sec.present() & p.mask,
                     )));
-                }
-                if sec.has_mem_map() && sec.node() != node {
-                    return Err(Error::NodeConflict(p.nr));
                 }
             }
         }
@@ -198,8 +205,8 @@ impl<S: MemMapStore> Mm<S> {
         Ok(())
     }
 
-    /// Puts the present, offline, 2 MiB-aligned `range` online into `zone` of its
-    /// sections' node; its pages become free.
+    /// Puts the present, offline, 2 MiB-aligned `range` online into `zone` of each
+    /// page's node; its pages become free.
     pub fn online_range(&mut self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
@@ -224,7 +231,6 @@ impl<S: MemMapStore> Mm<S> {
             let Some(sec) = self.buddy.table.get_mut(p.nr) else {
                 continue;
             };
-            let node = sec.node();
             sec.set_online(sec.online() | p.mask);
             sec.set_zone(Some(zone));
             for i in 0..64 {
@@ -232,17 +238,19 @@ impl<S: MemMapStore> Mm<S> {
                     sec.set_migrate_type(i, mt);
                 }
             }
+            let mut per_node = [0u64; MAX_NODES];
             self.buddy.table.for_each_page_mut(p.range, |_, pg| {
                 pg.set_flags(PageFlags::empty());
                 pg.set_zone(zone);
                 pg.set_refcount(0);
                 pg.set_owner(0);
+                per_node[pg.node().index()] += 1;
             });
-            let n = p.range.nr_pages();
-            let nd = &mut self.buddy.nodes[node.index()];
-            nd.offline_pages -= n;
-            nd.zones[zone.index()].present_pages += n;
-            nd.zones[zone.index()].managed_pages += n;
+            for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
+                nd.offline_pages -= n;
+                nd.zones[zone.index()].present_pages += n;
+                nd.zones[zone.index()].managed_pages += n;
+            }
             self.buddy.free_range(p.range);
         }
         Ok(())
@@ -326,7 +334,6 @@ impl<S: MemMapStore> Mm<S> {
             let Some(sec) = self.buddy.table.get_mut(p.nr) else {
                 continue;
             };
-            let node = sec.node();
             let zone = sec.zone().unwrap_or(ZoneType::Normal);
             sec.set_online(sec.online() & !p.mask);
             if sec.online() == 0 {
@@ -337,14 +344,16 @@ impl<S: MemMapStore> Mm<S> {
                     sec.set_migrate_type(i, MigrateType::Unmovable);
                 }
             }
-            self.buddy
-                .table
-                .for_each_page_mut(p.range, |_, pg| pg.set_flags(PageFlags::OFFLINE));
-            let n = p.range.nr_pages();
-            let nd = &mut self.buddy.nodes[node.index()];
-            nd.offline_pages += n;
-            nd.zones[zone.index()].present_pages -= n;
-            nd.zones[zone.index()].managed_pages -= n;
+            let mut per_node = [0u64; MAX_NODES];
+            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
+                pg.set_flags(PageFlags::OFFLINE);
+                per_node[pg.node().index()] += 1;
+            });
+            for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
+                nd.offline_pages += n;
+                nd.zones[zone.index()].present_pages -= n;
+                nd.zones[zone.index()].managed_pages -= n;
+            }
         }
         Ok(())
     }
@@ -374,10 +383,14 @@ impl<S: MemMapStore> Mm<S> {
             let node = sec.node();
             sec.set_present(sec.present() & !p.mask);
             let nr = p.nr;
-            self.buddy
-                .table
-                .for_each_page_mut(p.range, |_, pg| *pg = Page::init(nr, node, PageFlags::HOLE));
-            self.buddy.nodes[node.index()].offline_pages -= p.range.nr_pages();
+            let mut per_node = [0u64; MAX_NODES];
+            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
+                per_node[pg.node().index()] += 1;
+                *pg = Page::init(nr, node, PageFlags::HOLE);
+            });
+            for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
+                nd.offline_pages -= n;
+            }
             self.drop_mem_map(p.nr);
         }
         Ok(())

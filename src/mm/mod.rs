@@ -11,6 +11,11 @@
 //! [`Page`] per 4 KiB page, stored in physical memory the model allocates itself. All
 //! allocator state lives in those descriptors ([`page`], [`buddy`]).
 //!
+//! NUMA: every page descriptor carries its own node, and zones (counts, free lists) are
+//! per node and go by the page's node. A section has one node too, the node of its
+//! mem_map, but may hold pages of other nodes: node boundaries may fall anywhere, even
+//! inside a pageblock (details in [`model`]).
+//!
 //! # States of a subsection and the calls that move between them
 //! ```text
 //!            add_sections            online_range          isolate_range
@@ -20,8 +25,10 @@
 //! ```
 //! - `add_sections(range, node)`: absent -> offline. Allocates the mem_map of each section
 //!   the range starts using (1 MiB, unmovable, from `node` first) and section-table chunks.
+//!   One node per call; the range may go into a section that already holds another
+//!   node's memory (the pages get `node`, the section keeps its mem_map and node).
 //! - `online_range(range, zone)`: offline -> online; the pages go to the buddy allocator
-//!   of `zone` on the section's node. A section never mixes zones.
+//!   of `zone` on each page's node. A section never mixes zones (it may mix nodes).
 //! - `isolate_range` / `unisolate_range`: online <-> isolated; isolated free pages can't
 //!   be allocated, and pages freed there stay isolated.
 //! - `offline_range`: isolated -> offline, only if every page in the range is free.
@@ -34,8 +41,9 @@
 //! section-table chunk it allocated).
 //!
 //! # Invariants (checked by [`Mm::check`])
-//! Every free block is on exactly one free list, the one of its zone, order and pageblock
-//! migrate type; counts match the lists; free pages lie only in online subsections;
+//! Every free block is on exactly one free list, the one of its node, zone, order and
+//! pageblock migrate type; a free block never spans two nodes or zones; counts match the
+//! lists and per-node counts match the nodes of the pages; free pages lie only in online subsections;
 //! nothing allocatable sits in an isolated pageblock; section bitmaps are consistent
 //! (`online ⊆ present`, a section with present memory has a mem_map, a section with online
 //! memory has exactly one zone).
@@ -89,7 +97,8 @@ pub enum Error {
     Overlap,
     /// No usable memory at boot.
     NoBootMemory,
-    /// One section would hold memory of two nodes.
+    /// One section would hold memory of two nodes. No longer returned: sections may
+    /// hold several nodes (see [`model`]); kept so callers matching on it still build.
     NodeConflict(SectionNr),
     /// Part of the range is not present.
     NotPresent(Pfn),

@@ -6,14 +6,26 @@
 //!    physical address range); reservations are rounded out to whole pages;
 //! 2. the early allocator ([`super::early`]) starts with memory minus reservations;
 //! 3. the subsections touched by RAM become present (a partly covered subsection is
-//!    present and its non-RAM pages are holes); a section holding two nodes is an error;
+//!    present and its non-RAM pages are holes);
 //! 4. each present section gets its section-table chunk (if new) and its 1 MiB mem_map from
-//!    its own node (another node with a warning only if its own has no room);
+//!    the node of its lowest RAM, the section's node (another node with a warning only if
+//!    that one has no room);
 //! 5. all boot memory is online in the Normal zone of its node; every page the early
 //!    allocator did not hand out goes to the buddy allocator.
 //!
+//! Node boundaries inside a section: the device tree may put two nodes in one section
+//! (QEMU `-m 512M -numa node,mem=320M -numa node,mem=192M` splits the section at
+//! 0x5000_0000 at 0x5400_0000), at any page. Such a section has one mem_map, on its
+//! section's node, and [`SectionInfo::node`] reports that node; but every RAM page's
+//! descriptor carries the node of its region, and everything else goes by the page's
+//! node: zone counts, free lists, allocation, buddy merging (never across nodes). A
+//! pageblock (subsection) holding two nodes' pages has one migrate type shared by both;
+//! isolating it isolates both nodes' pages in it, each on its own node's lists. Hole
+//! pages carry the section's node.
+//!
 //! Counts: `present` = RAM pages online in the zone; `managed` = present minus boot
 //! reservations and pages holding mem_maps / section-table chunks; `free` = in the buddy.
+//! All are per the node of each page, so a node's `present` after boot is exactly its RAM.
 //!
 //! States: after `boot` every call is allowed at any time; there is no shutdown.
 //! Locks: see [`super`]: the kernel's `Mm` lock guards all of it.
@@ -98,6 +110,9 @@ pub struct SectionInfo {
     pub start: PhysAddr,
     /// Exclusive.
     pub end: PhysAddr,
+    /// The section's node: where its mem_map lives, the node of its lowest boot RAM (or
+    /// of the `add_sections` call that created it). Pages of another node may share the
+    /// section; their counts go to their own node (see the module doc).
     pub node: NodeId,
     /// `None` while nothing in it is online.
     pub zone: Option<ZoneType>,
@@ -169,16 +184,14 @@ impl<S: MemMapStore> Mm<S> {
             early.reserve(PfnRange::new(r.base.pfn_down(), PhysAddr(end).pfn_up()));
         }
 
-        // Present subsections per section, and the node of each section.
+        // Present subsections per section, and the node of each section: that of its
+        // lowest RAM (`mem` is sorted). Other nodes' pages in it keep their own node.
         let mut present: BTreeMap<u64, (NodeId, u64)> = BTreeMap::new();
         for &(range, node) in &mem {
             let mut pfn = Pfn(range.start.0 & !(PAGES_PER_SUBSECTION - 1));
             while pfn.0 < range.end_exclusive.0 {
                 let nr = pfn.section();
                 let entry = present.entry(nr.0).or_insert((node, 0));
-                if entry.0 != node {
-                    return Err(Error::NodeConflict(nr));
-                }
                 entry.1 |= 1 << pfn.subsection_in_section();
                 pfn = pfn.add(PAGES_PER_SUBSECTION);
             }
@@ -223,13 +236,15 @@ impl<S: MemMapStore> Mm<S> {
             sec.set_zone(Some(ZoneType::Normal));
             buddy.nodes[node.index()].seen = true;
         }
-        // RAM pages: reserved until the buddy gets them; counts.
+        // RAM pages: on their region's node, reserved until the buddy gets them; counts.
         for &(range, node) in &mem {
             buddy.table.for_each_page_mut(range, |_, p| {
                 p.set_flags(PageFlags::RESERVED);
                 p.set_zone(ZoneType::Normal);
+                p.set_node(node);
             });
             let n = &mut buddy.nodes[node.index()];
+            n.seen = true;
             n.zones[ZoneType::Normal.index()].present_pages += range.nr_pages();
             n.zones[ZoneType::Normal.index()].managed_pages +=
                 range.nr_pages() - early.reserved_in(range);

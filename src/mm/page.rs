@@ -20,7 +20,9 @@
 //! Encoding (32 bytes): the two free-list links are pfns in the low 40 bits of `next` and
 //! `prev` (enough for a 52-bit physical address); the upper 24 bits of each carry the
 //! page's own section number, so [`Page`] -> pfn needs no search. `info` packs flags,
-//! buddy order, zone and node. `owner` is an opaque reverse-map link used by migration.
+//! buddy order, zone and node. The node is the page's own: a section may hold memory of
+//! two nodes, and every count and free list goes by the page's node, never the section's.
+//! Hole descriptors carry the section's (mem_map's) node. `owner` is an opaque reverse-map link used by migration.
 //!
 //! Locks: descriptors are only touched through `Mm`, which the kernel keeps behind one
 //! IRQ-masking spin lock.
@@ -283,9 +285,14 @@ impl Page {
     pub(crate) fn set_zone(&mut self, zone: ZoneType) {
         self.info = (self.info & !(1 << INFO_ZONE_SHIFT)) | ((zone as u32) << INFO_ZONE_SHIFT);
     }
-    /// Node.
+    /// Node of this page's memory. It may differ from the node of the section (whose
+    /// mem_map holds the descriptor) when a node boundary falls inside the section.
     pub fn node(&self) -> NodeId {
         NodeId::new((self.info >> INFO_NODE_SHIFT) & 0x3f).unwrap_or(NodeId::ZERO)
+    }
+    pub(crate) fn set_node(&mut self, node: NodeId) {
+        self.info =
+            (self.info & !(0x3f << INFO_NODE_SHIFT)) | ((node.index() as u32) << INFO_NODE_SHIFT);
     }
     /// Reference count (1 for a freshly allocated head).
     pub fn refcount(&self) -> u32 {
@@ -361,6 +368,10 @@ mod tests {
         assert_eq!(p.order(), 10);
         assert_eq!(p.zone(), ZoneType::Movable);
         assert_eq!(p.node(), NodeId::new(13).unwrap());
+        p.set_node(NodeId::new(2).unwrap());
+        assert_eq!(p.node(), NodeId::new(2).unwrap());
+        assert_eq!((p.zone(), p.order()), (ZoneType::Movable, 10));
+        p.set_node(NodeId::new(13).unwrap());
         assert_eq!(p.flags(), PageFlags::OFFLINE);
         p.set_next(None);
         assert_eq!(p.next(), None);

@@ -17,7 +17,10 @@
 //!   allocated when the first subsection is added. It is freed when the last subsection
 //!   is removed, except for boot sections (mem_map from the early allocator), which keep
 //!   it for good.
-//! - `node`: set when the section gets a mem_map; all its subsections are on that node.
+//! - `node`: set when the section gets a mem_map: the node the mem_map was allocated for
+//!   (the node of the section's lowest boot RAM, or of the `add_sections` call that
+//!   created it). Pages of other nodes may share the section; each descriptor carries
+//!   its own node and all accounting uses that (hole descriptors carry this one).
 //! - `zone`: the zone of its online subsections, `None` when none is online (a section
 //!   never mixes zones).
 //!

@@ -205,19 +205,6 @@ fn boot_rejects_bad_layouts() {
         Mm::boot(&[region(u64::MAX - 5, 100, 0)], &[], 40, st()).unwrap_err(),
         Error::InvalidRange
     );
-    assert_eq!(
-        Mm::boot(
-            &[
-                region(GIB, 64 * MIB, 0),
-                region(GIB + 64 * MIB, 64 * MIB, 1)
-            ],
-            &[],
-            40,
-            st()
-        )
-        .unwrap_err(),
-        Error::NodeConflict(SectionNr(8))
-    );
     // Too little memory for even one mem_map.
     assert_eq!(
         Mm::boot(&[region(GIB, 512 * 1024, 0)], &[], 40, st()).unwrap_err(),
@@ -337,13 +324,16 @@ fn hotplug_lifecycle() {
         .all(|s| s.state == SectionState::Offline && s.zone.is_none() && !s.boot));
     assert_eq!(mm.node_stats().next().unwrap().offline_pages, r.nr_pages());
     assert_eq!(mm.add_sections(r, n0), Err(Error::AlreadyPresent(r.start)));
+    // Another node's memory may join a section (one node per call).
+    let other = prange(70 * GIB + 134 * MIB, 2 * MIB);
+    mm.add_sections(other, NodeId::new(1).unwrap()).unwrap();
+    ok(&mm);
+    assert_eq!(mm.node_stats().nth(1).unwrap().offline_pages, 512);
     assert_eq!(
-        mm.add_sections(
-            prange(70 * GIB + 134 * MIB, 2 * MIB),
-            NodeId::new(1).unwrap()
-        ),
-        Err(Error::NodeConflict(SectionNr(561)))
+        mm.sections().find(|s| s.nr == SectionNr(561)).unwrap().node,
+        n0
     );
+    mm.remove_sections(other).unwrap();
 
     mm.online_range(prange(70 * GIB + 2 * MIB, 4 * MIB), ZoneType::Movable)
         .unwrap();
@@ -573,6 +563,226 @@ fn two_nodes_prefer_local_memory() {
     ok(&mm);
 }
 
+/// Node of every page in `range` (all must have descriptors).
+fn nodes_in(mm: &Mm<FakeStore>, range: PfnRange) -> Vec<u32> {
+    (range.start.0..range.end_exclusive.0)
+        .map(|p| mm.pfn_to_page(Pfn(p)).unwrap().node().index() as u32)
+        .collect()
+}
+
+/// Per node: present pages equal managed + mem_map + reserved (everything at boot).
+fn node_pages_add_up(mm: &Mm<FakeStore>) {
+    for n in mm.node_stats() {
+        let present: u64 = mm
+            .stats()
+            .filter(|z| z.node == n.node)
+            .map(|z| z.present_pages)
+            .sum();
+        let managed: u64 = mm
+            .stats()
+            .filter(|z| z.node == n.node)
+            .map(|z| z.managed_pages)
+            .sum();
+        assert_eq!(
+            present,
+            managed + n.mem_map_pages + n.reserved_pages,
+            "node {:?}",
+            n.node
+        );
+    }
+}
+
+#[test]
+fn qemu_two_nodes_share_a_section() {
+    // QEMU -m 512M -numa node,mem=320M -numa node,mem=192M: section 10
+    // (0x5000_0000..0x5800_0000) holds node 0 up to 0x5400_0000 and node 1 above.
+    let regions = [
+        region(0x4000_0000, 320 * MIB, 0),
+        region(0x5400_0000, 192 * MIB, 1),
+    ];
+    let mut mm = Mm::boot(
+        &regions,
+        &[resv(0x4008_0000, 4 * MIB)],
+        40,
+        FakeStore::default(),
+    )
+    .unwrap();
+    ok(&mm);
+    let start = fingerprint(&mm);
+    let (n0, n1) = (
+        zone(&mm, 0, ZoneType::Normal),
+        zone(&mm, 1, ZoneType::Normal),
+    );
+    assert_eq!(n0.present_pages, 320 * MIB / 4096);
+    assert_eq!(n1.present_pages, 192 * MIB / 4096);
+    assert_eq!(mm.total_stats().present_pages, 512 * MIB / 4096);
+    node_pages_add_up(&mm);
+    let s10 = mm.sections().find(|s| s.nr == SectionNr(10)).unwrap();
+    assert_eq!((s10.node, s10.subsections_present), (NodeId::ZERO, 64));
+    let s11 = mm.sections().find(|s| s.nr == SectionNr(11)).unwrap();
+    assert_eq!(s11.node, NodeId::new(1).unwrap());
+    // Pages carry their own node across the boundary.
+    let edge = PhysAddr(0x5400_0000).pfn_down();
+    assert_eq!(
+        nodes_in(&mm, PfnRange::new(Pfn(edge.0 - 2), edge.add(2))),
+        [0, 0, 1, 1]
+    );
+    // mem_maps: sections 8, 9, 10 + the chunk on node 0; section 11 on node 1.
+    let nodes: Vec<_> = mm.node_stats().collect();
+    assert_eq!(
+        nodes[0].mem_map_pages,
+        (3 * MEM_MAP_BYTES + section::CHUNK_BYTES) / 4096
+    );
+    assert_eq!(nodes[1].mem_map_pages, MEM_MAP_BYTES / 4096);
+    // Drain node 1: every page it hands out is node 1 memory, then node 0 takes over.
+    let n1_range = prange(0x5400_0000, 192 * MIB);
+    let mut held = Vec::new();
+    while zone(&mm, 1, ZoneType::Normal).free_pages > 0 {
+        let p = mm
+            .alloc_pages(0, AllocFlags::UNMOVABLE.on_node(NodeId::new(1).unwrap()))
+            .unwrap();
+        assert!(n1_range.contains(p), "{p:?}");
+        held.push(p);
+    }
+    assert_eq!(held.len() as u64, n1.free_pages);
+    let p = mm
+        .alloc_pages(0, AllocFlags::UNMOVABLE.on_node(NodeId::new(1).unwrap()))
+        .unwrap();
+    assert!(!n1_range.contains(p));
+    held.push(p);
+    ok(&mm);
+    for p in held {
+        mm.free_pages(p, 0).unwrap();
+    }
+    ok(&mm);
+    assert_eq!(fingerprint(&mm), start);
+}
+
+#[test]
+fn node_boundary_inside_a_pageblock() {
+    // Node 0 ends 5 pages into the pageblock at GIB + 64 MiB; node 1 goes on to 128 MiB.
+    // Node 0 has more memory higher up, where its mem_maps go (top-down).
+    let split = GIB + 64 * MIB + 5 * 4096;
+    let regions = [
+        region(GIB, split - GIB, 0),
+        region(split, GIB + 128 * MIB - split, 1),
+        region(GIB + 256 * MIB, 128 * MIB, 0),
+    ];
+    let mut mm = Mm::boot(&regions, &[], 40, FakeStore::default()).unwrap();
+    ok(&mm);
+    let start = fingerprint(&mm);
+    assert_eq!(
+        zone(&mm, 0, ZoneType::Normal).present_pages,
+        64 * MIB / 4096 + 5 + 32768
+    );
+    assert_eq!(
+        zone(&mm, 1, ZoneType::Normal).present_pages,
+        64 * MIB / 4096 - 5
+    );
+    node_pages_add_up(&mm);
+    let pb = prange(GIB + 64 * MIB, 2 * MIB);
+    // The split pageblock's free pages: blocks of 4 + 1 pages on node 0, the rest node 1.
+    let head = mm.pfn_to_page(pb.start).unwrap();
+    assert!(head.is_buddy() && head.order() == 2 && head.node() == NodeId::ZERO);
+    let fifth = mm.pfn_to_page(pb.start.add(4)).unwrap();
+    assert!(fifth.is_buddy() && fifth.order() == 0 && fifth.node() == NodeId::ZERO);
+    let sixth = mm.pfn_to_page(pb.start.add(5)).unwrap();
+    assert!(sixth.is_buddy() && sixth.node() == NodeId::new(1).unwrap());
+    // Isolation covers both nodes' pages, each on its own node's Isolate list.
+    mm.isolate_range(pb).unwrap();
+    ok(&mm);
+    let iso = MigrateType::Isolate.index();
+    assert_eq!(zone(&mm, 0, ZoneType::Normal).free_pages_by_type[iso], 5);
+    assert_eq!(zone(&mm, 1, ZoneType::Normal).free_pages_by_type[iso], 507);
+    // Offline and online again: counts move per page node.
+    mm.offline_range(pb).unwrap();
+    ok(&mm);
+    let offline: Vec<_> = mm.node_stats().map(|n| n.offline_pages).collect();
+    assert_eq!(offline, [5, 507]);
+    assert_eq!(
+        zone(&mm, 0, ZoneType::Normal).present_pages,
+        64 * MIB / 4096 + 32768
+    );
+    mm.online_range(pb, ZoneType::Normal).unwrap();
+    ok(&mm);
+    assert_eq!(fingerprint(&mm), start);
+    // Removing the split subsection and adding it again puts it on one node: run-time
+    // calls take one node per 2 MiB subsection.
+    mm.isolate_range(pb).unwrap();
+    mm.offline_range(pb).unwrap();
+    mm.remove_sections(pb).unwrap();
+    ok(&mm);
+    mm.add_sections(pb, NodeId::new(1).unwrap()).unwrap();
+    mm.online_range(pb, ZoneType::Normal).unwrap();
+    ok(&mm);
+    assert_eq!(
+        zone(&mm, 0, ZoneType::Normal).present_pages,
+        64 * MIB / 4096 + 32768
+    );
+    assert_eq!(
+        zone(&mm, 1, ZoneType::Normal).present_pages,
+        64 * MIB / 4096
+    );
+    assert_eq!(nodes_in(&mm, pb), [1; 512]);
+}
+
+#[test]
+fn hot_add_into_a_section_of_another_node() {
+    let mut mm = holes_layout();
+    let before = fingerprint(&mm);
+    // Section 4097 holds boot memory of node 1 up to 512 GiB + 202 MiB; add node 0 above.
+    let r = prange(512 * GIB + 202 * MIB, 4 * MIB);
+    mm.add_sections(r, NodeId::ZERO).unwrap();
+    ok(&mm);
+    assert_eq!(mm.node_stats().next().unwrap().offline_pages, 1024);
+    // The section is Normal already, so the new memory goes online as Normal.
+    assert_eq!(
+        mm.online_range(r, ZoneType::Movable),
+        Err(Error::ZoneConflict(SectionNr(4097)))
+    );
+    mm.online_range(r, ZoneType::Normal).unwrap();
+    ok(&mm);
+    let n0 = zone(&mm, 0, ZoneType::Normal);
+    assert_eq!(
+        n0.present_pages,
+        before.zones[0].present_pages + r.nr_pages()
+    );
+    assert_eq!(
+        zone(&mm, 1, ZoneType::Normal).present_pages,
+        before.zones[2].present_pages
+    );
+    let s = mm.sections().find(|s| s.nr == SectionNr(4097)).unwrap();
+    assert_eq!(s.node, NodeId::new(1).unwrap());
+    // Node 0 free memory at the boundary never merges with node 1's.
+    let edge = r.start;
+    let below = mm.pfn_to_page(Pfn(edge.0 - 512)).unwrap();
+    assert_eq!(below.node(), NodeId::new(1).unwrap());
+    let at = mm.pfn_to_page(edge).unwrap();
+    assert!(at.is_buddy() && at.order() <= 9 && at.node() == NodeId::ZERO);
+    mm.isolate_range(r).unwrap();
+    mm.offline_range(r).unwrap();
+    mm.remove_sections(r).unwrap();
+    ok(&mm);
+    assert_eq!(fingerprint(&mm), before);
+}
+
+#[test]
+fn free_of_a_large_block_across_an_isolated_pageblock() {
+    // An order-10 allocation spans two pageblocks; one gets isolated before the free.
+    let mut mm = Mm::boot(&[region(GIB, 128 * MIB, 0)], &[], 40, FakeStore::default()).unwrap();
+    let start = fingerprint(&mm);
+    let p = mm.alloc_pages(10, AllocFlags::UNMOVABLE).unwrap();
+    let upper = PfnRange::new(p.add(512), p.add(1024));
+    mm.isolate_range(upper).unwrap();
+    mm.free_pages(p, 10).unwrap();
+    ok(&mm);
+    let z = zone(&mm, 0, ZoneType::Normal);
+    assert_eq!(z.free_pages_by_type[MigrateType::Isolate.index()], 512);
+    mm.unisolate_range(upper).unwrap();
+    ok(&mm);
+    assert_eq!(fingerprint(&mm), start);
+}
+
 /// Page memory for heap tests: pages from an `Mm`, words in a map.
 struct MmBacking {
     mm: Mm<FakeStore>,
@@ -672,10 +882,22 @@ fn alloc_op() -> impl Strategy<Value = AllocOp> {
     ]
 }
 
-/// Two nodes with holes, plus hot-added Movable memory on node 0.
-fn mixed_layout() -> Mm<FakeStore> {
+/// A node boundary `split` bytes into a region: on a 2 MiB boundary or at an odd page
+/// (never on a pageblock boundary), strictly inside `lo..hi` MiB.
+fn node_split(lo: u64, hi: u64) -> impl Strategy<Value = u64> {
+    prop_oneof![
+        (lo / 2 + 1..hi / 2).prop_map(|s| s * 2 * MIB),
+        (lo * 256 + 1..hi * 256).prop_map(|p| if p % 512 == 0 { p + 1 } else { p } * 4096),
+    ]
+}
+
+/// Two nodes with holes, the first region split between node 0 (below `split` bytes)
+/// and node 1 (a node boundary inside section 8 or 9, maybe inside a pageblock), plus
+/// hot-added Movable memory on node 0.
+fn mixed_layout(split: u64) -> Mm<FakeStore> {
     let regions = [
-        region(GIB, 160 * MIB, 0),
+        region(GIB, split, 0),
+        region(GIB + split, 160 * MIB - split, 1),
         region(512 * GIB + 6 * MIB, 60 * MIB, 1),
     ];
     let mut mm = Mm::boot(
@@ -695,8 +917,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn prop_alloc_free_coalesces(ops in proptest::collection::vec(alloc_op(), 1..120)) {
-        let mut mm = mixed_layout();
+    fn prop_alloc_free_coalesces(
+        split in node_split(0, 160),
+        ops in proptest::collection::vec(alloc_op(), 1..120),
+    ) {
+        let mut mm = mixed_layout(split);
+        let node1 = PfnRange::new(PhysAddr(GIB + split).pfn_down(), PhysAddr(GIB + 160 * MIB).pfn_down());
+        prop_assert_eq!(zone(&mm, 0, ZoneType::Normal).present_pages, split / 4096);
+        prop_assert_eq!(zone(&mm, 1, ZoneType::Normal).present_pages, node1.nr_pages() + 60 * MIB / 4096);
         let start = fingerprint(&mm);
         let movable = prange(6 * GIB + 64 * MIB, 96 * MIB);
         let mut held: Vec<(Pfn, u32)> = Vec::new();
@@ -707,6 +935,10 @@ proptest! {
                     if let Ok(p) = mm.alloc_pages(order, flags) {
                         prop_assert!(mv || !movable.contains(p), "unmovable in Movable");
                         prop_assert!(p.is_aligned(1 << order));
+                        // A block never spans two nodes.
+                        let n = mm.pfn_to_page(p).unwrap().node();
+                        prop_assert!((1..1u64 << order).all(|i| mm.pfn_to_page(p.add(i)).unwrap().node() == n));
+                        prop_assert_eq!(n.index() == 1, node1.contains(p) || p.addr().0 >= 512 * GIB);
                         prop_assert!(held.iter().all(|&(q, o)| p.0 + (1 << order) <= q.0 || q.0 + (1 << o) <= p.0));
                         held.push((p, order));
                     }
@@ -731,7 +963,8 @@ proptest! {
 
 #[derive(Clone, Copy, Debug)]
 enum HpOp {
-    Add(HpRange),
+    /// Add on node 0 (`false`) or node 1 (`true`).
+    Add(HpRange, bool),
     Online(HpRange, bool),
     Isolate(HpRange),
     Unisolate(HpRange),
@@ -754,7 +987,8 @@ struct HpRange {
 
 /// Windows for run-time calls: (base, subsections). Window 0 is empty address space at
 /// 4 GiB (three sections); window 1 covers the two sections at 512 GiB, where boot
-/// memory fills subsections 16..48 of the first (a partially present boot section).
+/// memory fills subsections 16..48 of the first (a partially present boot section),
+/// node 0 below a split point and node 1 above it (see [`hp_boot`]).
 const WINDOWS: [(u64, u64); 2] = [(4 * GIB, 192), (512 * GIB, 128)];
 const BOOT_SUBS: core::ops::Range<u64> = 16..48;
 
@@ -786,7 +1020,7 @@ fn hp_range() -> impl Strategy<Value = HpRange> {
 
 fn hp_op() -> impl Strategy<Value = HpOp> {
     prop_oneof![
-        3 => hp_range().prop_map(HpOp::Add),
+        3 => (hp_range(), prop::bool::weighted(0.3)).prop_map(|(r, n)| HpOp::Add(r, n)),
         3 => (hp_range(), prop::bool::weighted(0.8)).prop_map(|(r, m)| HpOp::Online(r, m)),
         2 => hp_range().prop_map(HpOp::Isolate),
         1 => hp_range().prop_map(HpOp::Unisolate),
@@ -813,10 +1047,13 @@ fn expand(ops: &[HpOp]) -> Vec<HpOp> {
     out
 }
 
-fn hp_boot() -> Mm<FakeStore> {
+/// Boot memory at 1 GiB (node 0) and in window 1: node 0 from 32 MiB to `split` bytes,
+/// node 1 from there to 96 MiB (`split` strictly inside, at 2 MiB or an odd page).
+fn hp_boot(split: u64) -> Mm<FakeStore> {
     let regions = [
         region(GIB, 128 * MIB, 0),
-        region(512 * GIB + 32 * MIB, 64 * MIB, 0),
+        region(512 * GIB + 32 * MIB, split - 32 * MIB, 0),
+        region(512 * GIB + split, 96 * MIB - split, 1),
     ];
     Mm::boot(&regions, &[resv(GIB, 2 * MIB)], 40, FakeStore::default()).unwrap()
 }
@@ -824,16 +1061,26 @@ fn hp_boot() -> Mm<FakeStore> {
 /// Runs `ops` with the checker after every step and checks that a failed call changes
 /// nothing; then returns everything and checks that the start state comes back.
 /// Returns how often each kind of call succeeded.
-fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
-    let mut mm = hp_boot();
+///
+/// A subsection that `split` cuts in two can't be rebuilt once removed (run-time calls
+/// give a whole subsection one node), so `Remove` ranges covering it are skipped.
+fn run_hotplug(split: u64, ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
+    let mut mm = hp_boot(split);
     let start = fingerprint(&mm);
+    let split_pfn = PhysAddr(WINDOWS[1].0 + split).pfn_down();
+    let split_sub = (!split_pfn.is_aligned(PAGES_PER_SUBSECTION)).then_some(split_pfn);
+    // Node of boot subsection `s` of window 1 (whole subsections only).
+    let boot_node = |s: u64| NodeId::new(u32::from(s * 2 * MIB >= split)).unwrap();
     let mut done = [0u32; 8];
     let mut held: Vec<(Pfn, u32)> = Vec::new();
     for (step, &op) in expand(ops).iter().enumerate() {
         let before = fingerprint(&mm);
         let (kind, res) = match op {
             HpOp::IsolateThen(..) => unreachable!("expanded"),
-            HpOp::Add(r) => (0, mm.add_sections(r.pfns(), NodeId::ZERO)),
+            HpOp::Add(r, n) => (
+                0,
+                mm.add_sections(r.pfns(), NodeId::new(u32::from(n)).unwrap()),
+            ),
             HpOp::Online(r, m) => (
                 1,
                 mm.online_range(
@@ -848,6 +1095,9 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
             HpOp::Isolate(r) => (2, mm.isolate_range(r.pfns())),
             HpOp::Unisolate(r) => (3, mm.unisolate_range(r.pfns())),
             HpOp::Offline(r) => (4, mm.offline_range(r.pfns())),
+            HpOp::Remove(r) if split_sub.is_some_and(|p| r.pfns().contains(p)) => {
+                (5, Err(Error::InvalidRange))
+            }
             HpOp::Remove(r) => (5, mm.remove_sections(r.pfns())),
             HpOp::Alloc(o, m) => match mm.alloc_pages(
                 o,
@@ -909,6 +1159,14 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
     }
     let boot_sub = |w: usize, s: u64| w == 1 && BOOT_SUBS.contains(&s);
     let sub = |w: usize, s: u64| HpRange { w, s, n: 1 }.pfns();
+    // A boot subsection removed and added again on the other node must go again.
+    let wrong_node = |mm: &Mm<FakeStore>, w: usize, s: u64| {
+        let r = sub(w, s);
+        boot_sub(w, s)
+            && !split_sub.is_some_and(|p| r.contains(p))
+            && mm.pfn_valid(r.start)
+            && mm.pfn_to_page(r.start).unwrap().node() != boot_node(s)
+    };
     // Memory holding a mem_map can only go once that mem_map's section is gone, so
     // repeat until nothing more can be taken away.
     loop {
@@ -923,7 +1181,7 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
                         .find(|i| i.nr == r.start.section())
                         .unwrap()
                         .zone;
-                    if !boot_sub(w, s) || zone == Some(ZoneType::Movable) {
+                    if !boot_sub(w, s) || zone == Some(ZoneType::Movable) || wrong_node(&mm, w, s) {
                         mm.isolate_range(r).unwrap();
                         if mm.offline_range(r).is_ok() {
                             progress = true;
@@ -932,7 +1190,11 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
                         }
                     }
                 }
-                if !boot_sub(w, s) && mm.pfn_valid(r.start) && mm.remove_sections(r).is_ok() {
+                if (!boot_sub(w, s) || wrong_node(&mm, w, s))
+                    && mm.pfn_valid(r.start)
+                    && !mm.buddy.table.pfn_online(r.start)
+                    && mm.remove_sections(r).is_ok()
+                {
                     progress = true;
                 }
             }
@@ -946,7 +1208,7 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
             let r = sub(w, s);
             if boot_sub(w, s) {
                 if !mm.pfn_valid(r.start) {
-                    mm.add_sections(r, NodeId::ZERO).unwrap();
+                    mm.add_sections(r, boot_node(s)).unwrap();
                 }
                 if !mm.buddy.table.pfn_online(r.start) {
                     mm.online_range(r, ZoneType::Normal).unwrap();
@@ -960,13 +1222,16 @@ fn run_hotplug(ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
         prop_assert!(false, "end: check: FAIL {e}");
     }
     let mut end = fingerprint(&mm);
-    // A table chunk for window 0 may have been allocated; it stays.
+    // A table chunk for window 0 may have been allocated (on node 0 or 1); it stays.
     let chunk = section::CHUNK_BYTES / 4096;
-    if end.nodes[0].mem_map_pages != start.nodes[0].mem_map_pages {
-        end.nodes[0].mem_map_pages -= chunk;
-        end.zones[0].managed_pages += chunk;
-        end.zones[0].free_pages += chunk;
-        end.zones[0].free_pages_by_type[MigrateType::Unmovable.index()] += chunk;
+    if let Some(i) =
+        (0..end.nodes.len()).find(|&i| end.nodes[i].mem_map_pages != start.nodes[i].mem_map_pages)
+    {
+        let z = &mut end.zones[2 * i];
+        end.nodes[i].mem_map_pages -= chunk;
+        z.managed_pages += chunk;
+        z.free_pages += chunk;
+        z.free_pages_by_type[MigrateType::Unmovable.index()] += chunk;
         end.lists.clear();
         let mut start = start;
         start.lists.clear();
@@ -981,8 +1246,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn prop_hotplug_sequences(ops in proptest::collection::vec(hp_op(), 1..80)) {
-        run_hotplug(&ops)?;
+    fn prop_hotplug_sequences(
+        split in node_split(34, 94),
+        ops in proptest::collection::vec(hp_op(), 1..80),
+    ) {
+        run_hotplug(split, &ops)?;
     }
 }
 
@@ -997,12 +1265,18 @@ fn hotplug_sequences_reach_every_state() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
     );
     let mut total = [0u32; 8];
-    for _ in 0..20 {
+    for i in 0..20 {
+        // Node boundary on a 2 MiB boundary or at an odd page inside a pageblock.
+        let split = if i % 2 == 0 {
+            64 * MIB
+        } else {
+            70 * MIB + 13 * 4096
+        };
         let ops = proptest::collection::vec(hp_op(), 80)
             .new_tree(&mut runner)
             .unwrap()
             .current();
-        let done = run_hotplug(&ops).unwrap();
+        let done = run_hotplug(split, &ops).unwrap();
         for (t, d) in total.iter_mut().zip(done) {
             *t += d;
         }
