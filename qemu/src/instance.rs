@@ -196,6 +196,11 @@ impl Qemu {
         &mut self.qmp
     }
 
+    /// The console and the QMP connection at once, e.g. to poll both from two threads.
+    pub fn console_and_qmp(&mut self) -> (&mut Console, &mut Qmp) {
+        (&mut self.console, &mut self.qmp)
+    }
+
     /// The machine this QEMU runs.
     pub fn machine(&self) -> &Machine {
         &self.machine

@@ -5,7 +5,7 @@
 //! cargo run -p hotmem-qemu -- args  [MACHINE]              print the QEMU command line
 //! cargo run -p hotmem-qemu -- probe [MACHINE]              start QEMU, query QMP, quit (does QEMU accept it?)
 //! cargo run -p hotmem-qemu --release -- bench [MACHINE] [--runs N] [--out FILE]
-//!                                                          boot N times, print timings, write JSON
+//!                                                          plug/unplug timings, table, JSON
 //! ```
 //! MACHINE options default to `make run`'s machine; see `--help`. The stress runner will be a
 //! further subcommand here; the benchmark's arithmetic and JSON live in [`hotmem_qemu::bench`].
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hotmem_qemu::bench::{self, Metric, Report};
+use hotmem_qemu::bench::{self, Report};
 use hotmem_qemu::{
     format_size, parse_size, Error, Gic, LaunchOptions, Machine, Qemu, Result, VirtioMem,
 };
@@ -24,7 +24,8 @@ usage: hotmem-qemu <boot|args|probe|bench> [options]
   boot    boot, print the console live, run each -c command, then poweroff
   args    print the QEMU command line
   probe   start QEMU without waiting for the kernel, query QMP, quit
-  bench   boot --runs times (spawn to prompt, then poweroff), print a table, write --out as JSON
+  bench   boot time, plug 0->4G / 0->1G (QMP, online, guest), unplug 4G->0 idle, mem_map
+          overhead: --runs fresh boots per scenario, print a table, write --out as JSON
 machine options (default: make run's machine):
   --cpu MODEL        -cpu (max, cortex-a53, cortex-a57, cortex-a72, neoverse-n1)
   --gic 2|3          GIC version
@@ -38,13 +39,11 @@ machine options (default: make run's machine):
   --boot-timeout S   seconds to wait for the prompt (default 60)
   -c CMD             shell command to run after boot (repeatable)
 bench options:
-  --runs N           runs per metric (default 5)
+  --runs N           runs per scenario, each on a fresh boot (default 5)
   --out FILE         JSON results (default: <workspace>/target/bench/bench.json)";
 
 /// Default `--runs`.
 const BENCH_RUNS: usize = 5;
-/// Deadline for `poweroff` and QEMU's exit after each benchmark run.
-const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Cli {
     verb: String,
@@ -204,48 +203,27 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `bench`: boot time (spawn to the first prompt) over `cli.runs` runs, each followed by
-/// `poweroff` and QEMU's exit; prints the table and writes the JSON report.
+/// `bench`: the scenarios of [`bench::default_scenarios`] (boot, plug 0 -> 4 GiB, unplug
+/// 4 GiB -> 0 idle, plug 0 -> 1 GiB), `cli.runs` times each on a fresh boot; prints the table and
+/// writes the JSON report.
 fn run_bench(cli: &Cli, options: &LaunchOptions) -> Result<()> {
-    let mut boot = Metric::new(
-        "boot",
-        "s",
-        "QEMU spawn to the first `hotmem> ` prompt (then poweroff, wait for exit)",
-    );
-    let mut command_line = String::new();
-    for run in 1..=cli.runs {
-        let mut vm = Qemu::launch_with(&cli.machine, options)?;
-        if run == 1 {
-            command_line = vm.command_line();
-            eprintln!("# {command_line}");
-        }
-        let result = (|| {
-            let took = vm.wait_for_boot(cli.boot_timeout)?;
-            vm.poweroff(POWEROFF_TIMEOUT)?;
-            Ok(took)
-        })();
-        match result {
-            Ok(took) => {
-                eprintln!("# run {run}/{}: boot {:.3} s", cli.runs, took.as_secs_f64());
-                boot.push(took.as_secs_f64());
-            }
-            Err(e) => {
-                eprintln!("\n{}", vm.report());
-                return Err(e);
-            }
-        }
-    }
-
+    let measured = bench::measure(&bench::BenchConfig {
+        machine: &cli.machine,
+        options,
+        runs: cli.runs,
+        boot_timeout: cli.boot_timeout,
+        scenarios: bench::default_scenarios(),
+    })?;
     let root = hotmem_qemu::workspace_root();
     let report = Report {
         machine: cli.machine.to_string(),
-        command_line,
+        command_line: measured.command_line,
         git_commit: bench::git_commit(&root),
         git_dirty: bench::git_dirty(&root),
         timestamp_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        metrics: vec![boot],
+        metrics: measured.metrics,
     };
     let out = cli.out.clone().unwrap_or_else(bench::default_out);
     report.write_json(&out)?;

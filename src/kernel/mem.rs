@@ -46,6 +46,23 @@ impl MemMapStore for KernelStore {
         }
     }
 
+    fn map_filled<T: MemMapItem + Copy>(
+        &mut self,
+        base: PhysAddr,
+        len: usize,
+        value: T,
+    ) -> &'static mut [T] {
+        let va = layout::phys_to_virt(base.0) as *mut T;
+        // SAFETY: as for `map` (the same model guarantees); every element is written with a
+        // valid `T` before the slice is formed.
+        unsafe {
+            for i in 0..len {
+                va.add(i).write(value);
+            }
+            core::slice::from_raw_parts_mut(va, len)
+        }
+    }
+
     fn release<T: MemMapItem>(&mut self, _base: PhysAddr, _items: &'static mut [T]) {}
 }
 

@@ -121,7 +121,9 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError> {
+        let t0 = timer::now_ns();
         with(|m| vmem::mm_add(m, range, node))?;
+        let t1 = timer::now_ns();
         // Not under the model's lock: table pages come from the model.
         if let Err(e) = mmu::map_linear(range.base, range.size, Attrs::RAM, Granule::Block2M) {
             log::error!(
@@ -133,10 +135,20 @@ impl HotplugMemory for KernelMemory {
             let _ = with(|m| vmem::mm_unadd(m, range));
             return Err(MemError::NoMemory);
         }
+        let t2 = timer::now_ns();
         with(|m| vmem::mm_online(m, range)).inspect_err(|_| {
             let _ = mmu::unmap_linear(range.base, range.size);
             let _ = with(|m| vmem::mm_unadd(m, range));
-        })
+        })?;
+        log::debug!(
+            "vmem: added 0x{:x}+{} MiB: sections {} us, map {} us, online {} us",
+            range.base,
+            range.size >> 20,
+            (t1 - t0) / 1000,
+            (t2 - t1) / 1000,
+            (timer::now_ns() - t2) / 1000
+        );
+        Ok(())
     }
 
     fn offline(&mut self, range: Range) -> Result<(), MemError> {

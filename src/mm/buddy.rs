@@ -194,10 +194,11 @@ impl Buddy {
         let mut start = range.start;
         while start.0 < range.end_exclusive.0 {
             let node = self.table.pg(start).node();
-            let mut end = start.add(1);
-            while end.0 < range.end_exclusive.0 && self.table.pg(end).node() == node {
-                end = end.add(1);
-            }
+            let rest = PfnRange::new(start, range.end_exclusive);
+            let end = self
+                .table
+                .find_page(rest, |p| p.node() != node)
+                .unwrap_or(range.end_exclusive);
             let mut pfn = start;
             while pfn.0 < end.0 {
                 let mut order = MAX_ORDER;

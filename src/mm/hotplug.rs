@@ -155,10 +155,15 @@ impl<S: MemMapStore> Mm<S> {
         }
         // Metadata first; on failure give back the mem_maps of this call.
         let mut failed = None;
-        for p in pieces(range) {
-            if let Err(e) = self.add_section_meta(p.nr, node) {
-                failed = Some(e);
-                break;
+        // Sections whose mem_map this call creates (already initialised for the range).
+        let mut created = 0u64;
+        for (i, p) in pieces(range).enumerate() {
+            match self.add_section_meta(p.nr, node, p.range) {
+                Ok(new) => created |= u64::from(new) << (i % 64),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
         if let Some(e) = failed {
@@ -168,11 +173,14 @@ impl<S: MemMapStore> Mm<S> {
             return Err(e);
         }
         self.buddy.nodes[node.index()].seen = true;
-        for p in pieces(range) {
+        for (i, p) in pieces(range).enumerate() {
             let nr = p.nr;
-            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
-                *pg = Page::init(nr, node, PageFlags::OFFLINE)
-            });
+            // `created` only tracks the first 64 pieces; later ones are simply re-initialised.
+            if i >= 64 || created & (1 << i) == 0 {
+                self.buddy.table.for_each_page_mut(p.range, |_, pg| {
+                    *pg = Page::init(nr, node, PageFlags::OFFLINE)
+                });
+            }
             if let Some(sec) = self.buddy.table.get_mut(p.nr) {
                 sec.set_present(sec.present() | p.mask);
             }
@@ -181,28 +189,42 @@ impl<S: MemMapStore> Mm<S> {
         Ok(())
     }
 
-    /// Gives section `nr` a table chunk and a mem_map if it lacks them.
-    fn add_section_meta(&mut self, nr: SectionNr, node: NodeId) -> Result<(), Error> {
+    /// Gives section `nr` a table chunk and a mem_map if it lacks them. A new mem_map is
+    /// initialised in one pass: pages in `adding` (the range this call makes present) as
+    /// offline pages of `node`, every other page as a hole. Returns whether it created one.
+    fn add_section_meta(
+        &mut self,
+        nr: SectionNr,
+        node: NodeId,
+        adding: PfnRange,
+    ) -> Result<bool, Error> {
         if self.buddy.table.needs_chunk(nr) {
             let pfn = self.alloc_meta(CHUNK_ORDER, node)?;
             let chunk = self.store.map(pfn.addr(), SECTIONS_PER_CHUNK as usize);
             self.buddy.table.install_chunk(nr, pfn.addr(), chunk);
         }
         if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
-            return Ok(());
+            return Ok(false);
         }
         let pfn = self.alloc_meta(MEM_MAP_ORDER, node)?;
-        let map = self
-            .store
-            .map::<Page>(pfn.addr(), PAGES_PER_SECTION as usize);
-        for p in map.iter_mut() {
-            *p = Page::init(nr, node, PageFlags::HOLE);
+        let lo = adding.start.index_in_section();
+        let hi = lo + adding.nr_pages() as usize;
+        let hole = Page::init(nr, node, PageFlags::HOLE);
+        let offline = Page::init(nr, node, PageFlags::OFFLINE);
+        let whole = lo == 0 && hi == PAGES_PER_SECTION as usize;
+        let map = self.store.map_filled::<Page>(
+            pfn.addr(),
+            PAGES_PER_SECTION as usize,
+            if whole { offline } else { hole },
+        );
+        if !whole {
+            map[lo..hi].fill(offline);
         }
         match self.buddy.table.get_mut(nr) {
             Some(sec) => sec.set_mem_map(pfn.addr(), map, node, false),
             None => unreachable!("chunk installed above"),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Puts the present, offline, 2 MiB-aligned `range` online into `zone` of each

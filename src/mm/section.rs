@@ -275,6 +275,29 @@ impl SectionTable {
         }
     }
 
+    /// The first pfn of `range` whose descriptor satisfies `pred`, scanning section slices
+    /// (no per-page table walk). Pages of sections without a mem_map are skipped.
+    pub(crate) fn find_page(&self, range: PfnRange, pred: impl Fn(&Page) -> bool) -> Option<Pfn> {
+        let mut pfn = range.start;
+        while pfn.0 < range.end_exclusive.0 {
+            let nr = pfn.section();
+            let end = Pfn(nr
+                .start_pfn()
+                .add(PAGES_PER_SECTION)
+                .0
+                .min(range.end_exclusive.0));
+            if let Some(map) = self.get(nr).and_then(|s| s.mem_map.as_deref()) {
+                let lo = pfn.index_in_section();
+                let hi = lo + (end.0 - pfn.0) as usize;
+                if let Some(i) = map[lo..hi].iter().position(&pred) {
+                    return Some(pfn.add(i as u64));
+                }
+            }
+            pfn = end;
+        }
+        None
+    }
+
     /// The descriptor of a pfn the caller knows has one (internal invariant).
     pub(crate) fn pg(&self, pfn: Pfn) -> &Page {
         match self.page(pfn) {

@@ -54,6 +54,19 @@ pub trait MemMapStore {
     /// initialised to `T::EMPTY`.
     fn map<T: MemMapItem>(&mut self, base: PhysAddr, len: usize) -> &'static mut [T];
 
+    /// Like [`MemMapStore::map`], but every element holds `value` (one pass over the memory
+    /// instead of two when the caller would overwrite `T::EMPTY` at once).
+    fn map_filled<T: MemMapItem + Copy>(
+        &mut self,
+        base: PhysAddr,
+        len: usize,
+        value: T,
+    ) -> &'static mut [T] {
+        let items = self.map::<T>(base, len);
+        items.fill(value);
+        items
+    }
+
     /// Takes back a slice returned by `map(base, items.len())`; the model will free the
     /// memory afterwards. An implementation may poison it.
     fn release<T: MemMapItem>(&mut self, base: PhysAddr, items: &'static mut [T]);

@@ -220,3 +220,25 @@ pub fn check_cpus(machine: &Machine, cpus: &[Record]) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Calls `attempt` until it returns `Ok`, every `every`, for at most `timeout`; panics with `what`
+/// and the last `Err` (which should say what was seen) when the deadline passes. Returns the value
+/// and how long it took.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> (T, Duration) {
+    let started = std::time::Instant::now();
+    let deadline = hotmem_qemu::Deadline::after(timeout);
+    loop {
+        match attempt() {
+            Ok(v) => return (v, started.elapsed()),
+            Err(last) if deadline.expired() => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
