@@ -819,21 +819,15 @@ pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
     free >= cost + mem_map_reserve_bytes(managed)
 }
 
-/// First half of [`HotplugMemory::add_online`]: sections and mem_maps.
-pub fn mm_add<S: MemMapStore>(m: &mut Mm<S>, range: Range, node: u32) -> Result<(), MemError> {
-    m.add_sections(pfn_range(range), node_id(node)?)
+/// [`HotplugMemory::add_online`] over the model: sections, mem_maps, and the pages online in
+/// the Movable zone, in one pass over the new descriptors. On error nothing changed.
+pub fn mm_add_online<S: MemMapStore>(
+    m: &mut Mm<S>,
+    range: Range,
+    node: u32,
+) -> Result<(), MemError> {
+    m.add_online_range(pfn_range(range), node_id(node)?, ZoneType::Movable)
         .map_err(mm_err)
-}
-
-/// Second half of [`HotplugMemory::add_online`]: the pages go to the Movable zone.
-pub fn mm_online<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
-    m.online_range(pfn_range(range), ZoneType::Movable)
-        .map_err(mm_err)
-}
-
-/// Undoes [`mm_add`] (after a failed mapping or onlining).
-pub fn mm_unadd<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
-    m.remove_sections(pfn_range(range)).map_err(mm_err)
 }
 
 /// [`HotplugMemory::offline`] over the model: isolate, then offline if all free.
@@ -849,12 +843,13 @@ pub fn mm_offline<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), Mem
 
 /// [`HotplugMemory::reonline`] over the model.
 pub fn mm_reonline<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
-    mm_online(m, range)
+    m.online_range(pfn_range(range), ZoneType::Movable)
+        .map_err(mm_err)
 }
 
 /// [`HotplugMemory::remove`] over the model (the caller unmaps first).
 pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
-    mm_unadd(m, range)
+    m.remove_sections(pfn_range(range)).map_err(mm_err)
 }
 
 #[cfg(test)]

@@ -122,9 +122,8 @@ impl HotplugMemory for KernelMemory {
 
     fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError> {
         let t0 = timer::now_ns();
-        with(|m| vmem::mm_add(m, range, node))?;
-        let t1 = timer::now_ns();
-        // Not under the model's lock: table pages come from the model.
+        // Mapped first (not under the model's lock: table pages come from the model).
+        // Nothing touches the range until the model hands out its pages.
         if let Err(e) = mmu::map_linear(range.base, range.size, Attrs::RAM, Granule::Block2M) {
             log::error!(
                 "vmem: cannot map 0x{:x}+0x{:x}: {e:?}",
@@ -132,21 +131,18 @@ impl HotplugMemory for KernelMemory {
                 range.size
             );
             let _ = mmu::unmap_linear(range.base, range.size);
-            let _ = with(|m| vmem::mm_unadd(m, range));
             return Err(MemError::NoMemory);
         }
-        let t2 = timer::now_ns();
-        with(|m| vmem::mm_online(m, range)).inspect_err(|_| {
+        let t1 = timer::now_ns();
+        with(|m| vmem::mm_add_online(m, range, node)).inspect_err(|_| {
             let _ = mmu::unmap_linear(range.base, range.size);
-            let _ = with(|m| vmem::mm_unadd(m, range));
         })?;
         log::debug!(
-            "vmem: added 0x{:x}+{} MiB: sections {} us, map {} us, online {} us",
+            "vmem: added 0x{:x}+{} MiB: map {} us, sections and online {} us",
             range.base,
             range.size >> 20,
             (t1 - t0) / 1000,
-            (t2 - t1) / 1000,
-            (timer::now_ns() - t2) / 1000
+            (timer::now_ns() - t1) / 1000
         );
         Ok(())
     }
@@ -304,7 +300,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         {
             Ok(t) => t,
             Err(e) => {
-                log::error!("vmem{id}: {:?}: {e}; device disabled", f.df);
+                log::error!("vmem{id}: {}: {e}; device disabled", f.df);
                 continue;
             }
         };
@@ -333,7 +329,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         };
         taken.push((cfg.addr, cfg.region_size));
         log::info!(
-            "vmem{id}: {:?} region 0x{:x}+{} MiB, block {} KiB, node {}, plugged {} MiB, requested {} MiB",
+            "vmem{id}: {} region 0x{:x}+{} MiB, block {} KiB, node {}, plugged {} MiB, requested {} MiB",
             f.df,
             cfg.addr,
             cfg.region_size >> 20,

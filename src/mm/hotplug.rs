@@ -60,6 +60,19 @@ fn pieces(range: PfnRange) -> impl Iterator<Item = Piece> {
     })
 }
 
+/// The descriptor of a present page of section `nr` on `node`: offline, or (with `zone`)
+/// ready to go online into that zone (flags clear, zone set, unlinked).
+fn template(nr: SectionNr, node: NodeId, zone: Option<ZoneType>) -> Page {
+    match zone {
+        None => Page::init(nr, node, PageFlags::OFFLINE),
+        Some(z) => {
+            let mut t = Page::init(nr, node, PageFlags::empty());
+            t.set_zone(z);
+            t
+        }
+    }
+}
+
 /// First pfn of the lowest subsection set in `bits` within section `nr`.
 fn first_pfn(nr: SectionNr, bits: u64) -> Pfn {
     nr.start_pfn()
@@ -142,6 +155,41 @@ impl<S: MemMapStore> Mm<S> {
     /// range may share a section with memory of another node; that section keeps its
     /// mem_map and node, the new pages are on `node`.
     pub fn add_sections(&mut self, range: PfnRange, node: NodeId) -> Result<(), Error> {
+        self.add_sections_as(range, node, None)
+    }
+
+    /// [`Mm::add_sections`] then [`Mm::online_range`] in one pass over the new descriptors:
+    /// what hotplug does with freshly plugged memory. The same errors as the two calls (the
+    /// zone is checked before anything changes); on error nothing changed.
+    pub fn add_online_range(
+        &mut self,
+        range: PfnRange,
+        node: NodeId,
+        zone: ZoneType,
+    ) -> Result<(), Error> {
+        self.check_range(range)?;
+        for p in pieces(range) {
+            if let Some(sec) = self.buddy.table.get(p.nr) {
+                if sec.zone().is_some_and(|z| z != zone) {
+                    return Err(Error::ZoneConflict(p.nr));
+                }
+            }
+        }
+        self.add_sections_as(range, node, Some(zone))?;
+        for p in pieces(range) {
+            self.online_piece(&p, zone, Some(node));
+        }
+        Ok(())
+    }
+
+    /// Adds `range` on `node`; its descriptors are written as offline pages, or (with
+    /// `online_as`) already in the state [`Mm::online_piece`] expects without a rewrite.
+    fn add_sections_as(
+        &mut self,
+        range: PfnRange,
+        node: NodeId,
+        online_as: Option<ZoneType>,
+    ) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
             if let Some(sec) = self.buddy.table.get(p.nr) {
@@ -158,7 +206,7 @@ impl<S: MemMapStore> Mm<S> {
         // Sections whose mem_map this call creates (already initialised for the range).
         let mut created = 0u64;
         for (i, p) in pieces(range).enumerate() {
-            match self.add_section_meta(p.nr, node, p.range) {
+            match self.add_section_meta(p.nr, node, p.range, template(p.nr, node, online_as)) {
                 Ok(new) => created |= u64::from(new) << (i % 64),
                 Err(e) => {
                     failed = Some(e);
@@ -177,9 +225,8 @@ impl<S: MemMapStore> Mm<S> {
             let nr = p.nr;
             // `created` only tracks the first 64 pieces; later ones are simply re-initialised.
             if i >= 64 || created & (1 << i) == 0 {
-                self.buddy.table.for_each_page_mut(p.range, |_, pg| {
-                    *pg = Page::init(nr, node, PageFlags::OFFLINE)
-                });
+                let t = template(nr, node, online_as);
+                self.buddy.table.for_each_page_mut(p.range, |_, pg| *pg = t);
             }
             if let Some(sec) = self.buddy.table.get_mut(p.nr) {
                 sec.set_present(sec.present() | p.mask);
@@ -191,12 +238,13 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Gives section `nr` a table chunk and a mem_map if it lacks them. A new mem_map is
     /// initialised in one pass: pages in `adding` (the range this call makes present) as
-    /// offline pages of `node`, every other page as a hole. Returns whether it created one.
+    /// `fill`, every other page as a hole. Returns whether it created one.
     fn add_section_meta(
         &mut self,
         nr: SectionNr,
         node: NodeId,
         adding: PfnRange,
+        fill: Page,
     ) -> Result<bool, Error> {
         if self.buddy.table.needs_chunk(nr) {
             let pfn = self.alloc_meta(CHUNK_ORDER, node)?;
@@ -210,7 +258,7 @@ impl<S: MemMapStore> Mm<S> {
         let lo = adding.start.index_in_section();
         let hi = lo + adding.nr_pages() as usize;
         let hole = Page::init(nr, node, PageFlags::HOLE);
-        let offline = Page::init(nr, node, PageFlags::OFFLINE);
+        let offline = fill;
         let whole = lo == 0 && hi == PAGES_PER_SECTION as usize;
         let map = self.store.map_filled::<Page>(
             pfn.addr(),
@@ -248,34 +296,54 @@ impl<S: MemMapStore> Mm<S> {
                 return Err(Error::ZoneConflict(p.nr));
             }
         }
-        let mt = zone.default_migrate_type();
         for p in pieces(range) {
-            let Some(sec) = self.buddy.table.get_mut(p.nr) else {
-                continue;
-            };
-            sec.set_online(sec.online() | p.mask);
-            sec.set_zone(Some(zone));
-            for i in 0..64 {
-                if p.mask & (1 << i) != 0 {
-                    sec.set_migrate_type(i, mt);
-                }
-            }
-            let mut per_node = [0u64; MAX_NODES];
-            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
-                pg.set_flags(PageFlags::empty());
-                pg.set_zone(zone);
-                pg.set_refcount(0);
-                pg.set_owner(0);
-                per_node[pg.node().index()] += 1;
-            });
-            for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
-                nd.offline_pages -= n;
-                nd.zones[zone.index()].present_pages += n;
-                nd.zones[zone.index()].managed_pages += n;
-            }
-            self.buddy.free_range(p.range);
+            self.online_piece(&p, zone, None);
         }
         Ok(())
+    }
+
+    /// Puts the validated, present, offline piece `p` online into `zone`. Without `fresh`
+    /// every descriptor is rewritten from a template (flags clear, zone set, no references,
+    /// no owner, unlinked). `fresh = Some(node)` says the caller just wrote them so, all on
+    /// `node` (`add_online_range`), and skips the pass.
+    fn online_piece(&mut self, p: &Piece, zone: ZoneType, fresh: Option<NodeId>) {
+        let mt = zone.default_migrate_type();
+        let Some(sec) = self.buddy.table.get_mut(p.nr) else {
+            return;
+        };
+        sec.set_online(sec.online() | p.mask);
+        sec.set_zone(Some(zone));
+        for i in 0..64 {
+            if p.mask & (1 << i) != 0 {
+                sec.set_migrate_type(i, mt);
+            }
+        }
+        let mut per_node = [0u64; MAX_NODES];
+        let nr = p.nr;
+        if let Some(node) = fresh {
+            per_node[node.index()] = p.range.nr_pages();
+        } else {
+            let mut cached: Option<(NodeId, Page)> = None;
+            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
+                let node = pg.node();
+                let t = match cached {
+                    Some((n, t)) if n == node => t,
+                    _ => {
+                        let t = template(nr, node, Some(zone));
+                        cached = Some((node, t));
+                        t
+                    }
+                };
+                *pg = t;
+                per_node[node.index()] += 1;
+            });
+        }
+        for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
+            nd.offline_pages -= n;
+            nd.zones[zone.index()].present_pages += n;
+            nd.zones[zone.index()].managed_pages += n;
+        }
+        self.buddy.free_range(p.range);
     }
 
     /// Walks the pageblocks of a validated range, checking each with `f`.

@@ -965,6 +965,8 @@ proptest! {
 enum HpOp {
     /// Add on node 0 (`false`) or node 1 (`true`).
     Add(HpRange, bool),
+    /// `add_online_range` into Movable on node 0 / 1 (counted with `Add`).
+    AddOnline(HpRange, bool),
     Online(HpRange, bool),
     Isolate(HpRange),
     Unisolate(HpRange),
@@ -1021,6 +1023,7 @@ fn hp_range() -> impl Strategy<Value = HpRange> {
 fn hp_op() -> impl Strategy<Value = HpOp> {
     prop_oneof![
         3 => (hp_range(), prop::bool::weighted(0.3)).prop_map(|(r, n)| HpOp::Add(r, n)),
+        2 => (hp_range(), prop::bool::weighted(0.3)).prop_map(|(r, n)| HpOp::AddOnline(r, n)),
         3 => (hp_range(), prop::bool::weighted(0.8)).prop_map(|(r, m)| HpOp::Online(r, m)),
         2 => hp_range().prop_map(HpOp::Isolate),
         1 => hp_range().prop_map(HpOp::Unisolate),
@@ -1081,6 +1084,14 @@ fn run_hotplug(split: u64, ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
                 0,
                 mm.add_sections(r.pfns(), NodeId::new(u32::from(n)).unwrap()),
             ),
+            HpOp::AddOnline(r, n) => (
+                0,
+                mm.add_online_range(
+                    r.pfns(),
+                    NodeId::new(u32::from(n)).unwrap(),
+                    ZoneType::Movable,
+                ),
+            ),
             HpOp::Online(r, m) => (
                 1,
                 mm.online_range(
@@ -1138,7 +1149,7 @@ fn run_hotplug(split: u64, ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
             Err(e) => {
                 let after = fingerprint(&mm);
                 // add_sections may keep a table chunk it allocated; compare the rest.
-                if matches!(op, HpOp::Add(..)) && e == Error::NoMemory {
+                if matches!(op, HpOp::Add(..) | HpOp::AddOnline(..)) && e == Error::NoMemory {
                     prop_assert_eq!(after.sections, before.sections);
                 } else {
                     prop_assert_eq!(

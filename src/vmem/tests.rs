@@ -58,10 +58,7 @@ impl HotplugMemory for TestMem {
         if self.fail_adds {
             return Err(MemError::NoMemory);
         }
-        mm_add(&mut self.mm, range, node)?;
-        mm_online(&mut self.mm, range).inspect_err(|_| {
-            let _ = mm_unadd(&mut self.mm, range);
-        })
+        mm_add_online(&mut self.mm, range, node)
     }
     fn offline(&mut self, range: Range) -> Result<(), MemError> {
         mm_offline(&mut self.mm, range)
