@@ -220,12 +220,19 @@ pub fn parse_u64(s: &str) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootArgs {
     pub loglevel: log::LevelFilter,
+    /// `unplug_floor_mib=`: free memory unplug never goes below (default 64 MiB).
+    pub unplug_floor_mib: u64,
+    /// `memhp_online=movable|normal`: the zone hot-plugged memory goes to (default
+    /// movable). With `normal`, kernel allocations may land there and unplug is best effort.
+    pub memhp_online_normal: bool,
 }
 
 impl Default for BootArgs {
     fn default() -> Self {
         BootArgs {
             loglevel: log::LevelFilter::Info,
+            unplug_floor_mib: 64,
+            memhp_online_normal: false,
         }
     }
 }
@@ -241,6 +248,12 @@ impl BootArgs {
                     Some(l) => out.loglevel = l,
                     None => bad(opt),
                 },
+                Some(("unplug_floor_mib", v)) => match parse_u64(v) {
+                    Some(n) if n <= u64::MAX >> 20 => out.unplug_floor_mib = n,
+                    _ => bad(opt),
+                },
+                Some(("memhp_online", "movable")) => out.memhp_online_normal = false,
+                Some(("memhp_online", "normal")) => out.memhp_online_normal = true,
                 _ => bad(opt),
             }
         }
@@ -331,5 +344,11 @@ mod tests {
         assert_eq!(a.loglevel, log::LevelFilter::Debug);
         assert_eq!(bad, vec!["foo", "loglevel=bogus"]);
         assert_eq!(BootArgs::parse("", |_| {}), BootArgs::default());
+        let a = BootArgs::parse("unplug_floor_mib=128 memhp_online=normal", |_| panic!());
+        assert_eq!((a.unplug_floor_mib, a.memhp_online_normal), (128, true));
+        let mut bad = vec![];
+        let a = BootArgs::parse("unplug_floor_mib=x memhp_online=zone", |s| bad.push(s));
+        assert_eq!(bad, vec!["unplug_floor_mib=x", "memhp_online=zone"]);
+        assert_eq!((a.unplug_floor_mib, a.memhp_online_normal), (64, false));
     }
 }

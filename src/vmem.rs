@@ -90,10 +90,14 @@ impl Range {
 /// Why the memory side refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemError {
-    /// No memory for mem_maps or page tables.
+    /// No memory for mem_maps or page tables, or no free page to migrate to.
     NoMemory,
-    /// Some page in the range is in use.
+    /// Some page in the range is in use and cannot move (not movable, or no migration).
     InUse,
+    /// Some page in the range holds extra references (pinned, like in-flight DMA).
+    Pinned,
+    /// Taking the range would leave less free memory than the unplug floor.
+    Floor,
     /// Anything else (a bug or an inconsistent state); the text says what.
     Other(&'static str),
 }
@@ -106,9 +110,12 @@ pub trait HotplugMemory {
     /// Adds `range` (sections, mem_map, linear map) and onlines it into the Movable zone.
     /// On error nothing of `range` is left added.
     fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError>;
-    /// Takes `range` offline if every page in it is free (isolate, check, offline); on error
-    /// the range is left online as it was.
+    /// Takes `range` offline: isolate it, move what can move out of it, and offline it once
+    /// every page is free. On error the range is left online as it was (pages already moved
+    /// stay moved).
     fn offline(&mut self, range: Range) -> Result<(), MemError>;
+    /// Pages of `range` that are allocated (victim choice: fewest first).
+    fn used_pages(&mut self, range: Range) -> u64;
     /// Undoes [`HotplugMemory::offline`].
     fn reonline(&mut self, range: Range) -> Result<(), MemError>;
     /// Unmaps and removes the offline `range` (after the device unplugged it).
@@ -141,8 +148,12 @@ pub enum Reason {
     None,
     DeviceBusy,
     NoMemory,
-    /// Memory to unplug is in use and cannot move (no migration for it).
+    /// Memory to unplug is in use and cannot move.
     Unmovable,
+    /// Memory to unplug holds pinned pages.
+    Pinned,
+    /// Unplugging more would leave less free memory than the floor.
+    Floor,
     /// The requested size is not a multiple of the plug unit.
     Granularity,
     /// The device contradicts itself or its configuration is invalid.
@@ -156,6 +167,8 @@ impl Reason {
             Reason::DeviceBusy => "device_busy",
             Reason::NoMemory => "no_memory",
             Reason::Unmovable => "unmovable",
+            Reason::Pinned => "pinned",
+            Reason::Floor => "floor",
             Reason::Granularity => "granularity",
             Reason::DeviceError => "device_error",
         }
@@ -625,6 +638,9 @@ impl Vmem {
         }
     }
 
+    /// Unplugs at most `excess` units. Victims: units with nothing allocated first, then
+    /// those with the fewest used pages, higher addresses first. A run of contiguous empty
+    /// victims goes in one request; a used unit goes alone after its pages moved.
     fn unplug<D: Device, M: HotplugMemory>(
         &mut self,
         dev: &mut D,
@@ -632,44 +648,67 @@ impl Vmem {
         excess: usize,
         now: u64,
     ) -> Next {
-        // Highest address first; a run of contiguous plugged units ending at the highest one.
-        let mut victims: Vec<usize> = (0..self.plugged.len())
-            .rev()
+        let mut order: Vec<(u64, usize)> = (0..self.plugged.len())
             .filter(|&u| self.plugged[u])
+            .map(|u| (mem.used_pages(self.unit_range(u, 1)), u))
             .collect();
-        victims.truncate(excess);
-        let runs = self.runs(victims);
-        let mut any_in_use = false;
-        for run in runs.into_iter().rev() {
-            let range = self.unit_range(run.first, run.count);
-            match mem.offline(range) {
-                Ok(()) => return self.unplug_run(dev, mem, run, now),
-                Err(MemError::InUse) => {
-                    any_in_use = true;
-                    // Try unit by unit inside the run, highest first.
-                    for u in (run.first..run.first + run.count).rev() {
-                        let one = Run { first: u, count: 1 };
-                        if mem.offline(self.unit_range(u, 1)).is_ok() {
-                            return self.unplug_run(dev, mem, one, now);
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let empty: Vec<usize> = order
+            .iter()
+            .take(excess)
+            .take_while(|(used, _)| *used == 0)
+            .map(|&(_, u)| u)
+            .collect();
+        if let Some(&first) = empty.first() {
+            // The run of empty victims that holds the best (highest) one.
+            if let Some(run) = self
+                .runs(empty)
+                .into_iter()
+                .find(|r| (r.first..r.first + r.count).contains(&first))
+            {
+                match mem.offline(self.unit_range(run.first, run.count)) {
+                    Ok(()) => return self.unplug_run(dev, mem, run, now),
+                    Err(e) => log::debug!("vmem{}: empty run refused: {e:?}", self.id),
+                }
+            }
+        }
+        // One unit at a time, in victim order, moving its pages out.
+        let mut worst: Option<MemError> = None;
+        for &(_, u) in &order {
+            match mem.offline(self.unit_range(u, 1)) {
+                Ok(()) => return self.unplug_run(dev, mem, Run { first: u, count: 1 }, now),
+                Err(e) => {
+                    worst = Some(match (worst, e) {
+                        (Some(MemError::Floor), _) | (_, MemError::Floor) => MemError::Floor,
+                        (Some(MemError::Pinned), _) | (_, MemError::Pinned) => MemError::Pinned,
+                        (Some(MemError::NoMemory), _) | (_, MemError::NoMemory) => {
+                            MemError::NoMemory
                         }
+                        _ => e,
+                    });
+                    // The floor holds for every unit alike: no point trying the others.
+                    if e == MemError::Floor {
+                        break;
                     }
                 }
-                Err(e) => {
-                    log::error!("vmem{}: offline 0x{:x}: {e:?}", self.id, range.base);
-                }
             }
         }
-        // Nothing among the victims is free; look at every plugged unit.
-        for u in (0..self.plugged.len()).rev().filter(|&u| self.plugged[u]) {
-            if mem.offline(self.unit_range(u, 1)).is_ok() {
-                return self.unplug_run(dev, mem, Run { first: u, count: 1 }, now);
-            }
-        }
-        let reason = if any_in_use {
-            Reason::Unmovable
-        } else {
-            Reason::DeviceError
+        let reason = match worst {
+            Some(MemError::Floor) => Reason::Floor,
+            Some(MemError::Pinned) => Reason::Pinned,
+            Some(MemError::NoMemory) => Reason::NoMemory,
+            Some(MemError::InUse) => Reason::Unmovable,
+            _ => Reason::DeviceError,
         };
+        if self.state != State::Stalled || self.reason != reason {
+            log::warn!(
+                "vmem{}: unplug stalled at {} MiB (requested {} MiB): {}",
+                self.id,
+                self.plugged_bytes() >> 20,
+                self.cfg.requested_size >> 20,
+                reason.name()
+            );
+        }
         self.backoff(now, State::Stalled, reason)
     }
 
@@ -825,9 +864,19 @@ pub fn mm_add_online<S: MemMapStore>(
     m: &mut Mm<S>,
     range: Range,
     node: u32,
+    zone: ZoneType,
 ) -> Result<(), MemError> {
-    m.add_online_range(pfn_range(range), node_id(node)?, ZoneType::Movable)
+    m.add_online_range(pfn_range(range), node_id(node)?, zone)
         .map_err(mm_err)
+}
+
+/// Whether taking `range` out (moving its used pages elsewhere) keeps `floor_bytes` free.
+pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: Range, floor_bytes: u64) -> bool {
+    let r = pfn_range(range);
+    let free_here = m.free_pages_in(r);
+    let used_here = r.nr_pages().saturating_sub(free_here);
+    let free_total = m.total_stats().free_pages;
+    free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE >= floor_bytes
 }
 
 /// [`HotplugMemory::offline`] over the model: isolate, then offline if all free.
@@ -841,10 +890,19 @@ pub fn mm_offline<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), Mem
     Ok(())
 }
 
+/// Allocated pages of an online `range` (its present pages minus its free pages).
+pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: Range) -> u64 {
+    let r = pfn_range(range);
+    r.nr_pages().saturating_sub(m.free_pages_in(r))
+}
+
 /// [`HotplugMemory::reonline`] over the model.
-pub fn mm_reonline<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
-    m.online_range(pfn_range(range), ZoneType::Movable)
-        .map_err(mm_err)
+pub fn mm_reonline<S: MemMapStore>(
+    m: &mut Mm<S>,
+    range: Range,
+    zone: ZoneType,
+) -> Result<(), MemError> {
+    m.online_range(pfn_range(range), zone).map_err(mm_err)
 }
 
 /// [`HotplugMemory::remove`] over the model (the caller unmaps first).

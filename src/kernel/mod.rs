@@ -76,15 +76,17 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
         Ok(va) => unsafe { console::init(va as usize) },
         Err(_) => psci_off_any(),
     }
+    // Unknown options are reported once the logger is up.
+    let mut unknown: arrayvec::ArrayVec<&str, 8> = arrayvec::ArrayVec::new();
     let args = BootArgs::parse(info.bootargs, |bad| {
-        // Logged below, after the logger is up.
-        let _ = bad;
+        let _ = unknown.try_push(bad);
     });
     console::init_logger(args.loglevel);
     log::info!("hotmem {} booting", env!("CARGO_PKG_VERSION"));
-    BootArgs::parse(info.bootargs, |bad| {
-        log::warn!("bootargs: ignoring unknown option '{bad}'")
-    });
+    for bad in unknown {
+        log::warn!("bootargs: ignoring unknown option '{bad}'");
+    }
+    vmem::configure(&args);
     for w in &info.warnings {
         log::warn!("device tree: {}", w.0);
     }

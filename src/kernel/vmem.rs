@@ -16,7 +16,8 @@ use super::{work, BootInfo};
 use crate::println;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
-use hotmem::mm::{AllocFlags, PhysAddr};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hotmem::mm::{AllocFlags, PhysAddr, ZoneType};
 use hotmem::vmem::{self, Device, HotplugMemory, MemError, Next, Range, Vmem};
 use hotmem_arch::cpu::{self, IrqSpinLock};
 use hotmem_arch::gic::{self, Trigger};
@@ -134,7 +135,7 @@ impl HotplugMemory for KernelMemory {
             return Err(MemError::NoMemory);
         }
         let t1 = timer::now_ns();
-        with(|m| vmem::mm_add_online(m, range, node)).inspect_err(|_| {
+        with(|m| vmem::mm_add_online(m, range, node, online_zone())).inspect_err(|_| {
             let _ = mmu::unmap_linear(range.base, range.size);
         })?;
         log::debug!(
@@ -148,11 +149,23 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn offline(&mut self, range: Range) -> Result<(), MemError> {
-        with(|m| vmem::mm_offline(m, range))
+        let floor = FLOOR_BYTES.load(Ordering::Relaxed);
+        with(|m| {
+            if !vmem::mm_floor_allows(m, range, floor) {
+                return Err(MemError::Floor);
+            }
+            vmem::mm_offline(m, range)
+        })
+    }
+
+    fn used_pages(&mut self, range: Range) -> u64 {
+        mm_lock()
+            .as_ref()
+            .map_or(0, |m| vmem::mm_used_pages(m, range))
     }
 
     fn reonline(&mut self, range: Range) -> Result<(), MemError> {
-        with(|m| vmem::mm_reonline(m, range))
+        with(|m| vmem::mm_reonline(m, range, online_zone()))
     }
 
     fn remove(&mut self, range: Range) -> Result<(), MemError> {
@@ -163,6 +176,27 @@ impl HotplugMemory for KernelMemory {
 }
 
 static DEVICES: IrqSpinLock<Vec<Dev>> = IrqSpinLock::new(Vec::new());
+/// Free memory unplug keeps (bootarg `unplug_floor_mib=`).
+static FLOOR_BYTES: AtomicU64 = AtomicU64::new(64 << 20);
+/// Hot-plugged memory goes to Normal instead of Movable (bootarg `memhp_online=normal`).
+static ONLINE_NORMAL: AtomicBool = AtomicBool::new(false);
+
+fn online_zone() -> ZoneType {
+    if ONLINE_NORMAL.load(Ordering::Relaxed) {
+        ZoneType::Normal
+    } else {
+        ZoneType::Movable
+    }
+}
+
+/// Applies the boot arguments that shape hotplug.
+pub fn configure(args: &hotmem::shell::BootArgs) {
+    FLOOR_BYTES.store(args.unplug_floor_mib << 20, Ordering::Relaxed);
+    ONLINE_NORMAL.store(args.memhp_online_normal, Ordering::Relaxed);
+    if args.memhp_online_normal {
+        log::warn!("vmem: hot-plugged memory goes to the Normal zone: unplug is best effort");
+    }
+}
 
 /// What `vmem` prints, refreshed after every step.
 #[derive(Clone, Copy)]

@@ -23,6 +23,14 @@ struct TestMem {
     mm: Mm<VecStore>,
     adds: u32,
     fail_adds: bool,
+    /// Movable pages "mapped" by a fake workload; `offline` moves them (a stand-in for
+    /// the migration engine) unless they are pinned.
+    held: Vec<Pfn>,
+    pinned: Vec<Pfn>,
+    /// Every unit offlined, in order.
+    offlined: Vec<Range>,
+    /// Free bytes that must remain after an unplug (0: no floor).
+    floor: u64,
 }
 
 impl TestMem {
@@ -37,6 +45,10 @@ impl TestMem {
             mm,
             adds: 0,
             fail_adds: false,
+            held: vec![],
+            pinned: vec![],
+            offlined: vec![],
+            floor: 0,
         }
     }
     fn movable_free_bytes(&self) -> u64 {
@@ -58,16 +70,48 @@ impl HotplugMemory for TestMem {
         if self.fail_adds {
             return Err(MemError::NoMemory);
         }
-        mm_add_online(&mut self.mm, range, node)
+        mm_add_online(&mut self.mm, range, node, ZoneType::Movable)
     }
     fn offline(&mut self, range: Range) -> Result<(), MemError> {
-        mm_offline(&mut self.mm, range)
+        let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
+        if self.pinned.iter().any(inside) {
+            return Err(MemError::Pinned);
+        }
+        if !mm_floor_allows(&self.mm, range, self.floor) {
+            return Err(MemError::Floor);
+        }
+        let r = pfn_range(range);
+        self.mm.isolate_range(r).map_err(mm_err)?;
+        // "Migrate": a new page outside the isolated range for every held page inside.
+        for i in 0..self.held.len() {
+            if inside(&self.held[i]) {
+                match self.mm.alloc_pages(0, AllocFlags::MOVABLE) {
+                    Ok(new) => {
+                        self.mm.free_pages(self.held[i], 0).unwrap();
+                        self.held[i] = new;
+                    }
+                    Err(_) => {
+                        let _ = self.mm.unisolate_range(r);
+                        return Err(MemError::NoMemory);
+                    }
+                }
+            }
+        }
+        self.mm.offline_range(r).map_err(|e| {
+            let _ = self.mm.unisolate_range(r);
+            mm_err(e)
+        })?;
+        self.offlined.push(range);
+        Ok(())
     }
     fn reonline(&mut self, range: Range) -> Result<(), MemError> {
-        mm_reonline(&mut self.mm, range)
+        mm_reonline(&mut self.mm, range, ZoneType::Movable)
     }
     fn remove(&mut self, range: Range) -> Result<(), MemError> {
         mm_remove(&mut self.mm, range)
+    }
+    fn used_pages(&mut self, range: Range) -> u64 {
+        mm_used_pages(&self.mm, range)
     }
 }
 
@@ -484,4 +528,124 @@ fn candidates_prefer_partially_plugged_sections() {
         runs.iter().map(|r| r.count).collect::<Vec<_>>(),
         vec![32_767, 7_233]
     );
+}
+
+impl TestMem {
+    /// Allocates `n` movable pages for the fake workload.
+    fn hold(&mut self, n: usize) {
+        for _ in 0..n {
+            let p = self.mm.alloc_pages(0, AllocFlags::MOVABLE).unwrap();
+            self.held.push(p);
+        }
+    }
+}
+
+#[test]
+fn victims_empty_first_then_fewest_used_highest_address_first() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    d.set_requested(16 * MIB); // units 0..8
+    converge(&mut v, &mut d, &mut m, 0);
+    // 600 movable pages land in the Movable zone: one unit full, one with 88.
+    m.hold(600);
+    let unit_of = |p: &Pfn| ((p.addr().0 - 0x1_0000_0000) / (2 * MIB)) as usize;
+    let mut used = [0usize; 8];
+    for p in &m.held {
+        used[unit_of(p)] += 1;
+    }
+    let full = used.iter().position(|&u| u == 512).expect("a full unit");
+    let part = used
+        .iter()
+        .position(|&u| u == 88)
+        .expect("a partly used unit");
+    let empty: Vec<usize> = (0..8).filter(|&u| used[u] == 0).collect();
+    assert_eq!(empty.len(), 6, "test setup: {used:?}");
+    d.set_requested(4 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    // The six empty units went, nothing moved, the used ones stay.
+    assert_eq!(d.plugged_bytes(), 4 * MIB);
+    assert!(d.plugged[full] && d.plugged[part]);
+    let gone: u64 = m.offlined.iter().map(|r| r.size).sum();
+    assert_eq!(gone, 12 * MIB);
+    // Contiguous empty victims went in one request, the highest run first.
+    let top = *empty.last().unwrap();
+    assert!(m.offlined[0].end() == 0x1_0000_0000 + (top as u64 + 1) * 2 * MIB);
+    assert_eq!(used.iter().sum::<usize>(), 600);
+    // Down to one unit: the one with fewer used pages goes; its pages move.
+    d.set_requested(2 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    assert!(d.plugged[full] && !d.plugged[part]);
+    let part_base = 0x1_0000_0000 + part as u64 * 2 * MIB;
+    assert_eq!(
+        m.offlined.last(),
+        Some(&Range {
+            base: part_base,
+            size: 2 * MIB
+        })
+    );
+    assert!(m
+        .held
+        .iter()
+        .all(|p| p.addr().0 < part_base || p.addr().0 >= part_base + 2 * MIB));
+    assert_eq!(m.held.len(), 600);
+    m.mm.check().unwrap();
+}
+
+#[test]
+fn pinned_memory_stalls_with_reason_pinned_then_converges() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    d.set_requested(4 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    m.hold(1);
+    m.pinned = m.held.clone();
+    d.set_requested(0);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::Pinned));
+    assert_eq!(
+        d.plugged_bytes(),
+        2 * MIB,
+        "everything but the pinned unit went"
+    );
+    m.pinned.clear();
+    let (n, _) = converge(&mut v, &mut d, &mut m, 1);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(d.plugged_bytes(), 0);
+    assert!(
+        m.held[0].addr().0 < 0x1_0000_0000,
+        "the page moved to boot memory"
+    );
+}
+
+#[test]
+fn floor_and_no_memory_stop_unplug_with_their_reason() {
+    // 64 MiB boot memory, 256 MiB plugged and 200 MiB of it used: moving everything out
+    // cannot fit. With a floor of 32 MiB the floor speaks first.
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, 64 * MIB);
+    d.set_requested(256 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    m.hold(200 * 256);
+    m.floor = 32 * MIB;
+    d.set_requested(0);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::Floor));
+    let free: u64 = m.mm.total_stats().free_pages * 4096;
+    assert!(free >= 32 * MIB, "the floor held: {free}");
+    m.mm.check().unwrap();
+    // Without a floor, unplug goes until there is no memory left to migrate to.
+    m.floor = 0;
+    let (n, _) = converge(&mut v, &mut d, &mut m, 2);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert!(
+        matches!(v.reason(), Reason::NoMemory | Reason::Floor),
+        "{:?}",
+        v.reason()
+    );
+    assert!(
+        d.plugged_bytes() >= 200 * MIB - 64 * MIB,
+        "data kept: {}",
+        d.plugged_bytes()
+    );
+    assert_eq!(m.held.len(), 200 * 256);
+    m.mm.check().unwrap();
 }
