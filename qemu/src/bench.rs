@@ -613,6 +613,50 @@ pub fn measure(cfg: &BenchConfig) -> Result<Measured> {
     })
 }
 
+/// Name of the boot-time mem_map cost metric.
+pub const MM_INIT_METRIC: &str = "mm_init_us_per_gib";
+/// RAM of the machine [`measure_mm_init`] boots.
+const MM_INIT_RAM: u64 = 4 * GIB;
+
+/// The `us` of the kernel's boot line `mm: … init N us`.
+pub fn parse_mm_init_us(text: &str) -> Option<u64> {
+    text.lines()
+        .filter(|l| l.contains("mm: ") && l.contains(" init "))
+        .find_map(|l| {
+            let rest = &l[l.find(" init ")? + 6..];
+            rest.strip_suffix(" us")?.trim().parse().ok()
+        })
+}
+
+/// Boot-time cost of building the memory model (mem_maps, buddy) per GiB of RAM: boots a
+/// machine with 4 GiB of RAM and no virtio-mem `runs` times and reads the kernel's own
+/// `mm: … init N us` line.
+pub fn measure_mm_init(
+    options: &LaunchOptions,
+    runs: usize,
+    boot_timeout: Duration,
+) -> Result<Metric> {
+    let machine = Machine::default().without_virtio_mem().ram(MM_INIT_RAM);
+    let mut m = Metric::new(
+        MM_INIT_METRIC,
+        "us/GiB",
+        "the kernel's `mm: ... init N us` at boot (Mm::boot: early allocator, mem_maps, buddy) \
+         on a machine with 4 GiB of RAM, divided by 4",
+    );
+    for _ in 0..runs {
+        let mut vm = Qemu::launch_with(&machine, options)?;
+        vm.wait_for_boot(boot_timeout)?;
+        let text = vm.console().transcript();
+        let Some(us) = parse_mm_init_us(&text) else {
+            eprintln!("\n{}", vm.report());
+            return Err(Error::Machine("no `mm: ... init N us` line at boot".into()));
+        };
+        m.push(us as f64 / (MM_INIT_RAM / GIB) as f64);
+        vm.poweroff(POWEROFF_TIMEOUT)?;
+    }
+    Ok(m)
+}
+
 fn record(metrics: &mut [Metric], name: &str, value: f64) {
     match metrics.iter_mut().find(|m| m.name == name) {
         Some(m) => m.push(value),
@@ -1007,6 +1051,13 @@ mod tests {
 
     const RESIZE_LINE: &str = "[INFO] vmem0: resized to 4096 MiB (requested 4096 MiB): plugged \
                                4096 MiB, unplugged 0 MiB, 1 requests, 170000 us";
+
+    #[test]
+    fn mm_init_line_parses() {
+        let t = "[INFO] mm: 4 sections present\r\n[INFO] mm: 4096 MiB present, 4000 MiB managed, mem_map 32 bytes/page, init 1234 us\r\n";
+        assert_eq!(parse_mm_init_us(&t.replace('\r', "")), Some(1234));
+        assert_eq!(parse_mm_init_us("[INFO] mm: nothing"), None);
+    }
 
     #[test]
     fn resize_log_parses() {

@@ -214,6 +214,8 @@ fn run_bench(cli: &Cli, options: &LaunchOptions) -> Result<()> {
         boot_timeout: cli.boot_timeout,
         scenarios: bench::default_scenarios(),
     })?;
+    let mut metrics = measured.metrics;
+    metrics.push(bench::measure_mm_init(options, cli.runs, cli.boot_timeout)?);
     let root = hotmem_qemu::workspace_root();
     let report = Report {
         machine: cli.machine.to_string(),
@@ -223,7 +225,7 @@ fn run_bench(cli: &Cli, options: &LaunchOptions) -> Result<()> {
         timestamp_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        metrics: measured.metrics,
+        metrics,
     };
     let out = cli.out.clone().unwrap_or_else(bench::default_out);
     report.write_json(&out)?;
