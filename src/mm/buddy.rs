@@ -296,7 +296,8 @@ impl Buddy {
             | PageFlags::OFFLINE
             | PageFlags::HOLE
             | PageFlags::MEMMAP
-            | PageFlags::PENDING;
+            | PageFlags::PENDING
+            | PageFlags::MIGRATING;
         let p = self.table.pg_mut(pfn);
         if p.flags().intersects(bad) || p.refcount() != 1 || p.order() != order {
             return Err(Error::BadFree(pfn));

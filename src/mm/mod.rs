@@ -48,12 +48,21 @@
 //! (`online ⊆ present`, a section with present memory has a mem_map, a section with online
 //! memory has exactly one zone).
 //!
+//! # Movable pages: references, reverse map, migration
+//! An allocated page has a reference count ([`refs`]: `get_page` / `put_page`, pinned =
+//! more references than its mappings plus the allocation's own); movable pages mapped into
+//! address spaces are listed in the reverse map ([`rmap`], a separate object); the
+//! migration engine ([`migrate`]) empties an isolated range by moving its movable pages.
+//!
 //! # Locks
 //! `Mm` is plain `&mut self` logic. The kernel keeps the one `Mm` behind one spin lock that
 //! masks interrupts; that lock guards everything here: the section table, every mem_map
 //! and page descriptor, the free lists and counts. The kernel heap has its own lock and
 //! may call into `Mm` (heap -> Mm); `Mm` never allocates from the heap after boot (its
 //! run-time metadata comes from its own page allocator), so the order never reverses.
+//! The reverse map is not part of `Mm`: it lives on the heap behind its own lock, taken
+//! before the others when nested: rmap -> (page tables) -> heap -> Mm. Nothing that
+//! holds the `Mm` lock takes the rmap lock.
 #![forbid(unsafe_code)]
 
 pub mod buddy;
@@ -61,20 +70,29 @@ pub mod check;
 pub mod early;
 pub mod heap;
 pub mod hotplug;
+pub mod migrate;
 pub mod model;
 pub mod page;
+pub mod refs;
+pub mod rmap;
 pub mod section;
 pub mod store;
 pub mod types;
 
+#[cfg(test)]
+mod migrate_tests;
 #[cfg(test)]
 mod tests;
 
 use core::fmt;
 
 pub use check::CheckError;
+pub use migrate::{
+    migrate_range, MigrateFailure, MigrateReport, MmLock, PageTables, Pte, RmapLock,
+};
 pub use model::{MemRegion, Mm, NodeStats, Reservation, SectionInfo, SectionState, ZoneStats};
 pub use page::{MigrateType, Page, PageFlags, ZoneType};
+pub use rmap::{AsId, Mapping, Rmap};
 pub use section::{Section, MEM_MAP_BYTES};
 pub use store::{MemMapItem, MemMapStore};
 pub use types::*;
@@ -120,6 +138,20 @@ pub enum Error {
     NoMemory,
     /// `free_pages` of something that is not an allocation of that order.
     BadFree(Pfn),
+    /// A reference call (`get_page`, `put_page`, ...) on a page that is not the head of
+    /// an allocation.
+    NotAllocated(Pfn),
+    /// `get_page` on a page frozen for migration: look it up again through its mapping
+    /// (which waits for the migration) and retry.
+    Migrating(Pfn),
+    /// The reference count would overflow.
+    RefOverflow(Pfn),
+    /// A reverse-map call with a virtual address that is not page aligned.
+    BadAddress(u64),
+    /// `Rmap::add` of a mapping it already has, or `Rmap::move_page` onto a mapped page.
+    AlreadyMapped(Pfn),
+    /// `Rmap::remove` / `Rmap::move_page` of a mapping or page it does not have.
+    NotMapped(Pfn),
 }
 
 impl fmt::Display for Error {
@@ -142,6 +174,12 @@ impl fmt::Display for Error {
             Error::Busy(p) => write!(f, "{p} in use"),
             Error::NoMemory => f.write_str("out of memory for mem_map"),
             Error::BadFree(p) => write!(f, "bad free of {p}"),
+            Error::NotAllocated(p) => write!(f, "{p} is not an allocated page"),
+            Error::Migrating(p) => write!(f, "{p} is being migrated"),
+            Error::RefOverflow(p) => write!(f, "{p}: reference count overflow"),
+            Error::BadAddress(va) => write!(f, "virtual address {va:#x} not page aligned"),
+            Error::AlreadyMapped(p) => write!(f, "{p} already has that mapping"),
+            Error::NotMapped(p) => write!(f, "{p} has no such mapping"),
         }
     }
 }

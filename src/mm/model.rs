@@ -311,7 +311,8 @@ impl<S: MemMapStore> Mm<S> {
         self.buddy.table.page_to_pfn(page)
     }
 
-    /// Sets the reverse-map link of the allocated head page `pfn` (for migration).
+    /// Sets the owner word of the allocated head page `pfn`: opaque to the model, cleared
+    /// on free, carried to the new page by migration ([`super::migrate`]).
     pub fn set_owner(&mut self, pfn: Pfn, owner: u64) -> Result<(), Error> {
         if !self.buddy.table.pfn_online(pfn) {
             return Err(Error::NotOnline(pfn));

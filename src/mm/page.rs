@@ -13,6 +13,7 @@
 //! | free head | `BUDDY`, `order`      | first page of a free block on a free list             |
 //! | free tail | none                  | covered by a free block whose head is below it        |
 //! | allocated | none, `refcount > 0` on the head | handed out by the buddy allocator          |
+//! | migrating | `MIGRATING`, `refcount > 0` | allocated, frozen while [`super::migrate`] copies it |
 //!
 //! `MEMMAP` marks pages holding mem_maps or section-table chunks (with `RESERVED` at boot,
 //! allocated from the buddy at run time).
@@ -22,7 +23,13 @@
 //! page's own section number, so [`Page`] -> pfn needs no search. `info` packs flags,
 //! buddy order, zone and node. The node is the page's own: a section may hold memory of
 //! two nodes, and every count and free list goes by the page's node, never the section's.
-//! Hole descriptors carry the section's (mem_map's) node. `owner` is an opaque reverse-map link used by migration.
+//! Hole descriptors carry the section's (mem_map's) node. `owner` is an opaque word for
+//! the kernel ([`crate::mm::Mm::set_owner`]); migration carries it to the new page. The
+//! reverse map itself is kept outside the descriptors ([`super::rmap`]).
+//!
+//! `refcount` of an allocated head counts every reference (see [`super::refs`]): the
+//! allocation's own (1 from `alloc_pages`), one per page-table mapping of a movable page,
+//! and one per extra holder (a pin, e.g. in-flight DMA).
 //!
 //! Locks: descriptors are only touched through `Mm`, which the kernel keeps behind one
 //! IRQ-masking spin lock.
@@ -136,6 +143,9 @@ impl PageFlags {
     pub const MEMMAP: PageFlags = PageFlags(1 << 4);
     /// Scratch mark used while re-freeing the blocks of a pageblock; never seen outside a call.
     pub(crate) const PENDING: PageFlags = PageFlags(1 << 5);
+    /// An allocated movable head frozen for migration ([`super::migrate`]): every mapping
+    /// is a migration entry, new references are refused and the page can't be freed.
+    pub const MIGRATING: PageFlags = PageFlags(1 << 6);
 
     /// No flag.
     pub const fn empty() -> PageFlags {
@@ -168,7 +178,15 @@ impl core::ops::BitOr for PageFlags {
 
 impl fmt::Debug for PageFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 6] = ["buddy", "reserved", "offline", "hole", "memmap", "pending"];
+        const NAMES: [&str; 7] = [
+            "buddy",
+            "reserved",
+            "offline",
+            "hole",
+            "memmap",
+            "pending",
+            "migrating",
+        ];
         let mut first = true;
         for (bit, name) in NAMES.iter().enumerate() {
             if self.0 & (1 << bit) != 0 {

@@ -1,0 +1,467 @@
+//! The migration engine: [`migrate_range`] empties an isolated pfn range by moving every
+//! movable page out of it, and reports what could not move and why
+//! ([`MigrateReport`]), so the unplug policy can retry later or say `pinned`,
+//! `unmovable` or `no_memory`. [`Mm::used_pages_in`] helps choose victims.
+//!
+//! # Model
+//! A movable page is an order-0 allocation mapped into task address spaces and listed in
+//! the reverse map ([`super::rmap`]); nothing else reaches it, so it can be copied to
+//! another page once every mapping is switched. The engine reaches page tables, page
+//! contents and sleeping tasks only through [`PageTables`], the `Mm` through [`MmLock`]
+//! and the reverse map through [`RmapLock`]; the kernel implements them over its
+//! `AddressSpace`s, its linear map, its scheduler and its locks, host tests with fakes.
+//!
+//! Outcome per used page of the range:
+//! - free pages are skipped;
+//! - moved: an order-0 allocated page with at least one mapping and no pin;
+//! - [`MigrateFailure::Pinned`]: it holds references beyond its mappings and its
+//!   allocation's own (see [`super::refs`]), before the move or arriving during it;
+//! - [`MigrateFailure::Unmovable`]: anything else in use: kernel allocations, larger
+//!   allocations, reserved pages and mem_maps, and movable pages not (yet) mapped;
+//! - [`MigrateFailure::NoMemory`]: no free page outside the range to move it to.
+//!
+//! # Moving one page `old` to `new`
+//! With the rmap lock held for the whole move (so no mapping of `old` appears or goes):
+//! 1. `Mm` lock: `old` must be unpinned; allocate `new` (movable, `old`'s node first).
+//!    The range is isolated, and isolated pageblocks are never allocated from, so `new`
+//!    is outside it (asserted).
+//! 2. For every mapping: replace the entry with [`Pte::Migrating`]; then flush each
+//!    (TLB invalidation broadcast to all CPUs, completed before `flush` returns).
+//! 3. `Mm` lock: freeze `old` unless a pin arrived since step 1 (then put the mappings
+//!    back and fail with `Pinned`). Frozen, `get_page` on it is refused.
+//! 4. Copy `old` to `new`.
+//! 5. For every mapping: install `Present(new)` with the old permission (an invalid ->
+//!    valid change needs no TLB flush, only the barrier `replace` already issues).
+//! 6. Move the reverse-map entries; `Mm` lock: `new` takes `old`'s references, `old` is
+//!    freed (it lands on its isolated pageblock's free list).
+//! 7. After the rmap lock is dropped: wake the tasks that faulted on a migration entry.
+//!
+//! # Concurrency contract for the kernel
+//! - The `Mm` lock is held only inside steps 1, 3 and 6 (and the short scan for the next
+//!   used page), never across the copy, a TLB flush or a page-table walk.
+//! - A task touching `old` after step 2 takes a translation fault on the migration entry;
+//!   the fault handler reads the entry, sees `Migrating`, and sleeps on the migration wait
+//!   queue until the entry is no longer `Migrating` (re-checked after each wake-up), then
+//!   retries the access. It must not take the rmap lock.
+//! - No write is lost: the copy (4) starts only after every entry is invalid *and* every
+//!   CPU's TLB entries for it are gone (2), so no CPU can write `old` during or after the
+//!   copy; a DMA writer would hold a pin, which step 3 rejects and `get_page` can't take
+//!   while frozen. Copying before the flush would let a CPU with a stale TLB entry write
+//!   `old` after its bytes were copied.
+//! - `old` may be freed only after no page-table entry and no TLB entry can reach it: the
+//!   migration entries still name it until step 5 rewrites them, and a waiter re-reads
+//!   the entry after waking. So it is freed in step 6, after every new entry is in
+//!   place. Waking (7) comes after, so a waiter always finds the new entry.
+//! - Map, unmap and page-table teardown of movable pages take the rmap lock, so they
+//!   never see a half-moved page; an unmap that finds a migration entry can't happen.
+//!
+//! # Locks
+//! Order: rmap -> page tables (inside [`PageTables`]) -> heap -> `Mm`. `migrate_range`
+//! takes each lock through its trait for one step at a time; the caller holds none.
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+use super::model::Mm;
+use super::page::{MigrateType, PageFlags};
+use super::refs::Prepare;
+use super::rmap::{AsId, Mapping, Rmap};
+use super::store::MemMapStore;
+use super::types::{
+    Pfn, PfnRange, MAX_ORDER, PAGES_PER_PAGEBLOCK, PAGE_SHIFT, PAGE_SIZE, SECTION_SHIFT,
+};
+use super::Error;
+
+/// A page-table entry as the engine sees it; the kernel maps it to real descriptors.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pte {
+    /// Nothing mapped.
+    None,
+    /// A valid mapping of `pfn`.
+    Present { pfn: Pfn, writable: bool },
+    /// An invalid descriptor naming the page under migration (and the permission to
+    /// restore); a task touching it faults and sleeps until the migration is done.
+    Migrating { pfn: Pfn, writable: bool },
+}
+
+/// What the engine needs from the kernel's address spaces, memory and scheduler.
+pub trait PageTables {
+    /// The current entry for `va` in address space `as_id`.
+    fn entry(&self, as_id: AsId, va: u64) -> Pte;
+    /// Writes `new` for `va` in `as_id` (with the barriers that make it visible to the
+    /// table walkers) and returns the previous entry. Does not flush the TLB.
+    fn replace(&mut self, as_id: AsId, va: u64, new: Pte) -> Pte;
+    /// Invalidates `va` of `as_id` in the TLBs of all CPUs and waits for completion.
+    fn flush(&mut self, as_id: AsId, va: u64);
+    /// Copies the 4 KiB page `from` to `to`.
+    fn copy_page(&mut self, from: Pfn, to: Pfn);
+    /// Wakes every task sleeping on a migration entry (they re-check their entry).
+    fn wake_waiters(&mut self);
+}
+
+/// Runs code under the kernel's `Mm` lock. A plain `Mm` implements it (no lock).
+pub trait MmLock {
+    type Store: MemMapStore;
+    /// Calls `f` with the lock held.
+    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<Self::Store>) -> T) -> T;
+}
+
+impl<S: MemMapStore> MmLock for Mm<S> {
+    type Store = S;
+    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<S>) -> T) -> T {
+        f(self)
+    }
+}
+
+/// Runs code under the kernel's rmap lock. A plain `Rmap` implements it (no lock).
+pub trait RmapLock {
+    /// Calls `f` with the lock held.
+    fn with_rmap<T>(&mut self, f: impl FnOnce(&mut Rmap) -> T) -> T;
+}
+
+impl RmapLock for Rmap {
+    fn with_rmap<T>(&mut self, f: impl FnOnce(&mut Rmap) -> T) -> T {
+        f(self)
+    }
+}
+
+/// Why a used page of the range did not move.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum MigrateFailure {
+    /// References beyond its mappings (in-flight DMA): retry after they are dropped.
+    Pinned,
+    /// Not a mapped order-0 movable page (kernel memory, reserved, not mapped yet).
+    Unmovable,
+    /// No free page outside the range to move it to.
+    NoMemory,
+}
+
+impl MigrateFailure {
+    /// The word `vmem` shows as the stall reason.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MigrateFailure::Pinned => "pinned",
+            MigrateFailure::Unmovable => "unmovable",
+            MigrateFailure::NoMemory => "no_memory",
+        }
+    }
+}
+
+impl fmt::Display for MigrateFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What [`migrate_range`] did. Failure counts are in pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct MigrateReport {
+    pub moved_pages: u64,
+    pub bytes_copied: u64,
+    pub pinned_pages: u64,
+    pub unmovable_pages: u64,
+    pub no_memory_pages: u64,
+    /// The lowest page that did not move, and why.
+    pub first_failure: Option<(Pfn, MigrateFailure)>,
+}
+
+impl MigrateReport {
+    /// Pages that did not move.
+    pub fn failed_pages(&self) -> u64 {
+        self.pinned_pages + self.unmovable_pages + self.no_memory_pages
+    }
+
+    /// Whether every used page moved (the range is now free, unless something is still
+    /// being freed by its owner).
+    pub fn is_complete(&self) -> bool {
+        self.failed_pages() == 0
+    }
+
+    /// The failure with the most pages (ties: unmovable, pinned, no_memory), for a
+    /// single stall reason.
+    pub fn main_failure(&self) -> Option<MigrateFailure> {
+        [
+            (self.unmovable_pages, MigrateFailure::Unmovable),
+            (self.pinned_pages, MigrateFailure::Pinned),
+            (self.no_memory_pages, MigrateFailure::NoMemory),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .fold(
+            None,
+            |best: Option<(u64, MigrateFailure)>, (n, c)| match best {
+                Some((b, _)) if b >= n => best,
+                _ => Some((n, c)),
+            },
+        )
+        .map(|(_, c)| c)
+    }
+
+    /// Adds `other` (a later range) to this report.
+    pub fn merge(&mut self, other: &MigrateReport) {
+        self.moved_pages += other.moved_pages;
+        self.bytes_copied += other.bytes_copied;
+        self.pinned_pages += other.pinned_pages;
+        self.unmovable_pages += other.unmovable_pages;
+        self.no_memory_pages += other.no_memory_pages;
+        if self.first_failure.is_none() {
+            self.first_failure = other.first_failure;
+        }
+    }
+
+    fn fail(&mut self, pfn: Pfn, cause: MigrateFailure, nr_pages: u64) {
+        match cause {
+            MigrateFailure::Pinned => self.pinned_pages += nr_pages,
+            MigrateFailure::Unmovable => self.unmovable_pages += nr_pages,
+            MigrateFailure::NoMemory => self.no_memory_pages += nr_pages,
+        }
+        if self.first_failure.is_none() {
+            self.first_failure = Some((pfn, cause));
+        }
+    }
+}
+
+impl fmt::Display for MigrateReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "moved={} copied={}KiB pinned={} unmovable={} no_memory={}",
+            self.moved_pages,
+            self.bytes_copied / 1024,
+            self.pinned_pages,
+            self.unmovable_pages,
+            self.no_memory_pages
+        )?;
+        if let Some((pfn, cause)) = self.first_failure {
+            write!(f, " first={pfn} ({cause})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A used page found by the scan: its first pfn, its size in pages, and whether it may
+/// be a movable page (an order-0 allocated head).
+struct Used {
+    pfn: Pfn,
+    nr_pages: u64,
+    candidate: bool,
+}
+
+impl<S: MemMapStore> Mm<S> {
+    /// Pages of `range` (any alignment) that are online and in use: allocated, reserved,
+    /// or holding mem_maps. Holes and offline pages don't count.
+    pub fn used_pages_in(&self, range: PfnRange) -> u64 {
+        let mut used = 0;
+        let mut pfn = Pfn(range.start.0 & !((1 << MAX_ORDER) - 1));
+        let t = &self.buddy.table;
+        while pfn.0 < range.end_exclusive.0 {
+            let Some(p) = t.page(pfn) else {
+                pfn = Pfn((pfn.section().0 + 1) << (SECTION_SHIFT - PAGE_SHIFT));
+                continue;
+            };
+            if !t.pfn_online(pfn) {
+                pfn = pfn.add(1);
+                continue;
+            }
+            if p.is_buddy() {
+                pfn = pfn.add(1 << p.order());
+                continue;
+            }
+            if range.contains(pfn) && !p.flags().contains(PageFlags::HOLE) {
+                used += 1;
+            }
+            pfn = pfn.add(1);
+        }
+        used
+    }
+
+    /// Checks that `range` is a non-empty, pageblock-aligned range of isolated pageblocks.
+    fn check_isolated(&self, range: PfnRange) -> Result<(), Error> {
+        if range.is_empty() {
+            return Err(Error::InvalidRange);
+        }
+        if !range.is_aligned(PAGES_PER_PAGEBLOCK) {
+            return Err(Error::Unaligned);
+        }
+        if range.end_exclusive.0 > self.buddy.table.end_pfn().0 {
+            return Err(Error::BeyondPhysLimit);
+        }
+        let mut pb = range.start;
+        while pb.0 < range.end_exclusive.0 {
+            if !self.buddy.table.pfn_online(pb) {
+                return Err(Error::NotOnline(pb));
+            }
+            if self.buddy.table.migrate_type(pb) != MigrateType::Isolate {
+                return Err(Error::NotIsolated(pb));
+            }
+            pb = pb.add(PAGES_PER_PAGEBLOCK);
+        }
+        Ok(())
+    }
+
+    /// The free block or allocation covering `pfn`, if any: (first pfn, order, free).
+    /// A pfn that none covers is a reserved, mem_map or hole page.
+    fn block_at(&self, pfn: Pfn) -> Option<(Pfn, u32, bool)> {
+        let t = &self.buddy.table;
+        (0..=MAX_ORDER).find_map(|o| {
+            let head = Pfn(pfn.0 & !((1u64 << o) - 1));
+            let p = t.pg(head);
+            if p.order() < o {
+                return None;
+            }
+            if p.is_buddy() {
+                Some((head, p.order(), true))
+            } else if self.allocated_head(head).is_ok() {
+                Some((head, p.order(), false))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The first used page at or after `from` and before `end` (inside one checked range).
+    /// Free blocks may start before `from` (pages freed and merged while the engine
+    /// worked), so the walk looks up the block covering each pfn.
+    fn next_used(&self, from: Pfn, end: Pfn) -> Option<Used> {
+        let mut pfn = from;
+        while pfn.0 < end.0 {
+            return Some(match self.block_at(pfn) {
+                Some((head, order, true)) => {
+                    pfn = head.add(1 << order);
+                    continue;
+                }
+                Some((head, order, false)) => Used {
+                    pfn,
+                    nr_pages: (head.0 + (1u64 << order)).min(end.0) - pfn.0,
+                    candidate: order == 0,
+                },
+                None => Used {
+                    pfn,
+                    nr_pages: 1,
+                    candidate: false,
+                },
+            });
+        }
+        None
+    }
+}
+
+/// Moves every movable page out of `range` (pageblock aligned, every pageblock isolated
+/// by [`Mm::isolate_range`]) and reports what stayed. See the module doc for the steps
+/// and the locking. Errors (nothing done): the range is empty, unaligned, not online or
+/// not entirely isolated.
+pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
+    mm: &mut M,
+    rmap: &mut R,
+    pt: &mut P,
+    range: PfnRange,
+) -> Result<MigrateReport, Error> {
+    mm.with_mm(|m| m.check_isolated(range))?;
+    let mut report = MigrateReport::default();
+    let mut pfn = range.start;
+    while pfn.0 < range.end_exclusive.0 {
+        let Some(used) = mm.with_mm(|m| m.next_used(pfn, range.end_exclusive)) else {
+            break;
+        };
+        pfn = used.pfn.add(used.nr_pages);
+        if !used.candidate {
+            report.fail(used.pfn, MigrateFailure::Unmovable, used.nr_pages);
+            continue;
+        }
+        let (result, touched) = rmap.with_rmap(|r| migrate_one(mm, r, pt, used.pfn, range));
+        if touched {
+            pt.wake_waiters();
+        }
+        match result {
+            Ok(()) => {
+                report.moved_pages += 1;
+                report.bytes_copied += PAGE_SIZE;
+            }
+            Err(cause) => report.fail(used.pfn, cause, 1),
+        }
+    }
+    Ok(report)
+}
+
+/// Moves the order-0 page `old` (steps 1-6 of the module doc) under the rmap lock.
+/// Returns the outcome and whether any page-table entry was changed (waiters to wake).
+fn migrate_one<M: MmLock, P: PageTables>(
+    mm: &mut M,
+    rmap: &mut Rmap,
+    pt: &mut P,
+    old: Pfn,
+    range: PfnRange,
+) -> (Result<(), MigrateFailure>, bool) {
+    let n = rmap.map_count(old);
+    if n == 0 {
+        return (Err(MigrateFailure::Unmovable), false);
+    }
+    // 1. Pin check and destination.
+    let new = match mm.with_mm(|m| m.migrate_prepare(old, n)) {
+        Ok(new) => new,
+        Err(Prepare::Pinned) => return (Err(MigrateFailure::Pinned), false),
+        Err(Prepare::Unmovable) => return (Err(MigrateFailure::Unmovable), false),
+        Err(Prepare::NoMemory) => return (Err(MigrateFailure::NoMemory), false),
+    };
+    assert!(
+        !range.contains(new),
+        "mm: migration target {new:?} inside the isolated range {range:?}"
+    );
+    let maps = rmap.mappings(old);
+    // 2. Migration entries, then flush.
+    let mut done = 0;
+    for m in maps {
+        let Pte::Present { pfn, writable } = pt.entry(m.as_id, m.va) else {
+            break;
+        };
+        if pfn != old {
+            break;
+        }
+        pt.replace(m.as_id, m.va, Pte::Migrating { pfn: old, writable });
+        done += 1;
+    }
+    for m in &maps[..done] {
+        pt.flush(m.as_id, m.va);
+    }
+    if done < maps.len() {
+        // The reverse map disagrees with the page tables: leave the page alone.
+        log::error!(
+            "mm: {old:?} mapping {:?} not in the page tables",
+            maps[done]
+        );
+        restore(pt, &maps[..done], old, old);
+        mm.with_mm(|m| m.migrate_abort(old, new));
+        return (Err(MigrateFailure::Unmovable), done > 0);
+    }
+    // 3. Freeze, unless a pin came in before the entries went invalid.
+    if !mm.with_mm(|m| m.migrate_freeze(old, n)) {
+        restore(pt, maps, old, old);
+        mm.with_mm(|m| m.migrate_abort(old, new));
+        return (Err(MigrateFailure::Pinned), true);
+    }
+    // 4. Copy: nothing can write `old` any more.
+    pt.copy_page(old, new);
+    // 5. New entries.
+    restore(pt, maps, old, new);
+    // 6. Reverse map and references; `old` is freed.
+    if let Err(e) = rmap.move_page(old, new) {
+        panic!("mm: rmap move {old:?} -> {new:?} failed: {e}");
+    }
+    mm.with_mm(|m| m.migrate_finish(old, new));
+    (Ok(()), true)
+}
+
+/// Turns the migration entries for `old` at `maps` into present entries for `to`, with
+/// the permission each migration entry kept.
+fn restore<P: PageTables>(pt: &mut P, maps: &[Mapping], old: Pfn, to: Pfn) {
+    for m in maps {
+        match pt.entry(m.as_id, m.va) {
+            Pte::Migrating { pfn, writable } if pfn == old => {
+                pt.replace(m.as_id, m.va, Pte::Present { pfn: to, writable });
+            }
+            other => panic!(
+                "mm: migration entry for {old:?} at {m:?} changed under the rmap lock: {other:?}"
+            ),
+        }
+    }
+}
