@@ -9,5 +9,6 @@ extern crate alloc;
 
 pub mod dt;
 pub mod mm;
+pub mod sched;
 pub mod shell;
 pub mod vmem;

@@ -10,6 +10,8 @@
 use arrayvec::ArrayString;
 
 pub const PROMPT: &str = "hotmem> ";
+/// Most tasks `spin` starts.
+pub const MAX_SPIN_TASKS: u64 = 64;
 /// Longest input line; further characters are refused (a bell is echoed).
 pub const MAX_LINE: usize = 200;
 
@@ -77,6 +79,27 @@ pub enum Command {
         pa: u64,
     },
     Vmem,
+    /// One line per task.
+    Ps,
+    /// Test load: `tasks` busy tasks counting iterations for `ms` milliseconds.
+    Spin {
+        tasks: u32,
+        ms: u64,
+    },
+    /// `hog <MiB>`: start the workload.
+    HogStart {
+        mib: u64,
+    },
+    /// `hog status`.
+    HogStatus,
+    /// `hog stop`.
+    HogStop,
+    /// `pin <MiB>`: pin that much hog memory.
+    Pin {
+        mib: u64,
+    },
+    /// `unpin`.
+    Unpin,
     /// Blank line.
     Empty,
 }
@@ -100,6 +123,20 @@ pub const HELP: &[(&str, &str)] = &[
         "virtio-mem devices: sizes, state, why not converged",
     ),
     ("cpus", "CPUs, their MPIDR and timer ticks"),
+    ("ps", "tasks: cpu, state, switches"),
+    (
+        "hog <MiB>|status|stop",
+        "movable workload that verifies every byte while memory moves",
+    ),
+    (
+        "pin <MiB>",
+        "pin that much hog memory (highest addresses first), like in-flight DMA",
+    ),
+    ("unpin", "release the pins"),
+    (
+        "spin <tasks> <ms>",
+        "run busy tasks for ms milliseconds (preemption and SMP test)",
+    ),
     (
         "fault",
         "trigger a deliberate data abort (the kernel panics)",
@@ -147,6 +184,36 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "sections" => no_args(Command::Sections, "sections"),
         "check" => no_args(Command::Check, "check"),
         "vmem" => no_args(Command::Vmem, "vmem"),
+        "ps" => no_args(Command::Ps, "ps"),
+        "hog" => match args.as_slice() {
+            ["status"] => Ok(Command::HogStatus),
+            ["stop"] => Ok(Command::HogStop),
+            [n] => match parse_u64(n) {
+                Some(mib) if (1..=1 << 20).contains(&mib) => Ok(Command::HogStart { mib }),
+                _ => Err(ParseError::Usage("hog <MiB>|status|stop")),
+            },
+            _ => Err(ParseError::Usage("hog <MiB>|status|stop")),
+        },
+        "pin" => match args.as_slice() {
+            [n] => match parse_u64(n) {
+                Some(mib) if (1..=1 << 20).contains(&mib) => Ok(Command::Pin { mib }),
+                _ => Err(ParseError::Usage("pin <MiB>")),
+            },
+            _ => Err(ParseError::Usage("pin <MiB>")),
+        },
+        "unpin" => no_args(Command::Unpin, "unpin"),
+        "spin" => match args.as_slice() {
+            [t, m] => match (parse_u64(t), parse_u64(m)) {
+                (Some(tasks @ 1..=MAX_SPIN_TASKS), Some(ms @ 1..=60_000)) => Ok(Command::Spin {
+                    tasks: tasks as u32,
+                    ms,
+                }),
+                _ => Err(ParseError::Usage(
+                    "spin <tasks> <ms>  (tasks 1-64, ms 1-60000)",
+                )),
+            },
+            _ => Err(ParseError::Usage("spin <tasks> <ms>")),
+        },
         "memtest" => match args.as_slice() {
             [n] => match parse_u64(n) {
                 Some(mib) if mib > 0 => Ok(Command::Memtest { mib }),
@@ -335,6 +402,32 @@ mod tests {
             parse("memtest 1 2 3 4 5 6 7 8 9 10"),
             Err(ParseError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn parsing_tasks() {
+        assert_eq!(parse("ps"), Ok(Command::Ps));
+        assert_eq!(parse("hog 1536"), Ok(Command::HogStart { mib: 1536 }));
+        assert_eq!(parse("hog status"), Ok(Command::HogStatus));
+        assert_eq!(parse("hog stop"), Ok(Command::HogStop));
+        assert!(matches!(parse("hog"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("hog 0"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("hog start"), Err(ParseError::Usage(_))));
+        assert_eq!(parse("pin 64"), Ok(Command::Pin { mib: 64 }));
+        assert!(matches!(parse("pin"), Err(ParseError::Usage(_))));
+        assert_eq!(parse("unpin"), Ok(Command::Unpin));
+        assert!(matches!(parse("ps 1"), Err(ParseError::Usage("ps"))));
+        assert_eq!(parse("spin 4 500"), Ok(Command::Spin { tasks: 4, ms: 500 }));
+        for bad in [
+            "spin",
+            "spin 4",
+            "spin 0 10",
+            "spin 65 10",
+            "spin 4 0",
+            "spin x 1",
+        ] {
+            assert!(matches!(parse(bad), Err(ParseError::Usage(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -686,8 +686,9 @@ impl Vmem {
                         }
                         _ => e,
                     });
-                    // The floor holds for every unit alike: no point trying the others.
-                    if e == MemError::Floor {
+                    // The floor, and a lack of memory to migrate to, hold for every unit
+                    // alike: no point trying the others now.
+                    if matches!(e, MemError::Floor | MemError::NoMemory) {
                         break;
                     }
                 }
@@ -822,7 +823,8 @@ pub fn mem_map_reserve_bytes(managed_normal_bytes: u64) -> u64 {
     (16 << 20).max(managed_normal_bytes / 32)
 }
 
-fn pfn_range(r: Range) -> PfnRange {
+/// The pfns of a physical range.
+pub fn pfn_range(r: Range) -> PfnRange {
     PfnRange::new(PhysAddr(r.base).pfn_down(), PhysAddr(r.end()).pfn_down())
 }
 
@@ -830,7 +832,8 @@ fn node_id(node: u32) -> Result<NodeId, MemError> {
     NodeId::new(node).ok_or(MemError::Other("node id out of range"))
 }
 
-fn mm_err(e: mm::Error) -> MemError {
+/// The hotplug view of a memory-model error.
+pub fn mm_err(e: mm::Error) -> MemError {
     match e {
         mm::Error::NoMemory => MemError::NoMemory,
         mm::Error::Busy(_) => MemError::InUse,

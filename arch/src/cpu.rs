@@ -35,6 +35,9 @@ pub fn irq_restore(daif: u64) {
     DAIF.set(daif);
 }
 
+/// DAIF.I: set while IRQs are masked (also the bit of SPSR_EL1 for the interrupted context).
+pub const DAIF_I: u64 = 1 << 7;
+
 /// Unmasks IRQs on this CPU.
 pub fn irq_enable() {
     // SAFETY: clearing the I bit only unmasks IRQs; the vectors and GIC are set up first.
@@ -123,6 +126,30 @@ impl<T> IrqSpinLock<T> {
     /// No guard of this lock may be used afterwards.
     pub unsafe fn force_unlock(&self) {
         self.locked.store(false, Ordering::Release);
+    }
+}
+
+impl<'a, T> IrqSpinGuard<'a, T> {
+    /// Keeps the lock held but forgets the guard (IRQs stay masked); returns the DAIF value
+    /// the guard would have restored. Used by the scheduler, which holds its lock across a
+    /// context switch and releases it on the other side with [`IrqSpinLock::adopt`].
+    pub fn into_raw(self) -> u64 {
+        let daif = self.daif;
+        core::mem::forget(self);
+        daif
+    }
+}
+
+impl<T> IrqSpinLock<T> {
+    /// A guard for a lock that this CPU holds without one (after [`IrqSpinGuard::into_raw`],
+    /// possibly by another thread on this CPU); dropping it restores `daif`.
+    ///
+    /// # Safety
+    /// The lock must be held, its previous guard turned into raw with `into_raw`, and no
+    /// other guard of it may exist; IRQs must be masked on this CPU.
+    pub unsafe fn adopt(&self, daif: u64) -> IrqSpinGuard<'_, T> {
+        debug_assert!(self.locked.load(Ordering::Relaxed));
+        IrqSpinGuard { lock: self, daif }
     }
 }
 

@@ -4,8 +4,11 @@
 //! current stack and calls Rust:
 //! - synchronous exceptions go to [`handle_sync`]: first the fixup table (a chosen kernel
 //!   instruction that may fault, like [`probe_read_u64`], resumes at its fixup address), then
-//!   the kernel's sync hook (later: migration faults), else a decoded dump and a panic;
-//! - IRQs go to the kernel's IRQ hook (GIC acknowledge, dispatch, EOI);
+//!   the kernel's sync hook (e.g. migration faults), else a decoded dump and a panic. The
+//!   frame is on the interrupted thread's own stack, so the sync hook may block (switch to
+//!   other threads) and return true to retry the faulting instruction;
+//! - IRQs go to the kernel's IRQ hook (GIC acknowledge, dispatch, EOI, then possibly a
+//!   preemptive thread switch before the frame is restored);
 //! - everything else (FIQ, SError, exceptions from SP0 or lower ELs for now) is unexpected:
 //!   decoded dump, then panic.
 //!

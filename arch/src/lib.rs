@@ -9,7 +9,8 @@
 //!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry).
 //! - Hardware glue, only for `target_os = "none"`: [`boot`] (entry, EL2 -> EL1, first page
 //!   tables), [`exception`] (vectors, trap frame, fixup table), [`mmu`] (the live kernel
-//!   page table), [`gic`], [`timer`], [`psci`], [`cpu`].
+//!   page table), [`gic`], [`timer`], [`psci`], [`cpu`],
+//!   [`context`] (thread context switch), [`uspace`] (per-task TTBR0 address spaces).
 #![cfg_attr(target_os = "none", no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -22,6 +23,8 @@ pub mod pgtable;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
+pub mod context;
+#[cfg(target_os = "none")]
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod exception;
@@ -33,3 +36,5 @@ pub mod mmu;
 pub mod psci;
 #[cfg(target_os = "none")]
 pub mod timer;
+#[cfg(target_os = "none")]
+pub mod uspace;

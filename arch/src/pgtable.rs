@@ -324,6 +324,100 @@ pub fn translate(mem: &impl TableMemory, root_pa: u64, va: u64) -> Option<(u64, 
     ))
 }
 
+// ---------------------------------------------------------------------------------------
+// 4 KiB pages of per-task address spaces (TTBR0), and migration entries.
+
+/// nG: the entry is tagged with the ASID of the address space (TTBR0 leaves set it).
+pub const DESC_NG: u64 = 1 << 11;
+
+/// A valid level-3 page descriptor for `pa` (4 KiB aligned), tagged with the ASID
+/// (non-global), never executable.
+pub fn user_page_desc(pa: u64, writable: bool) -> u64 {
+    let attrs = Attrs {
+        mem: MemType::Normal,
+        writable,
+        executable: false,
+    };
+    leaf_desc(pa, attrs, 3) | DESC_NG
+}
+
+/// Output address of a valid leaf descriptor (level 3).
+pub fn desc_addr(desc: u64) -> u64 {
+    desc & OA_MASK
+}
+
+/// Low 12 bits of a migration entry: bit 0 (VALID) clear, so the MMU faults on it; the
+/// rest is a marker no other descriptor we write has (we write 0 for "nothing mapped").
+pub const MIGRATION_TAG: u64 = 0b1101_0010_1100;
+const _: () = assert!(MIGRATION_TAG & 1 == 0 && MIGRATION_TAG < 0x1000);
+/// Largest pfn a migration entry holds (bits [63:12]: 52 bits).
+pub const MIGRATION_MAX_PFN: u64 = (1 << 52) - 1;
+
+/// A software migration entry: an invalid descriptor saying "the page `pfn` that was
+/// mapped here is being migrated; wait for the new mapping". The MMU ignores every bit of
+/// an invalid descriptor but bit 0, so a fault on it reaches the kernel with FAR = the VA.
+pub fn migration_entry(pfn: u64) -> u64 {
+    assert!(pfn <= MIGRATION_MAX_PFN, "pfn 0x{pfn:x} too large");
+    (pfn << 12) | MIGRATION_TAG
+}
+
+/// The pfn of a migration entry; `None` for anything else (valid or plain invalid).
+pub fn parse_migration_entry(desc: u64) -> Option<u64> {
+    (desc & 0xfff == MIGRATION_TAG).then_some(desc >> 12)
+}
+
+/// The physical address of the level-3 table holding `va`'s entry. With `create`, missing
+/// tables are allocated; without it `Ok(None)` means no such table. Levels 0-2 must hold
+/// tables or nothing (a block is [`MapError::AlreadyMapped`]).
+pub fn l3_table(
+    mem: &mut impl TableMemory,
+    root_pa: u64,
+    va: u64,
+    create: bool,
+) -> Result<Option<u64>, MapError> {
+    let mut table = root_pa;
+    for level in 0..3 {
+        let desc = mem.table(table)[index(va, level)].load(Ordering::Acquire);
+        if is_table(desc, level) {
+            table = desc & OA_MASK;
+            continue;
+        }
+        if desc & 1 != 0 {
+            return Err(MapError::AlreadyMapped(va & !(block_size(level) - 1)));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let new = mem.alloc_table().ok_or(MapError::OutOfTables)?;
+        mem.table(table)[index(va, level)].store(new | 0b11, Ordering::Release);
+        table = new;
+    }
+    Ok(Some(table))
+}
+
+/// Index of `va`'s entry in its level-3 table.
+pub fn l3_index(va: u64) -> usize {
+    index(va, 3)
+}
+
+/// Calls `f` with every table page below `root_pa` (not the root), children first: used to
+/// free a tree. Only table descriptors are followed (4 KiB-page trees have no blocks).
+pub fn for_each_subtable(mem: &impl TableMemory, root_pa: u64, f: &mut impl FnMut(u64)) {
+    fn walk(mem: &impl TableMemory, table: u64, level: usize, f: &mut impl FnMut(u64)) {
+        if level == 3 {
+            return;
+        }
+        for e in mem.table(table).iter() {
+            let d = e.load(Ordering::Acquire);
+            if is_table(d, level) {
+                walk(mem, d & OA_MASK, level + 1, f);
+                f(d & OA_MASK);
+            }
+        }
+    }
+    walk(mem, root_pa, 0, f);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,5 +616,38 @@ mod tests {
         let d = leaf_desc(0x1000, Attrs::TEXT, 3);
         assert_eq!(d & (1 << 53), 0);
         assert_ne!(leaf_desc(0x1000, Attrs::RAM, 3) & (1 << 53), 0);
+    }
+
+    #[test]
+    fn migration_entries() {
+        for pfn in [0, 1, 0x4_0000, 0x1234_5678, MIGRATION_MAX_PFN] {
+            let d = migration_entry(pfn);
+            assert_eq!(d & 1, 0, "must be invalid to the MMU");
+            assert_eq!(parse_migration_entry(d), Some(pfn));
+        }
+        assert_eq!(parse_migration_entry(0), None);
+        let valid = user_page_desc(0x4000_0000, true);
+        assert_eq!(valid & 1, 1);
+        assert_eq!(parse_migration_entry(valid), None);
+        assert_eq!(parse_migration_entry(valid & !1), None);
+        assert_ne!(migration_entry(0), 0, "distinct from an empty entry");
+    }
+
+    #[test]
+    fn user_pages_and_subtables() {
+        let (mut m, root) = FakeMem::new();
+        let va = 0x1000_0000u64;
+        assert_eq!(l3_table(&mut m, root, va, false), Ok(None));
+        let t = l3_table(&mut m, root, va, true).unwrap().unwrap();
+        let d = user_page_desc(0x8000_1000, false);
+        assert_eq!(d & DESC_NG, DESC_NG);
+        assert_eq!(desc_addr(d), 0x8000_1000);
+        m.table(t)[l3_index(va)].store(d, Ordering::Release);
+        assert_eq!(lookup(&m, root, va), Some((3, d)));
+        assert!(!Attrs::from_desc(d).writable);
+        assert_eq!(l3_table(&mut m, root, va + 4096, false), Ok(Some(t)));
+        let mut n = 0;
+        for_each_subtable(&m, root, &mut |_| n += 1);
+        assert_eq!(n, 3, "L1, L2 and L3 below the root");
     }
 }

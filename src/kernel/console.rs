@@ -4,13 +4,19 @@
 //! Lock rules: `OUT` (IRQ-safe) serialises output and remembers whether the cursor is at the
 //! start of a line. A log record printed while a shell line is half written (the prompt or
 //! echoed input) first ends that line, so log lines always start at column 0 and never split
-//! a command's output line. `RX` (IRQ-safe) is the receive ring the UART interrupt fills.
+//! a command's output line. `RX` (IRQ-safe) is the receive ring the UART interrupt fills;
+//! readers sleep on `RX_WAIT` (a task wait queue) until the interrupt has added bytes. Both
+//! are leaf locks; the scheduler lock may be taken while `OUT` is held, never the reverse.
 
 use core::fmt::{self, Write};
 use hotmem_arch::cpu::IrqSpinLock;
 use hotmem_drivers::pl011::Pl011;
 
+use super::task::WaitQueue;
+
 static UART: spin::Once<Pl011> = spin::Once::new();
+/// Tasks waiting for input (the shell).
+static RX_WAIT: WaitQueue = WaitQueue::new();
 
 struct Out {
     at_line_start: bool,
@@ -121,6 +127,11 @@ pub fn rx_interrupt(_intid: u32) {
         }
     }
     u.ack_rx_interrupt();
+    let any = rx.len > 0;
+    drop(rx);
+    if any {
+        RX_WAIT.wake_all();
+    }
 }
 
 /// Next input byte, if any.
@@ -135,17 +146,13 @@ pub fn try_read() -> Option<u8> {
     Some(b)
 }
 
-/// Waits (sleeping in `wfi`) for the next input byte.
+/// Waits for the next input byte (the calling task sleeps until the UART interrupt).
 pub fn read_byte() -> u8 {
     loop {
         if let Some(b) = try_read() {
             return b;
         }
-        super::work::run_pending();
-        if let Some(b) = try_read() {
-            return b;
-        }
-        hotmem_arch::cpu::wait_for_interrupt();
+        RX_WAIT.wait_until(|| RX.lock().len > 0);
     }
 }
 

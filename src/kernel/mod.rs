@@ -5,12 +5,16 @@
 //! 2. map and parse the device tree; bring up the console and the logger;
 //! 3. check the memory ranges against the physical-address limit, map RAM in the linear map;
 //! 4. exception hooks, GIC, timer tick, UART receive interrupt;
-//! 5. start the other CPUs through PSCI CPU_ON;
-//! 6. run the shell.
+//! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
+//!    CPU_ON (each boot context becomes that CPU's idle task);
+//! 6. start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
 
 pub mod console;
+mod hog;
 pub mod mem;
+mod migrate;
 mod shell;
+pub mod task;
 mod vmem;
 mod work;
 
@@ -95,7 +99,11 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     let info = BOOT_INFO.call_once(|| info);
     mem::init(info, pa_bits);
 
-    exception::set_irq_hook(|_frame| gic::handle_irq());
+    exception::set_sync_hook(migrate::fault_hook);
+    exception::set_irq_hook(|frame| {
+        gic::handle_irq();
+        task::irq_exit(frame);
+    });
     init_gic(info);
     if let Some(t) = info.timer {
         TIMER_INTID.store(t.virt_intid as u64, Ordering::Relaxed);
@@ -114,7 +122,11 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
 
     start_secondaries(info);
     vmem::probe(info, pa_bits);
-    shell::run()
+    task::spawn("worker", work::worker);
+    task::spawn("shell", || {
+        shell::run();
+    });
+    task::idle_loop()
 }
 
 /// Maps the DTB (page by page, it need not be aligned) and returns it as a byte slice.
@@ -234,6 +246,7 @@ fn timer_irq(_intid: u32) {
     timer::rearm_tick();
     CPUS[cpu::index()].ticks.fetch_add(1, Ordering::Relaxed);
     work::tick();
+    task::tick();
 }
 
 /// Per-CPU part of bring-up, on the CPU itself.
@@ -250,6 +263,7 @@ fn cpu_online(idx: usize) {
         log::error!("cpu{idx}: cannot enable timer interrupt: {e:?}");
     }
     timer::start_tick(TICK_HZ);
+    task::init_cpu(idx);
     CPUS[idx].online.store(true, Ordering::Release);
     cpu::irq_enable();
 }
@@ -302,10 +316,7 @@ fn start_secondaries(info: &BootInfo) {
 extern "C" fn secondary_main(idx: u64) -> ! {
     mmu::disable_ttbr0_walks();
     cpu_online(idx as usize);
-    loop {
-        work::run_pending();
-        cpu::wait_for_interrupt();
-    }
+    task::idle_loop()
 }
 
 fn psci_off_any() -> ! {

@@ -86,6 +86,13 @@ fn execute(cmd: Command) {
         Command::Check => mem::cmd_check(),
         Command::Vmem => super::vmem::cmd_vmem(),
         Command::Memtest { mib } => mem::cmd_memtest(mib),
+        Command::Ps => super::task::cmd_ps(),
+        Command::HogStart { mib } => super::hog::cmd_start(mib),
+        Command::HogStatus => super::hog::cmd_status(),
+        Command::HogStop => super::hog::cmd_stop(),
+        Command::Pin { mib } => super::hog::cmd_pin(mib),
+        Command::Unpin => super::hog::cmd_unpin(),
+        Command::Spin { tasks, ms } => super::task::cmd_spin(tasks as usize, ms),
     }
 }
 

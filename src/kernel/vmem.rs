@@ -150,12 +150,20 @@ impl HotplugMemory for KernelMemory {
 
     fn offline(&mut self, range: Range) -> Result<(), MemError> {
         let floor = FLOOR_BYTES.load(Ordering::Relaxed);
+        let pfns = vmem::pfn_range(range);
         with(|m| {
             if !vmem::mm_floor_allows(m, range, floor) {
                 return Err(MemError::Floor);
             }
-            vmem::mm_offline(m, range)
-        })
+            m.isolate_range(pfns).map_err(vmem::mm_err)
+        })?;
+        // Isolated: nothing new lands here. Move what is mapped out, then offline.
+        let moved = super::migrate::migrate_out(pfns);
+        let r = moved.and_then(|_| with(|m| m.offline_range(pfns).map_err(vmem::mm_err)));
+        if r.is_err() {
+            let _ = with(|m| m.unisolate_range(pfns).map_err(vmem::mm_err));
+        }
+        r
     }
 
     fn used_pages(&mut self, range: Range) -> u64 {

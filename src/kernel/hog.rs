@@ -1,0 +1,310 @@
+//! The `hog` workload and `pin`: movable memory that lives through unplug.
+//!
+//! `hog <MiB>` starts max(1, CPUs − 1) tasks, each with its own address space, that together
+//! map MiB of movable memory (split evenly) at [`HOG_VA_BASE`], fill it with a pattern derived
+//! from the virtual address and a generation, and loop: verify every word, bump the
+//! generation, rewrite. A mismatch is counted and logged with its address. The pages are
+//! reached only through the tasks' page tables, so unplug can migrate them under the tasks'
+//! feet; a task touching a page in flight sleeps in the fault handler (`migrate::fault_hook`).
+//!
+//! `pin <MiB>` takes an extra reference on that many hog pages, the highest physical
+//! addresses first (like in-flight DMA): migration refuses them until `unpin`.
+//!
+//! State: `HOG` (the running hog: per task its address space, page count and counters) and
+//! `PINS` (pinned pfns), each behind its own lock, taken before `RMAP` and `mm_lock()`.
+//! Mapping and unmapping a hog page happen under `RMAP` (see `migrate`).
+
+use super::mem::mm_lock;
+use super::migrate::{self, RMAP};
+use super::task::{self, Builder};
+use crate::println;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hotmem::mm::migrate::Pte;
+use hotmem::mm::rmap::AsId;
+use hotmem::mm::{AllocFlags, Pfn};
+use hotmem_arch::cpu::IrqSpinLock;
+use hotmem_arch::layout::PAGE_SIZE;
+use hotmem_arch::uspace::AddressSpace;
+
+/// Where each hog task maps its memory (lower half, in its own address space).
+pub const HOG_VA_BASE: u64 = 0x0000_1000_0000_0000;
+/// Mismatches logged per task (all are counted).
+const LOGGED_ERRORS: u64 = 8;
+
+/// One hog task's shared state.
+struct Worker {
+    aspace: Arc<AddressSpace>,
+    as_id: AsId,
+    /// Pages this task should map.
+    want: u64,
+    /// Pages mapped so far.
+    mapped: AtomicU64,
+    rounds: AtomicU64,
+    errors: AtomicU64,
+    finished: AtomicBool,
+}
+
+struct Hog {
+    workers: Vec<Arc<Worker>>,
+    stop: Arc<AtomicBool>,
+}
+
+static HOG: IrqSpinLock<Option<Hog>> = IrqSpinLock::new(None);
+static PINS: IrqSpinLock<Vec<Pfn>> = IrqSpinLock::new(Vec::new());
+
+/// Pattern word at `va` for generation `gen`.
+pub fn pattern(va: u64, gen: u64) -> u64 {
+    (va ^ gen.wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left((gen % 61) as u32)
+        ^ 0xa5a5_5a5a_c3c3_3c3c
+}
+
+pub fn cmd_start(mib: u64) {
+    if HOG.lock().is_some() {
+        println!("hog: already running; 'hog stop' first");
+        return;
+    }
+    let cpus = super::NR_CPUS.load(Ordering::Relaxed).max(1);
+    let n = (cpus - 1).max(1) as u64;
+    let total = mib * (1 << 20) / PAGE_SIZE;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for i in 0..n {
+        let want = total / n + u64::from(i < total % n);
+        let aspace = match task::new_address_space() {
+            Ok(a) => a,
+            Err(e) => {
+                println!("hog: cannot create an address space: {e:?}");
+                break;
+            }
+        };
+        let as_id = migrate::register_space(aspace.clone());
+        let w = Arc::new(Worker {
+            aspace: aspace.clone(),
+            as_id,
+            want,
+            mapped: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        });
+        let (wc, sc) = (w.clone(), stop.clone());
+        match Builder::new("hog")
+            .address_space(aspace)
+            .spawn(move || run(&wc, &sc))
+        {
+            Ok(_) => workers.push(w),
+            Err(e) => {
+                migrate::unregister_space(as_id);
+                println!("hog: cannot start a task: {e:?}");
+                break;
+            }
+        }
+    }
+    let started = workers.len();
+    *HOG.lock() = Some(Hog { workers, stop });
+    println!("hog: started tasks={started} pages={total}");
+}
+
+pub fn cmd_status() {
+    let g = HOG.lock();
+    let Some(h) = g.as_ref() else {
+        println!("hog: tasks=0 pages=0 rounds=0 errors=0");
+        return;
+    };
+    let pages: u64 = h
+        .workers
+        .iter()
+        .map(|w| w.mapped.load(Ordering::Relaxed))
+        .sum();
+    let rounds = h
+        .workers
+        .iter()
+        .map(|w| w.rounds.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0);
+    let errors: u64 = h
+        .workers
+        .iter()
+        .map(|w| w.errors.load(Ordering::Relaxed))
+        .sum();
+    let tasks = h.workers.len();
+    drop(g);
+    println!("hog: tasks={tasks} pages={pages} rounds={rounds} errors={errors}");
+}
+
+pub fn cmd_stop() {
+    let Some(h) = HOG.lock().take() else {
+        println!("hog: not running");
+        return;
+    };
+    h.stop.store(true, Ordering::Release);
+    while !h.workers.iter().all(|w| w.finished.load(Ordering::Acquire)) {
+        task::sleep_ms(10);
+    }
+    let errors: u64 = h
+        .workers
+        .iter()
+        .map(|w| w.errors.load(Ordering::Relaxed))
+        .sum();
+    for w in &h.workers {
+        migrate::unregister_space(w.as_id);
+    }
+    println!("hog: stopped errors={errors}");
+    // Unplug that stalled on this memory can go on now.
+    super::work::schedule();
+}
+
+/// Body of one hog task.
+fn run(w: &Worker, stop: &AtomicBool) {
+    // Map.
+    for i in 0..w.want {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let va = HOG_VA_BASE + i * PAGE_SIZE;
+        match map_one(w, va) {
+            Ok(()) => w.mapped.fetch_add(1, Ordering::Relaxed),
+            Err(why) => {
+                log::warn!("hog: mapped {} of {} pages: {why}", i, w.want);
+                break;
+            }
+        };
+    }
+    let pages = w.mapped.load(Ordering::Relaxed);
+    let mut gen = 1;
+    write_all(pages, gen);
+    while !stop.load(Ordering::Relaxed) {
+        if !verify_all(w, pages, gen, stop) {
+            break;
+        }
+        w.rounds.fetch_add(1, Ordering::Relaxed);
+        gen += 1;
+        write_all(pages, gen);
+    }
+    unmap_all(w, pages);
+    w.finished.store(true, Ordering::Release);
+}
+
+fn map_one(w: &Worker, va: u64) -> Result<(), &'static str> {
+    let flags = AllocFlags::MOVABLE;
+    let pfn = mm_lock()
+        .as_mut()
+        .ok_or("no memory model")?
+        .alloc_pages(0, flags)
+        .map_err(|_| "out of memory")?;
+    let mut rmap = RMAP.lock();
+    let ok = rmap.add(pfn, w.as_id, va).is_ok()
+        && mm_lock().as_mut().is_some_and(|m| m.get_page(pfn).is_ok())
+        && w.aspace.map_page(va, pfn.0 * PAGE_SIZE, true).is_ok();
+    if !ok {
+        let _ = rmap.remove(pfn, w.as_id, va);
+        drop(rmap);
+        if let Some(m) = mm_lock().as_mut() {
+            let _ = m.free_pages(pfn, 0);
+        }
+        return Err("cannot map");
+    }
+    Ok(())
+}
+
+fn unmap_all(w: &Worker, pages: u64) {
+    for i in 0..pages {
+        let va = HOG_VA_BASE + i * PAGE_SIZE;
+        let mut rmap = RMAP.lock();
+        let old = migrate::decode(w.aspace.unmap_page(va));
+        w.aspace.flush_page(va);
+        if let Pte::Present { pfn, .. } = old {
+            let _ = rmap.remove(pfn, w.as_id, va);
+            drop(rmap);
+            if let Some(m) = mm_lock().as_mut() {
+                // The mapping's reference, then the allocation's (a pin may hold a third).
+                let _ = m.put_page(pfn);
+                let _ = m.put_page(pfn);
+            }
+        }
+    }
+}
+
+fn words(pages: u64) -> impl Iterator<Item = u64> {
+    (0..pages * PAGE_SIZE / 8).map(|i| HOG_VA_BASE + i * 8)
+}
+
+fn write_all(pages: u64, gen: u64) {
+    for va in words(pages) {
+        // SAFETY: `va` lies in pages this task mapped writable in its own address space,
+        // which stays loaded while it runs; a page under migration faults and the fault
+        // handler sleeps until it is mapped again.
+        unsafe { core::ptr::write_volatile(va as *mut u64, pattern(va, gen)) };
+    }
+}
+
+/// Verifies every word; false if asked to stop half-way.
+fn verify_all(w: &Worker, pages: u64, gen: u64, stop: &AtomicBool) -> bool {
+    for (n, va) in words(pages).enumerate() {
+        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        // SAFETY: as in `write_all`.
+        let got = unsafe { core::ptr::read_volatile(va as *const u64) };
+        let want = pattern(va, gen);
+        if got != want {
+            let e = w.errors.fetch_add(1, Ordering::Relaxed);
+            if e < LOGGED_ERRORS {
+                log::error!("hog: mismatch at va 0x{va:x}: expected 0x{want:x} got 0x{got:x}");
+            }
+        }
+    }
+    true
+}
+
+/// Pins `mib` of hog memory, highest physical addresses first.
+pub fn cmd_pin(mib: u64) {
+    let want = (mib * (1 << 20) / PAGE_SIZE) as usize;
+    let workers: Vec<Arc<Worker>> = match HOG.lock().as_ref() {
+        Some(h) => h.workers.clone(),
+        None => {
+            println!("pin: no hog running");
+            return;
+        }
+    };
+    // Under RMAP no page is mid-migration, so the entries read here are stable.
+    let rmap = RMAP.lock();
+    let mut pfns: Vec<Pfn> = Vec::new();
+    for w in &workers {
+        for i in 0..w.mapped.load(Ordering::Relaxed) {
+            if let Pte::Present { pfn, .. } =
+                migrate::decode(w.aspace.entry(HOG_VA_BASE + i * PAGE_SIZE))
+            {
+                pfns.push(pfn);
+            }
+        }
+    }
+    pfns.sort_unstable_by(|a, b| b.cmp(a));
+    pfns.truncate(want);
+    let mut pinned = Vec::with_capacity(pfns.len());
+    for pfn in pfns {
+        if mm_lock().as_mut().is_some_and(|m| m.get_page(pfn).is_ok()) {
+            pinned.push(pfn);
+        }
+    }
+    drop(rmap);
+    let n = pinned.len();
+    let top = pinned.first().map_or(0, |p| p.0 * PAGE_SIZE);
+    PINS.lock().extend(pinned);
+    println!("pin: pinned pages={n} highest=0x{top:x}");
+}
+
+pub fn cmd_unpin() {
+    let pins = core::mem::take(&mut *PINS.lock());
+    let n = pins.len();
+    if let Some(m) = mm_lock().as_mut() {
+        for pfn in pins {
+            let _ = m.put_page(pfn);
+        }
+    }
+    println!("unpin: released pages={n}");
+    // Unplug that stalled on pins can go on now.
+    super::work::schedule();
+}

@@ -1,0 +1,177 @@
+//! Kernel glue of page migration: the reverse map behind its lock, the registry of address
+//! spaces, the engine's `PageTables` over real TTBR0 tables, the migration fault handler,
+//! and offlining a range by moving its movable pages out (used by unplug).
+//!
+//! Model: movable pages are mapped only into task address spaces (TTBR0), never reached
+//! through the linear map by their users, so a page can move: its mappings are replaced
+//! by migration entries (invalid descriptors naming the page), the TLBs of all CPUs are
+//! flushed, the page is copied, and the new mappings go in. A task touching the page in
+//! between faults, sleeps on [`MIGRATION_WQ`], and retries the access (see
+//! `hotmem::mm::migrate` for the ordering that keeps every write).
+//!
+//! Locks, in order: `RMAP` (the reverse map; also serialises every page-table change of a
+//! movable page: map, unmap, migrate) → `SPACES` (id → address space) → heap → `mm_lock()`.
+//! Nothing holding `mm_lock()` takes `RMAP` or `SPACES`. The fault handler takes none of
+//! them: it reads its own entry and sleeps.
+
+use super::mem::{mm_lock, KernelStore};
+use super::task::{self, WaitQueue};
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU32, Ordering};
+use hotmem::mm::migrate::{self, MigrateFailure, MmLock, PageTables, Pte, RmapLock};
+use hotmem::mm::rmap::{AsId, Rmap};
+use hotmem::mm::{Mm, Pfn, PfnRange};
+use hotmem::vmem::MemError;
+use hotmem_arch::cpu::IrqSpinLock;
+use hotmem_arch::esr::{Esr, TrapFrame};
+use hotmem_arch::layout::{self, PAGE_SIZE};
+use hotmem_arch::pgtable;
+use hotmem_arch::uspace::AddressSpace;
+
+/// The reverse map of every mapped movable page.
+pub static RMAP: IrqSpinLock<Rmap> = IrqSpinLock::new(Rmap::new());
+/// Address spaces that map movable pages, by id.
+static SPACES: IrqSpinLock<BTreeMap<AsId, Arc<AddressSpace>>> = IrqSpinLock::new(BTreeMap::new());
+static NEXT_AS_ID: AtomicU32 = AtomicU32::new(1);
+/// Tasks sleeping on a migration entry.
+pub static MIGRATION_WQ: WaitQueue = WaitQueue::new();
+
+/// Registers `aspace` for migration and returns its id (the id the reverse map uses).
+pub fn register_space(aspace: Arc<AddressSpace>) -> AsId {
+    let id = NEXT_AS_ID.fetch_add(1, Ordering::Relaxed);
+    SPACES.lock().insert(id, aspace);
+    id
+}
+
+/// Forgets an address space (after every page in it was unmapped).
+pub fn unregister_space(id: AsId) {
+    let gone = SPACES.lock().remove(&id);
+    drop(gone); // Tables are freed outside the lock.
+}
+
+fn space(id: AsId) -> Option<Arc<AddressSpace>> {
+    SPACES.lock().get(&id).cloned()
+}
+
+/// Bit 1 of a migration entry keeps the write permission to restore (the tag leaves it 0).
+const MIGRATION_WRITABLE: u64 = 1 << 1;
+
+/// Encodes an engine [`Pte`] as a descriptor.
+pub fn encode(pte: Pte) -> u64 {
+    match pte {
+        Pte::None => 0,
+        Pte::Present { pfn, writable } => pgtable::user_page_desc(pfn.0 * PAGE_SIZE, writable),
+        Pte::Migrating { pfn, writable } => {
+            pgtable::migration_entry(pfn.0) | if writable { MIGRATION_WRITABLE } else { 0 }
+        }
+    }
+}
+
+/// Decodes a descriptor (`None`: no table or an empty slot).
+pub fn decode(desc: Option<u64>) -> Pte {
+    let Some(d) = desc else { return Pte::None };
+    if d & 1 != 0 {
+        // AP[2] (bit 7) set = read-only.
+        return Pte::Present {
+            pfn: Pfn(pgtable::desc_addr(d) / PAGE_SIZE),
+            writable: d & (1 << 7) == 0,
+        };
+    }
+    match pgtable::parse_migration_entry(d & !MIGRATION_WRITABLE) {
+        Some(pfn) => Pte::Migrating {
+            pfn: Pfn(pfn),
+            writable: d & MIGRATION_WRITABLE != 0,
+        },
+        None => Pte::None,
+    }
+}
+
+/// The engine's view of the kernel's page tables.
+struct KernelPageTables;
+
+impl PageTables for KernelPageTables {
+    fn entry(&self, as_id: AsId, va: u64) -> Pte {
+        space(as_id).map_or(Pte::None, |a| decode(a.entry(va)))
+    }
+
+    fn replace(&mut self, as_id: AsId, va: u64, new: Pte) -> Pte {
+        match space(as_id) {
+            Some(a) => decode(a.replace_entry(va, encode(new))),
+            None => Pte::None,
+        }
+    }
+
+    fn flush(&mut self, as_id: AsId, va: u64) {
+        if let Some(a) = space(as_id) {
+            a.flush_page(va);
+        }
+    }
+
+    fn copy_page(&mut self, from: Pfn, to: Pfn) {
+        let src = layout::phys_to_virt(from.0 * PAGE_SIZE) as *const u64;
+        let dst = layout::phys_to_virt(to.0 * PAGE_SIZE) as *mut u64;
+        // SAFETY: both are RAM pages in the linear map: `from` is frozen by the engine (no
+        // mapping reaches it, TLBs flushed) and `to` was just allocated to the engine.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, (PAGE_SIZE / 8) as usize) };
+    }
+
+    fn wake_waiters(&mut self) {
+        MIGRATION_WQ.wake_all();
+    }
+}
+
+struct KernelMm;
+
+impl MmLock for KernelMm {
+    type Store = KernelStore;
+    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<KernelStore>) -> T) -> T {
+        let mut g = mm_lock();
+        match g.as_mut() {
+            Some(m) => f(m),
+            // The engine only runs after the model exists (it is what gives pages out).
+            None => panic!("migration without a memory model"),
+        }
+    }
+}
+
+struct KernelRmap;
+
+impl RmapLock for KernelRmap {
+    fn with_rmap<T>(&mut self, f: impl FnOnce(&mut Rmap) -> T) -> T {
+        f(&mut RMAP.lock())
+    }
+}
+
+/// Moves every movable page out of the isolated `range`. `Ok` when nothing used is left.
+pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> {
+    let report =
+        migrate::migrate_range(&mut KernelMm, &mut KernelRmap, &mut KernelPageTables, range)
+            .map_err(|_| MemError::Other("migration refused the range"))?;
+    if report.is_complete() {
+        return Ok(report);
+    }
+    Err(match report.main_failure() {
+        Some(MigrateFailure::Pinned) => MemError::Pinned,
+        Some(MigrateFailure::NoMemory) => MemError::NoMemory,
+        _ => MemError::InUse,
+    })
+}
+
+/// The synchronous-exception hook: a task that touched a page under migration sleeps until
+/// the new mapping is in place, then retries the access. Anything else is not ours.
+pub fn fault_hook(frame: &mut TrapFrame, esr: Esr, far: u64) -> bool {
+    if !esr.is_data_abort_same_el() || far >= hotmem_arch::uspace::USER_VA_END {
+        return false;
+    }
+    let Some(aspace) = task::current_address_space() else {
+        return false;
+    };
+    let va = far & !(PAGE_SIZE - 1);
+    let migrating = || matches!(decode(aspace.entry(va)), Pte::Migrating { .. });
+    if !migrating() || !task::can_sleep_in(frame) {
+        return false;
+    }
+    MIGRATION_WQ.wait_until(|| !migrating());
+    true
+}

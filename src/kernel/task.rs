@@ -1,0 +1,576 @@
+//! Kernel threads: spawning, the context switch, preemption, sleeping, wait queues, and
+//! per-task address spaces. The policy (run queue, states, wake tokens) is
+//! [`hotmem::sched`]; this module runs its decisions.
+//!
+//! Model: every task is a kernel thread at EL1 with its own 64 KiB stack (order-4 unmovable
+//! pages from the memory model; no guard page) and an optional [`AddressSpace`] (its TTBR0
+//! tree; the switch loads it with its ASID and enables TTBR0 walks, or disables walks for a
+//! task without one). The boot context of each CPU becomes that CPU's idle task (`wfi`
+//! loop, on the static boot stack). One global run queue; tasks run on any CPU unless
+//! pinned ([`Builder::cpu`]).
+//!
+//! Switching: [`switch_locked`] takes the scheduler lock (`SCHED`, IRQs masked), asks
+//! `Sched::pick`, loads the next task's TTBR0, and calls `context::switch` *with the lock
+//! still held*; whoever is resumed (in `switch_locked`, or a new task in its entry
+//! trampoline) releases it in [`finish_switch`]. So no CPU can pick a task whose context is
+//! still being saved. A task that exits is reaped (stack and address space freed) by the
+//! `worker` task once another task has switched away from it.
+//!
+//! Preemption: the 100 Hz tick wakes timed sleepers and, when another task is ready for the
+//! CPU, sets this CPU's `NEED_RESCHED`; at IRQ exit ([`irq_exit`]) the IRQ hook switches
+//! if the interrupted context had IRQs unmasked (SPSR.I == 0): such a context holds no
+//! `IrqSpinLock`. The preempted task's registers are in the trap frame on its own stack; it
+//! resumes through the normal exception return.
+//!
+//! Blocking in a synchronous exception (for page migration): a sync hook (see
+//! `exception::set_sync_hook`) runs on the faulting task's stack with the full trap frame
+//! saved, so it may call [`WaitQueue::wait_until`] (or [`sleep_ms`]) and then return true:
+//! the frame is restored and the faulting instruction (ELR unchanged) runs again, e.g.
+//! against the new page-table entry. Only when [`can_sleep_in`] is true for the frame: the
+//! faulting context was a task (not idle) with IRQs unmasked, so it held no spin lock. A
+//! migration fault handler looks like:
+//! ```ignore
+//! fn sync_hook(frame: &mut TrapFrame, esr: Esr, far: u64) -> bool {
+//!     let Some(aspace) = task::current_address_space() else { return false };
+//!     let va = far & !0xfff;
+//!     let is_migrating = || aspace.entry(va).and_then(pgtable::parse_migration_entry).is_some();
+//!     if !esr.is_data_abort_same_el() || !is_migrating() || !task::can_sleep_in(frame) {
+//!         return false; // a real bug: dump and panic
+//!     }
+//!     MIGRATION_WQ.wait_until(|| !is_migrating()); // the migrator calls wake_all()
+//!     true // retry the access
+//! }
+//! ```
+//!
+//! Locks (all `IrqSpinLock`s, all leaves except as noted):
+//! - `SCHED` guards the task table and run queue (`Sched`). Innermost: nothing else is
+//!   taken while it is held (no allocation, no printing). It may be taken with the memory
+//!   model's lock (`mm_lock()`), the console lock or an address-space lock held.
+//! - each [`WaitQueue`]'s lock guards its waiter list; never held together with `SCHED` or
+//!   any other lock, so `wake_all` works from IRQ context and under `mm_lock()`.
+//! - Stacks and address spaces are allocated and freed with no scheduler lock held
+//!   (`mm_lock()` is taken then, so don't spawn while holding `mm_lock()`).
+//!
+//! Rules for callers: never sleep ([`WaitQueue::wait_until`], [`sleep_ms`], [`yield_now`] is
+//! fine anywhere preemption is) while holding a spin lock, in an IRQ handler, or in an idle
+//! task (idle tasks and code that runs before tasks exist poll with `wfi` instead).
+
+use super::mem::mm_lock;
+use crate::println;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use arrayvec::ArrayVec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use hotmem::mm::{AllocFlags, Pfn};
+use hotmem::sched::{Sched, SchedError, TaskId, TaskInfo, MAX_TASKS};
+use hotmem_arch::context::{self, Context};
+use hotmem_arch::cpu::{self, IrqSpinGuard, IrqSpinLock};
+use hotmem_arch::esr::TrapFrame;
+use hotmem_arch::layout::{self, MAX_CPUS, PAGE_SIZE};
+use hotmem_arch::timer;
+use hotmem_arch::uspace::{self, AddressSpace, AsError};
+
+/// Task stacks: 2^4 pages = 64 KiB.
+const STACK_ORDER: u32 = 4;
+
+/// A task's kernel-side state; the `Sched` payload. Boxed, so its address is stable.
+struct Task {
+    /// Saved registers while the task is not running. Written only by `context::switch`
+    /// with `SCHED` held (or before the task is published).
+    ctx: UnsafeCell<Context>,
+    /// Physical base of the stack (order [`STACK_ORDER`]); `None` for idle tasks.
+    stack_pa: Option<u64>,
+    /// The body, taken once by the task itself when it starts.
+    entry: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    aspace: Option<Arc<AddressSpace>>,
+}
+
+// SAFETY: `ctx` is accessed only by the scheduler under `SCHED` (see the field doc), and
+// `entry` only by the task itself, once, after it starts; everything else is immutable or
+// thread-safe (`Arc<AddressSpace>`: `AddressSpace` is locked internally).
+unsafe impl Send for Task {}
+// SAFETY: as above.
+unsafe impl Sync for Task {}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(pa) = self.stack_pa {
+            if let Some(mm) = mm_lock().as_mut() {
+                let _ = mm.free_pages(Pfn(pa / PAGE_SIZE), STACK_ORDER);
+            }
+        }
+    }
+}
+
+type TaskSched = Sched<Box<Task>>;
+
+static SCHED: IrqSpinLock<TaskSched> = IrqSpinLock::new(Sched::new());
+/// Per CPU: switch at the next IRQ exit (set by the tick and by wake-ups).
+static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Per CPU: the task the last switch on this CPU left (for `finish_switch`).
+static SWITCHED_FROM: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Some exited task can be reaped (the worker does it).
+static REAP_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Registers the running boot context of `cpu` as its idle task. Called once per CPU,
+/// before it enables IRQs.
+pub fn init_cpu(cpu: usize) {
+    uspace::init_cpu();
+    let idle = Box::new(Task {
+        ctx: UnsafeCell::new(Context::default()),
+        stack_pa: None,
+        entry: UnsafeCell::new(None),
+        aspace: None,
+    });
+    if let Err(e) = SCHED.lock().add_idle(cpu, "idle", idle) {
+        log::error!("sched: cpu{cpu}: no idle task: {e:?}");
+    }
+}
+
+/// The idle task's body: wait for interrupts; the tick and wake-ups switch to real work.
+pub fn idle_loop() -> ! {
+    loop {
+        yield_now();
+        cpu::wait_for_interrupt();
+    }
+}
+
+/// Switches to whatever `Sched::pick` chooses (maybe nothing). Called with `SCHED` held;
+/// returns with it released and the caller's interrupt state restored.
+fn switch_locked(mut g: IrqSpinGuard<'static, TaskSched>) {
+    let cpu = cpu::index();
+    NEED_RESCHED[cpu].store(false, Ordering::Relaxed);
+    let Some(sw) = g.pick(cpu) else { return };
+    let prev: *const Task = &**g.payload(sw.prev).expect("running task has a payload");
+    let next: *const Task = &**g.payload(sw.next).expect("picked task has a payload");
+    // SAFETY: both boxes are owned by the table, which cannot drop them while we hold SCHED
+    // (a payload is only reaped after its task switched away and `finish_switch` ran).
+    match unsafe { &(*next).aspace } {
+        Some(a) => a.activate(),
+        None => uspace::deactivate(),
+    }
+    SWITCHED_FROM[cpu].store(sw.prev.0, Ordering::Relaxed);
+    let daif = g.into_raw();
+    // SAFETY: IRQs are masked (SCHED is held); `prev` is this CPU's current task, whose
+    // context slot stays alive until it is reaped (after it has switched away for good);
+    // `next` was just taken off the run queue (or is this CPU's idle task), so no other
+    // CPU runs or resumes it, and its context was saved by `switch` or made by `spawn`.
+    unsafe { context::switch((*prev).ctx.get(), (*next).ctx.get()) };
+    // Resumed, maybe on another CPU: whoever switched to us holds SCHED.
+    finish_switch();
+    cpu::irq_restore(daif);
+}
+
+/// The second half of a switch, on the resumed task: releases `SCHED` (IRQs stay masked).
+/// Also the first thing a new task runs (from the entry trampoline).
+extern "C" fn finish_switch() {
+    let masked = cpu::irq_save();
+    let cpu = cpu::index();
+    // SAFETY: the CPU that switched to this task holds SCHED and turned its guard into raw
+    // (switch_locked); that guard was never dropped, IRQs are masked, and this is the only
+    // place that adopts it.
+    let mut g = unsafe { SCHED.adopt(masked) };
+    let dead = g.finish_switch(TaskId(SWITCHED_FROM[cpu].load(Ordering::Relaxed)));
+    drop(g);
+    if dead {
+        REAP_PENDING.store(true, Ordering::Release);
+        super::work::kick();
+    }
+}
+
+extern "C" fn task_entry(arg: usize) -> ! {
+    let task = arg as *const Task;
+    // SAFETY: `arg` is this task's own boxed `Task` (set in `Builder::spawn`), alive while
+    // the task runs; only the task itself touches `entry`.
+    let f = unsafe { (*(*task).entry.get()).take() };
+    if let Some(f) = f {
+        f();
+    }
+    exit()
+}
+
+/// Ends the current task (its body returned).
+fn exit() -> ! {
+    let mut g = SCHED.lock();
+    g.exit_current(cpu::index());
+    switch_locked(g);
+    unreachable!("an exited task was resumed");
+}
+
+/// Frees the stacks and address spaces of exited tasks (worker task).
+pub fn reap() {
+    REAP_PENDING.store(false, Ordering::Release);
+    loop {
+        let Some(t) = SCHED.lock().reap() else { break };
+        drop(t); // frees the stack through mm_lock(), with SCHED released
+    }
+}
+
+/// Is there something for [`reap`] to do?
+pub fn reap_pending() -> bool {
+    REAP_PENDING.load(Ordering::Acquire)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No memory for the stack.
+    NoMemory,
+    Sched(SchedError),
+}
+
+/// Options of a new task.
+pub struct Builder {
+    name: &'static str,
+    cpu: Option<usize>,
+    aspace: Option<Arc<AddressSpace>>,
+}
+
+impl Builder {
+    pub fn new(name: &'static str) -> Builder {
+        Builder {
+            name,
+            cpu: None,
+            aspace: None,
+        }
+    }
+
+    /// Runs the task only on CPU `cpu`.
+    #[allow(dead_code)] // API for page migration and the hog workload (issue 5)
+    pub fn cpu(mut self, cpu: usize) -> Builder {
+        self.cpu = Some(cpu);
+        self
+    }
+
+    /// Runs the task in `aspace` (its TTBR0 while it runs).
+    pub fn address_space(mut self, aspace: Arc<AddressSpace>) -> Builder {
+        self.aspace = Some(aspace);
+        self
+    }
+
+    /// Starts the task: `f` runs on its own stack; the task exits when `f` returns.
+    pub fn spawn(self, f: impl FnOnce() + Send + 'static) -> Result<TaskId, SpawnError> {
+        reap();
+        let pfn = mm_lock()
+            .as_mut()
+            .and_then(|m| m.alloc_pages(STACK_ORDER, AllocFlags::UNMOVABLE).ok())
+            .ok_or(SpawnError::NoMemory)?;
+        let stack_pa = pfn.addr().0;
+        let top = layout::phys_to_virt(stack_pa) + (PAGE_SIZE << STACK_ORDER);
+        let task = Box::new(Task {
+            ctx: UnsafeCell::new(Context::default()),
+            stack_pa: Some(stack_pa),
+            entry: UnsafeCell::new(Some(Box::new(f))),
+            aspace: self.aspace,
+        });
+        let arg = &*task as *const Task as usize;
+        // SAFETY: the task is not published yet: nothing else can see `ctx`.
+        unsafe { *task.ctx.get() = Context::new_thread(top, finish_switch, task_entry, arg) };
+        let r = SCHED.lock().spawn(self.name, self.cpu, task);
+        // On failure the box (and with it the stack) is dropped here, outside SCHED.
+        r.map_err(SpawnError::Sched)
+    }
+}
+
+/// Starts a kernel thread running `f` on any CPU. Panics if no task can be created (use
+/// [`Builder`] to handle that).
+pub fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> TaskId {
+    match Builder::new(name).spawn(f) {
+        Ok(id) => id,
+        Err(e) => panic!("spawn {name}: {e:?}"),
+    }
+}
+
+/// The task running on this CPU (`None` before this CPU's idle task exists).
+pub fn current() -> Option<TaskId> {
+    let g = SCHED.lock();
+    g.current(cpu::index())
+}
+
+/// The current task, if it may sleep (a task, not an idle task).
+fn current_sleeper(g: &TaskSched) -> Option<TaskId> {
+    let id = g.current(cpu::index())?;
+    (!g.info(id)?.idle).then_some(id)
+}
+
+/// The address space of the current task.
+#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
+pub fn current_address_space() -> Option<Arc<AddressSpace>> {
+    let g = SCHED.lock();
+    g.payload(g.current(cpu::index())?)?.aspace.clone()
+}
+
+/// True when the context that took the exception `frame` may sleep in the handler: a task
+/// (not idle) that ran with IRQs unmasked, hence held no spin lock.
+#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
+pub fn can_sleep_in(frame: &TrapFrame) -> bool {
+    frame.spsr & cpu::DAIF_I == 0 && current_sleeper(&SCHED.lock()).is_some()
+}
+
+/// Lets another ready task run (returns at once if there is none).
+pub fn yield_now() {
+    switch_locked(SCHED.lock());
+}
+
+/// Sleeps at least `ms` milliseconds (woken by the 10 ms tick, so rounded up to it).
+#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
+pub fn sleep_ms(ms: u64) {
+    let deadline = timer::now_ns() + ms * 1_000_000;
+    let mut g = SCHED.lock();
+    if current_sleeper(&g).is_none() {
+        drop(g);
+        while timer::now_ns() < deadline {
+            cpu::wait_for_interrupt();
+        }
+        return;
+    }
+    g.sleep_current_until(cpu::index(), deadline);
+    switch_locked(g);
+}
+
+/// IRQ hook tail: switch tasks if the tick or a wake-up asked for it and the interrupted
+/// context may be preempted.
+pub fn irq_exit(frame: &TrapFrame) {
+    if frame.spsr & cpu::DAIF_I != 0 || !NEED_RESCHED[cpu::index()].load(Ordering::Relaxed) {
+        return;
+    }
+    switch_locked(SCHED.lock());
+}
+
+/// From the timer tick: wake timed sleepers; ask for a switch if others are ready here.
+pub fn tick() {
+    let cpu = cpu::index();
+    let mut g = SCHED.lock();
+    g.tick(timer::now_ns());
+    if g.has_ready(cpu) {
+        NEED_RESCHED[cpu].store(true, Ordering::Relaxed);
+    }
+}
+
+/// Tasks that wait for a condition, and the wake-ups that end the wait.
+///
+/// The waker makes the condition true, then calls [`wake_all`](Self::wake_all) (from any
+/// context, IRQ handlers included). Waiters re-check the condition after every wake-up.
+pub struct WaitQueue {
+    waiters: IrqSpinLock<ArrayVec<TaskId, MAX_TASKS>>,
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitQueue {
+    pub const fn new() -> WaitQueue {
+        WaitQueue {
+            waiters: IrqSpinLock::new(ArrayVec::new_const()),
+        }
+    }
+
+    /// Returns once `cond()` is true, sleeping in between. `cond` is called with no lock of
+    /// this module held (it may take locks, but must not sleep). No wake-up is lost: the
+    /// task registers as a waiter and clears its wake token before it checks `cond`, so a
+    /// `wake_all` after the check either finds it asleep or leaves the token that cancels
+    /// the sleep. From an idle task or before tasks exist it polls with `wfi`.
+    pub fn wait_until(&self, cond: impl Fn() -> bool) {
+        let mut registered = false;
+        while !cond() {
+            let me = {
+                let mut g = SCHED.lock();
+                match current_sleeper(&g) {
+                    Some(me) => {
+                        g.prepare_wait(cpu::index());
+                        me
+                    }
+                    None => {
+                        drop(g);
+                        cpu::wait_for_interrupt();
+                        continue;
+                    }
+                }
+            };
+            {
+                let mut w = self.waiters.lock();
+                if !w.contains(&me) {
+                    // Entries leave on wake_all or below, so the list holds live tasks
+                    // only, at most MAX_TASKS: the push cannot fail.
+                    let _ = w.try_push(me);
+                }
+            }
+            registered = true;
+            if cond() {
+                break;
+            }
+            let mut g = SCHED.lock();
+            if g.block_current(cpu::index()) {
+                switch_locked(g);
+            }
+        }
+        if registered {
+            if let Some(me) = current() {
+                self.waiters.lock().retain(|t| *t != me);
+            }
+        }
+    }
+
+    /// Wakes every waiting task (they re-check their conditions).
+    pub fn wake_all(&self) {
+        let ids = core::mem::take(&mut *self.waiters.lock());
+        if ids.is_empty() {
+            return;
+        }
+        let mut g = SCHED.lock();
+        let mut woke = false;
+        for id in ids {
+            woke |= g.wake(id);
+        }
+        if woke {
+            NEED_RESCHED[cpu::index()].store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Address spaces: table pages from the memory model.
+
+fn table_alloc() -> Option<u64> {
+    let pfn = mm_lock()
+        .as_mut()?
+        .alloc_pages(0, AllocFlags::UNMOVABLE)
+        .ok()?;
+    let pa = pfn.addr().0;
+    // SAFETY: the page was just allocated to us and RAM is in the linear map.
+    unsafe { core::ptr::write_bytes(layout::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+    Some(pa)
+}
+
+fn table_free(pa: u64) {
+    if let Some(mm) = mm_lock().as_mut() {
+        let _ = mm.free_pages(Pfn(pa / PAGE_SIZE), 0);
+    }
+}
+
+/// A new, empty address space whose table pages come from the memory model.
+pub fn new_address_space() -> Result<Arc<AddressSpace>, AsError> {
+    AddressSpace::new(table_alloc, table_free).map(Arc::new)
+}
+
+// ---------------------------------------------------------------------------------------
+// Shell commands.
+
+/// Snapshot of every task, by id.
+pub fn tasks() -> Vec<TaskInfo> {
+    reap();
+    let mut v = Vec::with_capacity(MAX_TASKS);
+    v.extend(SCHED.lock().tasks()); // within capacity: no allocation under SCHED
+    v.sort_by_key(|t| t.id);
+    v
+}
+
+pub fn cmd_ps() {
+    for t in tasks() {
+        println!(
+            "task={} name={} cpu={} state={} switches={}",
+            t.id,
+            t.name,
+            t.cpu,
+            t.state.name(),
+            t.switches
+        );
+    }
+}
+
+/// Virtual address where each `spin` task maps its private counter page.
+const SPIN_VA: u64 = 0x4000_0000;
+
+struct SpinResult {
+    iterations: AtomicU64,
+    cpus: AtomicU64,
+    last_cpu: AtomicUsize,
+}
+
+/// `spin <tasks> <ms>`: busy tasks, each in its own address space with a counter page at
+/// the same virtual address, count iterations until a common deadline. Shows preemption
+/// (all progress on one CPU), SMP (several CPUs) and TTBR0 switching (each task's page
+/// holds its own count afterwards).
+pub fn cmd_spin(n: usize, ms: u64) {
+    let deadline = timer::counter() + timer::frequency_hz() * ms / 1000;
+    let results: Arc<Vec<SpinResult>> = Arc::new(
+        (0..n)
+            .map(|_| SpinResult {
+                iterations: AtomicU64::new(0),
+                cpus: AtomicU64::new(0),
+                last_cpu: AtomicUsize::new(0),
+            })
+            .collect(),
+    );
+    let done = Arc::new(AtomicUsize::new(0));
+    let wq = Arc::new(WaitQueue::new());
+    let mut spaces = Vec::new();
+    for i in 0..n {
+        let page = mm_lock()
+            .as_mut()
+            .and_then(|m| m.alloc_pages(0, AllocFlags::UNMOVABLE).ok());
+        let space = new_address_space();
+        let (Some(page), Ok(space)) = (page, space) else {
+            println!("spin: FAIL no memory for task {i}");
+            break;
+        };
+        let pa = page.addr().0;
+        if let Err(e) = space.map_page(SPIN_VA, pa, true) {
+            println!("spin: FAIL map: {e:?}");
+            table_free(pa);
+            break;
+        }
+        let (res, done2, wq2) = (results.clone(), done.clone(), wq.clone());
+        let body = move || {
+            let r = &res[i];
+            let counter = SPIN_VA as *mut u64;
+            let mut iters = 0u64;
+            let mut cpus = 0u64;
+            while timer::counter() < deadline {
+                iters += 1;
+                // SAFETY: SPIN_VA is mapped (writable) in this task's own address space,
+                // which is this CPU's TTBR0 space while the task runs.
+                unsafe { counter.write_volatile(iters) };
+                cpus |= 1 << cpu::index();
+            }
+            r.iterations.store(iters, Ordering::Relaxed);
+            r.cpus.store(cpus, Ordering::Relaxed);
+            r.last_cpu.store(cpu::index(), Ordering::Relaxed);
+            done2.fetch_add(1, Ordering::Release);
+            wq2.wake_all();
+        };
+        match Builder::new("spin")
+            .address_space(space.clone())
+            .spawn(body)
+        {
+            Ok(_) => spaces.push((space, pa)),
+            Err(e) => {
+                println!("spin: FAIL spawn: {e:?}");
+                let _ = space.unmap_page(SPIN_VA);
+                table_free(pa);
+                break;
+            }
+        }
+    }
+    let started = spaces.len();
+    wq.wait_until(|| done.load(Ordering::Acquire) == started);
+    for (i, (space, pa)) in spaces.into_iter().enumerate() {
+        let r = &results[i];
+        let iters = r.iterations.load(Ordering::Relaxed);
+        // SAFETY: the page is ours (allocated above) and in the linear map; its task is done.
+        let seen = unsafe { (layout::phys_to_virt(pa) as *const u64).read_volatile() };
+        println!(
+            "spin: task={i} cpu={} cpus=0x{:x} iterations={iters} asid={} aspace={}",
+            r.last_cpu.load(Ordering::Relaxed),
+            r.cpus.load(Ordering::Relaxed),
+            space.asid(),
+            if seen == iters { "ok" } else { "FAIL" }
+        );
+        let _ = space.unmap_page(SPIN_VA);
+        table_free(pa);
+    }
+}

@@ -1,0 +1,542 @@
+//! Scheduler policy, as plain data (host-testable): the task table, task states, the global
+//! run queue and the bookkeeping that makes wait queues safe against lost wake-ups. The
+//! kernel glue (`src/kernel/task.rs`) keeps one [`Sched`] behind the scheduler lock and
+//! does the context switches this module decides.
+//!
+//! Model: at most [`MAX_TASKS`] tasks, each with a [`TaskId`] (never reused), a name, an
+//! optional CPU affinity and an opaque payload `P` (the kernel's stack and saved context).
+//! Every CPU has exactly one idle task (registered with [`Sched::add_idle`]), which runs
+//! when nothing else is ready for that CPU and is never on the run queue. The run queue is
+//! one FIFO shared by all CPUs: [`Sched::pick`] takes the first task allowed on the CPU,
+//! and a preempted task goes to the back (round robin).
+//!
+//! States (one line per transition):
+//! - `Ready` -> `Running`: [`Sched::pick`] on some CPU;
+//! - `Running` -> `Ready`: [`Sched::pick`] found another task for the CPU (preemption or
+//!   yield); an idle task becomes `Ready` without entering the queue;
+//! - `Running` -> `Sleeping`: [`Sched::block_current`] (wait queue) or
+//!   [`Sched::sleep_current_until`] (timer);
+//! - `Sleeping` -> `Ready`: [`Sched::wake`], or [`Sched::tick`] once the deadline passed;
+//! - `Running` -> `Exited`: [`Sched::exit_current`]. The task's payload (its stack) is
+//!   still in use until the next task on that CPU calls [`Sched::finish_switch`]; only
+//!   then can [`Sched::reap`] hand the payload out to be freed. The record stays (for `ps`)
+//!   until its slot is reused.
+//!
+//! Lost wake-ups: a waiter calls [`Sched::prepare_wait`] (clears its wake token) before it
+//! checks its condition; a [`Sched::wake`] that finds the task not yet sleeping sets the
+//! token; [`Sched::block_current`] then refuses to sleep (returns false) and the waiter
+//! re-checks its condition. So a wake-up between the check and the sleep is never lost.
+//!
+//! Invariants: a task is on the run queue iff it is `Ready` and not idle; each CPU's
+//! current task is `Running` (or is the one that just left `Running` until the switch is
+//! done); no operation allocates (the kernel calls them with IRQs masked under a leaf lock).
+#![forbid(unsafe_code)]
+
+use arrayvec::ArrayVec;
+use hotmem_arch::layout::MAX_CPUS;
+
+/// Most tasks alive or remembered at once (idle tasks included).
+pub const MAX_TASKS: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub u32);
+
+impl core::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    Ready,
+    Sleeping,
+    Exited,
+}
+
+impl TaskState {
+    /// The name `ps` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Running => "running",
+            TaskState::Ready => "ready",
+            TaskState::Sleeping => "sleeping",
+            TaskState::Exited => "exited",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedError {
+    /// [`MAX_TASKS`] tasks exist and none can be forgotten.
+    Full,
+    /// A CPU index at or above `MAX_CPUS`.
+    BadCpu,
+    /// That CPU already has an idle task.
+    IdleExists,
+}
+
+/// What `ps` shows about a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: TaskId,
+    pub name: &'static str,
+    /// The CPU it runs on, or last ran on (its affinity if it never ran).
+    pub cpu: usize,
+    pub state: TaskState,
+    /// How many times it was switched to.
+    pub switches: u64,
+    pub idle: bool,
+}
+
+/// A decision of [`Sched::pick`]: stop `prev`, run `next` on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    pub prev: TaskId,
+    pub next: TaskId,
+}
+
+struct Slot<P> {
+    info: TaskInfo,
+    affinity: Option<usize>,
+    /// Deadline of a timed sleep (ns).
+    wake_at: Option<u64>,
+    /// A wake-up arrived while the task was not sleeping (see the module doc).
+    wake_pending: bool,
+    /// Exited and switched away from: the payload is no longer in use.
+    dead: bool,
+    payload: Option<P>,
+}
+
+pub struct Sched<P> {
+    slots: [Option<Slot<P>>; MAX_TASKS],
+    ready: ArrayVec<u16, MAX_TASKS>,
+    current: [Option<u16>; MAX_CPUS],
+    idle: [Option<u16>; MAX_CPUS],
+    next_id: u32,
+}
+
+impl<P> Default for Sched<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P> Sched<P> {
+    pub const fn new() -> Self {
+        Sched {
+            slots: [const { None }; MAX_TASKS],
+            ready: ArrayVec::new_const(),
+            current: [None; MAX_CPUS],
+            idle: [None; MAX_CPUS],
+            next_id: 0,
+        }
+    }
+
+    fn find(&self, id: TaskId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.info.id == id))
+    }
+
+    fn slot(&self, i: usize) -> &Slot<P> {
+        self.slots[i].as_ref().expect("live slot")
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut Slot<P> {
+        self.slots[i].as_mut().expect("live slot")
+    }
+
+    /// A free slot: never used, or the oldest reaped exited task.
+    fn free_slot(&self) -> Result<usize, SchedError> {
+        if let Some(i) = self.slots.iter().position(|s| s.is_none()) {
+            return Ok(i);
+        }
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s.as_ref()?;
+                (s.dead && s.payload.is_none()).then_some((s.info.id, i))
+            })
+            .min()
+            .map(|(_, i)| i)
+            .ok_or(SchedError::Full)
+    }
+
+    fn insert(
+        &mut self,
+        name: &'static str,
+        cpu: usize,
+        affinity: Option<usize>,
+        state: TaskState,
+        idle: bool,
+        payload: P,
+    ) -> Result<(usize, TaskId), SchedError> {
+        if cpu >= MAX_CPUS || affinity.is_some_and(|c| c >= MAX_CPUS) {
+            return Err(SchedError::BadCpu);
+        }
+        let i = self.free_slot()?;
+        let id = TaskId(self.next_id);
+        self.next_id += 1;
+        self.slots[i] = Some(Slot {
+            info: TaskInfo {
+                id,
+                name,
+                cpu,
+                state,
+                switches: 0,
+                idle,
+            },
+            affinity,
+            wake_at: None,
+            wake_pending: false,
+            dead: false,
+            payload: Some(payload),
+        });
+        Ok((i, id))
+    }
+
+    /// Registers the context already running on `cpu` as its idle task (now `Running`).
+    pub fn add_idle(
+        &mut self,
+        cpu: usize,
+        name: &'static str,
+        payload: P,
+    ) -> Result<TaskId, SchedError> {
+        if self.idle.get(cpu).is_some_and(|i| i.is_some()) {
+            return Err(SchedError::IdleExists);
+        }
+        let (i, id) = self.insert(name, cpu, Some(cpu), TaskState::Running, true, payload)?;
+        self.slot_mut(i).info.switches = 1;
+        self.idle[cpu] = Some(i as u16);
+        self.current[cpu] = Some(i as u16);
+        Ok(id)
+    }
+
+    /// A new `Ready` task at the back of the run queue, allowed only on `affinity` if given.
+    pub fn spawn(
+        &mut self,
+        name: &'static str,
+        affinity: Option<usize>,
+        payload: P,
+    ) -> Result<TaskId, SchedError> {
+        let (i, id) = self.insert(
+            name,
+            affinity.unwrap_or(0),
+            affinity,
+            TaskState::Ready,
+            false,
+            payload,
+        )?;
+        self.ready.push(i as u16);
+        Ok(id)
+    }
+
+    /// The task running on `cpu`.
+    pub fn current(&self, cpu: usize) -> Option<TaskId> {
+        let i = (*self.current.get(cpu)?)?;
+        Some(self.slot(i as usize).info.id)
+    }
+
+    pub fn info(&self, id: TaskId) -> Option<TaskInfo> {
+        self.find(id).map(|i| self.slot(i).info)
+    }
+
+    /// The payload of a task that has not been reaped.
+    pub fn payload(&self, id: TaskId) -> Option<&P> {
+        self.find(id).and_then(|i| self.slot(i).payload.as_ref())
+    }
+
+    fn current_mut(&mut self, cpu: usize) -> &mut Slot<P> {
+        let i = self.current[cpu].expect("cpu has a current task") as usize;
+        self.slot_mut(i)
+    }
+
+    /// Before a waiter checks its condition: forget earlier wake-ups of `cpu`'s task.
+    pub fn prepare_wait(&mut self, cpu: usize) {
+        self.current_mut(cpu).wake_pending = false;
+    }
+
+    /// Puts `cpu`'s task to sleep until [`wake`](Self::wake), unless a wake-up arrived since
+    /// [`prepare_wait`](Self::prepare_wait) (then returns false and the task keeps running).
+    /// The caller then switches away with [`pick`](Self::pick).
+    pub fn block_current(&mut self, cpu: usize) -> bool {
+        let s = self.current_mut(cpu);
+        assert!(!s.info.idle, "an idle task cannot sleep");
+        if core::mem::take(&mut s.wake_pending) {
+            return false;
+        }
+        s.info.state = TaskState::Sleeping;
+        s.wake_at = None;
+        true
+    }
+
+    /// Puts `cpu`'s task to sleep until [`tick`](Self::tick) sees `deadline_ns` pass.
+    pub fn sleep_current_until(&mut self, cpu: usize, deadline_ns: u64) {
+        let s = self.current_mut(cpu);
+        assert!(!s.info.idle, "an idle task cannot sleep");
+        s.info.state = TaskState::Sleeping;
+        s.wake_at = Some(deadline_ns);
+    }
+
+    /// Ends `cpu`'s task; the caller switches away with [`pick`](Self::pick) and never returns.
+    pub fn exit_current(&mut self, cpu: usize) {
+        let s = self.current_mut(cpu);
+        assert!(!s.info.idle, "an idle task cannot exit");
+        s.info.state = TaskState::Exited;
+    }
+
+    fn make_ready(&mut self, i: usize) {
+        let s = self.slot_mut(i);
+        s.info.state = TaskState::Ready;
+        s.wake_at = None;
+        s.wake_pending = false;
+        self.ready.push(i as u16);
+    }
+
+    /// Wakes `id`: a sleeping task becomes `Ready` (returns true); a running or ready task
+    /// keeps a wake token so its next [`block_current`](Self::block_current) does not sleep.
+    pub fn wake(&mut self, id: TaskId) -> bool {
+        let Some(i) = self.find(id) else { return false };
+        match self.slot(i).info.state {
+            TaskState::Sleeping => {
+                self.make_ready(i);
+                true
+            }
+            TaskState::Running | TaskState::Ready => {
+                self.slot_mut(i).wake_pending = true;
+                false
+            }
+            TaskState::Exited => false,
+        }
+    }
+
+    /// Wakes the timed sleepers whose deadline is at or before `now_ns`; returns how many.
+    pub fn tick(&mut self, now_ns: u64) -> usize {
+        let mut n = 0;
+        for i in 0..MAX_TASKS {
+            let due = self.slots[i].as_ref().is_some_and(|s| {
+                s.info.state == TaskState::Sleeping && s.wake_at.is_some_and(|t| t <= now_ns)
+            });
+            if due {
+                self.make_ready(i);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn allowed(&self, i: usize, cpu: usize) -> bool {
+        self.slot(i).affinity.is_none_or(|c| c == cpu)
+    }
+
+    /// Is a task (other than the current one) ready to run on `cpu`?
+    pub fn has_ready(&self, cpu: usize) -> bool {
+        self.ready.iter().any(|&i| self.allowed(i as usize, cpu))
+    }
+
+    /// Chooses what `cpu` runs next. `None`: keep running the current task (it is still
+    /// `Running` and nothing else is ready, or the CPU has no tasks yet). Otherwise the
+    /// current task leaves `Running` (to the back of the queue if it was still running)
+    /// and `next` is `Running` on `cpu`.
+    pub fn pick(&mut self, cpu: usize) -> Option<Switch> {
+        let prev = (*self.current.get(cpu)?)? as usize;
+        let prev_running = self.slot(prev).info.state == TaskState::Running;
+        let queued = self
+            .ready
+            .iter()
+            .position(|&i| self.allowed(i as usize, cpu));
+        let next = match queued {
+            Some(pos) => self.ready.remove(pos) as usize,
+            None if prev_running => return None,
+            None => self.idle[cpu].expect("cpu has an idle task") as usize,
+        };
+        if prev_running {
+            if self.slot(prev).info.idle {
+                self.slot_mut(prev).info.state = TaskState::Ready;
+            } else {
+                self.make_ready(prev);
+            }
+        }
+        let n = self.slot_mut(next);
+        n.info.state = TaskState::Running;
+        n.info.cpu = cpu;
+        n.info.switches += 1;
+        self.current[cpu] = Some(next as u16);
+        Some(Switch {
+            prev: self.slot(prev).info.id,
+            next: self.slot(next).info.id,
+        })
+    }
+
+    /// The switch away from `prev` is complete (its context is saved): an exited `prev`
+    /// can now be reaped (returns true then).
+    pub fn finish_switch(&mut self, prev: TaskId) -> bool {
+        let Some(i) = self.find(prev) else {
+            return false;
+        };
+        let s = self.slot_mut(i);
+        s.dead |= s.info.state == TaskState::Exited;
+        s.dead
+    }
+
+    /// Takes the payload of one exited task that no CPU uses any more (to free it).
+    pub fn reap(&mut self) -> Option<P> {
+        self.slots
+            .iter_mut()
+            .flatten()
+            .find(|s| s.dead && s.payload.is_some())
+            .and_then(|s| s.payload.take())
+    }
+
+    /// Every task, in slot order.
+    pub fn tasks(&self) -> impl Iterator<Item = TaskInfo> + '_ {
+        self.slots.iter().flatten().map(|s| s.info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(s: &Sched<u32>, id: TaskId) -> TaskState {
+        s.info(id).unwrap().state
+    }
+
+    fn two_cpus() -> (Sched<u32>, TaskId, TaskId) {
+        let mut s = Sched::new();
+        let i0 = s.add_idle(0, "idle", 0).unwrap();
+        let i1 = s.add_idle(1, "idle", 1).unwrap();
+        assert_eq!(s.add_idle(1, "idle", 1), Err(SchedError::IdleExists));
+        (s, i0, i1)
+    }
+
+    #[test]
+    fn round_robin_and_idle() {
+        let (mut s, i0, _) = two_cpus();
+        assert_eq!(s.pick(0), None, "idle keeps running with nothing ready");
+        let a = s.spawn("a", None, 10).unwrap();
+        let b = s.spawn("b", None, 11).unwrap();
+        assert_eq!(s.pick(0), Some(Switch { prev: i0, next: a }));
+        assert_eq!(state(&s, i0), TaskState::Ready);
+        assert_eq!(s.pick(0), Some(Switch { prev: a, next: b }));
+        assert_eq!(s.pick(0), Some(Switch { prev: b, next: a }));
+        assert_eq!(state(&s, b), TaskState::Ready);
+        assert_eq!(s.current(0), Some(a));
+        assert_eq!(s.info(a).unwrap().switches, 2);
+        // b runs on cpu 1 meanwhile; cpu 0 keeps a.
+        let sw = s.pick(1).unwrap();
+        assert_eq!(sw.next, b);
+        assert_eq!(s.info(b).unwrap().cpu, 1);
+        assert_eq!(s.pick(0), None);
+        // a sleeps: cpu 0 falls back to its idle task.
+        s.prepare_wait(0);
+        assert!(s.block_current(0));
+        assert_eq!(s.pick(0), Some(Switch { prev: a, next: i0 }));
+        assert_eq!(state(&s, a), TaskState::Sleeping);
+        assert!(s.wake(a));
+        assert!(s.has_ready(0));
+        assert_eq!(s.pick(0).unwrap().next, a);
+    }
+
+    #[test]
+    fn affinity() {
+        let (mut s, _, i1) = two_cpus();
+        let pinned = s.spawn("pinned", Some(1), 0).unwrap();
+        let any = s.spawn("any", None, 0).unwrap();
+        assert!(!s.has_ready(0) || s.ready.len() == 2);
+        assert_eq!(s.pick(0).unwrap().next, any, "cpu 0 skips the pinned task");
+        assert_eq!(
+            s.pick(1),
+            Some(Switch {
+                prev: i1,
+                next: pinned
+            })
+        );
+        assert_eq!(s.spawn("bad", Some(MAX_CPUS), 0), Err(SchedError::BadCpu));
+    }
+
+    #[test]
+    fn wake_before_sleep_is_not_lost() {
+        let (mut s, _, _) = two_cpus();
+        let a = s.spawn("a", None, 0).unwrap();
+        s.pick(0);
+        s.prepare_wait(0);
+        // The waker runs between the condition check and the sleep.
+        assert!(!s.wake(a));
+        assert!(!s.block_current(0), "the pending wake-up cancels the sleep");
+        assert_eq!(state(&s, a), TaskState::Running);
+        // A stale token from before prepare_wait does not cancel the next sleep.
+        s.wake(a);
+        s.prepare_wait(0);
+        assert!(s.block_current(0));
+        assert_eq!(state(&s, a), TaskState::Sleeping);
+        // A preempted (ready) task keeps its token too.
+        let b = s.spawn("b", None, 0).unwrap();
+        s.pick(0); // a sleeping -> b
+        s.wake(a);
+        let c = s.spawn("c", None, 0).unwrap();
+        s.prepare_wait(0);
+        s.pick(0); // b preempted while preparing to wait
+        assert!(!s.wake(b));
+        assert_eq!(s.current(0), Some(a));
+        s.pick(0);
+        assert_eq!(s.current(0), Some(c));
+        s.pick(0);
+        assert_eq!(s.current(0), Some(b));
+        assert!(!s.block_current(0));
+    }
+
+    #[test]
+    fn timed_sleep() {
+        let (mut s, i0, _) = two_cpus();
+        let a = s.spawn("a", None, 0).unwrap();
+        s.pick(0);
+        s.sleep_current_until(0, 1000);
+        assert_eq!(s.pick(0).unwrap().next, i0);
+        assert_eq!(s.tick(999), 0);
+        assert_eq!(state(&s, a), TaskState::Sleeping);
+        assert_eq!(s.tick(1000), 1);
+        assert_eq!(state(&s, a), TaskState::Ready);
+        assert_eq!(s.tick(5000), 0, "woken once");
+    }
+
+    #[test]
+    fn exit_reap_and_slot_reuse() {
+        let (mut s, i0, _) = two_cpus();
+        let a = s.spawn("a", None, 42).unwrap();
+        s.pick(0);
+        s.exit_current(0);
+        let sw = s.pick(0).unwrap();
+        assert_eq!(sw, Switch { prev: a, next: i0 });
+        assert_eq!(
+            s.reap(),
+            None,
+            "still on its stack until the switch is done"
+        );
+        assert!(s.finish_switch(sw.prev));
+        assert_eq!(s.reap(), Some(42));
+        assert_eq!(s.reap(), None);
+        assert_eq!(state(&s, a), TaskState::Exited, "kept for ps");
+        assert!(!s.wake(a));
+        // Fill the table: the exited record's slot is reused last.
+        let mut n = 0;
+        while s.spawn("t", None, 0).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_TASKS - 2, "2 idle tasks; the exited slot was reused");
+        assert!(s.info(a).is_none());
+        assert_eq!(s.spawn("t", None, 0), Err(SchedError::Full));
+        let ids: Vec<_> = s.tasks().map(|t| t.id).collect();
+        assert_eq!(ids.len(), MAX_TASKS);
+    }
+
+    #[test]
+    #[should_panic(expected = "idle task cannot sleep")]
+    fn idle_cannot_block() {
+        let (mut s, _, _) = two_cpus();
+        s.block_current(0);
+    }
+}
