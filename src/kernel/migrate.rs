@@ -169,9 +169,14 @@ pub fn fault_hook(frame: &mut TrapFrame, esr: Esr, far: u64) -> bool {
     };
     let va = far & !(PAGE_SIZE - 1);
     let migrating = || matches!(decode(aspace.entry(va)), Pte::Migrating { .. });
-    if !migrating() || !task::can_sleep_in(frame) {
-        return false;
+    match decode(aspace.entry(va)) {
+        // The migration finished between the fault and this look: just retry.
+        Pte::Present { .. } => true,
+        Pte::Migrating { .. } if task::can_sleep_in(frame) => {
+            MIGRATION_WQ.wait_until(|| !migrating());
+            true
+        }
+        // Nothing mapped, or a context that must not sleep: a real bug.
+        _ => false,
     }
-    MIGRATION_WQ.wait_until(|| !migrating());
-    true
 }
