@@ -3,7 +3,8 @@
 #   make deps     install QEMU >= 10, llvm-objcopy, gdb-multiarch, the Rust target (idempotent)
 #   make kernel   build target/hotmem.img (raw arm64 Image)
 #   make run      boot it on QEMU virt (console and monitor on this terminal; Ctrl-a c)
-#   make test     fmt + clippy + host unit tests + QEMU integration tests
+#   make test     fmt + clippy + host unit tests + QEMU integration tests + a short stress run
+#   make stress   seeded random stress on the default and two-node topologies (SEED= STEPS= DURATION=)
 #   make debug    QEMU waiting for gdb on :1234
 
 RAM       ?= 512M
@@ -13,6 +14,11 @@ CPU       ?= max
 GIC       ?= 3
 BOOTARGS  ?=
 QEMU_EXTRA ?=
+# make stress: run length per topology, optional seed and step limit.
+DURATION  ?= 15m
+SEED      ?=
+STEPS     ?=
+STRESS_ARGS = --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(if $(STEPS),--steps $(STEPS))
 
 TARGET    := aarch64-unknown-none
 ELF       := target/$(TARGET)/release/hotmem
@@ -30,7 +36,7 @@ QEMU_ARGS := -M virt,gic-version=$(GIC) -cpu $(CPU) -smp $(SMP) \
 	-kernel $(IMAGE) -append "$(BOOTARGS)" \
 	-serial mon:stdio -qmp unix:$(QMP_SOCK),server=on,wait=off $(QEMU_EXTRA)
 
-.PHONY: deps kernel run test debug clippy fmt-check unit qemu-test bench
+.PHONY: deps kernel run test debug clippy fmt-check unit qemu-test bench stress stress-short
 
 deps:
 	@bash qemu/deps.sh
@@ -62,7 +68,15 @@ unit:
 qemu-test: kernel
 	cargo test -p hotmem-qemu
 
-test: kernel fmt-check clippy unit qemu-test
+test: kernel fmt-check clippy unit qemu-test stress-short
+
+stress: kernel
+	cargo run -p hotmem-qemu --release -- stress --topology default $(STRESS_ARGS)
+	cargo run -p hotmem-qemu --release -- stress --topology two-node $(STRESS_ARGS)
+
+# Part of make test: a fixed seed on the default topology, bounded well under 3 minutes.
+stress-short: kernel
+	cargo run -p hotmem-qemu --release -- stress --topology default --seed 1 --steps 300 --duration 2m
 
 bench: kernel
 	cargo run -p hotmem-qemu --release -- bench $(if $(RUNS),--runs $(RUNS))

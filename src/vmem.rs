@@ -112,8 +112,8 @@ pub trait HotplugMemory {
     fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError>;
     /// Takes `range` offline: isolate it, move what can move out of it, and offline it once
     /// every page is free. On error the range is left online as it was (pages already moved
-    /// stay moved).
-    fn offline(&mut self, range: Range) -> Result<(), MemError>;
+    /// stay moved). Returns the number of pages it moved.
+    fn offline(&mut self, range: Range) -> Result<u64, MemError>;
     /// Pages of `range` that are allocated (victim choice: fewest first).
     fn used_pages(&mut self, range: Range) -> u64;
     /// Undoes [`HotplugMemory::offline`].
@@ -191,6 +191,8 @@ pub enum Next {
 pub struct Progress {
     pub plugged_bytes: u64,
     pub unplugged_bytes: u64,
+    /// Bytes of used pages moved out of unplugged memory.
+    pub migrated_bytes: u64,
     pub requests: u64,
     /// When the current resize started (ns), `None` when converged.
     pub started_ns: Option<u64>,
@@ -265,6 +267,14 @@ impl Vmem {
     pub fn pending_bytes(&self) -> u64 {
         self.cfg.requested_size.abs_diff(self.cfg.plugged_size)
     }
+    /// The configuration changed (the host asked for a new size): forget any back-off so the
+    /// next step runs at once, with a fresh back-off.
+    pub fn config_changed(&mut self) {
+        self.retry_at = None;
+        self.backoff_ns = BACKOFF_MIN_NS;
+        self.nacks = 0;
+    }
+
     /// Marks the device broken (an unrecoverable driver error).
     pub fn set_broken(&mut self) {
         self.state = State::Broken;
@@ -351,12 +361,13 @@ impl Vmem {
             };
             if let Some(t0) = self.progress.started_ns.take() {
                 log::info!(
-                    "vmem{}: resized to {} MiB (requested {} MiB): plugged {} MiB, unplugged {} MiB, {} requests, {} us",
+                    "vmem{}: resized to {} MiB (requested {} MiB): plugged {} MiB, unplugged {} MiB, migrated {} MiB, {} requests, {} us",
                     self.id,
                     cfg.plugged_size >> 20,
                     cfg.requested_size >> 20,
                     self.progress.plugged_bytes >> 20,
                     self.progress.unplugged_bytes >> 20,
+                    self.progress.migrated_bytes >> 20,
                     self.progress.requests,
                     now.saturating_sub(t0) / 1000
                 );
@@ -667,7 +678,10 @@ impl Vmem {
                 .find(|r| (r.first..r.first + r.count).contains(&first))
             {
                 match mem.offline(self.unit_range(run.first, run.count)) {
-                    Ok(()) => return self.unplug_run(dev, mem, run, now),
+                    Ok(moved) => {
+                        self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
+                        return self.unplug_run(dev, mem, run, now);
+                    }
                     Err(e) => log::debug!("vmem{}: empty run refused: {e:?}", self.id),
                 }
             }
@@ -676,7 +690,10 @@ impl Vmem {
         let mut worst: Option<MemError> = None;
         for &(_, u) in &order {
             match mem.offline(self.unit_range(u, 1)) {
-                Ok(()) => return self.unplug_run(dev, mem, Run { first: u, count: 1 }, now),
+                Ok(moved) => {
+                    self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
+                    return self.unplug_run(dev, mem, Run { first: u, count: 1 }, now);
+                }
                 Err(e) => {
                     worst = Some(match (worst, e) {
                         (Some(MemError::Floor), _) | (_, MemError::Floor) => MemError::Floor,

@@ -15,7 +15,7 @@
 //! translated through TTBR1 while the switch happens.
 
 use crate::cpu::IrqSpinLock;
-use crate::layout::{phys_to_virt, KIMAGE_VA, PAGE_SIZE};
+use crate::layout::{phys_to_virt, KIMAGE_VA, PAGE_SIZE, TEXT_OFFSET};
 use crate::pgtable::{self, Attrs, Granule, MapError, TableMemory, ENTRIES};
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -91,16 +91,21 @@ pub fn image_virt_to_phys(va: u64) -> u64 {
     va - KIMAGE_VA + KIMAGE_PA.load(Ordering::Relaxed)
 }
 
-/// Physical range of the image (from KIMAGE_VA's physical base to the end of .bss).
+/// Physical range the image mapping covers: from `_start` (KIMAGE_VA's physical base plus
+/// the Image header's text_offset) to the end of .bss. The text_offset gap below `_start` is
+/// ordinary free RAM, reached only through the linear map.
 pub fn image_phys_range() -> (u64, u64) {
     let pa = KIMAGE_PA.load(Ordering::Relaxed);
-    (pa, pa + KIMAGE_LEN.load(Ordering::Relaxed))
+    (pa + TEXT_OFFSET, pa + KIMAGE_LEN.load(Ordering::Relaxed))
 }
 
+/// Where the walker reads a table page: the image mapping for the early pool (inside the
+/// image), the linear map for everything else — including pages in the text_offset gap,
+/// which the image mapping does not cover.
 fn table_va(pa: u64) -> u64 {
     let (start, end) = image_phys_range();
     if pa >= start && pa < end {
-        pa - start + KIMAGE_VA
+        pa - KIMAGE_PA.load(Ordering::Relaxed) + KIMAGE_VA
     } else {
         phys_to_virt(pa)
     }

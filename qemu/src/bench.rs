@@ -277,6 +277,8 @@ pub struct ResizeLog {
     pub requested_mib: u64,
     pub plugged_mib: u64,
     pub unplugged_mib: u64,
+    /// Used memory moved out of unplugged blocks (0 when the line predates the field).
+    pub migrated_mib: u64,
     /// Device requests sent (PLUG, UNPLUG, STATE, ...).
     pub requests: u64,
     /// Time the guest took, from the first step that saw the new request to convergence.
@@ -294,6 +296,10 @@ pub fn parse_resize_log(line: &str) -> Option<ResizeLog> {
     let (requested_mib, rest) = number_then(rest, " MiB): plugged ")?;
     let (plugged_mib, rest) = number_then(rest, " MiB, unplugged ")?;
     let (unplugged_mib, rest) = number_then(rest, " MiB, ")?;
+    let (migrated_mib, rest) = match rest.strip_prefix("migrated ") {
+        Some(r) => number_then(r, " MiB, ")?,
+        None => (0, rest),
+    };
     let (requests, rest) = number_then(rest, " requests, ")?;
     let (us, rest) = number_then(rest, " us")?;
     rest.trim().is_empty().then_some(ResizeLog {
@@ -302,6 +308,7 @@ pub fn parse_resize_log(line: &str) -> Option<ResizeLog> {
         requested_mib,
         plugged_mib,
         unplugged_mib,
+        migrated_mib,
         requests,
         us,
     })
@@ -386,6 +393,9 @@ pub struct Resize {
     pub overhead: bool,
     /// Linux's median for `<label>_qmp_s` and `<label>_online_s`, seconds.
     pub linux_s: Option<f64>,
+    /// Also record `<label>_migrated_mib` and `<label>_migrate_mib_per_s` (from the kernel's
+    /// resize log line: used memory moved out of the unplugged blocks, per guest second).
+    pub migration: bool,
 }
 
 impl Resize {
@@ -431,6 +441,18 @@ impl Resize {
                  line (first convergence step that saw the request to convergence)"
             ),
         ));
+        if self.migration {
+            out.push(Metric::new(
+                &format!("{label}_migrated_mib"),
+                "MiB",
+                &format!("used memory the kernel moved out of unplugged blocks during {what}"),
+            ));
+            out.push(Metric::new(
+                &format!("{label}_migrate_mib_per_s"),
+                "MiB/s",
+                &format!("{label}_migrated_mib divided by {label}_guest_s"),
+            ));
+        }
         if self.overhead {
             out.push(
                 Metric::new(
@@ -458,12 +480,17 @@ impl Resize {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Resize(Resize),
+    /// `hog <MiB>`, then wait until it mapped everything and verified it once.
+    Hog(u64),
+    /// `hog stop`; its errors must be 0.
+    HogStop,
 }
 
 impl Step {
     fn metrics(&self) -> Vec<Metric> {
         match self {
             Step::Resize(r) => r.metrics(),
+            Step::Hog(_) | Step::HogStop => Vec::new(),
         }
     }
 
@@ -471,6 +498,7 @@ impl Step {
     fn max_bytes(&self) -> u64 {
         match self {
             Step::Resize(r) => r.from_bytes.max(r.to_bytes),
+            Step::Hog(_) | Step::HogStop => 0,
         }
     }
 }
@@ -479,6 +507,8 @@ impl Step {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
     pub name: &'static str,
+    /// Boot RAM instead of the bench machine's.
+    pub ram_bytes: Option<u64>,
     pub steps: Vec<Step>,
 }
 
@@ -494,6 +524,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "plug_4g_unplug_idle",
+            ram_bytes: None,
             steps: vec![
                 Step::Resize(Resize {
                     label: Some("plug_0_4g"),
@@ -502,6 +533,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     online: true,
                     overhead: true,
                     linux_s: Some(0.21),
+                    migration: false,
                 }),
                 Step::Resize(Resize {
                     label: Some("unplug_4g_0_idle"),
@@ -510,11 +542,13 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     online: false,
                     overhead: false,
                     linux_s: None,
+                    migration: false,
                 }),
             ],
         },
         Scenario {
             name: "plug_1g",
+            ram_bytes: None,
             steps: vec![Step::Resize(Resize {
                 label: Some("plug_0_1g"),
                 from_bytes: 0,
@@ -522,9 +556,59 @@ pub fn default_scenarios() -> Vec<Scenario> {
                 online: true,
                 overhead: false,
                 linux_s: Some(0.09),
+                migration: false,
             })],
         },
+        Scenario {
+            name: "unplug_4g_1g_hog1g",
+            ram_bytes: None,
+            steps: vec![
+                setup_resize(0, 4 * GIB),
+                Step::Hog(1024),
+                Step::Resize(Resize {
+                    label: Some("unplug_4g_1g_hog1g"),
+                    from_bytes: 4 * GIB,
+                    to_bytes: GIB,
+                    online: false,
+                    overhead: false,
+                    linux_s: Some(2.4),
+                    migration: true,
+                }),
+                Step::HogStop,
+            ],
+        },
+        Scenario {
+            name: "unplug_4g_0_hog1g_ram2g",
+            ram_bytes: Some(2 * GIB),
+            steps: vec![
+                setup_resize(0, 4 * GIB),
+                Step::Hog(1024),
+                Step::Resize(Resize {
+                    label: Some("unplug_4g_0_hog1g_ram2g"),
+                    from_bytes: 4 * GIB,
+                    to_bytes: 0,
+                    online: false,
+                    overhead: false,
+                    linux_s: Some(3.3),
+                    migration: true,
+                }),
+                Step::HogStop,
+            ],
+        },
     ]
+}
+
+/// A checked, unrecorded resize that sets a scenario up.
+fn setup_resize(from_bytes: u64, to_bytes: u64) -> Step {
+    Step::Resize(Resize {
+        label: None,
+        from_bytes,
+        to_bytes,
+        online: false,
+        overhead: false,
+        linux_s: None,
+        migration: false,
+    })
 }
 
 /// What [`measure`] runs.
@@ -574,7 +658,11 @@ pub fn measure(cfg: &BenchConfig) -> Result<Measured> {
     let mut command_line = String::new();
     for run in 1..=cfg.runs {
         for sc in &cfg.scenarios {
-            let mut vm = Qemu::launch_with(cfg.machine, cfg.options)?;
+            let machine = match sc.ram_bytes {
+                Some(ram) => cfg.machine.clone().ram(ram),
+                None => cfg.machine.clone(),
+            };
+            let mut vm = Qemu::launch_with(&machine, cfg.options)?;
             if command_line.is_empty() {
                 command_line = vm.command_line();
                 eprintln!("# {command_line}");
@@ -698,9 +786,22 @@ fn run_scenario(
     record(metrics, MEM_ROUND_TRIP_METRIC, rtt_ms);
     progress.push(format!("mem rtt {rtt_ms:.2} ms"));
 
+    let mut hog = false;
     for step in &sc.steps {
         match step {
-            Step::Resize(r) => resize(vm, r, metrics, progress)?,
+            Step::Resize(r) => resize(vm, r, hog, metrics, progress)?,
+            Step::Hog(mib) => {
+                start_hog(vm, *mib)?;
+                hog = true;
+                progress.push(format!("hog {mib} MiB"));
+            }
+            Step::HogStop => {
+                let out = vm.console().command("hog stop", STEP_TIMEOUT)?;
+                if !out.text().contains("errors=0") {
+                    return Err(Error::Protocol(format!("hog stop: {:?}", out.text())));
+                }
+                hog = false;
+            }
         }
     }
     vm.poweroff(POWEROFF_TIMEOUT)?;
@@ -712,6 +813,7 @@ fn run_scenario(
 fn resize(
     vm: &mut Qemu,
     r: &Resize,
+    hog: bool,
     metrics: &mut [Metric],
     progress: &mut Vec<String>,
 ) -> Result<()> {
@@ -779,11 +881,22 @@ fn resize(
 
     let after = vm.console().command("mem", COMMAND_TIMEOUT)?.records()?;
     let managed_after = zone_sum(&after, "Normal", "managed_kib")?;
-    let free_after = zone_sum(&after, "Movable", "free_kib")?;
-    if free_after != to_kib {
+    // With a hog running the Movable zone holds its data: compare what is present.
+    let field = if hog { "present_kib" } else { "free_kib" };
+    let movable_after = zone_sum(&after, "Movable", field)?;
+    if movable_after != to_kib {
         return Err(Error::Protocol(format!(
-            "after resizing to {size}: Movable free_kib is {free_after}, expected {to_kib}"
+            "after resizing to {size}: Movable {field} is {movable_after}, expected {to_kib}"
         )));
+    }
+    if hog {
+        let st = vm.console().command("hog status", COMMAND_TIMEOUT)?;
+        if !st.text().contains("errors=0") {
+            return Err(Error::Protocol(format!(
+                "after resizing to {size}: {:?}",
+                st.text()
+            )));
+        }
     }
     check_vmem(vm, r.to_bytes)?;
     let check = vm.console().command("check", COMMAND_TIMEOUT)?;
@@ -804,6 +917,9 @@ fn resize(
         let _ = write!(note, ", online {:.3} s ({polls} mem)", t.as_secs_f64());
     }
     let _ = write!(note, ", guest {guest_s:.3} s ({} requests)", log.requests);
+    if log.migrated_mib > 0 {
+        let _ = write!(note, ", migrated {} MiB", log.migrated_mib);
+    }
     let overhead = (r.to_bytes > r.from_bytes).then(|| {
         let gib = (r.to_bytes - r.from_bytes) as f64 / GIB as f64;
         (managed_before as f64 - managed_after as f64) / gib
@@ -825,6 +941,18 @@ fn resize(
             record(metrics, &format!("{label}_online_s"), t.as_secs_f64());
         }
         record(metrics, &format!("{label}_guest_s"), guest_s);
+        if r.migration {
+            record(
+                metrics,
+                &format!("{label}_migrated_mib"),
+                log.migrated_mib as f64,
+            );
+            record(
+                metrics,
+                &format!("{label}_migrate_mib_per_s"),
+                log.migrated_mib as f64 / guest_s.max(1e-9),
+            );
+        }
         if r.overhead {
             if let Some(o) = overhead {
                 record(metrics, MEMMAP_OVERHEAD_METRIC, o);
@@ -832,6 +960,36 @@ fn resize(
         }
     }
     Ok(())
+}
+
+/// `hog <MiB>`, then waits until every page is mapped and verified once (rounds >= 1).
+fn start_hog(vm: &mut Qemu, mib: u64) -> Result<()> {
+    let out = vm
+        .console()
+        .command(&format!("hog {mib}"), COMMAND_TIMEOUT)?;
+    if !out.text().contains("hog: started") {
+        return Err(Error::Protocol(format!("hog {mib}: {:?}", out.text())));
+    }
+    let want = format!("pages={}", mib * MIB / 4096);
+    let deadline = Deadline::after(STEP_TIMEOUT);
+    loop {
+        let st = vm.console().command("hog status", COMMAND_TIMEOUT)?.text();
+        let rounds = st
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("rounds="))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if st.contains(&want) && rounds >= 1 {
+            return Ok(());
+        }
+        if deadline.expired() {
+            return Err(Error::Timeout {
+                what: format!("hog {mib} to map and verify once: {st:?}"),
+                waited: STEP_TIMEOUT,
+            });
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Polls `query-memory-devices` until the device's size is `target`; returns the time since `t0`
@@ -1069,9 +1227,19 @@ mod tests {
                 requested_mib: 4096,
                 plugged_mib: 4096,
                 unplugged_mib: 0,
+                migrated_mib: 0,
                 requests: 1,
                 us: 170_000,
             })
+        );
+        let r = parse_resize_log(
+            "[INFO] vmem0: resized to 1024 MiB (requested 1024 MiB): plugged 0 MiB, \
+             unplugged 3072 MiB, migrated 512 MiB, 9 requests, 900000 us",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.unplugged_mib, r.migrated_mib, r.requests),
+            (3072, 512, 9)
         );
         // A log that interrupted the prompt, another device, an unplug.
         let r = parse_resize_log(
@@ -1150,6 +1318,14 @@ mod tests {
                 "plug_0_1g_qmp_s",
                 "plug_0_1g_online_s",
                 "plug_0_1g_guest_s",
+                "unplug_4g_1g_hog1g_qmp_s",
+                "unplug_4g_1g_hog1g_guest_s",
+                "unplug_4g_1g_hog1g_migrated_mib",
+                "unplug_4g_1g_hog1g_migrate_mib_per_s",
+                "unplug_4g_0_hog1g_ram2g_qmp_s",
+                "unplug_4g_0_hog1g_ram2g_guest_s",
+                "unplug_4g_0_hog1g_ram2g_migrated_mib",
+                "unplug_4g_0_hog1g_ram2g_migrate_mib_per_s",
             ]
         );
         let all: Vec<Metric> = default_scenarios()

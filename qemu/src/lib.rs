@@ -16,6 +16,7 @@
 //! - [`qmp`]: a [`Qmp`] client over the `qapi` crate, with a transcript and deadlines.
 //! - [`record`]: `key=value` status records.
 //! - [`deadline`]: every wait takes a [`Deadline`] (or a `Duration` from now).
+//! - [`stress`]: the seeded stress runner behind `hotmem-qemu stress` and `make stress`.
 //!
 //! Typical use:
 //! ```no_run
@@ -40,6 +41,7 @@ pub mod instance;
 pub mod machine;
 pub mod qmp;
 pub mod record;
+pub mod stress;
 
 pub use console::{CommandOutput, Console, PANIC_MARKER, PROMPT};
 pub use deadline::Deadline;

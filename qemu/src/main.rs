@@ -6,26 +6,32 @@
 //! cargo run -p hotmem-qemu -- probe [MACHINE]              start QEMU, query QMP, quit (does QEMU accept it?)
 //! cargo run -p hotmem-qemu --release -- bench [MACHINE] [--runs N] [--out FILE]
 //!                                                          plug/unplug timings, table, JSON
+//! cargo run -p hotmem-qemu --release -- stress [--seed N] [--steps N] [--duration 15m]
+//!                      [--topology default|two-node] [--out DIR] [--plot FILE]
+//!                                                          seeded random resize/reset/hog/pin steps
 //! ```
-//! MACHINE options default to `make run`'s machine; see `--help`. The stress runner will be a
-//! further subcommand here; the benchmark's arithmetic and JSON live in [`hotmem_qemu::bench`].
+//! MACHINE options default to `make run`'s machine; see `--help`. The benchmark's arithmetic and
+//! JSON live in [`hotmem_qemu::bench`], the stress runner in [`hotmem_qemu::stress`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hotmem_qemu::bench::{self, Report};
+use hotmem_qemu::stress::{self, Topology};
 use hotmem_qemu::{
     format_size, parse_size, Error, Gic, LaunchOptions, Machine, Qemu, Result, VirtioMem,
 };
 
 const USAGE: &str = "\
-usage: hotmem-qemu <boot|args|probe|bench> [options]
+usage: hotmem-qemu <boot|args|probe|bench|stress> [options]
   boot    boot, print the console live, run each -c command, then poweroff
   args    print the QEMU command line
   probe   start QEMU without waiting for the kernel, query QMP, quit
   bench   boot time, plug 0->4G / 0->1G (QMP, online, guest), unplug 4G->0 idle, mem_map
           overhead: --runs fresh boots per scenario, print a table, write --out as JSON
+  stress  seeded random scenarios (resizes, overlapping resizes, system_reset, and hog/pin when
+          the guest has them), checked against QMP after every step; progress, summary, plot
 machine options (default: make run's machine):
   --cpu MODEL        -cpu (max, cortex-a53, cortex-a57, cortex-a72, neoverse-n1)
   --gic 2|3          GIC version
@@ -40,7 +46,15 @@ machine options (default: make run's machine):
   -c CMD             shell command to run after boot (repeatable)
 bench options:
   --runs N           runs per scenario, each on a fresh boot (default 5)
-  --out FILE         JSON results (default: <workspace>/target/bench/bench.json)";
+  --out FILE         JSON results (default: <workspace>/target/bench/bench.json)
+stress options (the machine comes from --topology; --image and --boot-timeout apply):
+  --seed N           PRNG seed (default: from the clock; printed either way)
+  --steps N          stop after N steps (default: no limit)
+  --duration D       start no step after D, e.g. 15m, 90s, 1h (default 15m)
+  --topology T       default (512M, one 4G device) or two-node (2x512M, a 2G device per node)
+  --out DIR          failure directories <DIR>/<seed>-<step>/ (default: <workspace>/target/stress)
+  --plot FILE        requested vs plugged SVG (default: target/bench/stress.svg, or
+                     target/bench/stress-two-node.svg)";
 
 /// Default `--runs`.
 const BENCH_RUNS: usize = 5;
@@ -53,7 +67,20 @@ struct Cli {
     boot_timeout: Duration,
     runs: usize,
     out: Option<PathBuf>,
+    stress: StressArgs,
 }
+
+/// `stress` options.
+struct StressArgs {
+    seed: Option<u64>,
+    steps: Option<usize>,
+    duration: Duration,
+    topology: Topology,
+    plot: Option<PathBuf>,
+}
+
+/// Default `--duration` of `stress`.
+const STRESS_DURATION: Duration = Duration::from_secs(15 * 60);
 
 fn parse_args(args: &[String]) -> Result<Cli> {
     let bad = |m: String| Error::Machine(m);
@@ -70,6 +97,13 @@ fn parse_args(args: &[String]) -> Result<Cli> {
         boot_timeout: Duration::from_secs(60),
         runs: BENCH_RUNS,
         out: None,
+        stress: StressArgs {
+            seed: None,
+            steps: None,
+            duration: STRESS_DURATION,
+            topology: Topology::Default,
+            plot: None,
+        },
     };
     let mut vmem_seen = false;
     while let Some(opt) = it.next() {
@@ -126,6 +160,17 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                 };
             }
             "--out" => cli.out = Some(value()?.into()),
+            "--seed" => {
+                let v = value()?;
+                cli.stress.seed = Some(v.parse().map_err(|_| bad(format!("--seed {v}")))?);
+            }
+            "--steps" => {
+                let v = value()?;
+                cli.stress.steps = Some(v.parse().map_err(|_| bad(format!("--steps {v}")))?);
+            }
+            "--duration" => cli.stress.duration = stress::parse_duration(&value()?)?,
+            "--topology" => cli.stress.topology = Topology::parse(&value()?)?,
+            "--plot" => cli.stress.plot = Some(value()?.into()),
             other => return Err(bad(format!("unknown option {other}"))),
         }
     }
@@ -199,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
             result
         }
         "bench" => run_bench(&cli, &options),
+        "stress" => run_stress(&cli, options),
         other => Err(Error::Machine(format!("unknown subcommand {other}"))),
     }
 }
@@ -233,6 +279,25 @@ fn run_bench(cli: &Cli, options: &LaunchOptions) -> Result<()> {
     print!("{}", report.table());
     println!("results: {}", out.display());
     Ok(())
+}
+
+/// `stress`: one seeded run on `--topology`; fails (non-zero exit) on the first failing step.
+fn run_stress(cli: &Cli, options: LaunchOptions) -> Result<()> {
+    let a = &cli.stress;
+    let cfg = stress::StressConfig {
+        topology: a.topology,
+        options,
+        seed: a.seed.unwrap_or_else(stress::seed_from_clock),
+        steps: a.steps,
+        duration: Some(a.duration),
+        out_dir: cli
+            .out
+            .clone()
+            .unwrap_or_else(|| hotmem_qemu::workspace_root().join("target").join("stress")),
+        plot: a.plot.clone().unwrap_or_else(|| a.topology.default_plot()),
+        boot_timeout: cli.boot_timeout,
+    };
+    stress::run(&cfg).map(drop)
 }
 
 fn main() -> ExitCode {

@@ -1,10 +1,11 @@
 //! The console: PL011 output with whole-line atomicity, interrupt-driven input, the `log`
 //! backend, and the panic-time writer.
 //!
-//! Lock rules: `OUT` (IRQ-safe) serialises output and remembers whether the cursor is at the
-//! start of a line. A log record printed while a shell line is half written (the prompt or
-//! echoed input) first ends that line, so log lines always start at column 0 and never split
-//! a command's output line. `RX` (IRQ-safe) is the receive ring the UART interrupt fills;
+//! Lock rules: `OUT` (IRQ-safe) serialises output and remembers the line being written (the
+//! bytes since the last newline). A log record printed while a shell line is half written
+//! (the prompt or echoed input) first ends that line, prints itself, then writes the half
+//! line again, so log lines always start at column 0, never split a command's output line,
+//! and the prompt with what the user typed so far stays whole on its own line. `RX` (IRQ-safe) is the receive ring the UART interrupt fills;
 //! readers sleep on `RX_WAIT` (a task wait queue) until the interrupt has added bytes. Both
 //! are leaf locks; the scheduler lock may be taken while `OUT` is held, never the reverse.
 
@@ -18,12 +19,22 @@ static UART: spin::Once<Pl011> = spin::Once::new();
 /// Tasks waiting for input (the shell).
 static RX_WAIT: WaitQueue = WaitQueue::new();
 
+/// The line being written: the bytes since the last newline (prompt and echo).
 struct Out {
-    at_line_start: bool,
+    partial: arrayvec::ArrayVec<u8, 256>,
+    /// The line outgrew `partial`: it can't be written again.
+    lost: bool,
+}
+
+impl Out {
+    fn at_line_start(&self) -> bool {
+        self.partial.is_empty() && !self.lost
+    }
 }
 
 static OUT: IrqSpinLock<Out> = IrqSpinLock::new(Out {
-    at_line_start: true,
+    partial: arrayvec::ArrayVec::new_const(),
+    lost: false,
 });
 
 const RX_SIZE: usize = 1024;
@@ -51,26 +62,47 @@ pub unsafe fn init(base_va: usize) {
     });
 }
 
-/// Writes through the UART translating `\n` to CRLF and tracking the line start.
-struct Writer<'a>(&'a Pl011, &'a mut bool);
+/// Writes through the UART translating `\n` to CRLF and tracking the current line.
+struct Writer<'a>(&'a Pl011, &'a mut Out);
 
 impl Write for Writer<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for b in s.bytes() {
             if b == b'\n' {
                 self.0.write_byte(b'\r');
+                self.1.partial.clear();
+                self.1.lost = false;
+            } else if self.1.partial.try_push(b).is_err() {
+                self.1.lost = true;
             }
             self.0.write_byte(b);
-            *self.1 = b == b'\n';
         }
         Ok(())
+    }
+}
+
+impl Writer<'_> {
+    /// Writes `args` as a line of its own, then the interrupted half line again.
+    fn whole_line(&mut self, args: fmt::Arguments) {
+        let half = (!self.1.lost).then(|| self.1.partial.clone());
+        if !self.1.at_line_start() {
+            let _ = self.write_str("\n");
+        }
+        let _ = self.write_fmt(args);
+        let _ = self.write_str("\n");
+        if let Some(half) = half.filter(|h| !h.is_empty()) {
+            for &b in &half {
+                self.0.write_byte(b);
+            }
+            self.1.partial = half;
+        }
     }
 }
 
 fn with_out(f: impl FnOnce(&mut Writer)) {
     let Some(u) = UART.get() else { return };
     let mut out = OUT.lock();
-    let mut w = Writer(u, &mut out.at_line_start);
+    let mut w = Writer(u, &mut out);
     f(&mut w);
 }
 
@@ -83,13 +115,7 @@ pub fn print(args: fmt::Arguments) {
 
 /// Prints one whole line (a CRLF is appended) that nothing can interleave with.
 pub fn print_line(args: fmt::Arguments) {
-    with_out(|w| {
-        if !*w.1 {
-            let _ = w.write_str("\n");
-        }
-        let _ = w.write_fmt(args);
-        let _ = w.write_str("\n");
-    });
+    with_out(|w| w.whole_line(args));
 }
 
 #[macro_export]
@@ -103,16 +129,20 @@ pub fn emergency_line(args: fmt::Arguments) {
     let Some(u) = UART.get() else { return };
     let mut guard = OUT.try_lock();
     // Without the lock we cannot know the column: start a fresh line to be safe.
-    let mut start = guard.as_ref().is_some_and(|g| g.at_line_start);
-    let mut w = Writer(u, &mut start);
-    if !*w.1 {
+    let mut unknown = Out {
+        partial: arrayvec::ArrayVec::new(),
+        lost: true,
+    };
+    let out = match guard.as_mut() {
+        Some(g) => &mut **g,
+        None => &mut unknown,
+    };
+    let mut w = Writer(u, out);
+    if !w.1.at_line_start() {
         let _ = w.write_str("\n");
     }
     let _ = w.write_fmt(args);
     let _ = w.write_str("\n");
-    if let Some(g) = guard.as_mut() {
-        g.at_line_start = true;
-    }
 }
 
 /// UART receive interrupt: drain the FIFO into the ring (oldest bytes are kept when full).

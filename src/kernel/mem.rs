@@ -132,7 +132,6 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
         })
         .collect();
     let (img_start, img_end) = mmu::image_phys_range();
-    let img_start = img_start + layout::TEXT_OFFSET;
     reserved.push(Reservation {
         base: PhysAddr(img_start),
         size_bytes: img_end - img_start,

@@ -6,10 +6,12 @@
 //! (under the device lock), unmasks the line, and converges every device. Requests wait for
 //! their response with `wfi` (the queue interrupt or the next tick wakes the CPU).
 //!
-//! Locks: `DEVICES` (one `IrqSpinLock` around the list) is held while a device converges; it
-//! is taken only in thread context (the work and the `vmem` command), never by the interrupt
-//! handler. Inside it the memory side takes the memory-model lock per call and the page-table
-//! lock while mapping. `STATUS` snapshots are updated after each step so `vmem` can read them.
+//! Locks: `DEVICES` (an `IrqSpinLock` around the list) is taken only in thread context by
+//! probe and by the work, which runs in the single `worker` task and takes the list out for
+//! the pass (so interrupts stay enabled while it converges); never by the interrupt handler.
+//! During a pass the memory side takes the memory-model lock per call, the page-table lock
+//! while mapping, and the migration locks (`migrate`). `STATUS` snapshots are refreshed
+//! after each pass (and at probe) for the `vmem` command.
 
 use super::mem::{self, mm_lock};
 use super::{work, BootInfo};
@@ -148,7 +150,7 @@ impl HotplugMemory for KernelMemory {
         Ok(())
     }
 
-    fn offline(&mut self, range: Range) -> Result<(), MemError> {
+    fn offline(&mut self, range: Range) -> Result<u64, MemError> {
         let floor = FLOOR_BYTES.load(Ordering::Relaxed);
         let pfns = vmem::pfn_range(range);
         with(|m| {
@@ -159,7 +161,10 @@ impl HotplugMemory for KernelMemory {
         })?;
         // Isolated: nothing new lands here. Move what is mapped out, then offline.
         let moved = super::migrate::migrate_out(pfns);
-        let r = moved.and_then(|_| with(|m| m.offline_range(pfns).map_err(vmem::mm_err)));
+        let r = moved.and_then(|report| {
+            with(|m| m.offline_range(pfns).map_err(vmem::mm_err))?;
+            Ok(report.moved_pages)
+        });
         if r.is_err() {
             let _ = with(|m| m.unisolate_range(pfns).map_err(vmem::mm_err));
         }
@@ -224,16 +229,20 @@ fn irq_handler(intid: u32) {
 
 /// The deferred work: acknowledge interrupts, unmask lines, converge every device.
 pub fn work() {
-    let mut devs = DEVICES.lock();
+    // Only the worker task converges, so it takes the list out of the lock and works with
+    // interrupts enabled (a convergence pass may migrate gigabytes) and puts it back after.
+    let mut devs = core::mem::take(&mut *DEVICES.lock());
     for d in devs.iter_mut() {
-        let _ = d.driver.ack_interrupt();
+        let (config_changed, _) = d.driver.ack_interrupt();
+        if config_changed {
+            d.policy.config_changed();
+        }
     }
     for d in devs.iter() {
         if let Some(i) = d.intid {
             let _ = gic::enable(i, Trigger::Level);
         }
     }
-    let mut statuses = Vec::with_capacity(devs.len());
     for d in devs.iter_mut() {
         loop {
             let next = d.policy.step(
@@ -248,13 +257,21 @@ pub fn work() {
             }
             break;
         }
-        statuses.push(Status {
+    }
+    publish(&devs);
+    *DEVICES.lock() = devs;
+}
+
+/// Refreshes what `vmem` prints.
+fn publish(devs: &[Dev]) {
+    let statuses: Vec<Status> = devs
+        .iter()
+        .map(|d| Status {
             cfg: *d.policy.config(),
             state: d.policy.state(),
             reason: d.policy.reason(),
-        });
-    }
-    drop(devs);
+        })
+        .collect();
     *STATUS.lock() = statuses;
 }
 
@@ -398,6 +415,8 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
     if devs.is_empty() {
         return;
     }
+    // `vmem` shows the devices from the prompt on, before the first convergence pass.
+    publish(&devs);
     *DEVICES.lock() = devs;
     // Converge to the initial request (and clean up leftovers) right away.
     work::schedule();

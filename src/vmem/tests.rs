@@ -72,7 +72,7 @@ impl HotplugMemory for TestMem {
         }
         mm_add_online(&mut self.mm, range, node, ZoneType::Movable)
     }
-    fn offline(&mut self, range: Range) -> Result<(), MemError> {
+    fn offline(&mut self, range: Range) -> Result<u64, MemError> {
         let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
         if self.pinned.iter().any(inside) {
             return Err(MemError::Pinned);
@@ -83,12 +83,14 @@ impl HotplugMemory for TestMem {
         let r = pfn_range(range);
         self.mm.isolate_range(r).map_err(mm_err)?;
         // "Migrate": a new page outside the isolated range for every held page inside.
+        let mut moved = 0;
         for i in 0..self.held.len() {
             if inside(&self.held[i]) {
                 match self.mm.alloc_pages(0, AllocFlags::MOVABLE) {
                     Ok(new) => {
                         self.mm.free_pages(self.held[i], 0).unwrap();
                         self.held[i] = new;
+                        moved += 1;
                     }
                     Err(_) => {
                         let _ = self.mm.unisolate_range(r);
@@ -102,7 +104,7 @@ impl HotplugMemory for TestMem {
             mm_err(e)
         })?;
         self.offlined.push(range);
-        Ok(())
+        Ok(moved)
     }
     fn reonline(&mut self, range: Range) -> Result<(), MemError> {
         mm_reonline(&mut self.mm, range, ZoneType::Movable)
