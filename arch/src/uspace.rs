@@ -256,6 +256,18 @@ impl AddressSpace {
         crate::cpu::isb();
     }
 
+    /// Invalidates every entry of this ASID on every CPU: one broadcast instead of one per
+    /// page when many entries were cleared with [`AddressSpace::replace_entry`].
+    pub fn flush_all(&self) {
+        barrier::dsb(barrier::ISHST);
+        // SAFETY: TLB invalidation by ASID, broadcast; no memory effects.
+        unsafe {
+            core::arch::asm!("tlbi aside1is, {}", in(reg) (self.asid as u64) << 48, options(nostack))
+        };
+        barrier::dsb(barrier::ISH);
+        crate::cpu::isb();
+    }
+
     /// Makes this the CPU's TTBR0 space and enables TTBR0 walks. Scheduler only, IRQs masked.
     pub fn activate(&self) {
         TTBR0_EL1.set(self.root | ((self.asid as u64) << 48));

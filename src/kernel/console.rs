@@ -149,6 +149,9 @@ pub fn emergency_line(args: fmt::Arguments) {
 pub fn rx_interrupt(_intid: u32) {
     let Some(u) = UART.get() else { return };
     let mut rx = RX.lock();
+    // Acknowledge first, then drain: a byte that arrives after the drain raises the
+    // interrupt again instead of being cleared unseen.
+    u.ack_rx_interrupt();
     while let Some(b) = u.read_byte() {
         if rx.len < RX_SIZE {
             let i = (rx.head + rx.len) % RX_SIZE;
@@ -156,7 +159,6 @@ pub fn rx_interrupt(_intid: u32) {
             rx.len += 1;
         }
     }
-    u.ack_rx_interrupt();
     let any = rx.len > 0;
     drop(rx);
     if any {

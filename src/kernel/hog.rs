@@ -209,21 +209,34 @@ fn map_one(w: &Worker, va: u64) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Pages unmapped per TLB flush when the hog ends.
+const UNMAP_BATCH: u64 = 4096;
+
 fn unmap_all(w: &Worker, pages: u64) {
-    for i in 0..pages {
-        let va = HOG_VA_BASE + i * PAGE_SIZE;
-        let mut rmap = RMAP.lock();
-        let old = migrate::decode(w.aspace.unmap_page(va));
-        w.aspace.flush_page(va);
-        if let Pte::Present { pfn, .. } = old {
-            let _ = rmap.remove(pfn, w.as_id, va);
-            drop(rmap);
-            if let Some(m) = mm_lock().as_mut() {
+    let mut first = 0;
+    while first < pages {
+        let end = (first + UNMAP_BATCH).min(pages);
+        let mut freed: Vec<Pfn> = Vec::with_capacity((end - first) as usize);
+        for i in first..end {
+            let va = HOG_VA_BASE + i * PAGE_SIZE;
+            // Under RMAP the page cannot be mid-migration; once its reverse-map entry is gone
+            // the engine no longer sees the mapping.
+            let mut rmap = RMAP.lock();
+            if let Pte::Present { pfn, .. } = migrate::decode(w.aspace.replace_entry(va, 0)) {
+                let _ = rmap.remove(pfn, w.as_id, va);
+                freed.push(pfn);
+            }
+        }
+        // One flush for the batch, before any of its pages can be reused.
+        w.aspace.flush_all();
+        if let Some(m) = mm_lock().as_mut() {
+            for &pfn in &freed {
                 // The mapping's reference, then the allocation's (a pin may hold a third).
                 let _ = m.put_page(pfn);
                 let _ = m.put_page(pfn);
             }
         }
+        first = end;
     }
 }
 
