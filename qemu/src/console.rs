@@ -394,6 +394,21 @@ fn parse_command_output(text: &str, expected: &str) -> Option<(usize, CommandOut
     let mut out = CommandOutput::default();
     loop {
         if echo_seen && text[pos..].starts_with(PROMPT) {
+            // A log line that interrupts the typed line makes the kernel write the prompt
+            // and what was typed again: that redraw is not the next prompt.
+            let rest = &text[pos + PROMPT.len()..];
+            if out.lines.is_empty() && !expected.is_empty() {
+                match rest.find('\n') {
+                    Some(nl) if render(rest[..nl].trim_end_matches('\r')).trim() == expected => {
+                        pos += PROMPT.len() + nl + 1;
+                        continue;
+                    }
+                    None if !rest.is_empty() && expected.starts_with(render(rest).trim()) => {
+                        return None;
+                    }
+                    _ => {}
+                }
+            }
             return Some((pos + PROMPT.len(), out));
         }
         let nl = text[pos..].find('\n')?;
@@ -421,6 +436,21 @@ fn parse_command_output(text: &str, expected: &str) -> Option<(usize, CommandOut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redrawn_prompt_is_not_the_next_prompt() {
+        let text =
+            "hotmem> vmem\r\n[INFO] vmem0: resized\r\nhotmem> vmem\r\nid=vmem0 x=1\r\nhotmem> ";
+        let (end, out) = parse_command_output(text, "vmem").unwrap();
+        assert_eq!(end, text.len());
+        assert_eq!(out.lines, vec!["id=vmem0 x=1"]);
+        assert_eq!(out.logs, vec!["[INFO] vmem0: resized"]);
+        // The redraw still arriving: wait.
+        assert!(parse_command_output("hotmem> vmem\r\n[INFO] x\r\nhotmem> vm", "vmem").is_none());
+        // A command with no output still ends at the real prompt.
+        let (_, out) = parse_command_output("hotmem> \r\nhotmem> ", "").unwrap();
+        assert!(out.lines.is_empty());
+    }
     use std::sync::mpsc;
 
     /// A pipe made of a channel: the fake guest writes, the console reads.
