@@ -163,8 +163,9 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
 
 static MM_READY: AtomicBool = AtomicBool::new(false);
 
-/// Physical address of a new zeroed page for page tables (unmovable, Normal).
-fn alloc_table_page() -> Option<u64> {
+/// Physical address of a new zeroed page for page tables (unmovable, Normal): the kernel's
+/// tables and every task address space's.
+pub fn alloc_table_page() -> Option<u64> {
     let pfn = mm_lock()
         .as_mut()?
         .alloc_pages(0, AllocFlags::UNMOVABLE)
@@ -173,6 +174,13 @@ fn alloc_table_page() -> Option<u64> {
     // SAFETY: the page was just allocated to us and RAM is in the linear map.
     unsafe { core::ptr::write_bytes(layout::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
     Some(pa)
+}
+
+/// Gives back a page from [`alloc_table_page`].
+pub fn free_table_page(pa: u64) {
+    if let Some(mm) = mm_lock().as_mut() {
+        let _ = mm.free_pages(Pfn(pa / PAGE_SIZE), 0);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -435,26 +435,9 @@ impl WaitQueue {
 // ---------------------------------------------------------------------------------------
 // Address spaces: table pages from the memory model.
 
-fn table_alloc() -> Option<u64> {
-    let pfn = mm_lock()
-        .as_mut()?
-        .alloc_pages(0, AllocFlags::UNMOVABLE)
-        .ok()?;
-    let pa = pfn.addr().0;
-    // SAFETY: the page was just allocated to us and RAM is in the linear map.
-    unsafe { core::ptr::write_bytes(layout::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
-    Some(pa)
-}
-
-fn table_free(pa: u64) {
-    if let Some(mm) = mm_lock().as_mut() {
-        let _ = mm.free_pages(Pfn(pa / PAGE_SIZE), 0);
-    }
-}
-
 /// A new, empty address space whose table pages come from the memory model.
 pub fn new_address_space() -> Result<Arc<AddressSpace>, AsError> {
-    AddressSpace::new(table_alloc, table_free).map(Arc::new)
+    AddressSpace::new(super::mem::alloc_table_page, super::mem::free_table_page).map(Arc::new)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -521,7 +504,7 @@ pub fn cmd_spin(n: usize, ms: u64) {
         let pa = page.addr().0;
         if let Err(e) = space.map_page(SPIN_VA, pa, true) {
             println!("spin: FAIL map: {e:?}");
-            table_free(pa);
+            super::mem::free_table_page(pa);
             break;
         }
         let (res, done2, wq2) = (results.clone(), done.clone(), wq.clone());
@@ -551,7 +534,7 @@ pub fn cmd_spin(n: usize, ms: u64) {
             Err(e) => {
                 println!("spin: FAIL spawn: {e:?}");
                 let _ = space.unmap_page(SPIN_VA);
-                table_free(pa);
+                super::mem::free_table_page(pa);
                 break;
             }
         }
@@ -571,6 +554,6 @@ pub fn cmd_spin(n: usize, ms: u64) {
             if seen == iters { "ok" } else { "FAIL" }
         );
         let _ = space.unmap_page(SPIN_VA);
-        table_free(pa);
+        super::mem::free_table_page(pa);
     }
 }
