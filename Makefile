@@ -78,5 +78,8 @@ stress: kernel
 stress-short: kernel
 	cargo run -p hotmem-qemu --release -- stress --topology default --seed 1 --steps 300 --duration 2m
 
+# The table and target/bench/bench.json, then a short seeded stress run for the
+# requested-versus-plugged plot target/bench/stress.svg.
 bench: kernel
 	cargo run -p hotmem-qemu --release -- bench $(if $(RUNS),--runs $(RUNS))
+	cargo run -p hotmem-qemu --release -- stress --topology default --seed 7 --steps 150 --duration 2m --plot target/bench/stress.svg
