@@ -1030,7 +1030,17 @@ fn save_failure(
         cfg.topology.name(),
         ids.join(" ")
     );
-    let files: [(&str, Vec<u8>); 8] = [
+    // Where every vCPU is (registers, PC first): for a guest that stopped answering.
+    let hmp = qapi::qmp::human_monitor_command {
+        command_line: "info registers -a".into(),
+        cpu_index: None,
+    };
+    let vcpus = vm
+        .qmp()
+        .execute(&hmp, QMP)
+        .unwrap_or_else(|e| format!("(info registers failed: {e})\n"));
+    let files: [(&str, Vec<u8>); 9] = [
+        ("vcpus.txt", vcpus.into_bytes()),
         ("failure.txt", failure.into_bytes()),
         ("seed", format!("{}\n", cfg.seed).into_bytes()),
         (
