@@ -22,6 +22,7 @@
 //! One QEMU runs at a time (tests/common); each test boots its own machine (boots take < 1 s).
 
 mod common;
+use common::{field, text};
 
 use std::time::{Duration, Instant};
 
@@ -62,18 +63,6 @@ const RANDOM_HOG_MIB: u64 = 512;
 /// MiB of the hog above it, so sizes below ~330 MiB stall at the floor and what migrates (which
 /// is slow with 3 hog tasks on 4 vCPUs) stays bounded.
 const RANDOM_FLOOR_MIB: u64 = 256;
-
-fn field(r: &Record, key: &str) -> u64 {
-    r.u64(key).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn text(records: &[Record]) -> String {
-    records
-        .iter()
-        .map(Record::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// The single virtio-mem device as QMP sees it.
 fn qmp_dev(vm: &mut Vm) -> VirtioMemInfo {

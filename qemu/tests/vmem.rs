@@ -18,6 +18,7 @@
 //! One QEMU runs at a time (tests/common); each test boots its own machine.
 
 mod common;
+use common::{field, text};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,18 +52,6 @@ struct Rig {
 struct Seen {
     vmem: Vec<Record>,
     mem: Vec<Record>,
-}
-
-fn field(r: &Record, key: &str) -> u64 {
-    r.u64(key).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn text(records: &[Record]) -> String {
-    records
-        .iter()
-        .map(Record::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The `mem` line of `node` and `zone`.

@@ -25,7 +25,7 @@
 
 use super::model::Mm;
 use super::page::{MigrateType, Page, PageFlags, ZoneType};
-use super::section::{CHUNK_ORDER, MEM_MAP_ORDER, SECTIONS_PER_CHUNK};
+use super::section::{Section, CHUNK_ORDER, MEM_MAP_ORDER, SECTIONS_PER_CHUNK};
 use super::store::MemMapStore;
 use super::types::*;
 use super::{AllocFlags, Error};
@@ -275,23 +275,29 @@ impl<S: MemMapStore> Mm<S> {
         Ok(true)
     }
 
+    /// The section of piece `p`, if every subsection of `p` is present and none is online.
+    fn present_offline(&self, p: &Piece) -> Result<&Section, Error> {
+        let sec = self
+            .buddy
+            .table
+            .get(p.nr)
+            .ok_or(Error::NotPresent(p.range.start))?;
+        let missing = p.mask & !sec.present();
+        if missing != 0 {
+            return Err(Error::NotPresent(first_pfn(p.nr, missing)));
+        }
+        if sec.online() & p.mask != 0 {
+            return Err(Error::AlreadyOnline(first_pfn(p.nr, sec.online() & p.mask)));
+        }
+        Ok(sec)
+    }
+
     /// Puts the present, offline, 2 MiB-aligned `range` online into `zone` of each
     /// page's node; its pages become free.
     pub fn online_range(&mut self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
-            let sec = self
-                .buddy
-                .table
-                .get(p.nr)
-                .ok_or(Error::NotPresent(p.range.start))?;
-            let missing = p.mask & !sec.present();
-            if missing != 0 {
-                return Err(Error::NotPresent(first_pfn(p.nr, missing)));
-            }
-            if sec.online() & p.mask != 0 {
-                return Err(Error::AlreadyOnline(first_pfn(p.nr, sec.online() & p.mask)));
-            }
+            let sec = self.present_offline(&p)?;
             if sec.zone().is_some_and(|z| z != zone) {
                 return Err(Error::ZoneConflict(p.nr));
             }
@@ -453,18 +459,7 @@ impl<S: MemMapStore> Mm<S> {
     pub fn remove_sections(&mut self, range: PfnRange) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
-            let sec = self
-                .buddy
-                .table
-                .get(p.nr)
-                .ok_or(Error::NotPresent(p.range.start))?;
-            let missing = p.mask & !sec.present();
-            if missing != 0 {
-                return Err(Error::NotPresent(first_pfn(p.nr, missing)));
-            }
-            if sec.online() & p.mask != 0 {
-                return Err(Error::AlreadyOnline(first_pfn(p.nr, sec.online() & p.mask)));
-            }
+            self.present_offline(&p)?;
         }
         for p in pieces(range) {
             let Some(sec) = self.buddy.table.get_mut(p.nr) else {

@@ -242,3 +242,17 @@ pub fn poll<T>(
         }
     }
 }
+
+/// The numeric field `key` of a record (panics with the parse error).
+pub fn field(r: &Record, key: &str) -> u64 {
+    r.u64(key).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Records back as text, one per line (for failure messages).
+pub fn text(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(Record::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
