@@ -25,7 +25,9 @@
 //! Lost wake-ups: a waiter calls [`Sched::prepare_wait`] (clears its wake token) before it
 //! checks its condition; a [`Sched::wake`] that finds the task not yet sleeping sets the
 //! token; [`Sched::block_current`] then refuses to sleep (returns false) and the waiter
-//! re-checks its condition. So a wake-up between the check and the sleep is never lost.
+//! re-checks its condition. So a wake-up between the check and the sleep is never lost,
+//! even when the waiter is preempted in between: only a real wake-up of a sleeper (or
+//! the next `prepare_wait`) clears the token, never being put back on the run queue.
 //!
 //! Invariants: a task is on the run queue iff it is `Ready` and not idle; each CPU's
 //! current task is `Running` (or is the one that just left `Running` until the switch is
@@ -288,11 +290,20 @@ impl<P> Sched<P> {
         s.info.state = TaskState::Exited;
     }
 
+    /// A sleeper woken (by [`wake`](Self::wake) or [`tick`](Self::tick)) joins the run
+    /// queue; this wake-up is the one it waited for, so no token is left.
     fn make_ready(&mut self, i: usize) {
+        self.slot_mut(i).wake_pending = false;
+        self.enqueue(i);
+    }
+
+    /// Puts task `i` at the back of the run queue as `Ready`. Its wake token is kept: a
+    /// task preempted between its condition check and its sleep may already have been
+    /// woken (and dropped by the waker's queue); the token is all that remembers it.
+    fn enqueue(&mut self, i: usize) {
         let s = self.slot_mut(i);
         s.info.state = TaskState::Ready;
         s.wake_at = None;
-        s.wake_pending = false;
         self.ready.push(i as u16);
     }
 
@@ -357,7 +368,7 @@ impl<P> Sched<P> {
             if self.slot(prev).info.idle {
                 self.slot_mut(prev).info.state = TaskState::Ready;
             } else {
-                self.make_ready(prev);
+                self.enqueue(prev);
             }
         }
         let n = self.slot_mut(next);
@@ -489,6 +500,25 @@ mod tests {
         assert!(!s.block_current(0));
     }
 
+    /// The wake-up arrives while the waiter still runs (between its condition check and the
+    /// sleep), then the tick preempts it before it reaches `block_current`: being put back
+    /// on the run queue must not eat the token (the waker has already dropped the waiter
+    /// from its queue, so nobody would wake it again).
+    #[test]
+    fn wake_then_preempt_before_sleep_is_not_lost() {
+        let (mut s, _, _) = two_cpus();
+        let a = s.spawn("a", None, 0).unwrap();
+        s.pick(0);
+        s.prepare_wait(0);
+        assert!(!s.wake(a), "a is running: only a token");
+        let b = s.spawn("b", None, 0).unwrap();
+        assert_eq!(s.pick(0).map(|w| w.next), Some(b), "a preempted");
+        assert_eq!(state(&s, a), TaskState::Ready);
+        assert_eq!(s.pick(0).map(|w| w.next), Some(a));
+        assert!(!s.block_current(0), "the token survived the preemption");
+        assert_eq!(state(&s, a), TaskState::Running);
+    }
+
     #[test]
     fn timed_sleep() {
         let (mut s, i0, _) = two_cpus();
@@ -531,6 +561,105 @@ mod tests {
         assert_eq!(s.spawn("t", None, 0), Err(SchedError::Full));
         let ids: Vec<_> = s.tasks().map(|t| t.id).collect();
         assert_eq!(ids.len(), MAX_TASKS);
+    }
+
+    /// Where a waiter is in `WaitQueue::wait_until` (kernel/task.rs), one step at a time.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Phase {
+        /// Running its body; its next step starts a wait.
+        Body,
+        /// `prepare_wait` done; next: join the wait queue.
+        Prepared,
+        /// On the queue; next: check the condition.
+        Registered,
+        /// The condition was false; next: `block_current` (and switch away if it sleeps).
+        Checked,
+        /// Asleep in `block_current`; resumes by re-checking from `Prepared`.
+        Asleep,
+    }
+
+    #[derive(Debug, Clone)]
+    enum WaitOp {
+        /// The task running on this CPU takes its next step.
+        Step(usize),
+        /// Make task i's condition true and wake the queue (as an IRQ handler would).
+        Wake(usize),
+        /// Timer tick preemption on this CPU.
+        Preempt(usize),
+    }
+
+    fn wait_op() -> impl proptest::strategy::Strategy<Value = WaitOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..2usize).prop_map(WaitOp::Step),
+            1 => (0..3usize).prop_map(WaitOp::Wake),
+            2 => (0..2usize).prop_map(WaitOp::Preempt),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Three tasks on two CPUs wait for their own flag through one wait queue, with the
+        /// exact protocol of `WaitQueue::wait_until`, while wakers and preemption interleave
+        /// arbitrarily. Invariant: no task sleeps while its flag is set and it is off the
+        /// queue (nobody would ever wake it: a lost wake-up).
+        #[test]
+        fn prop_no_lost_wakeups(ops in proptest::collection::vec(wait_op(), 1..200)) {
+            let (mut s, _, _) = two_cpus();
+            let ids: Vec<TaskId> = (0..3).map(|_| s.spawn("w", None, 0).unwrap()).collect();
+            let idx = |id: TaskId| ids.iter().position(|&t| t == id);
+            let mut phase = [Phase::Body; 3];
+            let mut flag = [false; 3];
+            let mut queue: Vec<usize> = Vec::new();
+            for op in ops {
+                match op {
+                    WaitOp::Step(cpu) => {
+                        let Some(t) = s.current(cpu).and_then(idx) else {
+                            s.pick(cpu); // idle: look for work
+                            continue;
+                        };
+                        phase[t] = match phase[t] {
+                            Phase::Body | Phase::Asleep => {
+                                s.prepare_wait(cpu);
+                                Phase::Prepared
+                            }
+                            Phase::Prepared => {
+                                if !queue.contains(&t) {
+                                    queue.push(t);
+                                }
+                                Phase::Registered
+                            }
+                            Phase::Registered if flag[t] => {
+                                flag[t] = false; // consumed; leave the queue
+                                queue.retain(|&q| q != t);
+                                Phase::Body
+                            }
+                            Phase::Registered => Phase::Checked,
+                            Phase::Checked if s.block_current(cpu) => {
+                                s.pick(cpu);
+                                Phase::Asleep
+                            }
+                            Phase::Checked => Phase::Prepared, // woken meanwhile: re-check
+                        };
+                    }
+                    WaitOp::Wake(t) => {
+                        flag[t] = true;
+                        for q in core::mem::take(&mut queue) {
+                            s.wake(ids[q]);
+                        }
+                    }
+                    WaitOp::Preempt(cpu) => {
+                        s.pick(cpu);
+                    }
+                }
+                for t in 0..3 {
+                    let asleep = state(&s, ids[t]) == TaskState::Sleeping;
+                    proptest::prop_assert!(
+                        !(asleep && flag[t] && !queue.contains(&t)),
+                        "task {t} sleeps with its wake-up lost"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -214,6 +214,13 @@ pub struct Vmem {
     nacks: u32,
     contradictions: u32,
     progress: Progress,
+    /// The victim order (used pages when counted, unit) of the unplug in progress, kept
+    /// from one unplug step to the next: counting the used pages of every plugged unit
+    /// walks their mem_maps, and doing it again for each of hundreds of units made that
+    /// walk the main cost of unplugging used memory. Only the order can go stale (each
+    /// victim's pages are counted again when it is offlined); any step that is not a
+    /// successful unplug drops it.
+    victims: Option<Vec<(u64, usize)>>,
 }
 
 /// One contiguous run of units.
@@ -241,6 +248,7 @@ impl Vmem {
             nacks: 0,
             contradictions: 0,
             progress: Progress::default(),
+            victims: None,
         }
     }
 
@@ -347,10 +355,11 @@ impl Vmem {
                 ..Progress::default()
             };
         }
+        let victims = self.victims.take();
         if plugged_units < target_units {
             self.plug(dev, mem, target_units - plugged_units, now)
         } else if plugged_units > target_units {
-            self.unplug(dev, mem, plugged_units - target_units, now)
+            self.unplug(dev, mem, plugged_units - target_units, victims, now)
         } else {
             self.backoff_ns = BACKOFF_MIN_NS;
             self.state = State::Ok;
@@ -652,18 +661,25 @@ impl Vmem {
     /// Unplugs at most `excess` units. Victims: units with nothing allocated first, then
     /// those with the fewest used pages, higher addresses first. A run of contiguous empty
     /// victims goes in one request; a used unit goes alone after its pages moved.
+    /// `victims`: the order the previous unplug step left, if it succeeded (see
+    /// [`Vmem::victims`]).
     fn unplug<D: Device, M: HotplugMemory>(
         &mut self,
         dev: &mut D,
         mem: &mut M,
         excess: usize,
+        victims: Option<Vec<(u64, usize)>>,
         now: u64,
     ) -> Next {
-        let mut order: Vec<(u64, usize)> = (0..self.plugged.len())
-            .filter(|&u| self.plugged[u])
-            .map(|u| (mem.used_pages(self.unit_range(u, 1)), u))
-            .collect();
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut order = victims.unwrap_or_else(|| {
+            let mut order: Vec<(u64, usize)> = (0..self.plugged.len())
+                .filter(|&u| self.plugged[u])
+                .map(|u| (mem.used_pages(self.unit_range(u, 1)), u))
+                .collect();
+            order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            order
+        });
+        order.retain(|&(_, u)| self.plugged[u]);
         let empty: Vec<usize> = order
             .iter()
             .take(excess)
@@ -680,7 +696,7 @@ impl Vmem {
                 match mem.offline(self.unit_range(run.first, run.count)) {
                     Ok(moved) => {
                         self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
-                        return self.unplug_run(dev, mem, run, now);
+                        return self.unplug_keeping(dev, mem, run, order, now);
                     }
                     Err(e) => log::debug!("vmem{}: empty run refused: {e:?}", self.id),
                 }
@@ -692,7 +708,8 @@ impl Vmem {
             match mem.offline(self.unit_range(u, 1)) {
                 Ok(moved) => {
                     self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
-                    return self.unplug_run(dev, mem, Run { first: u, count: 1 }, now);
+                    let run = Run { first: u, count: 1 };
+                    return self.unplug_keeping(dev, mem, run, order, now);
                 }
                 Err(e) => {
                     worst = Some(match (worst, e) {
@@ -728,6 +745,23 @@ impl Vmem {
             );
         }
         self.backoff(now, State::Stalled, reason)
+    }
+
+    /// [`Vmem::unplug_run`] of an offlined run; on success the victim order is kept for
+    /// the next step.
+    fn unplug_keeping<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        order: Vec<(u64, usize)>,
+        now: u64,
+    ) -> Next {
+        let next = self.unplug_run(dev, mem, run, now);
+        if next == Next::Again {
+            self.victims = Some(order);
+        }
+        next
     }
 
     fn unplug_run<D: Device, M: HotplugMemory>(

@@ -519,7 +519,9 @@ impl Scenario {
     }
 }
 
-/// The scenarios of `bench`: 0 -> 4 GiB -> 0 (idle), and 0 -> 1 GiB, each on a fresh boot.
+/// The scenarios of `bench`, each on a fresh boot: 0 -> 4 GiB -> 0 (idle), 0 -> 1 GiB -> 0
+/// (idle), 4 -> 1 GiB with 1 GiB of hog data, 4 GiB -> 0 with 1 GiB of hog data and 2 GiB of
+/// boot RAM (all of it migrates).
 pub fn default_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -541,7 +543,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: 0,
                     online: false,
                     overhead: false,
-                    linux_s: None,
+                    linux_s: Some(3.3),
                     migration: false,
                 }),
             ],
@@ -549,15 +551,26 @@ pub fn default_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "plug_1g",
             ram_bytes: None,
-            steps: vec![Step::Resize(Resize {
-                label: Some("plug_0_1g"),
-                from_bytes: 0,
-                to_bytes: GIB,
-                online: true,
-                overhead: false,
-                linux_s: Some(0.09),
-                migration: false,
-            })],
+            steps: vec![
+                Step::Resize(Resize {
+                    label: Some("plug_0_1g"),
+                    from_bytes: 0,
+                    to_bytes: GIB,
+                    online: true,
+                    overhead: false,
+                    linux_s: Some(0.09),
+                    migration: false,
+                }),
+                Step::Resize(Resize {
+                    label: Some("unplug_1g_0_idle"),
+                    from_bytes: GIB,
+                    to_bytes: 0,
+                    online: false,
+                    overhead: false,
+                    linux_s: Some(1.07),
+                    migration: false,
+                }),
+            ],
         },
         Scenario {
             name: "unplug_4g_1g_hog1g",
@@ -589,7 +602,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: 0,
                     online: false,
                     overhead: false,
-                    linux_s: Some(3.3),
+                    linux_s: None,
                     migration: true,
                 }),
                 Step::HogStop,
@@ -1318,6 +1331,8 @@ mod tests {
                 "plug_0_1g_qmp_s",
                 "plug_0_1g_online_s",
                 "plug_0_1g_guest_s",
+                "unplug_1g_0_idle_qmp_s",
+                "unplug_1g_0_idle_guest_s",
                 "unplug_4g_1g_hog1g_qmp_s",
                 "unplug_4g_1g_hog1g_guest_s",
                 "unplug_4g_1g_hog1g_migrated_mib",
@@ -1341,6 +1356,10 @@ mod tests {
         assert_eq!(reference("plug_0_4g_online_s"), Some(0.21));
         assert_eq!(reference("plug_0_1g_qmp_s"), Some(0.09));
         assert_eq!(reference(MEMMAP_OVERHEAD_METRIC), Some(17.0 * 1024.0));
-        assert_eq!(reference("unplug_4g_0_idle_qmp_s"), None);
+        assert_eq!(reference("unplug_4g_0_idle_qmp_s"), Some(3.3));
+        assert_eq!(reference("unplug_1g_0_idle_qmp_s"), Some(1.07));
+        assert_eq!(reference("unplug_4g_1g_hog1g_qmp_s"), Some(2.4));
+        // Linux was not measured with data to migrate on 4 GiB -> 0: no reference.
+        assert_eq!(reference("unplug_4g_0_hog1g_ram2g_qmp_s"), None);
     }
 }

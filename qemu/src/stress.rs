@@ -1030,17 +1030,22 @@ fn save_failure(
         cfg.topology.name(),
         ids.join(" ")
     );
-    // Where every vCPU is (registers, PC first): for a guest that stopped answering.
-    let hmp = qapi::qmp::human_monitor_command {
-        command_line: "info registers -a".into(),
-        cpu_index: None,
+    // Where every vCPU is (registers, PC first) and what the interrupt controller holds
+    // (enabled, pending, active lines): for a guest that stopped answering.
+    let mut hmp = |command: &str| {
+        let c = qapi::qmp::human_monitor_command {
+            command_line: command.into(),
+            cpu_index: None,
+        };
+        vm.qmp()
+            .execute(&c, QMP)
+            .unwrap_or_else(|e| format!("({command} failed: {e})\n"))
     };
-    let vcpus = vm
-        .qmp()
-        .execute(&hmp, QMP)
-        .unwrap_or_else(|e| format!("(info registers failed: {e})\n"));
-    let files: [(&str, Vec<u8>); 9] = [
+    let vcpus = hmp("info registers -a");
+    let pic = hmp("info pic");
+    let files: [(&str, Vec<u8>); 10] = [
         ("vcpus.txt", vcpus.into_bytes()),
+        ("pic.txt", pic.into_bytes()),
         ("failure.txt", failure.into_bytes()),
         ("seed", format!("{}\n", cfg.seed).into_bytes()),
         (

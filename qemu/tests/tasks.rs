@@ -16,6 +16,16 @@ fn check_ps(ps: &[Record], cpus: u64) {
         for key in ["task", "cpu", "switches"] {
             r.u64(key).unwrap_or_else(|e| panic!("ps: {e}"));
         }
+        // Stack high-water mark: `USED/SIZE` KiB, inside the stack; idle tasks run on
+        // their CPU's boot stack; an exited task's stack may be freed (`-`).
+        let stack = r.str("stack_kib").unwrap_or_else(|e| panic!("ps: {e}"));
+        if r.is("name", "idle") {
+            assert_eq!(stack, "boot");
+        } else if stack != "-" || !r.is("state", "exited") {
+            let (used, size) = stack.split_once('/').expect("stack_kib=USED/SIZE");
+            let (used, size): (u64, u64) = (used.parse().unwrap(), size.parse().unwrap());
+            assert!(used > 0 && used < size, "ps: stack_kib={stack}");
+        }
         let state = r.str("state").unwrap_or_else(|e| panic!("ps: {e}"));
         assert!(
             ["running", "ready", "sleeping", "exited"].contains(&state),

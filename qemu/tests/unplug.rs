@@ -453,13 +453,7 @@ fn hog_1536_shrink_to_2g_then_512m_stalls() {
 /// the unpinned hog data (~950 MiB free), so the only thing in the way is the pins: the device
 /// stalls with `reason=pinned`, the pinned pages stay mapped (`peek` reads them), and after
 /// `unpin` it converges.
-///
-/// Not run by `make test` for now: in 1 of about 6 runs on a loaded host the guest stopped
-/// answering the console (no PANIC) right after a `vmem0:` log line, the open bug of issue 5
-/// (the stress runner's two-node topology shows it too). Run it with
-/// `cargo test -p hotmem-qemu --test unplug -- --ignored`.
 #[test]
-#[ignore = "intermittent console hang after a log line under load (open bug, issue 5)"]
 fn pinned_pages_stall_unplug_until_unpin() {
     let mut vm = boot(&Machine::default().ram(GIB));
     must_reach(&mut vm, 4 * GIB, "plug 4G");

@@ -18,9 +18,10 @@ use super::mem::{mm_lock, KernelStore};
 use super::task::{self, WaitQueue};
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hotmem::mm::migrate::{self, MigrateFailure, MmLock, PageTables, Pte, RmapLock};
-use hotmem::mm::rmap::{AsId, Rmap};
+use hotmem::mm::rmap::{AsId, Mapping, Rmap};
 use hotmem::mm::{Mm, Pfn, PfnRange};
 use hotmem::vmem::MemError;
 use hotmem_arch::cpu::IrqSpinLock;
@@ -102,9 +103,19 @@ impl PageTables for KernelPageTables {
         }
     }
 
-    fn flush(&mut self, as_id: AsId, va: u64) {
-        if let Some(a) = space(as_id) {
-            a.flush_page(va);
+    /// One broadcast per address space: by VA for a single page, by ASID for more (each
+    /// broadcast stops every vCPU under TCG, and a batch usually hits one space).
+    fn flush(&mut self, maps: &[Mapping]) {
+        let mut ids: Vec<AsId> = maps.iter().map(|m| m.as_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let Some(a) = space(id) else { continue };
+            let mut mine = maps.iter().filter(|m| m.as_id == id);
+            match (mine.next(), mine.next()) {
+                (Some(m), None) => a.flush_page(m.va),
+                _ => a.flush_all(),
+            }
         }
     }
 

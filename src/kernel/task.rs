@@ -74,6 +74,14 @@ use hotmem_arch::uspace::{self, AddressSpace, AsError};
 
 /// Task stacks: 2^4 pages = 64 KiB.
 const STACK_ORDER: u32 = 4;
+const STACK_BYTES: u64 = PAGE_SIZE << STACK_ORDER;
+/// Fills a new stack, so `ps` can tell how deep it has ever been used (the first word
+/// from the bottom that differs is the high-water mark).
+const STACK_FILL: u64 = 0x5354_4143_4b5f_4655; // "STACK_FU"
+/// The lowest word of every stack. Stacks live in the linear map with no guard page, so
+/// an overflow would silently corrupt the neighbouring pages; instead every switch away
+/// from a task checks this word and panics naming the task.
+const STACK_CANARY: u64 = 0xdead_57ac_c0de_0f10;
 
 /// A task's kernel-side state; the `Sched` payload. Boxed, so its address is stable.
 struct Task {
@@ -93,6 +101,32 @@ struct Task {
 unsafe impl Send for Task {}
 // SAFETY: as above.
 unsafe impl Sync for Task {}
+
+impl Task {
+    /// The lowest word of the stack, as a pointer (`None` for idle tasks).
+    fn stack_bottom(&self) -> Option<*const u64> {
+        self.stack_pa
+            .map(|pa| layout::phys_to_virt(pa) as *const u64)
+    }
+
+    /// Is the stack's canary word unchanged? (Always true for idle tasks.)
+    fn canary_intact(&self) -> bool {
+        // SAFETY: the stack is owned by this task and mapped while the task exists.
+        self.stack_bottom()
+            .is_none_or(|p| unsafe { p.read_volatile() } == STACK_CANARY)
+    }
+
+    /// The deepest the stack has been used, in bytes (`None` for idle tasks).
+    fn stack_high_water(&self) -> Option<u64> {
+        let bottom = self.stack_bottom()?;
+        let words = (STACK_BYTES / 8) as usize;
+        // SAFETY: as in `canary_intact`; words below the stack pointer are only read.
+        let untouched = (1..words)
+            .take_while(|&i| unsafe { bottom.add(i).read_volatile() } == STACK_FILL)
+            .count();
+        Some(STACK_BYTES - 8 * (1 + untouched as u64))
+    }
+}
 
 impl Drop for Task {
     fn drop(&mut self) {
@@ -145,6 +179,15 @@ fn switch_locked(mut g: IrqSpinGuard<'static, TaskSched>) {
     let Some(sw) = g.pick(cpu) else { return };
     let prev: *const Task = &**g.payload(sw.prev).expect("running task has a payload");
     let next: *const Task = &**g.payload(sw.next).expect("picked task has a payload");
+    // SAFETY: `prev` is alive (see below) and is the task running here, on its own stack.
+    if unsafe { !(*prev).canary_intact() } {
+        let name = g.info(sw.prev).map_or("?", |i| i.name);
+        panic!(
+            "task {} ({name}) overflowed its {} KiB stack",
+            sw.prev.0,
+            STACK_BYTES / 1024
+        );
+    }
     // SAFETY: both boxes are owned by the table, which cannot drop them while we hold SCHED
     // (a payload is only reaped after its task switched away and `finish_switch` ran).
     match unsafe { &(*next).aspace } {
@@ -257,7 +300,16 @@ impl Builder {
             .and_then(|m| m.alloc_pages(STACK_ORDER, AllocFlags::UNMOVABLE).ok())
             .ok_or(SpawnError::NoMemory)?;
         let stack_pa = pfn.addr().0;
-        let top = layout::phys_to_virt(stack_pa) + (PAGE_SIZE << STACK_ORDER);
+        let bottom = layout::phys_to_virt(stack_pa);
+        let top = bottom + STACK_BYTES;
+        // SAFETY: the pages were just allocated for this stack and are in the linear map;
+        // nothing else refers to them yet.
+        unsafe {
+            let words =
+                core::slice::from_raw_parts_mut(bottom as *mut u64, (STACK_BYTES / 8) as usize);
+            words.fill(STACK_FILL);
+            words[0] = STACK_CANARY;
+        }
         let task = Box::new(Task {
             ctx: UnsafeCell::new(Context::default()),
             stack_pa: Some(stack_pa),
@@ -443,19 +495,33 @@ pub fn new_address_space() -> Result<Arc<AddressSpace>, AsError> {
 // ---------------------------------------------------------------------------------------
 // Shell commands.
 
-/// Snapshot of every task, by id.
-pub fn tasks() -> Vec<TaskInfo> {
+/// Snapshot of every task, by id, with the high-water mark of its stack in bytes (`None`
+/// for idle tasks, which run on their CPU's boot stack, and for reaped ones).
+pub fn tasks() -> Vec<(TaskInfo, Option<u64>)> {
     reap();
     let mut v = Vec::with_capacity(MAX_TASKS);
-    v.extend(SCHED.lock().tasks()); // within capacity: no allocation under SCHED
-    v.sort_by_key(|t| t.id);
+    {
+        // Within capacity: no allocation under SCHED. The stacks are scanned with SCHED
+        // held so none can be freed meanwhile (a scan is at most 8 Ki words).
+        let g = SCHED.lock();
+        v.extend(g.tasks().map(|t| {
+            let used = g.payload(t.id).and_then(|p| p.stack_high_water());
+            (t, used)
+        }));
+    }
+    v.sort_by_key(|t| t.0.id);
     v
 }
 
 pub fn cmd_ps() {
-    for t in tasks() {
+    for (t, used) in tasks() {
+        let stack = match used {
+            Some(b) => alloc::format!("{}/{}", b / 1024, STACK_BYTES / 1024),
+            None if t.idle => alloc::string::String::from("boot"),
+            None => alloc::string::String::from("-"), // exited, stack freed
+        };
         println!(
-            "task={} name={} cpu={} state={} switches={}",
+            "task={} name={} cpu={} state={} switches={} stack_kib={stack}",
             t.id,
             t.name,
             t.cpu,

@@ -20,21 +20,27 @@
 //!   allocations, reserved pages and mem_maps, and movable pages not (yet) mapped;
 //! - [`MigrateFailure::NoMemory`]: no free page outside the range to move it to.
 //!
-//! # Moving one page `old` to `new`
-//! With the rmap lock held for the whole move (so no mapping of `old` appears or goes):
+//! # Moving a batch of pages
+//! Pages move in batches of up to [`MIGRATE_BATCH`], each step done for the whole batch
+//! before the next, so one TLB broadcast serves the batch (under QEMU's TCG every
+//! broadcast invalidation stops all vCPUs: one per page made it the main cost of a
+//! migration). With the rmap lock held for the whole batch (so no mapping of its pages
+//! appears or goes), for each page `old`:
 //! 1. `Mm` lock: `old` must be unpinned; allocate `new` (movable, `old`'s node first).
 //!    The range is isolated, and isolated pageblocks are never allocated from, so `new`
 //!    is outside it (asserted).
-//! 2. For every mapping: replace the entry with [`Pte::Migrating`]; then flush each
-//!    (TLB invalidation broadcast to all CPUs, completed before `flush` returns).
-//! 3. `Mm` lock: freeze `old` unless a pin arrived since step 1 (then put the mappings
-//!    back and fail with `Pinned`). Frozen, `get_page` on it is refused.
+//! 2. For every mapping: replace the entry with [`Pte::Migrating`]; then one flush of
+//!    all the batch's entries (TLB invalidation broadcast to all CPUs, completed before
+//!    `flush` returns).
+//! 3. `Mm` lock: freeze `old` unless a pin arrived since step 1 (then put its mappings
+//!    back and fail it with `Pinned`). Frozen, `get_page` on it is refused.
 //! 4. Copy `old` to `new`.
 //! 5. For every mapping: install `Present(new)` with the old permission (an invalid ->
 //!    valid change needs no TLB flush, only the barrier `replace` already issues).
 //! 6. Move the reverse-map entries; `Mm` lock: `new` takes `old`'s references, `old` is
 //!    freed (it lands on its isolated pageblock's free list).
-//! 7. After the rmap lock is dropped: wake the tasks that faulted on a migration entry.
+//! 7. After the rmap lock is dropped: wake the tasks that faulted on a migration entry
+//!    (once per batch).
 //!
 //! # Concurrency contract for the kernel
 //! - The `Mm` lock is held only inside steps 1, 3 and 6 (and the short scan for the next
@@ -60,6 +66,7 @@
 //! takes each lock through its trait for one step at a time; the caller holds none.
 #![forbid(unsafe_code)]
 
+use alloc::vec::Vec;
 use core::fmt;
 
 use super::model::Mm;
@@ -91,8 +98,9 @@ pub trait PageTables {
     /// Writes `new` for `va` in `as_id` (with the barriers that make it visible to the
     /// table walkers) and returns the previous entry. Does not flush the TLB.
     fn replace(&mut self, as_id: AsId, va: u64, new: Pte) -> Pte;
-    /// Invalidates `va` of `as_id` in the TLBs of all CPUs and waits for completion.
-    fn flush(&mut self, as_id: AsId, va: u64);
+    /// Invalidates the translations of every `(as_id, va)` in `maps` in the TLBs of all
+    /// CPUs and waits for completion (it may invalidate more, e.g. a whole ASID).
+    fn flush(&mut self, maps: &[Mapping]);
     /// Copies the 4 KiB page `from` to `to`.
     fn copy_page(&mut self, from: Pfn, to: Pfn);
     /// Wakes every task sleeping on a migration entry (they re-check their entry).
@@ -204,8 +212,10 @@ impl MigrateReport {
         self.pinned_pages += other.pinned_pages;
         self.unmovable_pages += other.unmovable_pages;
         self.no_memory_pages += other.no_memory_pages;
-        if self.first_failure.is_none() {
-            self.first_failure = other.first_failure;
+        if let Some((pfn, cause)) = other.first_failure {
+            if self.first_failure.is_none_or(|(first, _)| pfn < first) {
+                self.first_failure = Some((pfn, cause));
+            }
         }
     }
 
@@ -215,7 +225,7 @@ impl MigrateReport {
             MigrateFailure::Unmovable => self.unmovable_pages += nr_pages,
             MigrateFailure::NoMemory => self.no_memory_pages += nr_pages,
         }
-        if self.first_failure.is_none() {
+        if self.first_failure.is_none_or(|(first, _)| pfn < first) {
             self.first_failure = Some((pfn, cause));
         }
     }
@@ -346,6 +356,11 @@ impl<S: MemMapStore> Mm<S> {
     }
 }
 
+/// Most pages moved under one hold of the rmap lock and one TLB broadcast. Bigger
+/// batches flush less often; smaller ones hold the lock (the kernel's is IRQ-safe)
+/// for shorter: 32 pages is 128 KiB of copying per hold.
+pub const MIGRATE_BATCH: usize = 32;
+
 /// Moves every movable page out of `range` (pageblock aligned, every pageblock isolated
 /// by [`Mm::isolate_range`]) and reports what stayed. See the module doc for the steps
 /// and the locking. Errors (nothing done): the range is empty, unaligned, not online or
@@ -359,96 +374,158 @@ pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
     mm.with_mm(|m| m.check_isolated(range))?;
     let mut report = MigrateReport::default();
     let mut pfn = range.start;
-    while pfn.0 < range.end_exclusive.0 {
-        let Some(used) = mm.with_mm(|m| m.next_used(pfn, range.end_exclusive)) else {
-            break;
-        };
-        pfn = used.pfn.add(used.nr_pages);
-        if !used.candidate {
-            report.fail(used.pfn, MigrateFailure::Unmovable, used.nr_pages);
-            continue;
+    let mut batch: Vec<Pfn> = Vec::with_capacity(MIGRATE_BATCH);
+    loop {
+        // Collect the next batch of candidates; anything else used fails right away.
+        batch.clear();
+        while batch.len() < MIGRATE_BATCH && pfn.0 < range.end_exclusive.0 {
+            let Some(used) = mm.with_mm(|m| m.next_used(pfn, range.end_exclusive)) else {
+                pfn = range.end_exclusive;
+                break;
+            };
+            pfn = used.pfn.add(used.nr_pages);
+            if used.candidate {
+                batch.push(used.pfn);
+            } else {
+                report.fail(used.pfn, MigrateFailure::Unmovable, used.nr_pages);
+            }
         }
-        let (result, touched) = rmap.with_rmap(|r| migrate_one(mm, r, pt, used.pfn, range));
+        if batch.is_empty() {
+            break;
+        }
+        let (results, touched) = rmap.with_rmap(|r| migrate_batch(mm, r, pt, &batch, range));
         if touched {
             pt.wake_waiters();
         }
-        match result {
-            Ok(()) => {
-                report.moved_pages += 1;
-                report.bytes_copied += PAGE_SIZE;
+        for (&old, result) in batch.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    report.moved_pages += 1;
+                    report.bytes_copied += PAGE_SIZE;
+                }
+                Err(cause) => report.fail(old, cause, 1),
             }
-            Err(cause) => report.fail(used.pfn, cause, 1),
         }
     }
     Ok(report)
 }
 
-/// Moves the order-0 page `old` (steps 1-6 of the module doc) under the rmap lock.
-/// Returns the outcome and whether any page-table entry was changed (waiters to wake).
-fn migrate_one<M: MmLock, P: PageTables>(
+/// One page of a batch on its way: its destination and its mappings (`maps` indexes the
+/// batch's mapping list).
+struct Move {
+    old: Pfn,
+    new: Pfn,
+    map_count: u32,
+    maps: core::ops::Range<usize>,
+}
+
+/// Moves the order-0 pages `olds` (steps 1-6 of the module doc, each step for the whole
+/// batch, with one TLB flush) under the rmap lock. Returns each page's outcome, in order,
+/// and whether any page-table entry was changed (waiters to wake).
+fn migrate_batch<M: MmLock, P: PageTables>(
     mm: &mut M,
     rmap: &mut Rmap,
     pt: &mut P,
-    old: Pfn,
+    olds: &[Pfn],
     range: PfnRange,
-) -> (Result<(), MigrateFailure>, bool) {
-    let n = rmap.map_count(old);
-    if n == 0 {
-        return (Err(MigrateFailure::Unmovable), false);
-    }
+) -> (Vec<Result<(), MigrateFailure>>, bool) {
+    let mut results: Vec<Result<(), MigrateFailure>> = Vec::with_capacity(olds.len());
+    // (index in `olds`, the move) for the pages still going.
+    let mut moves: Vec<(usize, Move)> = Vec::with_capacity(olds.len());
+    let mut maps: Vec<Mapping> = Vec::with_capacity(olds.len());
+    let mut touched = false;
     // 1. Pin check and destination.
-    let new = match mm.with_mm(|m| m.migrate_prepare(old, n)) {
-        Ok(new) => new,
-        Err(Prepare::Pinned) => return (Err(MigrateFailure::Pinned), false),
-        Err(Prepare::Unmovable) => return (Err(MigrateFailure::Unmovable), false),
-        Err(Prepare::NoMemory) => return (Err(MigrateFailure::NoMemory), false),
-    };
-    assert!(
-        !range.contains(new),
-        "mm: migration target {new:?} inside the isolated range {range:?}"
-    );
-    let maps = rmap.mappings(old);
-    // 2. Migration entries, then flush.
-    let mut done = 0;
-    for m in maps {
-        let Pte::Present { pfn, writable } = pt.entry(m.as_id, m.va) else {
-            break;
+    for (i, &old) in olds.iter().enumerate() {
+        let n = rmap.map_count(old);
+        let prepared = if n == 0 {
+            Err(MigrateFailure::Unmovable)
+        } else {
+            mm.with_mm(|m| m.migrate_prepare(old, n))
+                .map_err(|e| match e {
+                    Prepare::Pinned => MigrateFailure::Pinned,
+                    Prepare::Unmovable => MigrateFailure::Unmovable,
+                    Prepare::NoMemory => MigrateFailure::NoMemory,
+                })
         };
-        if pfn != old {
-            break;
+        results.push(prepared.map(|_| ()));
+        if let Ok(new) = prepared {
+            assert!(
+                !range.contains(new),
+                "mm: migration target {new:?} inside the isolated range {range:?}"
+            );
+            let first = maps.len();
+            maps.extend_from_slice(rmap.mappings(old));
+            let m = Move {
+                old,
+                new,
+                map_count: n,
+                maps: first..maps.len(),
+            };
+            moves.push((i, m));
         }
-        pt.replace(m.as_id, m.va, Pte::Migrating { pfn: old, writable });
-        done += 1;
     }
-    for m in &maps[..done] {
-        pt.flush(m.as_id, m.va);
-    }
-    if done < maps.len() {
+    // 2. Migration entries for every page, then one flush for all of them.
+    let mut flushed: Vec<Mapping> = Vec::with_capacity(maps.len());
+    moves.retain(|(i, mv)| {
+        let mine = &maps[mv.maps.clone()];
+        let mut done = 0;
+        for m in mine {
+            match pt.entry(m.as_id, m.va) {
+                Pte::Present { pfn, writable } if pfn == mv.old => {
+                    pt.replace(
+                        m.as_id,
+                        m.va,
+                        Pte::Migrating {
+                            pfn: mv.old,
+                            writable,
+                        },
+                    );
+                    done += 1;
+                }
+                _ => break,
+            }
+        }
+        flushed.extend_from_slice(&mine[..done]);
+        touched |= done > 0;
+        if done == mine.len() {
+            return true;
+        }
         // The reverse map disagrees with the page tables: leave the page alone.
         log::error!(
-            "mm: {old:?} mapping {:?} not in the page tables",
-            maps[done]
+            "mm: {:?} mapping {:?} not in the page tables",
+            mv.old,
+            mine[done]
         );
-        restore(pt, &maps[..done], old, old);
-        mm.with_mm(|m| m.migrate_abort(old, new));
-        return (Err(MigrateFailure::Unmovable), done > 0);
+        restore(pt, &mine[..done], mv.old, mv.old);
+        mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
+        results[*i] = Err(MigrateFailure::Unmovable);
+        false
+    });
+    if !flushed.is_empty() {
+        pt.flush(&flushed);
     }
     // 3. Freeze, unless a pin came in before the entries went invalid.
-    if !mm.with_mm(|m| m.migrate_freeze(old, n)) {
-        restore(pt, maps, old, old);
-        mm.with_mm(|m| m.migrate_abort(old, new));
-        return (Err(MigrateFailure::Pinned), true);
+    moves.retain(|(i, mv)| {
+        if mm.with_mm(|m| m.migrate_freeze(mv.old, mv.map_count)) {
+            return true;
+        }
+        restore(pt, &maps[mv.maps.clone()], mv.old, mv.old);
+        mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
+        results[*i] = Err(MigrateFailure::Pinned);
+        false
+    });
+    for (_, mv) in &moves {
+        // 4. Copy: nothing can write `old` any more.
+        pt.copy_page(mv.old, mv.new);
+        // 5. New entries.
+        restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
+        // 6. Reverse map and references; `old` is freed.
+        if let Err(e) = rmap.move_page(mv.old, mv.new) {
+            panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
+        }
+        mm.with_mm(|m| m.migrate_finish(mv.old, mv.new));
     }
-    // 4. Copy: nothing can write `old` any more.
-    pt.copy_page(old, new);
-    // 5. New entries.
-    restore(pt, maps, old, new);
-    // 6. Reverse map and references; `old` is freed.
-    if let Err(e) = rmap.move_page(old, new) {
-        panic!("mm: rmap move {old:?} -> {new:?} failed: {e}");
-    }
-    mm.with_mm(|m| m.migrate_finish(old, new));
-    (Ok(()), true)
+    (results, touched)
 }
 
 /// Turns the migration entries for `old` at `maps` into present entries for `to`, with

@@ -88,7 +88,7 @@ use core::fmt;
 
 pub use check::CheckError;
 pub use migrate::{
-    migrate_range, MigrateFailure, MigrateReport, MmLock, PageTables, Pte, RmapLock,
+    migrate_range, MigrateFailure, MigrateReport, MmLock, PageTables, Pte, RmapLock, MIGRATE_BATCH,
 };
 pub use model::{MemRegion, Mm, NodeStats, Reservation, SectionInfo, SectionState, ZoneStats};
 pub use page::{MigrateType, Page, PageFlags, ZoneType};
