@@ -3,7 +3,10 @@
 //! [`hotmem::sched`]; this module runs its decisions.
 //!
 //! Model: every task is a kernel thread at EL1 with its own 64 KiB stack (order-4 unmovable
-//! pages from the memory model; no guard page) and an optional [`AddressSpace`] (its TTBR0
+//! pages from the memory model, in the linear map, so no guard page: instead the lowest
+//! word is a canary checked at every switch away from the task, and the rest starts filled
+//! with a pattern so `ps` can show how deep each stack has been used) and an optional
+//! [`AddressSpace`] (its TTBR0
 //! tree; the switch loads it with its ASID and enables TTBR0 walks, or disables walks for a
 //! task without one). The boot context of each CPU becomes that CPU's idle task (`wfi`
 //! loop, on the static boot stack). One global run queue; tasks run on any CPU unless
