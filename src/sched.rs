@@ -175,11 +175,14 @@ impl<P> Sched<P> {
         state: TaskState,
         idle: bool,
         payload: P,
-    ) -> Result<(usize, TaskId), SchedError> {
+    ) -> Result<(usize, TaskId), (SchedError, P)> {
         if cpu >= MAX_CPUS || affinity.is_some_and(|c| c >= MAX_CPUS) {
-            return Err(SchedError::BadCpu);
+            return Err((SchedError::BadCpu, payload));
         }
-        let i = self.free_slot()?;
+        let i = match self.free_slot() {
+            Ok(i) => i,
+            Err(e) => return Err((e, payload)),
+        };
         let id = TaskId(self.next_id);
         self.next_id += 1;
         self.slots[i] = Some(Slot {
@@ -206,9 +209,9 @@ impl<P> Sched<P> {
         cpu: usize,
         name: &'static str,
         payload: P,
-    ) -> Result<TaskId, SchedError> {
+    ) -> Result<TaskId, (SchedError, P)> {
         if self.idle.get(cpu).is_some_and(|i| i.is_some()) {
-            return Err(SchedError::IdleExists);
+            return Err((SchedError::IdleExists, payload));
         }
         let (i, id) = self.insert(name, cpu, Some(cpu), TaskState::Running, true, payload)?;
         self.slot_mut(i).info.switches = 1;
@@ -218,12 +221,14 @@ impl<P> Sched<P> {
     }
 
     /// A new `Ready` task at the back of the run queue, allowed only on `affinity` if given.
+    /// On failure the payload comes back, so the caller can drop it (free its stack) after
+    /// releasing the scheduler lock.
     pub fn spawn(
         &mut self,
         name: &'static str,
         affinity: Option<usize>,
         payload: P,
-    ) -> Result<TaskId, SchedError> {
+    ) -> Result<TaskId, (SchedError, P)> {
         let (i, id) = self.insert(
             name,
             affinity.unwrap_or(0),
@@ -420,7 +425,7 @@ mod tests {
         let mut s = Sched::new();
         let i0 = s.add_idle(0, "idle", 0).unwrap();
         let i1 = s.add_idle(1, "idle", 1).unwrap();
-        assert_eq!(s.add_idle(1, "idle", 1), Err(SchedError::IdleExists));
+        assert_eq!(s.add_idle(1, "idle", 1), Err((SchedError::IdleExists, 1)));
         (s, i0, i1)
     }
 
@@ -466,7 +471,10 @@ mod tests {
                 next: pinned
             })
         );
-        assert_eq!(s.spawn("bad", Some(MAX_CPUS), 0), Err(SchedError::BadCpu));
+        assert_eq!(
+            s.spawn("bad", Some(MAX_CPUS), 7),
+            Err((SchedError::BadCpu, 7))
+        );
     }
 
     #[test]
@@ -558,7 +566,11 @@ mod tests {
         }
         assert_eq!(n, MAX_TASKS - 2, "2 idle tasks; the exited slot was reused");
         assert!(s.info(a).is_none());
-        assert_eq!(s.spawn("t", None, 0), Err(SchedError::Full));
+        assert_eq!(
+            s.spawn("t", None, 5),
+            Err((SchedError::Full, 5)),
+            "the payload comes back"
+        );
         let ids: Vec<_> = s.tasks().map(|t| t.id).collect();
         assert_eq!(ids.len(), MAX_TASKS);
     }

@@ -538,7 +538,7 @@ impl Vmem {
                     "vmem{}: {req:?} answered ERROR; asking the device for the state",
                     self.id
                 );
-                self.reconcile(dev, mem, run, true, now)
+                self.reconcile_after_plug_error(dev, mem, run, now)
             }
             None => Next::Idle,
         }
@@ -591,70 +591,75 @@ impl Vmem {
         Next::Again
     }
 
-    /// After ERROR on `run`: ask the device what it thinks and adopt the answer.
-    fn reconcile<D: Device, M: HotplugMemory>(
+    /// Asks the device for the state of `run` (after it answered ERROR). `Err` is what the
+    /// step returns when there is no usable answer: BUSY backs off; anything else but a
+    /// state disables the device.
+    fn ask_state<D: Device>(
         &mut self,
         dev: &mut D,
-        mem: &mut M,
         run: Run,
-        plugging: bool,
         now: u64,
-    ) -> Next {
+    ) -> Result<BlockState, Next> {
         let range = self.unit_range(run.first, run.count);
         let req = Request::State {
             addr: range.base,
             nb_blocks: self.blocks(range),
         };
-        let state = match self.send(dev, req) {
-            Some(Response::AckState(s)) => s,
-            Some(Response::Busy) => return self.backoff(now, State::Busy, Reason::DeviceBusy),
+        match self.send(dev, req) {
+            Some(Response::AckState(s)) => Ok(s),
+            Some(Response::Busy) => Err(self.backoff(now, State::Busy, Reason::DeviceBusy)),
             Some(r) => {
                 log::error!("vmem{}: STATE answered {r:?}; device disabled", self.id);
                 self.set_broken();
-                return Next::Idle;
+                Err(Next::Idle)
             }
-            None => return Next::Idle,
-        };
-        let we_thought_plugged = !plugging;
-        match state {
-            // The device already has it the way we wanted: adopt it.
-            BlockState::Plugged if plugging => self.plugged_ok(dev, mem, run, now),
-            BlockState::Unplugged if !plugging => {
-                self.mark(run, false);
-                if let Err(e) = mem.remove(range) {
-                    log::error!("vmem{}: remove after reconcile: {e:?}", self.id);
-                }
-                Next::Again
+            None => Err(Next::Idle), // `send` disabled the device
+        }
+    }
+
+    /// The device refused a request yet reports the state we had: count a contradiction,
+    /// back off, and disable the device after [`MAX_CONTRADICTIONS`].
+    fn contradiction(&mut self, now: u64, what: core::fmt::Arguments) -> Next {
+        self.contradictions += 1;
+        log::warn!(
+            "vmem{}: {what}; contradiction {}",
+            self.id,
+            self.contradictions
+        );
+        if self.contradictions >= MAX_CONTRADICTIONS {
+            log::error!(
+                "vmem{}: the device keeps contradicting itself; marked broken",
+                self.id
+            );
+            self.set_broken();
+            return Next::Idle;
+        }
+        self.backoff(now, State::Stalled, Reason::DeviceError)
+    }
+
+    /// After ERROR on a PLUG of `run`: ask the device what it thinks and adopt the answer.
+    fn reconcile_after_plug_error<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        now: u64,
+    ) -> Next {
+        match self.ask_state(dev, run, now) {
+            // The device plugged it after all: adopt it.
+            Ok(BlockState::Plugged) => self.plugged_ok(dev, mem, run, now),
+            Ok(s) => {
+                let range = self.unit_range(run.first, run.count);
+                self.contradiction(
+                    now,
+                    format_args!(
+                        "device says {s:?} for 0x{:x}+{} MiB after refusing PLUG",
+                        range.base,
+                        range.size >> 20
+                    ),
+                )
             }
-            // The device agrees with our old view and still refused: a contradiction.
-            s => {
-                self.contradictions += 1;
-                log::warn!(
-                    "vmem{}: device says {s:?} for 0x{:x}+{} MiB (we had it {}); contradiction {}",
-                    self.id,
-                    range.base,
-                    range.size >> 20,
-                    if we_thought_plugged {
-                        "plugged"
-                    } else {
-                        "unplugged"
-                    },
-                    self.contradictions
-                );
-                if !plugging {
-                    // The range was offlined for the unplug: bring it back.
-                    let _ = mem.reonline(range);
-                }
-                if self.contradictions >= MAX_CONTRADICTIONS {
-                    log::error!(
-                        "vmem{}: the device keeps contradicting itself; marked broken",
-                        self.id
-                    );
-                    self.set_broken();
-                    return Next::Idle;
-                }
-                self.backoff(now, State::Stalled, Reason::DeviceError)
-            }
+            Err(next) => next,
         }
     }
 
@@ -805,8 +810,6 @@ impl Vmem {
                             "vmem{}: {req:?} answered ERROR; asking the device for the state",
                             self.id
                         );
-                        // `reconcile` re-onlines on contradiction; the range is online again
-                        // already, so pass it as a plug-side check of our unplugged view.
                         self.reconcile_after_unplug_error(dev, mem, run, now)
                     }
                     None => Next::Idle,
@@ -815,6 +818,8 @@ impl Vmem {
         }
     }
 
+    /// After ERROR on an UNPLUG of `run` (already back online): ask the device what it
+    /// thinks and adopt the answer.
     fn reconcile_after_unplug_error<D: Device, M: HotplugMemory>(
         &mut self,
         dev: &mut D,
@@ -822,43 +827,21 @@ impl Vmem {
         run: Run,
         now: u64,
     ) -> Next {
-        let range = self.unit_range(run.first, run.count);
-        let req = Request::State {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
-        match self.send(dev, req) {
-            Some(Response::AckState(BlockState::Unplugged)) => {
+        match self.ask_state(dev, run, now) {
+            Ok(BlockState::Unplugged) => {
                 // The device already had it unplugged: memory we onlined is not backed.
                 // Take it out again and adopt the device's view.
                 self.mark(run, false);
+                let range = self.unit_range(run.first, run.count);
                 if mem.offline(range).is_ok() {
                     let _ = mem.remove(range);
                 }
                 Next::Again
             }
-            Some(Response::AckState(s)) => {
-                self.contradictions += 1;
-                log::warn!(
-                    "vmem{}: device says {s:?} after refusing UNPLUG; contradiction {}",
-                    self.id,
-                    self.contradictions
-                );
-                if self.contradictions >= MAX_CONTRADICTIONS {
-                    log::error!(
-                        "vmem{}: the device keeps contradicting itself; marked broken",
-                        self.id
-                    );
-                    self.set_broken();
-                    return Next::Idle;
-                }
-                self.backoff(now, State::Stalled, Reason::DeviceError)
+            Ok(s) => {
+                self.contradiction(now, format_args!("device says {s:?} after refusing UNPLUG"))
             }
-            Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
-            _ => {
-                self.set_broken();
-                Next::Idle
-            }
+            Err(next) => next,
         }
     }
 }

@@ -22,7 +22,6 @@ use crate::esr::{
 use aarch64_cpu::registers::{Readable, ESR_EL1, FAR_EL1};
 use core::arch::global_asm;
 use core::fmt;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 global_asm!(
     r#"
@@ -227,25 +226,27 @@ pub type IrqHook = fn(&mut TrapFrame);
 /// Hook that prints one line of an exception dump (must work with the console lock held).
 pub type DumpPrinter = fn(fmt::Arguments);
 
-static SYNC_HOOK: AtomicUsize = AtomicUsize::new(0);
-static IRQ_HOOK: AtomicUsize = AtomicUsize::new(0);
-static DUMP_PRINTER: AtomicUsize = AtomicUsize::new(0);
+// Each hook is installed once at boot (a later call is ignored) and read lock-free by the
+// vectors; before it is installed the vector behaves as if the hook declined.
+static SYNC_HOOK: spin::Once<SyncHook> = spin::Once::new();
+static IRQ_HOOK: spin::Once<IrqHook> = spin::Once::new();
+static DUMP_PRINTER: spin::Once<DumpPrinter> = spin::Once::new();
 
+/// Installs the synchronous-exception hook (once; later calls are ignored).
 pub fn set_sync_hook(h: SyncHook) {
-    SYNC_HOOK.store(h as usize, Ordering::Release);
+    SYNC_HOOK.call_once(|| h);
 }
+/// Installs the IRQ hook (once; later calls are ignored).
 pub fn set_irq_hook(h: IrqHook) {
-    IRQ_HOOK.store(h as usize, Ordering::Release);
+    IRQ_HOOK.call_once(|| h);
 }
+/// Installs the dump printer (once; later calls are ignored).
 pub fn set_dump_printer(h: DumpPrinter) {
-    DUMP_PRINTER.store(h as usize, Ordering::Release);
+    DUMP_PRINTER.call_once(|| h);
 }
 
 fn dump_and_panic(kind: VectorKind, frame: &TrapFrame, esr: Esr, far: u64) -> ! {
-    let p = DUMP_PRINTER.load(Ordering::Acquire);
-    if p != 0 {
-        // SAFETY: only `set_dump_printer` stores into DUMP_PRINTER, from a `DumpPrinter`.
-        let print: DumpPrinter = unsafe { core::mem::transmute::<usize, DumpPrinter>(p) };
+    if let Some(print) = DUMP_PRINTER.get() {
         let dump = Dump {
             kind,
             esr,
@@ -282,23 +283,15 @@ extern "C" fn __exc_sync(frame: &mut TrapFrame, _kind: u64) {
             return;
         }
     }
-    let h = SYNC_HOOK.load(Ordering::Acquire);
-    if h != 0 {
-        // SAFETY: only `set_sync_hook` stores into SYNC_HOOK, from a `SyncHook`.
-        let hook: SyncHook = unsafe { core::mem::transmute::<usize, SyncHook>(h) };
-        if hook(frame, esr, far) {
-            return;
-        }
+    if SYNC_HOOK.get().is_some_and(|hook| hook(frame, esr, far)) {
+        return;
     }
     dump_and_panic(VectorKind::Sync, frame, esr, far);
 }
 
 #[no_mangle]
 extern "C" fn __exc_irq(frame: &mut TrapFrame, _kind: u64) {
-    let h = IRQ_HOOK.load(Ordering::Acquire);
-    if h != 0 {
-        // SAFETY: only `set_irq_hook` stores into IRQ_HOOK, from an `IrqHook`.
-        let hook: IrqHook = unsafe { core::mem::transmute::<usize, IrqHook>(h) };
+    if let Some(hook) = IRQ_HOOK.get() {
         hook(frame);
     }
 }

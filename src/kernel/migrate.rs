@@ -172,6 +172,12 @@ pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> 
 /// The synchronous-exception hook: a task that touched a page under migration sleeps until
 /// the new mapping is in place, then retries the access. Anything else is not ours.
 pub fn fault_hook(frame: &mut TrapFrame, esr: Esr, far: u64) -> bool {
+    // A context with IRQs masked may hold any spin lock (the scheduler's included): it can
+    // neither sleep nor let this hook take a lock. Decline before touching any, so such a
+    // fault dumps and panics instead of spinning forever.
+    if frame.spsr & hotmem_arch::cpu::DAIF_I != 0 {
+        return false;
+    }
     if !esr.is_data_abort_same_el() || far >= hotmem_arch::uspace::USER_VA_END {
         return false;
     }

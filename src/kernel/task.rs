@@ -161,7 +161,8 @@ pub fn init_cpu(cpu: usize) {
         entry: UnsafeCell::new(None),
         aspace: None,
     });
-    if let Err(e) = SCHED.lock().add_idle(cpu, "idle", idle) {
+    let r = SCHED.lock().add_idle(cpu, "idle", idle);
+    if let Err((e, _idle)) = r {
         log::error!("sched: cpu{cpu}: no idle task: {e:?}");
     }
 }
@@ -323,8 +324,9 @@ impl Builder {
         // SAFETY: the task is not published yet: nothing else can see `ctx`.
         unsafe { *task.ctx.get() = Context::new_thread(top, finish_switch, task_entry, arg) };
         let r = SCHED.lock().spawn(self.name, self.cpu, task);
-        // On failure the box (and with it the stack) is dropped here, outside SCHED.
-        r.map_err(SpawnError::Sched)
+        // On failure the box comes back and is dropped here (freeing the stack through
+        // mm_lock()), after SCHED was released.
+        r.map_err(|(e, _task)| SpawnError::Sched(e))
     }
 }
 
@@ -372,16 +374,19 @@ pub fn yield_now() {
 #[allow(dead_code)] // API for page migration and the hog workload (issue 5)
 pub fn sleep_ms(ms: u64) {
     let deadline = timer::now_ns() + ms * 1_000_000;
-    let mut g = SCHED.lock();
-    if current_sleeper(&g).is_none() {
-        drop(g);
-        while timer::now_ns() < deadline {
+    // A wake-up meant for an earlier wait (a waker that took this task off a wait queue
+    // and was delayed before it reached the scheduler) can end the sleep early: go back
+    // to sleep until the deadline really passed.
+    while timer::now_ns() < deadline {
+        let mut g = SCHED.lock();
+        if current_sleeper(&g).is_none() {
+            drop(g);
             cpu::wait_for_interrupt();
+            continue;
         }
-        return;
+        g.sleep_current_until(cpu::index(), deadline);
+        switch_locked(g);
     }
-    g.sleep_current_until(cpu::index(), deadline);
-    switch_locked(g);
 }
 
 /// IRQ hook tail: switch tasks if the tick or a wake-up asked for it and the interrupted
@@ -425,7 +430,9 @@ impl WaitQueue {
     }
 
     /// Returns once `cond()` is true, sleeping in between. `cond` is called with no lock of
-    /// this module held (it may take locks, but must not sleep). No wake-up is lost: the
+    /// this module held (it may take locks, but must not sleep, and must not touch movable
+    /// task memory: a fault on a page under migration would sleep in a nested wait, whose
+    /// `prepare_wait` would clear this wait's wake token). No wake-up is lost: the
     /// task registers as a waiter and clears its wake token before it checks `cond`, so a
     /// `wake_all` after the check either finds it asleep or leaves the token that cancels
     /// the sleep. From an idle task or before tasks exist it polls with `wfi`.

@@ -368,6 +368,85 @@ fn migrate_reports_each_cause() {
     assert!(r.unmovable_pages >= 512 && r.moved_pages == 0);
 }
 
+/// Batches with mixed outcomes: over two batches, a page pinned beforehand, a pin that
+/// arrives during the first batch's flush, and a page whose reverse map disagrees with the
+/// page tables; every other page of the same batches still moves, the failed ones stay
+/// mapped where they were, and nothing leaks.
+#[test]
+fn batches_with_mixed_outcomes_move_the_rest() {
+    let (mm, mut rmap, mut pt) = setup();
+    let n = MIGRATE_BATCH as u64 * 2 + 6;
+    let mut pages = Vec::new();
+    for i in 0..n {
+        let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
+        let va = 0x40_0000 + i * PAGE_SIZE;
+        map(&mm, &mut rmap, &mut pt, pfn, 1, va, true);
+        pt.write(1, va, 5000 + i);
+        pages.push((pfn, va));
+    }
+    pages.sort_unstable(); // batches go in pfn order
+    let range = pageblock_of(pages[0].0);
+    assert!(pages.iter().all(|(p, _)| range.contains(*p)));
+    // In batch 1: a pin during the flush. In batch 2: a pin from before, and a mapping the
+    // page tables lost (a stale reverse-map entry).
+    let (racing, pinned, stale) = (
+        pages[5].0,
+        pages[MIGRATE_BATCH + 3].0,
+        pages[MIGRATE_BATCH + 9],
+    );
+    pt.pin_on_flush = Some(racing);
+    mm.borrow_mut().get_page(pinned).unwrap();
+    pt.replace(1, stale.1, Pte::None);
+    mm.borrow_mut().isolate_range(range).unwrap();
+    let free = mm.borrow().total_stats().free_pages;
+    let r = run(&mm, &mut rmap, &mut pt, range);
+    assert_eq!(
+        (r.moved_pages, r.pinned_pages, r.unmovable_pages),
+        (n - 3, 2, 1)
+    );
+    assert_eq!(r.first_failure, Some((racing, MigrateFailure::Pinned)));
+    // Destinations of the failed pages went back: free only shrank by the moved pages'
+    // new homes, and the old homes of the moved ones came free.
+    assert_eq!(mm.borrow().total_stats().free_pages, free);
+    assert_eq!(mm.borrow().used_pages_in(range), 3);
+    for (i, &(old, va)) in pages.iter().enumerate() {
+        let failed = [racing, pinned].contains(&old);
+        if old == stale.0 {
+            assert_eq!(pt.entry(1, va), Pte::None);
+            continue;
+        }
+        let Pte::Present { pfn, .. } = pt.entry(1, va) else {
+            panic!("page {i} left unmapped");
+        };
+        assert_eq!(pfn == old, failed, "page {i}");
+        if failed {
+            assert_eq!(
+                mm.borrow().page_migrating(old),
+                Ok(false),
+                "page {i} unfrozen"
+            );
+        }
+        let tag = 5000 + (va - 0x40_0000) / PAGE_SIZE;
+        assert_eq!(pt.read(1, va), tag, "page {i} kept its contents");
+    }
+    // The pins dropped and the stale page freed by its owner: the rest moves.
+    mm.borrow_mut().put_page(racing).unwrap();
+    mm.borrow_mut().put_page(pinned).unwrap();
+    rmap.remove(stale.0, 1, stale.1).unwrap();
+    assert!(
+        !mm.borrow_mut().put_page(stale.0).unwrap(),
+        "the mapping's reference"
+    );
+    assert!(
+        mm.borrow_mut().put_page(stale.0).unwrap(),
+        "its owner frees it"
+    );
+    let r = run(&mm, &mut rmap, &mut pt, range);
+    assert_eq!((r.moved_pages, r.failed_pages()), (2, 0));
+    mm.borrow_mut().offline_range(range).unwrap();
+    checked(&mm, &rmap);
+}
+
 #[test]
 fn migrate_without_memory_leaves_everything_in_place() {
     let (mm, mut rmap, mut pt) = setup();

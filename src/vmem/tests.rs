@@ -416,6 +416,36 @@ fn error_is_reconciled_with_state_and_liars_are_broken() {
 }
 
 #[test]
+fn unplug_error_is_reconciled_with_state_and_liars_are_broken() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    d.set_requested(64 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(m.movable_free_bytes(), 64 * MIB);
+    // ERROR to UNPLUG although the device did unplug (STATE says unplugged): the policy
+    // adopts the device's view and the memory leaves again.
+    d.set_requested(32 * MIB);
+    let unplug_then_lie = |d: &mut FakeDevice| {
+        d.script
+            .extend([Response::Error, Response::AckState(BlockState::Unplugged)]);
+    };
+    unplug_then_lie(&mut d);
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(v.plugged_bytes(), 32 * MIB);
+    assert_eq!(m.movable_free_bytes(), 32 * MIB);
+    // ERROR to UNPLUG and STATE says still plugged, again and again: a contradiction each
+    // time, then broken; the memory stays online and usable.
+    d.set_requested(0);
+    for _ in 0..MAX_CONTRADICTIONS {
+        d.script
+            .extend([Response::Error, Response::AckState(BlockState::Plugged)]);
+    }
+    let (n, _) = converge(&mut v, &mut d, &mut m, 5);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(v.state(), State::Broken);
+    assert_eq!(m.movable_free_bytes(), 32 * MIB);
+}
+
+#[test]
 fn leftovers_at_startup_are_unplugged_first_with_busy_retry() {
     let mut d = FakeDevice::new(2 * MIB, 4 * GIB);
     d.set_requested(GIB);
