@@ -198,6 +198,37 @@ pub struct Progress {
     pub started_ns: Option<u64>,
 }
 
+/// A finished resize, for the `vmemN: resized to …` log line. The caller logs it (see
+/// [`Vmem::take_resized`]) once what `vmem` shows is up to date, so whoever reacts to the
+/// line finds the new state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resized {
+    pub id: usize,
+    pub plugged_size: u64,
+    pub requested_size: u64,
+    pub progress: Progress,
+    pub took_ns: u64,
+}
+
+impl core::fmt::Display for Resized {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let p = &self.progress;
+        write!(
+            f,
+            "vmem{}: resized to {} MiB (requested {} MiB): plugged {} MiB, unplugged {} MiB, \
+             migrated {} MiB, {} requests, {} us",
+            self.id,
+            self.plugged_size >> 20,
+            self.requested_size >> 20,
+            p.plugged_bytes >> 20,
+            p.unplugged_bytes >> 20,
+            p.migrated_bytes >> 20,
+            p.requests,
+            self.took_ns / 1000
+        )
+    }
+}
+
 /// Policy state of one device.
 pub struct Vmem {
     pub id: usize,
@@ -221,6 +252,8 @@ pub struct Vmem {
     /// victim's pages are counted again when it is offlined); any step that is not a
     /// successful unplug drops it.
     victims: Option<Vec<(u64, usize)>>,
+    /// The last finished resize, until [`Vmem::take_resized`].
+    resized: Option<Resized>,
 }
 
 /// One contiguous run of units.
@@ -249,7 +282,13 @@ impl Vmem {
             contradictions: 0,
             progress: Progress::default(),
             victims: None,
+            resized: None,
         }
+    }
+
+    /// The resize that finished since the last call, if any (log it with `{}`).
+    pub fn take_resized(&mut self) -> Option<Resized> {
+        self.resized.take()
     }
 
     pub fn config(&self) -> &Config {
@@ -369,17 +408,13 @@ impl Vmem {
                 Reason::None
             };
             if let Some(t0) = self.progress.started_ns.take() {
-                log::info!(
-                    "vmem{}: resized to {} MiB (requested {} MiB): plugged {} MiB, unplugged {} MiB, migrated {} MiB, {} requests, {} us",
-                    self.id,
-                    cfg.plugged_size >> 20,
-                    cfg.requested_size >> 20,
-                    self.progress.plugged_bytes >> 20,
-                    self.progress.unplugged_bytes >> 20,
-                    self.progress.migrated_bytes >> 20,
-                    self.progress.requests,
-                    now.saturating_sub(t0) / 1000
-                );
+                self.resized = Some(Resized {
+                    id: self.id,
+                    plugged_size: cfg.plugged_size,
+                    requested_size: cfg.requested_size,
+                    progress: self.progress,
+                    took_ns: now.saturating_sub(t0),
+                });
             }
             Next::Idle
         }

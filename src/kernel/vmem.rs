@@ -259,6 +259,12 @@ pub fn work() {
         }
     }
     publish(&devs);
+    // Only now that `vmem` shows the new state: whoever waits for the line finds it there.
+    for d in devs.iter_mut() {
+        if let Some(r) = d.policy.take_resized() {
+            log::info!("{r}");
+        }
+    }
     *DEVICES.lock() = devs;
 }
 

@@ -415,6 +415,36 @@ fn error_is_reconciled_with_state_and_liars_are_broken() {
     assert_eq!(d.log.len(), sent, "a broken device gets no requests");
 }
 
+/// A finished resize is reported once, for the caller to log after it published the new
+/// state (so the log line never runs ahead of what `vmem` shows).
+#[test]
+fn a_finished_resize_is_reported_once() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    assert_eq!(v.take_resized(), None);
+    d.set_requested(64 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    let r = v.take_resized().expect("converged: a report");
+    assert_eq!((r.plugged_size, r.requested_size), (64 * MIB, 64 * MIB));
+    assert_eq!(
+        (r.progress.plugged_bytes, r.progress.unplugged_bytes),
+        (64 * MIB, 0)
+    );
+    assert!(
+        r.to_string().starts_with(
+            "vmem0: resized to 64 MiB (requested 64 MiB): plugged 64 MiB, unplugged 0 MiB, \
+             migrated 0 MiB, 1 requests, "
+        ),
+        "{r}"
+    );
+    assert_eq!(v.take_resized(), None, "reported once");
+    converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(v.take_resized(), None, "nothing new to report");
+    d.set_requested(0);
+    converge(&mut v, &mut d, &mut m, 0);
+    let r = v.take_resized().expect("shrunk: a report");
+    assert_eq!((r.plugged_size, r.progress.unplugged_bytes), (0, 64 * MIB));
+}
+
 #[test]
 fn unplug_error_is_reconciled_with_state_and_liars_are_broken() {
     let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
