@@ -734,10 +734,7 @@ impl Vmem {
                 .find(|r| (r.first..r.first + r.count).contains(&first))
             {
                 match mem.offline(self.unit_range(run.first, run.count)) {
-                    Ok(moved) => {
-                        self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
-                        return self.unplug_keeping(dev, mem, run, order, now);
-                    }
+                    Ok(moved) => return self.unplug_offlined(dev, mem, run, moved, order, now),
                     Err(e) => log::debug!("vmem{}: empty run refused: {e:?}", self.id),
                 }
             }
@@ -747,9 +744,8 @@ impl Vmem {
         for &(_, u) in &order {
             match mem.offline(self.unit_range(u, 1)) {
                 Ok(moved) => {
-                    self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
                     let run = Run { first: u, count: 1 };
-                    return self.unplug_keeping(dev, mem, run, order, now);
+                    return self.unplug_offlined(dev, mem, run, moved, order, now);
                 }
                 Err(e) => {
                     worst = Some(match (worst, e) {
@@ -787,16 +783,18 @@ impl Vmem {
         self.backoff(now, State::Stalled, reason)
     }
 
-    /// [`Vmem::unplug_run`] of an offlined run; on success the victim order is kept for
-    /// the next step.
-    fn unplug_keeping<D: Device, M: HotplugMemory>(
+    /// `run` went offline after `moved` pages moved out: count them, then
+    /// [`Vmem::unplug_run`]; on success the victim order is kept for the next step.
+    fn unplug_offlined<D: Device, M: HotplugMemory>(
         &mut self,
         dev: &mut D,
         mem: &mut M,
         run: Run,
+        moved: u64,
         order: Vec<(u64, usize)>,
         now: u64,
     ) -> Next {
+        self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
         let next = self.unplug_run(dev, mem, run, now);
         if next == Next::Again {
             self.victims = Some(order);
@@ -949,17 +947,6 @@ pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: Range, floor_bytes: u64
     let used_here = r.nr_pages().saturating_sub(free_here);
     let free_total = m.total_stats().free_pages;
     free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE >= floor_bytes
-}
-
-/// [`HotplugMemory::offline`] over the model: isolate, then offline if all free.
-pub fn mm_offline<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
-    let r = pfn_range(range);
-    m.isolate_range(r).map_err(mm_err)?;
-    if let Err(e) = m.offline_range(r) {
-        let _ = m.unisolate_range(r);
-        return Err(mm_err(e));
-    }
-    Ok(())
 }
 
 /// Allocated pages of an online `range` (its present pages minus its free pages).

@@ -45,7 +45,7 @@ pub fn irq_enable() {
 }
 
 pub fn irqs_enabled() -> bool {
-    DAIF.get() & (1 << 7) == 0
+    DAIF.get() & DAIF_I == 0
 }
 
 /// Waits for an interrupt (returns at once if one is pending).

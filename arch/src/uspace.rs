@@ -293,13 +293,7 @@ impl Drop for AddressSpace {
     /// Frees the table pages (not the mapped pages) and the ASID, after invalidating the
     /// ASID's TLB entries on all CPUs. No CPU may have the space active.
     fn drop(&mut self) {
-        barrier::dsb(barrier::ISHST);
-        // SAFETY: invalidates every TLB entry of this ASID on all CPUs; no memory effects.
-        unsafe {
-            core::arch::asm!("tlbi aside1is, {}", in(reg) (self.asid as u64) << 48, options(nostack))
-        };
-        barrier::dsb(barrier::ISH);
-        crate::cpu::isb();
+        self.flush_all();
         let t = Tables { spare: [0; 3] };
         let free = self.free;
         pgtable::for_each_subtable(&t, self.root, &mut |pa| free(pa));

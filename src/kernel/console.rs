@@ -5,9 +5,10 @@
 //! bytes since the last newline). A log record printed while a shell line is half written
 //! (the prompt or echoed input) first ends that line, prints itself, then writes the half
 //! line again, so log lines always start at column 0, never split a command's output line,
-//! and the prompt with what the user typed so far stays whole on its own line. `RX` (IRQ-safe) is the receive ring the UART interrupt fills;
-//! readers sleep on `RX_WAIT` (a task wait queue) until the interrupt has added bytes. Both
-//! are leaf locks; the scheduler lock may be taken while `OUT` is held, never the reverse.
+//! and the prompt with what the user typed so far stays whole on its own line. `RX`
+//! (IRQ-safe) is the receive ring the UART interrupt fills; readers sleep on `RX_WAIT` (a
+//! task wait queue) until the interrupt has added bytes. Both are leaf locks; the scheduler
+//! lock may be taken while `OUT` is held, never the reverse.
 
 use core::fmt::{self, Write};
 use hotmem_arch::cpu::IrqSpinLock;

@@ -296,11 +296,11 @@ pub fn cmd_pin(mib: u64) {
     }
     pfns.sort_unstable_by(|a, b| b.cmp(a));
     pfns.truncate(want);
+    // One hold of the model's lock for all the pins; `pinned` has its capacity already (no
+    // heap allocation under that lock).
     let mut pinned = Vec::with_capacity(pfns.len());
-    for pfn in pfns {
-        if mm_lock().as_mut().is_some_and(|m| m.get_page(pfn).is_ok()) {
-            pinned.push(pfn);
-        }
+    if let Some(m) = mm_lock().as_mut() {
+        pinned.extend(pfns.into_iter().filter(|&pfn| m.get_page(pfn).is_ok()));
     }
     drop(rmap);
     let n = pinned.len();
