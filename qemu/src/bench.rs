@@ -810,7 +810,7 @@ fn run_scenario(
             }
             Step::HogStop => {
                 let out = vm.console().command("hog stop", STEP_TIMEOUT)?;
-                if !out.text().contains("errors=0") {
+                if hog_field(&out.lines, "errors") != Some(0) {
                     return Err(Error::Protocol(format!("hog stop: {:?}", out.text())));
                 }
                 hog = false;
@@ -904,7 +904,7 @@ fn resize(
     }
     if hog {
         let st = vm.console().command("hog status", COMMAND_TIMEOUT)?;
-        if !st.text().contains("errors=0") {
+        if hog_field(&st.lines, "errors") != Some(0) {
             return Err(Error::Protocol(format!(
                 "after resizing to {size}: {:?}",
                 st.text()
@@ -975,6 +975,15 @@ fn resize(
     Ok(())
 }
 
+/// Field `key` of the first `hog: …` line among `lines` (see
+/// [`crate::stress::parse_hog_status`]).
+fn hog_field(lines: &[String], key: &str) -> Option<u64> {
+    lines
+        .iter()
+        .find_map(|l| crate::stress::parse_hog_status(l))
+        .and_then(|r| r.u64(key).ok())
+}
+
 /// `hog <MiB>`, then waits until every page is mapped and verified once (rounds >= 1).
 fn start_hog(vm: &mut Qemu, mib: u64) -> Result<()> {
     let out = vm
@@ -983,18 +992,18 @@ fn start_hog(vm: &mut Qemu, mib: u64) -> Result<()> {
     if !out.text().contains("hog: started") {
         return Err(Error::Protocol(format!("hog {mib}: {:?}", out.text())));
     }
-    let want = format!("pages={}", mib * MIB / 4096);
+    let want = mib * MIB / 4096;
     let deadline = Deadline::after(STEP_TIMEOUT);
     loop {
-        let st = vm.console().command("hog status", COMMAND_TIMEOUT)?.text();
-        let rounds = st
-            .split_whitespace()
-            .find_map(|t| t.strip_prefix("rounds="))
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-        if st.contains(&want) && rounds >= 1 {
+        let out = vm.console().command("hog status", COMMAND_TIMEOUT)?;
+        let (pages, rounds) = (
+            hog_field(&out.lines, "pages"),
+            hog_field(&out.lines, "rounds"),
+        );
+        if pages == Some(want) && rounds.unwrap_or(0) >= 1 {
             return Ok(());
         }
+        let st = out.text();
         if deadline.expired() {
             return Err(Error::Timeout {
                 what: format!("hog {mib} to map and verify once: {st:?}"),

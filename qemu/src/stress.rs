@@ -312,13 +312,12 @@ impl Step {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let size = |b: u64| if b == 0 { "0".into() } else { format_size(b) };
         match self {
             Step::Resize {
                 kind,
                 device,
                 bytes,
-            } => write!(f, "{} vm{device} -> {}", kind.name(), size(*bytes)),
+            } => write!(f, "{} vm{device} -> {}", kind.name(), short_size(*bytes)),
             Step::Overlap {
                 device,
                 first_bytes,
@@ -327,8 +326,8 @@ impl fmt::Display for Step {
             } => write!(
                 f,
                 "overlap vm{device} -> {} then +{gap_ms}ms -> {}",
-                size(*first_bytes),
-                size(*then_bytes)
+                short_size(*first_bytes),
+                short_size(*then_bytes)
             ),
             Step::Reset => f.write_str("system_reset"),
             Step::HogStart { mib } => write!(f, "hog {mib}"),
@@ -510,9 +509,16 @@ pub fn excused(
         }
 }
 
-/// The fields of a `hog: tasks=N pages=P rounds=R errors=E` line.
+/// The fields of a `hog: tasks=N pages=P rounds=R errors=E` line (or of the `hog: started …`
+/// and `hog: stopped …` lines).
 pub fn parse_hog_status(line: &str) -> Option<Record> {
-    Record::parse(line.trim().strip_prefix("hog:")?).ok()
+    let rest = line.trim().strip_prefix("hog:")?.trim_start();
+    // `hog: started tasks=N pages=P` and `hog: stopped errors=E` carry the same fields.
+    let rest = ["started", "stopped"]
+        .iter()
+        .find_map(|w| rest.strip_prefix(w))
+        .unwrap_or(rest);
+    Record::parse(rest).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1184,10 +1190,16 @@ impl Runner<'_> {
             Step::HogStart { mib } => {
                 let out = self.vm.console().command(&format!("hog {mib}"), CMD)?;
                 self.hog_mib = Some(mib);
-                let status = self.hog_status()?;
-                if status.u64("tasks")? == 0 {
+                // `hog: started tasks=N pages=P`, with at least one task.
+                let started = out.lines.iter().find_map(|l| parse_hog_status(l));
+                if started
+                    .as_ref()
+                    .and_then(|r| r.u64("tasks").ok())
+                    .unwrap_or(0)
+                    == 0
+                {
                     return Err(Error::Protocol(format!(
-                        "`hog {mib}` printed {:?} but `hog status` shows no tasks: {status}",
+                        "`hog {mib}` printed {:?}: no task started",
                         out.text()
                     )));
                 }
@@ -1198,13 +1210,11 @@ impl Runner<'_> {
                 let out = self.vm.console().command("hog stop", CMD)?;
                 // `hog: stopped errors=E`: the last verify round must be clean too.
                 let last = out.lines.iter().find_map(|l| parse_hog_status(l));
-                if let Some(errors) = last.as_ref().and_then(|r| r.u64("errors").ok()) {
-                    if errors != 0 {
-                        return Err(Error::Protocol(format!(
-                            "`hog stop` printed {:?}",
-                            out.text()
-                        )));
-                    }
+                if last.as_ref().and_then(|r| r.u64("errors").ok()) != Some(0) {
+                    return Err(Error::Protocol(format!(
+                        "`hog stop` printed {:?}",
+                        out.text()
+                    )));
                 }
                 self.hog_mib = None;
                 self.pinned_mib = None;
@@ -1760,6 +1770,13 @@ mod tests {
         let r = parse_hog_status("hog: tasks=1 pages=32768 rounds=4 errors=0").unwrap();
         assert_eq!(r.u64("tasks").unwrap(), 1);
         assert_eq!(r.u64("errors").unwrap(), 0);
+        let r = parse_hog_status("hog: started tasks=3 pages=1024").unwrap();
+        assert_eq!(
+            (r.u64("tasks").unwrap(), r.u64("pages").unwrap()),
+            (3, 1024)
+        );
+        let r = parse_hog_status("hog: stopped errors=2").unwrap();
+        assert_eq!(r.u64("errors").unwrap(), 2);
         assert!(parse_hog_status("hog: not running").is_none());
         assert!(parse_hog_status("tasks=1").is_none());
     }

@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{boot, check_cpus, check_mem, Vm};
+use common::{boot, check_cpus, check_mem, check_ok, field, Vm};
 use hotmem_qemu::{Machine, Record, KIB, MIB};
 
 /// Where QEMU `virt` puts boot RAM.
@@ -45,10 +45,6 @@ fn data_file(name: &str) -> String {
 /// `machine` booted with the device tree `tests/data/<name>` instead of QEMU's own.
 fn with_dtb(machine: Machine, name: &str) -> Machine {
     machine.extra_arg("-dtb").extra_arg(&data_file(name))
-}
-
-fn field(r: &Record, key: &str) -> u64 {
-    r.u64(key).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn total(mem: &[Record]) -> &Record {
@@ -123,11 +119,6 @@ fn check_boot_mem(machine: &Machine, mem: &[Record]) {
             );
         }
     }
-}
-
-fn check_ok(vm: &mut Vm, when: &str) {
-    let out = vm.cmd("check");
-    assert_eq!(out.lines, ["check: ok"], "`check` {when}: {:?}", out.lines);
 }
 
 /// `memtest` of all free memory but [`MEMTEST_HEADROOM_MIB`]; then `check: ok` and free memory

@@ -22,7 +22,7 @@
 //! One QEMU runs at a time (tests/common); each test boots its own machine (boots take < 1 s).
 
 mod common;
-use common::{field, text};
+use common::{check_ok, field, text};
 
 use std::time::{Duration, Instant};
 
@@ -89,11 +89,6 @@ fn request(vm: &mut Vm, bytes: u64) {
     vm.qmp()
         .set_requested_size("vm0", bytes, QMP)
         .unwrap_or_else(|e| panic!("qom-set vm0 requested-size {bytes}: {e}"));
-}
-
-fn check_ok(vm: &mut Vm, when: &str) {
-    let out = vm.cmd("check");
-    assert_eq!(out.lines, ["check: ok"], "`check` {when}: {:?}", out.lines);
 }
 
 /// Free KiB of zone Normal (all nodes) and present KiB of zone Movable (all nodes).

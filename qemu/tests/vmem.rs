@@ -18,7 +18,7 @@
 //! One QEMU runs at a time (tests/common); each test boots its own machine.
 
 mod common;
-use common::{field, text};
+use common::{check_ok, field, text};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -305,11 +305,6 @@ impl Rig {
         );
         eprintln!("plugged {plugged_kib} KiB; Normal managed {bookkeeping_kib} KiB below boot");
     }
-}
-
-fn check_ok(vm: &mut Vm, when: &str) {
-    let out = vm.cmd("check");
-    assert_eq!(out.lines, ["check: ok"], "`check` {when}: {:?}", out.lines);
 }
 
 fn total_free_kib(mem: &[Record]) -> u64 {

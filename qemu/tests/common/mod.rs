@@ -248,6 +248,12 @@ pub fn field(r: &Record, key: &str) -> u64 {
     r.u64(key).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `check` prints exactly `check: ok`; `when` says at which step (for the failure message).
+pub fn check_ok(vm: &mut Vm, when: &str) {
+    let out = vm.cmd("check");
+    assert_eq!(out.lines, ["check: ok"], "`check` {when}: {:?}", out.lines);
+}
+
 /// Records back as text, one per line (for failure messages).
 pub fn text(records: &[Record]) -> String {
     records
