@@ -72,7 +72,10 @@ pub const MAX_DEPTH: usize = 15;
 /// A half-open physical range `[base, base + size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PhysRange {
+    /// First byte.
     pub base: u64,
+    /// Length in bytes. Memory and reservation ranges are cut so that `base + size` does
+    /// not pass 2^64; device ranges are as the tree gives them.
     pub size: u64,
 }
 
@@ -80,6 +83,7 @@ pub struct PhysRange {
 /// gives several regions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryRegion {
+    /// The RAM, already translated to a CPU physical address.
     pub range: PhysRange,
     /// `numa-node-id` of the memory node, 0 when absent.
     pub node: u32,
@@ -94,12 +98,16 @@ pub enum ReserveKind {
     ReservedMemory,
 }
 
+/// A physical range the kernel must not use as free RAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
+    /// The reserved bytes.
     pub range: PhysRange,
+    /// Where the reservation came from.
     pub kind: ReserveKind,
 }
 
+/// One `cpu` node under `/cpus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuInfo {
     /// The `reg` property: MPIDR affinity bits (Aff3..Aff0), the PSCI CPU_ON target.
@@ -108,58 +116,83 @@ pub struct CpuInfo {
     pub node: u32,
 }
 
+/// How PSCI calls reach the firmware (`/psci`'s `method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PsciMethod {
+    /// `hvc`: the hypervisor (QEMU's default).
     Hvc,
+    /// `smc`: the secure monitor (QEMU with `virtualization=on`).
     Smc,
 }
 
+/// The interrupt controller: the first GIC in the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GicInfo {
-    /// `arm,cortex-a15-gic` / `arm,gic-400`: distributor and CPU interface, optional v2m
-    /// MSI frame (child `arm,gic-v2m-frame`).
+    /// `arm,cortex-a15-gic` / `arm,gic-400` / `arm,cortex-a7-gic`: distributor and CPU
+    /// interface, optional v2m MSI frame (child `arm,gic-v2m-frame`).
     V2 {
+        /// Distributor (first `reg` entry).
         gicd: PhysRange,
+        /// CPU interface (second `reg` entry).
         gicc: PhysRange,
+        /// The first `arm,gic-v2m-frame` child's `reg`.
         v2m: Option<PhysRange>,
     },
     /// `arm,gic-v3`: distributor, the first redistributor region, optional ITS
     /// (child `arm,gic-v3-its`).
     V3 {
+        /// Distributor (first `reg` entry).
         gicd: PhysRange,
+        /// The first redistributor region (second `reg` entry).
         gicr: PhysRange,
+        /// The first `arm,gic-v3-its` child's `reg`.
         its: Option<PhysRange>,
     },
 }
 
-/// Architected timer (`arm,armv8-timer`) interrupts as INTIDs.
+/// Architected timer (`arm,armv8-timer` / `arm,armv7-timer`) interrupts as INTIDs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerInfo {
+    /// Non-secure physical timer (the binding's second interrupt).
     pub phys_intid: u32,
+    /// Virtual timer (the binding's third interrupt).
     pub virt_intid: u32,
 }
 
-/// PL011 (`arm,pl011`): the UART that `/chosen/stdout-path` names, else the first one.
+/// PL011 (`arm,pl011`): the UART that `/chosen/stdout-path` names, else the first
+/// enabled one with a usable `reg`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UartInfo {
+    /// Its registers (first `reg` entry).
     pub range: PhysRange,
+    /// Its first interrupt as a GIC INTID; `None` when absent or not resolvable.
     pub intid: Option<u32>,
 }
 
 /// Address space of a PCI `ranges` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PciSpace {
+    /// I/O space (space code 1).
     Io,
+    /// 32-bit memory space (space code 2).
     Mem32,
+    /// 64-bit memory space (space code 3).
     Mem64,
 }
 
+/// One `ranges` entry of the host bridge: `size` bytes at `pci_addr` on the bus appear
+/// at `cpu_addr` for the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciWindow {
+    /// Which PCI address space the window is in.
     pub space: PciSpace,
+    /// `phys.hi` bit 30.
     pub prefetchable: bool,
+    /// Start on the PCI bus.
     pub pci_addr: u64,
+    /// Start as the CPU sees it, translated through the ancestors' `ranges`.
     pub cpu_addr: u64,
+    /// Length in bytes, never 0.
     pub size: u64,
 }
 
@@ -170,24 +203,31 @@ pub struct PciIrqMapEntry {
     pub child_hi: u32,
     /// INTx pin, 1 = INTA .. 4 = INTD.
     pub pin: u32,
+    /// The GIC INTID the pin raises.
     pub intid: u32,
 }
 
 /// ECAM host bridge (`pci-host-ecam-generic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciHostInfo {
+    /// ECAM config space (first `reg` entry), starting at bus `bus_start`.
     pub ecam: PhysRange,
+    /// First bus of `bus-range` (0 when absent).
     pub bus_start: u8,
+    /// Last bus of `bus-range` (255 when absent).
     pub bus_end: u8,
+    /// The I/O and memory windows of `ranges`, in tree order.
     pub windows: ArrayVec<PciWindow, 8>,
-    /// `interrupt-map-mask`: (phys.hi mask, pin mask).
+    /// `interrupt-map-mask`: (phys.hi mask, pin mask); all ones when absent.
     pub irq_map_mask: (u32, u32),
+    /// The `interrupt-map` entries that lead to our GIC, in tree order.
     pub irq_map: ArrayVec<PciIrqMapEntry, 32>,
     /// `msi-parent` / `msi-map` present.
     pub has_msi: bool,
 }
 
-/// Something in the tree we could not use; parsing went on without it.
+/// Something in the tree we could not use; parsing went on without it. The text names
+/// the node and what was wrong, cut at 96 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DtWarning(pub ArrayString<96>);
 
@@ -197,18 +237,26 @@ pub struct BootInfo<'a> {
     /// Every memory node's ranges, sorted by base, never overlapping (overlaps are warnings
     /// and the later range is trimmed).
     pub memory: ArrayVec<MemoryRegion, MAX_MEMORY_REGIONS>,
+    /// `/memreserve/` entries first, then `/reserved-memory` children, in tree order.
     pub reserved: ArrayVec<Reservation, MAX_RESERVED>,
     /// The blob itself (`[dtb_pa, dtb_pa + totalsize)`), filled in by [`parse`] from the
     /// address the caller passes.
     pub dtb: PhysRange,
     /// `/chosen/bootargs`, "" when absent.
     pub bootargs: &'a str,
+    /// The `cpu` nodes under `/cpus`, in tree order.
     pub cpus: ArrayVec<CpuInfo, MAX_CPUS>,
+    /// `/psci`'s method; `None` without a usable PSCI node.
     pub psci: Option<PsciMethod>,
+    /// The first GIC with both `reg` entries.
     pub gic: Option<GicInfo>,
+    /// The architected timer, when both its interrupts resolve to the GIC.
     pub timer: Option<TimerInfo>,
+    /// The console UART.
     pub uart: Option<UartInfo>,
+    /// The first ECAM host bridge.
     pub pci: Option<PciHostInfo>,
+    /// What was left out, in the order it was found (the first [`MAX_WARNINGS`]).
     pub warnings: ArrayVec<DtWarning, MAX_WARNINGS>,
 }
 
@@ -219,7 +267,9 @@ pub enum DtError {
     Truncated,
     /// Header magic is not 0xd00dfeed.
     BadMagic,
-    /// Anything else the `fdt` crate refused (bad offsets, bad strings, ...).
+    /// A header or structure block that does not hold together (offsets or sizes outside
+    /// the blob, an unreadable version, unbalanced nodes, bad names or tokens, deeper than
+    /// [`MAX_DEPTH`]), or anything else the `fdt` crate refused.
     Malformed,
 }
 
