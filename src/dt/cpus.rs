@@ -10,31 +10,28 @@
 //!
 //! [`BootInfo::psci`]: super::BootInfo::psci
 
-use super::cells::{prop_str, Cells, Props};
-use super::walk::{warn_dt, Frame, Walk};
+use super::cells::{prop_str, Cells};
+use super::walk::{warn_dt, Visit, Walk};
 use super::{CpuInfo, PsciMethod, MAX_CPUS};
 
 impl<'a> Walk<'a> {
-    pub(super) fn cpu_node(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-    ) {
-        let name = this.name;
-        let cells = ancestors.last().map_or(1, |cpus| cpus.address_cells);
+    pub(super) fn cpu_node(&mut self, node: Visit<'_, 'a>) {
+        let name = node.this.name;
+        let cells = node.ancestors.last().map_or(1, |cpus| cpus.address_cells);
         // Only the first `reg` entry: one thread per CPU node on arm64.
-        let Some(mpidr) = props.reg.and_then(|reg| Cells(reg).number(cells)) else {
+        let Some(mpidr) = node.props.reg.and_then(|reg| Cells(reg).number(cells)) else {
             warn_dt!(self, "{}: cpu without a usable reg", name);
             return;
         };
-        let node = self.numa_node(name, props);
-        if self.info.cpus.try_push(CpuInfo { mpidr, node }).is_err() {
+        let numa = self.numa_node(name, node.props);
+        let cpu = CpuInfo { mpidr, node: numa };
+        if self.info.cpus.try_push(cpu).is_err() {
             warn_dt!(self, "{}: more than {} CPUs", name, MAX_CPUS);
         }
     }
 
-    pub(super) fn psci_node(&mut self, name: fdt::nodes::NodeName<'a>, props: &Props<'a>) {
+    pub(super) fn psci_node(&mut self, node: Visit<'_, 'a>) {
+        let (name, props) = (node.this.name, node.props);
         if self.info.psci.is_some() {
             return;
         }

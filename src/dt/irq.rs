@@ -16,8 +16,8 @@
 //! 32 + n, PPI n -> 16 + n, extended SPI/PPI likewise. A parent that is missing or not our
 //! GIC, or a bad specifier, is a warning and that interrupt is left out.
 
-use super::cells::{compatible_with, prop_u32, Cells, Props};
-use super::walk::{warn_dt, Frame, Role, Walk};
+use super::cells::{compatible_with, prop_u32, Cells};
+use super::walk::{warn_dt, Role, Visit, Walk};
 use super::{GicInfo, PhysRange, TimerInfo};
 
 /// An interrupt controller seen in the walk, for resolving phandles afterwards.
@@ -67,34 +67,28 @@ impl GicFound {
 
 impl<'a> Walk<'a> {
     /// Remembers an interrupt controller; `is_gic` only for the GIC we use.
-    pub(super) fn note_intc(&mut self, this: &Frame<'a>, props: &Props<'a>, is_gic: bool) {
-        let Some(phandle) = props.phandle.and_then(prop_u32) else {
+    pub(super) fn note_intc(&mut self, node: Visit<'_, 'a>, is_gic: bool) {
+        let Some(phandle) = node.props.phandle.and_then(prop_u32) else {
             return; // Nobody can point at it.
         };
         let intc = IntCtrl {
             phandle,
-            address_cells: props.address_cells.and_then(prop_u32).unwrap_or(0),
-            interrupt_cells: props.interrupt_cells.and_then(prop_u32),
+            address_cells: node.props.address_cells.and_then(prop_u32).unwrap_or(0),
+            interrupt_cells: node.props.interrupt_cells.and_then(prop_u32),
             is_gic,
         };
         if self.intcs.try_push(intc).is_err() {
-            warn_dt!(self, "{}: too many interrupt controllers", this.name);
+            warn_dt!(self, "{}: too many interrupt controllers", node.this.name);
         }
     }
 
-    pub(super) fn gic_node(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-        v3: bool,
-    ) -> Role {
-        let name = this.name;
+    pub(super) fn gic_node(&mut self, node: Visit<'_, 'a>, v3: bool) -> Role {
+        let name = node.this.name;
         if self.gic.is_some() {
             warn_dt!(self, "{}: second GIC ignored", name);
             return Role::Other;
         }
-        let regs = self.node_regs(ancestors, this, props);
+        let regs = self.node_regs(node);
         let (Some(&gicd), Some(&second)) = (regs.first(), regs.get(1)) else {
             warn_dt!(self, "{}: GIC needs two reg entries", name);
             return Role::Other;
@@ -108,15 +102,10 @@ impl<'a> Walk<'a> {
         Role::Gic
     }
 
-    pub(super) fn gic_msi_node(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-    ) {
-        let name = this.name;
-        let its = compatible_with(props.compatible, &["arm,gic-v3-its"]);
-        let regs = self.node_regs(ancestors, this, props);
+    pub(super) fn gic_msi_node(&mut self, node: Visit<'_, 'a>) {
+        let name = node.this.name;
+        let its = compatible_with(node.props.compatible, &["arm,gic-v3-its"]);
+        let regs = self.node_regs(node);
         let Some(gic) = self.gic.as_mut() else {
             return;
         };
@@ -129,21 +118,21 @@ impl<'a> Walk<'a> {
         }
     }
 
-    pub(super) fn timer_node(&mut self, this: &Frame<'a>, props: &Props<'a>) {
+    pub(super) fn timer_node(&mut self, node: Visit<'_, 'a>) {
         if self.timer.is_some() {
             return;
         }
-        match props.interrupts {
+        match node.props.interrupts {
             Some(cells) => {
                 self.timer = Some((
-                    this.name,
+                    node.this.name,
                     PendingIrqs {
-                        parent: this.interrupt_parent,
+                        parent: node.this.interrupt_parent,
                         cells,
                     },
                 ))
             }
-            None => warn_dt!(self, "{}: timer without interrupts", this.name),
+            None => warn_dt!(self, "{}: timer without interrupts", node.this.name),
         }
     }
 

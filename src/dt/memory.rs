@@ -18,7 +18,7 @@ use core::fmt;
 use arrayvec::ArrayVec;
 
 use super::cells::{be64, prop_u32, Props};
-use super::walk::{warn_dt, Frame, Walk};
+use super::walk::{warn_dt, Visit, Walk};
 use super::{MemoryRegion, PhysRange, Reservation, ReserveKind, MAX_MEMORY_REGIONS, MAX_RESERVED};
 
 impl<'a> Walk<'a> {
@@ -42,26 +42,21 @@ impl<'a> Walk<'a> {
         }
     }
 
-    pub(super) fn memory_node(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-    ) {
-        let name = this.name;
-        let Some(reg) = props.reg else {
+    pub(super) fn memory_node(&mut self, node: Visit<'_, 'a>) {
+        let name = node.this.name;
+        let Some(reg) = node.props.reg else {
             warn_dt!(self, "{}: memory node without reg", name);
             return;
         };
-        let node = self.numa_node(name, props);
-        for range in self.regs(ancestors, name, reg) {
+        let numa = self.numa_node(name, node.props);
+        for range in self.regs(node.ancestors, name, reg) {
             let Some(range) = self.clamped_range(name, range.base, range.size) else {
                 continue;
             };
             if self
                 .info
                 .memory
-                .try_push(MemoryRegion { range, node })
+                .try_push(MemoryRegion { range, node: numa })
                 .is_err()
             {
                 warn_dt!(
@@ -76,15 +71,10 @@ impl<'a> Walk<'a> {
     }
 
     /// A child of `/reserved-memory`: each static `reg` entry is a reservation.
-    pub(super) fn reserved_memory_node(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-    ) {
-        let name = this.name;
-        if let Some(reg) = props.reg {
-            for range in self.regs(ancestors, name, reg) {
+    pub(super) fn reserved_memory_node(&mut self, node: Visit<'_, 'a>) {
+        let name = node.this.name;
+        if let Some(reg) = node.props.reg {
+            for range in self.regs(node.ancestors, name, reg) {
                 if let Some(range) = self.clamped_range(name, range.base, range.size) {
                     self.push_reserved(range, ReserveKind::ReservedMemory);
                 }

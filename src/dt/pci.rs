@@ -16,9 +16,9 @@
 
 use arrayvec::ArrayVec;
 
-use super::cells::{prop_u32, Cells, Props};
+use super::cells::{prop_u32, Cells};
 use super::irq::gic_spec;
-use super::walk::{warn_dt, Frame, Walk};
+use super::walk::{warn_dt, Visit, Walk};
 use super::{PciHostInfo, PciIrqMapEntry, PciSpace, PciWindow};
 
 /// The host bridge found in the walk; its `interrupt-map` still raw.
@@ -32,23 +32,18 @@ pub(super) struct PciFound<'a> {
 }
 
 impl<'a> Walk<'a> {
-    pub(super) fn pci_node(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-    ) {
-        let name = this.name;
+    pub(super) fn pci_node(&mut self, node: Visit<'_, 'a>) {
+        let name = node.this.name;
         if self.pci.is_some() {
             warn_dt!(self, "{}: second PCI host ignored", name);
             return;
         }
-        let regs = self.node_regs(ancestors, this, props);
+        let regs = self.node_regs(node);
         let Some(&ecam) = regs.first() else {
             warn_dt!(self, "{}: PCI host without ECAM reg", name);
             return;
         };
-        let (bus_start, bus_end) = match props.bus_range {
+        let (bus_start, bus_end) = match node.props.bus_range {
             None => (0, 255),
             Some(v) => {
                 let mut c = Cells(v);
@@ -74,18 +69,18 @@ impl<'a> Walk<'a> {
             windows: ArrayVec::new(),
             irq_map_mask: (u32::MAX, u32::MAX),
             irq_map: ArrayVec::new(),
-            has_msi: props.msi,
+            has_msi: node.props.msi,
         };
-        if let Some(ranges) = props.ranges {
-            self.pci_windows(ancestors, this, ranges, &mut info.windows);
+        if let Some(ranges) = node.props.ranges {
+            self.pci_windows(node, ranges, &mut info.windows);
         }
         self.pci = Some(PciFound {
             name,
             info,
-            address_cells: this.address_cells,
-            interrupt_cells: props.interrupt_cells.and_then(prop_u32),
-            map: props.interrupt_map,
-            mask: props.interrupt_map_mask,
+            address_cells: node.this.address_cells,
+            interrupt_cells: node.props.interrupt_cells.and_then(prop_u32),
+            map: node.props.interrupt_map,
+            mask: node.props.interrupt_map_mask,
         });
     }
 
@@ -93,24 +88,23 @@ impl<'a> Walk<'a> {
     /// `phys.hi` holds the space code in bits 24-25 and prefetchable in bit 30.
     fn pci_windows(
         &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
+        node: Visit<'_, 'a>,
         ranges: &'a [u8],
         windows: &mut ArrayVec<PciWindow, 8>,
     ) {
-        let name = this.name;
-        if this.address_cells != 3 {
+        let name = node.this.name;
+        if node.this.address_cells != 3 {
             warn_dt!(self, "{}: PCI #address-cells is not 3", name);
             return;
         }
-        let parent_cells = ancestors.last().map_or(2, |p| p.address_cells);
+        let parent_cells = node.ancestors.last().map_or(2, |p| p.address_cells);
         let mut c = Cells(ranges);
         while !c.is_empty() {
             let (Some(hi), Some(pci_addr), Some(cpu_addr), Some(size)) = (
                 c.u32(),
                 c.number(2),
                 c.number(parent_cells),
-                c.number(this.size_cells),
+                c.number(node.this.size_cells),
             ) else {
                 warn_dt!(self, "{}: malformed PCI ranges", name);
                 return;
@@ -127,7 +121,7 @@ impl<'a> Walk<'a> {
             if size == 0 {
                 continue;
             }
-            let Some(cpu_addr) = self.translate(ancestors, name, cpu_addr, size) else {
+            let Some(cpu_addr) = self.translate(node.ancestors, name, cpu_addr, size) else {
                 continue;
             };
             let window = PciWindow {

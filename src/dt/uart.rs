@@ -10,10 +10,10 @@
 //! a unit address matches any unit address). Its interrupt is resolved after the walk;
 //! a UART whose interrupt cannot be resolved is still reported, without an INTID.
 
-use super::cells::{prop_str, Props};
+use super::cells::prop_str;
 use super::header::{from_fdt, Fdt};
 use super::irq::PendingIrqs;
-use super::walk::{warn_dt, Frame, Walk};
+use super::walk::{warn_dt, Visit, Walk};
 use super::{DtError, PhysRange, UartInfo};
 
 /// The UART chosen so far.
@@ -74,26 +74,19 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    pub(super) fn uart_node(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-    ) {
-        let name = this.name;
-        let is_stdout = self
-            .stdout_path
-            .is_some_and(|path| path_is(path, ancestors, this));
+    pub(super) fn uart_node(&mut self, node: Visit<'_, 'a>) {
+        let name = node.this.name;
+        let is_stdout = self.stdout_path.is_some_and(|path| path_is(path, node));
         if self.uart.is_some_and(|u| u.is_stdout || !is_stdout) {
             return;
         }
-        let regs = self.node_regs(ancestors, this, props);
+        let regs = self.node_regs(node);
         let Some(&range) = regs.first() else {
             warn_dt!(self, "{}: UART without usable reg", name);
             return;
         };
-        let irqs = props.interrupts.map(|cells| PendingIrqs {
-            parent: this.interrupt_parent,
+        let irqs = node.props.interrupts.map(|cells| PendingIrqs {
+            parent: node.this.interrupt_parent,
             cells,
         });
         self.uart = Some(UartFound {
@@ -117,19 +110,24 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Whether the absolute `path` names the node `this` whose ancestors are `ancestors`.
+/// Whether the absolute `path` names `node`.
 /// A component without a unit address matches any unit address.
-fn path_is(path: &str, ancestors: &[Frame<'_>], this: &Frame<'_>) -> bool {
+fn path_is(path: &str, node: Visit<'_, '_>) -> bool {
     let mut components = path.split('/').filter(|s| !s.is_empty());
-    // `ancestors[0]` is the root, which has no component.
-    let nodes = ancestors.iter().skip(1).chain(core::iter::once(this));
-    for node in nodes {
+    // `node.ancestors[0]` is the root, which has no component.
+    let nodes = node
+        .ancestors
+        .iter()
+        .skip(1)
+        .chain(core::iter::once(node.this));
+    for frame in nodes {
         let Some(component) = components.next() else {
             return false;
         };
+        let name = frame.name;
         let matches = match component.split_once('@') {
-            Some((base, unit)) => node.name.name == base && node.name.unit_address == Some(unit),
-            None => node.name.name == component,
+            Some((base, unit)) => name.name == base && name.unit_address == Some(unit),
+            None => name.name == component,
         };
         if !matches {
             return false;

@@ -78,6 +78,17 @@ impl Default for Frame<'_> {
     }
 }
 
+/// The node being visited, as the walk hands it to each stage.
+#[derive(Clone, Copy)]
+pub(super) struct Visit<'s, 'a> {
+    /// From the root to the node's parent.
+    pub(super) ancestors: &'s [Frame<'a>],
+    /// The node's own frame: its name, inherited `interrupt-parent`, and the cell counts
+    /// its children see.
+    pub(super) this: &'s Frame<'a>,
+    pub(super) props: &'s Props<'a>,
+}
+
 /// The walk's state: the result so far, and what stage 3 still has to resolve.
 pub(super) struct Walk<'a> {
     pub(super) info: BootInfo<'a>,
@@ -163,7 +174,11 @@ impl<'a> Walk<'a> {
             };
             let mut frame = self.frame(this, &parent, &props);
             if props.enabled() {
-                frame.role = self.visit(ancestors, &frame, &props);
+                frame.role = self.visit(Visit {
+                    ancestors,
+                    this: &frame,
+                    props: &props,
+                });
             }
             *stack.get_mut(depth).ok_or(DtError::Malformed)? = frame;
         }
@@ -200,68 +215,57 @@ impl<'a> Walk<'a> {
     }
 
     /// Takes what we need from one enabled node; returns its role for its children.
-    /// `ancestors` runs from the root to the node's parent.
-    fn visit(&mut self, ancestors: &[Frame<'a>], this: &Frame<'a>, props: &Props<'a>) -> Role {
-        let role = self.classify(ancestors, this, props);
-        if props.interrupt_controller {
-            self.note_intc(this, props, role == Role::Gic);
+    fn visit(&mut self, node: Visit<'_, 'a>) -> Role {
+        let role = self.classify(node);
+        if node.props.interrupt_controller {
+            self.note_intc(node, role == Role::Gic);
         }
         role
     }
 
-    fn classify(&mut self, ancestors: &[Frame<'a>], this: &Frame<'a>, props: &Props<'a>) -> Role {
-        let depth = ancestors.len();
-        let parent_role = ancestors.last().map_or(Role::Other, |p| p.role);
-        let name = this.name;
-        let base = name.name;
+    /// Hands the node to the stage that wants it.
+    fn classify(&mut self, node: Visit<'_, 'a>) -> Role {
+        let depth = node.ancestors.len();
+        let parent_role = node.ancestors.last().map_or(Role::Other, |p| p.role);
+        let base = node.this.name.name;
+        let props = node.props;
+        let is = |any_of: &[&str]| compatible_with(props.compatible, any_of);
 
         if depth == 1 && (props.device_type_is("memory") || base == "memory") {
-            self.memory_node(ancestors, this, props);
+            self.memory_node(node);
         } else if depth == 1 && base == "reserved-memory" {
             return Role::ReservedMemory;
         } else if depth == 1 && base == "cpus" {
             return Role::Cpus;
         } else if parent_role == Role::ReservedMemory {
-            self.reserved_memory_node(ancestors, this, props);
+            self.reserved_memory_node(node);
         } else if parent_role == Role::Cpus && (props.device_type_is("cpu") || base == "cpu") {
-            self.cpu_node(ancestors, this, props);
-        } else if compatible_with(
-            props.compatible,
-            &["arm,psci", "arm,psci-0.2", "arm,psci-1.0"],
-        ) || (depth == 1 && base == "psci")
+            self.cpu_node(node);
+        } else if is(&["arm,psci", "arm,psci-0.2", "arm,psci-1.0"])
+            || (depth == 1 && base == "psci")
         {
-            self.psci_node(name, props);
-        } else if compatible_with(props.compatible, &["arm,gic-v3"]) {
-            return self.gic_node(ancestors, this, props, true);
-        } else if compatible_with(
-            props.compatible,
-            &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic"],
-        ) {
-            return self.gic_node(ancestors, this, props, false);
-        } else if parent_role == Role::Gic
-            && compatible_with(props.compatible, &["arm,gic-v2m-frame", "arm,gic-v3-its"])
-        {
-            self.gic_msi_node(ancestors, this, props);
-        } else if compatible_with(props.compatible, &["arm,armv8-timer", "arm,armv7-timer"]) {
-            self.timer_node(this, props);
-        } else if compatible_with(props.compatible, &["arm,pl011"]) {
-            self.uart_node(ancestors, this, props);
-        } else if compatible_with(props.compatible, &["pci-host-ecam-generic"]) {
-            self.pci_node(ancestors, this, props);
+            self.psci_node(node);
+        } else if is(&["arm,gic-v3"]) {
+            return self.gic_node(node, true);
+        } else if is(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a7-gic"]) {
+            return self.gic_node(node, false);
+        } else if parent_role == Role::Gic && is(&["arm,gic-v2m-frame", "arm,gic-v3-its"]) {
+            self.gic_msi_node(node);
+        } else if is(&["arm,armv8-timer", "arm,armv7-timer"]) {
+            self.timer_node(node);
+        } else if is(&["arm,pl011"]) {
+            self.uart_node(node);
+        } else if is(&["pci-host-ecam-generic"]) {
+            self.pci_node(node);
         }
         Role::Other
     }
 
-    /// [`Walk::regs`] of `this` node's `reg` property; empty when it has none.
-    pub(super) fn node_regs(
-        &mut self,
-        ancestors: &[Frame<'a>],
-        this: &Frame<'a>,
-        props: &Props<'a>,
-    ) -> Regs {
-        props
+    /// [`Walk::regs`] of the node's `reg` property; empty when it has none.
+    pub(super) fn node_regs(&mut self, node: Visit<'_, 'a>) -> Regs {
+        node.props
             .reg
-            .map(|reg| self.regs(ancestors, this.name, reg))
+            .map(|reg| self.regs(node.ancestors, node.this.name, reg))
             .unwrap_or_default()
     }
 
