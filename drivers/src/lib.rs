@@ -10,3 +10,6 @@ extern crate alloc;
 pub mod pci;
 pub mod pl011;
 pub mod virtio_mem;
+
+#[cfg(test)]
+mod test_hal;

@@ -2,6 +2,7 @@
 //! setup over a fake config space.
 
 use super::*;
+use crate::test_hal::TestHal;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use core::cell::RefCell;
@@ -592,48 +593,16 @@ fn bridge_bars_only_two() {
 
 #[test]
 fn virtio_transport_needs_bars() {
-    struct NoHal;
-    // SAFETY: never called: `virtio_transport` fails before touching the Hal.
-    unsafe impl Hal for NoHal {
-        fn dma_alloc(
-            _pages: usize,
-            _direction: virtio_drivers::BufferDirection,
-        ) -> (virtio_drivers::PhysAddr, NonNull<u8>) {
-            unreachable!()
-        }
-        unsafe fn dma_dealloc(
-            _paddr: virtio_drivers::PhysAddr,
-            _vaddr: NonNull<u8>,
-            _pages: usize,
-        ) -> i32 {
-            unreachable!()
-        }
-        unsafe fn mmio_phys_to_virt(_paddr: virtio_drivers::PhysAddr, _size: usize) -> NonNull<u8> {
-            unreachable!()
-        }
-        unsafe fn share(
-            _buffer: NonNull<[u8]>,
-            _direction: virtio_drivers::BufferDirection,
-        ) -> virtio_drivers::PhysAddr {
-            unreachable!()
-        }
-        unsafe fn unshare(
-            _paddr: virtio_drivers::PhysAddr,
-            _buffer: NonNull<[u8]>,
-            _direction: virtio_drivers::BufferDirection,
-        ) {
-            unreachable!()
-        }
-    }
+    // The Hal is never reached: `virtio_transport` fails before it maps anything.
     let (mut host, _) = host_with(vec![((0, 1, 0), virtio_mem_like())]);
     assert!(matches!(
-        host.virtio_transport::<NoHal>(df(0, 1, 0)),
+        host.virtio_transport::<TestHal>(df(0, 1, 0)),
         Err(PciError::BarsNotAssigned(_))
     ));
     host.setup_bars(df(0, 1, 0)).unwrap();
     // No virtio capabilities in the fake: a transport error, not a panic.
     assert!(matches!(
-        host.virtio_transport::<NoHal>(df(0, 1, 0)),
+        host.virtio_transport::<TestHal>(df(0, 1, 0)),
         Err(PciError::Transport(VirtioPciError::MissingCommonConfig))
     ));
 }
