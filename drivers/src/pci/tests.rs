@@ -10,30 +10,28 @@ use std::vec;
 
 const GIB: u64 = 1 << 30;
 
-/// QEMU `virt` windows (tests/dt.rs, default machine).
+fn window(space: Space, prefetchable: bool, pci_addr: u64, cpu_addr: u64, size: u64) -> Window {
+    Window {
+        space,
+        prefetchable,
+        pci_addr,
+        cpu_addr,
+        size,
+    }
+}
+
+/// QEMU `virt` windows (as `tests/dt` reads them from the default machine's tree).
 fn qemu_windows() -> Vec<Window> {
     vec![
-        Window {
-            space: Space::Io,
-            prefetchable: false,
-            pci_addr: 0,
-            cpu_addr: 0x3eff_0000,
-            size: 0x1_0000,
-        },
-        Window {
-            space: Space::Mem32,
-            prefetchable: false,
-            pci_addr: 0x1000_0000,
-            cpu_addr: 0x1000_0000,
-            size: 0x2eff_0000,
-        },
-        Window {
-            space: Space::Mem64,
-            prefetchable: false,
-            pci_addr: 0x80_0000_0000,
-            cpu_addr: 0x80_0000_0000,
-            size: 0x80_0000_0000,
-        },
+        window(Space::Io, false, 0, 0x3eff_0000, 0x1_0000),
+        window(Space::Mem32, false, 0x1000_0000, 0x1000_0000, 0x2eff_0000),
+        window(
+            Space::Mem64,
+            false,
+            0x80_0000_0000,
+            0x80_0000_0000,
+            0x80_0000_0000,
+        ),
     ]
 }
 
@@ -60,6 +58,11 @@ fn req(size_bytes: u64, width: BarWidth, prefetchable: bool) -> BarRequest {
         width,
         prefetchable,
     }
+}
+
+/// The window a successful allocation went to.
+fn window_of(a: &mut BarAllocator, r: BarRequest) -> usize {
+    a.allocate(r).unwrap().window
 }
 
 // --- allocator ---------------------------------------------------------------------------------
@@ -110,13 +113,13 @@ fn window_choice() {
 
 #[test]
 fn cpu_address_follows_window_offset() {
-    let w = Window {
-        space: Space::Mem32,
-        prefetchable: false,
-        pci_addr: 0x4000_0000,
-        cpu_addr: 0x12_0000_0000,
-        size: 0x1000_0000,
-    };
+    let w = window(
+        Space::Mem32,
+        false,
+        0x4000_0000,
+        0x12_0000_0000,
+        0x1000_0000,
+    );
     let mut a = BarAllocator::new(&[w]);
     a.allocate(req(0x1000, BarWidth::Bits32, false)).unwrap();
     let got = a.allocate(req(0x10000, BarWidth::Bits32, false)).unwrap();
@@ -129,35 +132,13 @@ fn cpu_address_follows_window_offset() {
 #[test]
 fn prefetchable_windows_only_for_prefetchable_bars() {
     let windows = [
-        Window {
-            space: Space::Mem64,
-            prefetchable: true,
-            pci_addr: 0x100_0000_0000,
-            cpu_addr: 0x100_0000_0000,
-            size: GIB,
-        },
-        Window {
-            space: Space::Mem32,
-            prefetchable: false,
-            pci_addr: 0x1000_0000,
-            cpu_addr: 0x1000_0000,
-            size: 0x100_0000,
-        },
+        window(Space::Mem64, true, 0x100_0000_0000, 0x100_0000_0000, GIB),
+        window(Space::Mem32, false, 0x1000_0000, 0x1000_0000, 0x100_0000),
     ];
     let mut a = BarAllocator::new(&windows);
-    assert_eq!(
-        a.allocate(req(0x4000, BarWidth::Bits64, true))
-            .unwrap()
-            .window,
-        0
-    );
+    assert_eq!(window_of(&mut a, req(0x4000, BarWidth::Bits64, true)), 0);
     // A non-prefetchable 64-bit BAR falls back to MEM32.
-    assert_eq!(
-        a.allocate(req(0x4000, BarWidth::Bits64, false))
-            .unwrap()
-            .window,
-        1
-    );
+    assert_eq!(window_of(&mut a, req(0x4000, BarWidth::Bits64, false)), 1);
 }
 
 #[test]
@@ -165,22 +146,12 @@ fn mem64_full_falls_back_to_mem32() {
     let mut windows = qemu_windows();
     windows[2].size = 0x8000;
     let mut a = BarAllocator::new(&windows);
-    assert_eq!(
-        a.allocate(req(0x8000, BarWidth::Bits64, true))
-            .unwrap()
-            .window,
-        2
-    );
+    assert_eq!(window_of(&mut a, req(0x8000, BarWidth::Bits64, true)), 2);
     let second = a.allocate(req(0x8000, BarWidth::Bits64, true)).unwrap();
     assert_eq!((second.window, second.pci_addr), (1, 0x1000_0000));
     // No MEM64 at all: same.
     let mut a = BarAllocator::new(&windows[..2]);
-    assert_eq!(
-        a.allocate(req(0x8000, BarWidth::Bits64, false))
-            .unwrap()
-            .window,
-        1
-    );
+    assert_eq!(window_of(&mut a, req(0x8000, BarWidth::Bits64, false)), 1);
 }
 
 #[test]
@@ -223,13 +194,7 @@ fn exhaustion_and_bad_sizes_are_errors() {
 #[test]
 fn bars_32bit_never_above_4gib() {
     // An untrusted "MEM32" window that straddles 4 GiB.
-    let w = Window {
-        space: Space::Mem32,
-        prefetchable: false,
-        pci_addr: 0xffff_0000,
-        cpu_addr: 0xffff_0000,
-        size: 0x10_0000,
-    };
+    let w = window(Space::Mem32, false, 0xffff_0000, 0xffff_0000, 0x10_0000);
     let mut a = BarAllocator::new(&[w]);
     let mut n = 0;
     while let Ok(got) = a.allocate(req(0x1000, BarWidth::Bits32, false)) {
@@ -252,13 +217,7 @@ fn invalid_windows_are_ignored() {
             cpu_addr: 0,
             size: 0x10_0000,
         },
-        Window {
-            space: Space::Mem32,
-            prefetchable: false,
-            pci_addr: 0x1000_0000,
-            cpu_addr: 0x1000_0000,
-            size: 0,
-        },
+        window(Space::Mem32, false, 0x1000_0000, 0x1000_0000, 0),
     ];
     let mut a = BarAllocator::new(&windows);
     assert_eq!(
