@@ -1,6 +1,7 @@
 //! Host tests: the allocator, INTx routing with QEMU `virt`'s table, and enumeration and BAR
 //! setup over a fake config space.
 
+use super::bar_alloc::LIMIT_4GIB;
 use super::*;
 use crate::test_hal::TestHal;
 use alloc::collections::BTreeMap;
