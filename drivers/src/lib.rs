@@ -4,6 +4,7 @@
 //! addresses and callbacks from the kernel and report what the device said.
 #![cfg_attr(target_os = "none", no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -74,8 +74,11 @@ const REG_INTERRUPT: u8 = 0x3c;
 /// Address space of a host bridge window (`ranges` phys.hi bits 25:24).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
+    /// I/O space (code 1); BARs are never placed here.
     Io,
+    /// 32-bit memory space (code 2).
     Mem32,
+    /// 64-bit memory space (code 3).
     Mem64,
 }
 
@@ -83,10 +86,15 @@ pub enum Space {
 /// `cpu_addr` for the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// Which address space the window is in.
     pub space: Space,
+    /// Prefetchable (`ranges` phys.hi bit 30): only prefetchable BARs are placed here.
     pub prefetchable: bool,
+    /// First bus address.
     pub pci_addr: u64,
+    /// First CPU physical address (where `pci_addr` appears).
     pub cpu_addr: u64,
+    /// Length in bytes.
     pub size: u64,
 }
 
@@ -97,6 +105,7 @@ pub struct IrqMapEntry {
     pub child_hi: u32,
     /// INTx pin, 1 = INTA .. 4 = INTD.
     pub pin: u32,
+    /// The GIC INTID this pin raises.
     pub intid: u32,
 }
 
@@ -104,8 +113,11 @@ pub struct IrqMapEntry {
 /// `interrupt-map-mask` in the DT, pass all ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IrqMap {
+    /// Mask applied to `phys.hi` (the bus/device/function cell) before lookup.
     pub mask_hi: u32,
+    /// Mask applied to the pin before lookup.
     pub mask_pin: u32,
+    /// The map, searched in order; the first match wins.
     pub entries: Vec<IrqMapEntry>,
 }
 
@@ -121,21 +133,39 @@ pub enum PciError {
     /// No function answers at this address (vendor ID 0xffff).
     NotPresent(DeviceFunction),
     /// The function's header type has no BAR layout we know.
-    UnsupportedHeader { df: DeviceFunction, header: u8 },
+    UnsupportedHeader {
+        /// The function.
+        df: DeviceFunction,
+        /// Its header type (config 0x0e, without the multi-function bit).
+        header: u8,
+    },
     /// A BAR has an invalid type (reserved type, or 64-bit in the last slot).
-    InvalidBarType { df: DeviceFunction, bar: u8 },
+    InvalidBarType {
+        /// The function.
+        df: DeviceFunction,
+        /// The BAR's index.
+        bar: u8,
+    },
     /// A BAR could not be placed.
     Bar {
+        /// The function.
         df: DeviceFunction,
+        /// The BAR's index.
         bar: u8,
+        /// The size the BAR reported, in bytes.
         size: u64,
+        /// Why the allocator refused it.
         cause: AllocError,
     },
     /// A BAR did not hold the address we programmed.
     BarReadback {
+        /// The function.
         df: DeviceFunction,
+        /// The BAR's index.
         bar: u8,
+        /// The bus address written.
         wrote: u64,
+        /// What the BAR read back (`u64::MAX` when it no longer reads as a memory BAR).
         read: u64,
     },
     /// [`PciHost::virtio_transport`] before [`PciHost::setup_bars`].
@@ -197,11 +227,17 @@ pub fn route_intx(map: &IrqMap, bus: u8, device: u8, function: u8, pin: u8) -> O
 /// One function found by [`PciHost::enumerate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciFunction {
+    /// Where it answers.
     pub df: DeviceFunction,
+    /// Config 0x00.
     pub vendor_id: u16,
+    /// Config 0x02.
     pub device_id: u16,
+    /// Base class (config 0x0b).
     pub class: u8,
+    /// Subclass (config 0x0a).
     pub subclass: u8,
+    /// Standard function, PCI-to-PCI bridge, ... (config 0x0e).
     pub header_type: HeaderType,
     /// The virtio device type, for virtio vendor/device IDs.
     pub virtio: Option<DeviceType>,
@@ -216,8 +252,11 @@ pub struct PciFunction {
 pub struct BarAssignment {
     /// BAR index 0..5 (the low half for 64-bit BARs).
     pub bar: u8,
+    /// Its type bits.
     pub width: BarWidth,
+    /// Whether the BAR is prefetchable.
     pub prefetchable: bool,
+    /// Its size as the device reported it (a power of two).
     pub size_bytes: u64,
     /// Address programmed into the BAR.
     pub pci_addr: u64,

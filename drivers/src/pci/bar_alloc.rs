@@ -54,7 +54,9 @@ impl fmt::Display for AllocError {
 pub enum BarWidth {
     /// Legacy type 1: must end below 1 MiB.
     Below1MiB,
+    /// Type 0: anywhere below 4 GiB.
     Bits32,
+    /// Type 2: anywhere (two BAR slots).
     Bits64,
 }
 
@@ -71,15 +73,20 @@ impl From<MemoryBarType> for BarWidth {
 /// A memory BAR to place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarRequest {
+    /// The BAR's size; must be a power of two.
     pub size_bytes: u64,
+    /// Where it may be decoded.
     pub width: BarWidth,
+    /// Whether it is prefetchable (and so may use prefetchable windows).
     pub prefetchable: bool,
 }
 
 /// A placed BAR: program `pci_addr`, map `cpu_addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allocation {
+    /// The bus address to program into the BAR.
     pub pci_addr: u64,
+    /// Where the CPU sees it: the address to map.
     pub cpu_addr: u64,
     /// Index into the windows given to [`BarAllocator::new`].
     pub window: usize,
