@@ -50,7 +50,8 @@
 //!   interrupt it waits for already fired (sleep until the next interrupt *or* timer tick).
 //!
 //! The encoding ([`encode_request`], [`decode_response`]) and [`validate`] are pure functions,
-//! tested on the host against a fake transport.
+//! tested on the host directly; the driver itself is tested there against a fake device behind
+//! our own [`Transport`] (`virtio_mem/tests/fake.rs`).
 
 use core::fmt;
 
