@@ -4,9 +4,13 @@
 //! addresses and callbacks from the kernel and report what the device said.
 #![cfg_attr(target_os = "none", no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 
 pub mod pci;
 pub mod pl011;
 pub mod virtio_mem;
+
+#[cfg(test)]
+mod test_hal;

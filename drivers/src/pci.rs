@@ -34,32 +34,38 @@
 //!   address* read back from the BAR, plus the capability offset. On QEMU `virt` bus and CPU
 //!   addresses are equal; elsewhere the `Hal` can translate with [`PciHost::pci_to_cpu`]. Each
 //!   [`BarAssignment`] carries both addresses.
+//!
+//! # Files
+//!
+//! This file holds the inputs, the errors, INTx routing and [`PciHost`]; `bar_alloc.rs` the
+//! pure BAR allocator and `ecam.rs` the MMIO config access. Their public items are
+//! re-exported here.
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::ptr::NonNull;
 
 use log::{debug, info, warn};
 use virtio_drivers::transport::pci::bus::{
     BarInfo, Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType,
-    MemoryBarType, PciError as BusError, PciRoot, Status,
+    PciError as BusError, PciRoot, Status,
 };
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport, VirtioPciError};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::Hal;
 
-/// Smallest range given to a memory BAR: one page, so that BARs never share a page.
-pub const MIN_BAR_ALLOC_BYTES: u64 = 4096;
-/// ECAM config space per bus (32 devices x 8 functions x 4 KiB).
-pub const ECAM_BUS_BYTES: usize = 1 << 20;
+mod bar_alloc;
+mod ecam;
+
+pub use bar_alloc::{
+    AllocError, Allocation, BarAllocator, BarRequest, BarWidth, MIN_BAR_ALLOC_BYTES,
+};
+pub use ecam::{Ecam, ECAM_BUS_BYTES};
 
 const VENDOR_ABSENT: u16 = 0xffff;
 const REG_ID: u8 = 0x00;
 const REG_HEADER: u8 = 0x0c;
 /// Interrupt line (byte 0) and interrupt pin (byte 1).
 const REG_INTERRUPT: u8 = 0x3c;
-const LIMIT_4GIB: u64 = 1 << 32;
-const LIMIT_1MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Inputs (mirrors of the kernel's DT types)
@@ -68,8 +74,11 @@ const LIMIT_1MIB: u64 = 1 << 20;
 /// Address space of a host bridge window (`ranges` phys.hi bits 25:24).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
+    /// I/O space (code 1); BARs are never placed here.
     Io,
+    /// 32-bit memory space (code 2).
     Mem32,
+    /// 64-bit memory space (code 3).
     Mem64,
 }
 
@@ -77,10 +86,15 @@ pub enum Space {
 /// `cpu_addr` for the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// Which address space the window is in.
     pub space: Space,
+    /// Prefetchable (`ranges` phys.hi bit 30): only prefetchable BARs are placed here.
     pub prefetchable: bool,
+    /// First bus address.
     pub pci_addr: u64,
+    /// First CPU physical address (where `pci_addr` appears).
     pub cpu_addr: u64,
+    /// Length in bytes.
     pub size: u64,
 }
 
@@ -91,6 +105,7 @@ pub struct IrqMapEntry {
     pub child_hi: u32,
     /// INTx pin, 1 = INTA .. 4 = INTD.
     pub pin: u32,
+    /// The GIC INTID this pin raises.
     pub intid: u32,
 }
 
@@ -98,25 +113,17 @@ pub struct IrqMapEntry {
 /// `interrupt-map-mask` in the DT, pass all ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IrqMap {
+    /// Mask applied to `phys.hi` (the bus/device/function cell) before lookup.
     pub mask_hi: u32,
+    /// Mask applied to the pin before lookup.
     pub mask_pin: u32,
+    /// The map, searched in order; the first match wins.
     pub entries: Vec<IrqMapEntry>,
 }
 
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
-
-/// Why a BAR could not be placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllocError {
-    /// The device reported a size that is zero or not a power of two.
-    SizeNotPowerOfTwo,
-    /// No window of a type this BAR may live in.
-    NoWindow,
-    /// Suitable windows exist but none has room (or the BAR is bigger than all of them).
-    OutOfSpace,
-}
 
 /// Errors of the host bridge driver; one variant per cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,37 +133,45 @@ pub enum PciError {
     /// No function answers at this address (vendor ID 0xffff).
     NotPresent(DeviceFunction),
     /// The function's header type has no BAR layout we know.
-    UnsupportedHeader { df: DeviceFunction, header: u8 },
+    UnsupportedHeader {
+        /// The function.
+        df: DeviceFunction,
+        /// Its header type (config 0x0e, without the multi-function bit).
+        header: u8,
+    },
     /// A BAR has an invalid type (reserved type, or 64-bit in the last slot).
-    InvalidBarType { df: DeviceFunction, bar: u8 },
+    InvalidBarType {
+        /// The function.
+        df: DeviceFunction,
+        /// The BAR's index.
+        bar: u8,
+    },
     /// A BAR could not be placed.
     Bar {
+        /// The function.
         df: DeviceFunction,
+        /// The BAR's index.
         bar: u8,
+        /// The size the BAR reported, in bytes.
         size: u64,
+        /// Why the allocator refused it.
         cause: AllocError,
     },
     /// A BAR did not hold the address we programmed.
     BarReadback {
+        /// The function.
         df: DeviceFunction,
+        /// The BAR's index.
         bar: u8,
+        /// The bus address written.
         wrote: u64,
+        /// What the BAR read back (`u64::MAX` when it no longer reads as a memory BAR).
         read: u64,
     },
     /// [`PciHost::virtio_transport`] before [`PciHost::setup_bars`].
     BarsNotAssigned(DeviceFunction),
     /// virtio-drivers could not build a transport (not virtio, missing capabilities, ...).
     Transport(VirtioPciError),
-}
-
-impl fmt::Display for AllocError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::SizeNotPowerOfTwo => f.write_str("size is not a power of two"),
-            Self::NoWindow => f.write_str("no suitable window"),
-            Self::OutOfSpace => f.write_str("out of window space"),
-        }
-    }
 }
 
 impl fmt::Display for PciError {
@@ -187,159 +202,6 @@ impl fmt::Display for PciError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// BAR allocator (pure)
-// ---------------------------------------------------------------------------------------------
-
-/// Where a memory BAR may be decoded (its type bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BarWidth {
-    /// Legacy type 1: must end below 1 MiB.
-    Below1MiB,
-    Bits32,
-    Bits64,
-}
-
-impl From<MemoryBarType> for BarWidth {
-    fn from(t: MemoryBarType) -> Self {
-        match t {
-            MemoryBarType::Width32 => Self::Bits32,
-            MemoryBarType::Below1MiB => Self::Below1MiB,
-            MemoryBarType::Width64 => Self::Bits64,
-        }
-    }
-}
-
-/// A memory BAR to place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BarRequest {
-    pub size_bytes: u64,
-    pub width: BarWidth,
-    pub prefetchable: bool,
-}
-
-/// A placed BAR: program `pci_addr`, map `cpu_addr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Allocation {
-    pub pci_addr: u64,
-    pub cpu_addr: u64,
-    /// Index into the windows given to [`BarAllocator::new`].
-    pub window: usize,
-}
-
-#[derive(Debug, Clone)]
-struct WindowState {
-    window: Window,
-    /// Bytes of the window handed out so far (bump pointer, from `pci_addr`).
-    used_bytes: u64,
-}
-
-/// Bump allocator over the host bridge's memory windows.
-///
-/// Invariant: every allocation is naturally aligned on the bus (to `max(size, 4 KiB)`), lies
-/// inside one window, and never overlaps another.
-#[derive(Debug, Clone)]
-pub struct BarAllocator {
-    windows: Vec<WindowState>,
-}
-
-impl BarAllocator {
-    /// Windows that are empty or wrap around the address space are kept (so indices match the
-    /// input) but never used.
-    pub fn new(windows: &[Window]) -> Self {
-        let windows = windows
-            .iter()
-            .map(|&window| {
-                let valid = window.size != 0
-                    && window.pci_addr.checked_add(window.size).is_some()
-                    && window.cpu_addr.checked_add(window.size).is_some();
-                if !valid {
-                    warn!("pci: ignoring window {window:x?}: empty or wraps");
-                }
-                WindowState {
-                    window,
-                    // An unusable window is "full".
-                    used_bytes: if valid { 0 } else { window.size },
-                }
-            })
-            .collect();
-        Self { windows }
-    }
-
-    /// Places one BAR. Candidates, in order: for 64-bit BARs the MEM64 windows, then MEM32; for
-    /// 32-bit BARs the MEM32 windows, below 4 GiB (1 MiB for legacy type 1). Prefetchable windows
-    /// come first for prefetchable BARs and are never used for the others.
-    pub fn allocate(&mut self, req: BarRequest) -> Result<Allocation, AllocError> {
-        if !req.size_bytes.is_power_of_two() {
-            return Err(AllocError::SizeNotPowerOfTwo);
-        }
-        let alloc_bytes = req.size_bytes.max(MIN_BAR_ALLOC_BYTES);
-        let (spaces, limit): (&[Space], u64) = match req.width {
-            BarWidth::Bits64 => (&[Space::Mem64, Space::Mem32], u64::MAX),
-            BarWidth::Bits32 => (&[Space::Mem32], LIMIT_4GIB),
-            BarWidth::Below1MiB => (&[Space::Mem32], LIMIT_1MIB),
-        };
-        // Prefetchable BARs try prefetchable windows first.
-        let prefetch_order: &[bool] = if req.prefetchable {
-            &[true, false]
-        } else {
-            &[false]
-        };
-        let mut any_candidate = false;
-        for &space in spaces {
-            for &prefetchable in prefetch_order {
-                for (index, ws) in self.windows.iter_mut().enumerate() {
-                    let w = ws.window;
-                    if w.space != space || w.prefetchable != prefetchable {
-                        continue;
-                    }
-                    any_candidate = true;
-                    if let Some(pci_addr) = fit(ws, alloc_bytes, limit) {
-                        ws.used_bytes = pci_addr - w.pci_addr + alloc_bytes;
-                        return Ok(Allocation {
-                            pci_addr,
-                            cpu_addr: w.cpu_addr + (pci_addr - w.pci_addr),
-                            window: index,
-                        });
-                    }
-                }
-            }
-        }
-        Err(if any_candidate {
-            AllocError::OutOfSpace
-        } else {
-            AllocError::NoWindow
-        })
-    }
-
-    /// The CPU physical address of `size_bytes` at bus address `pci_addr`, if one memory window
-    /// holds all of it.
-    pub fn pci_to_cpu(&self, pci_addr: u64, size_bytes: u64) -> Option<u64> {
-        let end = pci_addr.checked_add(size_bytes)?;
-        self.windows
-            .iter()
-            .map(|ws| ws.window)
-            .filter(|w| w.space != Space::Io)
-            .find(|w| {
-                pci_addr >= w.pci_addr
-                    && w.pci_addr
-                        .checked_add(w.size)
-                        .is_some_and(|w_end| end <= w_end)
-            })
-            .map(|w| w.cpu_addr + (pci_addr - w.pci_addr))
-    }
-}
-
-/// First naturally aligned `alloc_bytes` (a power of two) free in `ws` and ending at or below
-/// `limit`.
-fn fit(ws: &WindowState, alloc_bytes: u64, limit: u64) -> Option<u64> {
-    let w = ws.window;
-    let free = w.pci_addr.checked_add(ws.used_bytes)?;
-    let start = free.checked_add(alloc_bytes - 1)? & !(alloc_bytes - 1);
-    let end = start.checked_add(alloc_bytes)?;
-    (end <= w.pci_addr + w.size && end <= limit).then_some(start)
-}
-
-// ---------------------------------------------------------------------------------------------
 // INTx routing (pure)
 // ---------------------------------------------------------------------------------------------
 
@@ -359,104 +221,23 @@ pub fn route_intx(map: &IrqMap, bus: u8, device: u8, function: u8, pin: u8) -> O
 }
 
 // ---------------------------------------------------------------------------------------------
-// ECAM access (the one MMIO wrapper)
-// ---------------------------------------------------------------------------------------------
-
-/// Memory-mapped ECAM config space covering `nr_buses` buses from `bus_start`. Accesses outside
-/// it read as all ones (like an absent function) and writes there are dropped.
-#[derive(Debug)]
-pub struct Ecam {
-    base: NonNull<u8>,
-    bus_start: u8,
-    nr_buses: usize,
-}
-
-// SAFETY: `Ecam` is a pointer to device memory that any CPU may access; it has no thread
-// affinity. Exclusive access for writes is enforced by `&mut self` in `ConfigurationAccess`.
-unsafe impl Send for Ecam {}
-
-impl Ecam {
-    /// Wraps an ECAM mapping of `size_bytes` whose first byte is the config space of
-    /// `bus_start:00.0`. Buses beyond the mapping (or beyond bus 255) are treated as empty.
-    ///
-    /// # Safety
-    ///
-    /// `base .. base + size_bytes` must be mapped as Device memory onto the host bridge's ECAM
-    /// region, stay mapped for as long as this value (and any `unsafe_clone` of it) lives, and
-    /// not be accessed through Rust references.
-    pub unsafe fn new(base: *mut u8, size_bytes: usize, bus_start: u8) -> Result<Self, PciError> {
-        let base = NonNull::new(base).ok_or(PciError::InvalidEcam)?;
-        if base.as_ptr() as usize % 4 != 0 {
-            return Err(PciError::InvalidEcam);
-        }
-        let nr_buses = (size_bytes / ECAM_BUS_BYTES).min(256 - usize::from(bus_start));
-        Ok(Self {
-            base,
-            bus_start,
-            nr_buses,
-        })
-    }
-
-    /// Byte offset of a config word, if it is inside the mapping.
-    fn offset(&self, df: DeviceFunction, reg: u8) -> Option<usize> {
-        let bus_index = usize::from(df.bus.checked_sub(self.bus_start)?);
-        (bus_index < self.nr_buses && df.valid() && reg % 4 == 0).then(|| {
-            (bus_index << 20)
-                | (usize::from(df.device) << 15)
-                | (usize::from(df.function) << 12)
-                | usize::from(reg)
-        })
-    }
-}
-
-impl ConfigurationAccess for Ecam {
-    fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
-        let Some(offset) = self.offset(df, reg) else {
-            return u32::MAX;
-        };
-        // SAFETY: 1. `offset` < nr_buses MiB <= the mapped size (`offset()`), and it is 4-byte
-        // aligned as is `base`, so the pointer is in bounds and aligned for a u32.
-        // 2. `new`'s contract: the range is mapped Device memory not aliased by references, so
-        // a volatile 32-bit load is a single config read.
-        unsafe { self.base.as_ptr().add(offset).cast::<u32>().read_volatile() }
-    }
-
-    fn write_word(&mut self, df: DeviceFunction, reg: u8, data: u32) {
-        let Some(offset) = self.offset(df, reg) else {
-            debug!("pci: dropped config write {df} +{reg:#x}");
-            return;
-        };
-        // SAFETY: as in `read_word`: in bounds, aligned, mapped Device memory without references.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add(offset)
-                .cast::<u32>()
-                .write_volatile(data)
-        }
-    }
-
-    unsafe fn unsafe_clone(&self) -> Self {
-        Self {
-            base: self.base,
-            bus_start: self.bus_start,
-            nr_buses: self.nr_buses,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Host bridge
 // ---------------------------------------------------------------------------------------------
 
 /// One function found by [`PciHost::enumerate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciFunction {
+    /// Where it answers.
     pub df: DeviceFunction,
+    /// Config 0x00.
     pub vendor_id: u16,
+    /// Config 0x02.
     pub device_id: u16,
+    /// Base class (config 0x0b).
     pub class: u8,
+    /// Subclass (config 0x0a).
     pub subclass: u8,
+    /// Standard function, PCI-to-PCI bridge, ... (config 0x0e).
     pub header_type: HeaderType,
     /// The virtio device type, for virtio vendor/device IDs.
     pub virtio: Option<DeviceType>,
@@ -471,8 +252,11 @@ pub struct PciFunction {
 pub struct BarAssignment {
     /// BAR index 0..5 (the low half for 64-bit BARs).
     pub bar: u8,
+    /// Its type bits.
     pub width: BarWidth,
+    /// Whether the BAR is prefetchable.
     pub prefetchable: bool,
+    /// Its size as the device reported it (a power of two).
     pub size_bytes: u64,
     /// Address programmed into the BAR.
     pub pci_addr: u64,

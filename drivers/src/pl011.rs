@@ -36,6 +36,7 @@ register_bitfields! {u32,
 }
 
 register_structs! {
+    /// The PL011 register block (DDI 0183G, 3.2 "Summary of registers"), up to UARTICR.
     pub Pl011Regs {
         (0x00 => dr: ReadWrite<u32>),
         (0x04 => rsr: ReadWrite<u32>),
@@ -55,6 +56,8 @@ register_structs! {
     }
 }
 
+/// One PL011 through its register mapping; all access is through `&self` (the registers
+/// themselves are the state).
 pub struct Pl011 {
     regs: Mmio<Pl011Regs>,
 }
@@ -83,6 +86,7 @@ impl Pl011 {
         r.cr.write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
     }
 
+    /// Sends one byte, spinning while the transmit FIFO is full.
     pub fn write_byte(&self, b: u8) {
         while self.regs.fr.is_set(FR::TXFF) {
             core::hint::spin_loop();
@@ -90,6 +94,7 @@ impl Pl011 {
         self.regs.dr.set(b as u32);
     }
 
+    /// Sends every byte of `s` ([`Pl011::write_byte`] each).
     pub fn write_bytes(&self, s: &[u8]) {
         for &b in s {
             self.write_byte(b);

@@ -50,7 +50,8 @@
 //!   interrupt it waits for already fired (sleep until the next interrupt *or* timer tick).
 //!
 //! The encoding ([`encode_request`], [`decode_response`]) and [`validate`] are pure functions,
-//! tested on the host against a fake transport.
+//! tested on the host directly; the driver itself is tested there against a fake device behind
+//! our own [`Transport`] (`virtio_mem/tests/fake.rs`).
 
 use core::fmt;
 
@@ -180,13 +181,28 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     /// Plug `nb_blocks` consecutive unplugged blocks starting at `addr`.
-    Plug { addr: u64, nb_blocks: u16 },
+    Plug {
+        /// Guest physical address of the first block.
+        addr: u64,
+        /// How many blocks.
+        nb_blocks: u16,
+    },
     /// Unplug `nb_blocks` consecutive plugged blocks starting at `addr`.
-    Unplug { addr: u64, nb_blocks: u16 },
+    Unplug {
+        /// Guest physical address of the first block.
+        addr: u64,
+        /// How many blocks.
+        nb_blocks: u16,
+    },
     /// Unplug every block; `usable_region_size` may shrink (without a config interrupt).
     UnplugAll,
     /// Ask whether `nb_blocks` blocks starting at `addr` are plugged.
-    State { addr: u64, nb_blocks: u16 },
+    State {
+        /// Guest physical address of the first block.
+        addr: u64,
+        /// How many blocks.
+        nb_blocks: u16,
+    },
 }
 
 /// Plug state of a range of blocks, from a STATE response.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerates the QEMU device-tree dumps used by the `dt` host tests (tests/dt.rs).
+# Regenerates the QEMU device-tree dumps used by the `dt` host tests (tests/dt/).
 #
 # Made with qemu-system-aarch64 10.0.2 and dtc 1.6.1; a newer QEMU may move things, so
 # re-run `cargo test -p hotmem --test dt` after regenerating. QEMU pads every dump to

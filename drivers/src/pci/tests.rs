@@ -1,7 +1,9 @@
 //! Host tests: the allocator, INTx routing with QEMU `virt`'s table, and enumeration and BAR
 //! setup over a fake config space.
 
+use super::bar_alloc::LIMIT_4GIB;
 use super::*;
+use crate::test_hal::TestHal;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use core::cell::RefCell;
@@ -9,30 +11,28 @@ use std::vec;
 
 const GIB: u64 = 1 << 30;
 
-/// QEMU `virt` windows (tests/dt.rs, default machine).
+fn window(space: Space, prefetchable: bool, pci_addr: u64, cpu_addr: u64, size: u64) -> Window {
+    Window {
+        space,
+        prefetchable,
+        pci_addr,
+        cpu_addr,
+        size,
+    }
+}
+
+/// QEMU `virt` windows (as `tests/dt` reads them from the default machine's tree).
 fn qemu_windows() -> Vec<Window> {
     vec![
-        Window {
-            space: Space::Io,
-            prefetchable: false,
-            pci_addr: 0,
-            cpu_addr: 0x3eff_0000,
-            size: 0x1_0000,
-        },
-        Window {
-            space: Space::Mem32,
-            prefetchable: false,
-            pci_addr: 0x1000_0000,
-            cpu_addr: 0x1000_0000,
-            size: 0x2eff_0000,
-        },
-        Window {
-            space: Space::Mem64,
-            prefetchable: false,
-            pci_addr: 0x80_0000_0000,
-            cpu_addr: 0x80_0000_0000,
-            size: 0x80_0000_0000,
-        },
+        window(Space::Io, false, 0, 0x3eff_0000, 0x1_0000),
+        window(Space::Mem32, false, 0x1000_0000, 0x1000_0000, 0x2eff_0000),
+        window(
+            Space::Mem64,
+            false,
+            0x80_0000_0000,
+            0x80_0000_0000,
+            0x80_0000_0000,
+        ),
     ]
 }
 
@@ -59,6 +59,11 @@ fn req(size_bytes: u64, width: BarWidth, prefetchable: bool) -> BarRequest {
         width,
         prefetchable,
     }
+}
+
+/// The window a successful allocation went to.
+fn window_of(a: &mut BarAllocator, r: BarRequest) -> usize {
+    a.allocate(r).unwrap().window
 }
 
 // --- allocator ---------------------------------------------------------------------------------
@@ -109,13 +114,13 @@ fn window_choice() {
 
 #[test]
 fn cpu_address_follows_window_offset() {
-    let w = Window {
-        space: Space::Mem32,
-        prefetchable: false,
-        pci_addr: 0x4000_0000,
-        cpu_addr: 0x12_0000_0000,
-        size: 0x1000_0000,
-    };
+    let w = window(
+        Space::Mem32,
+        false,
+        0x4000_0000,
+        0x12_0000_0000,
+        0x1000_0000,
+    );
     let mut a = BarAllocator::new(&[w]);
     a.allocate(req(0x1000, BarWidth::Bits32, false)).unwrap();
     let got = a.allocate(req(0x10000, BarWidth::Bits32, false)).unwrap();
@@ -128,35 +133,13 @@ fn cpu_address_follows_window_offset() {
 #[test]
 fn prefetchable_windows_only_for_prefetchable_bars() {
     let windows = [
-        Window {
-            space: Space::Mem64,
-            prefetchable: true,
-            pci_addr: 0x100_0000_0000,
-            cpu_addr: 0x100_0000_0000,
-            size: GIB,
-        },
-        Window {
-            space: Space::Mem32,
-            prefetchable: false,
-            pci_addr: 0x1000_0000,
-            cpu_addr: 0x1000_0000,
-            size: 0x100_0000,
-        },
+        window(Space::Mem64, true, 0x100_0000_0000, 0x100_0000_0000, GIB),
+        window(Space::Mem32, false, 0x1000_0000, 0x1000_0000, 0x100_0000),
     ];
     let mut a = BarAllocator::new(&windows);
-    assert_eq!(
-        a.allocate(req(0x4000, BarWidth::Bits64, true))
-            .unwrap()
-            .window,
-        0
-    );
+    assert_eq!(window_of(&mut a, req(0x4000, BarWidth::Bits64, true)), 0);
     // A non-prefetchable 64-bit BAR falls back to MEM32.
-    assert_eq!(
-        a.allocate(req(0x4000, BarWidth::Bits64, false))
-            .unwrap()
-            .window,
-        1
-    );
+    assert_eq!(window_of(&mut a, req(0x4000, BarWidth::Bits64, false)), 1);
 }
 
 #[test]
@@ -164,22 +147,12 @@ fn mem64_full_falls_back_to_mem32() {
     let mut windows = qemu_windows();
     windows[2].size = 0x8000;
     let mut a = BarAllocator::new(&windows);
-    assert_eq!(
-        a.allocate(req(0x8000, BarWidth::Bits64, true))
-            .unwrap()
-            .window,
-        2
-    );
+    assert_eq!(window_of(&mut a, req(0x8000, BarWidth::Bits64, true)), 2);
     let second = a.allocate(req(0x8000, BarWidth::Bits64, true)).unwrap();
     assert_eq!((second.window, second.pci_addr), (1, 0x1000_0000));
     // No MEM64 at all: same.
     let mut a = BarAllocator::new(&windows[..2]);
-    assert_eq!(
-        a.allocate(req(0x8000, BarWidth::Bits64, false))
-            .unwrap()
-            .window,
-        1
-    );
+    assert_eq!(window_of(&mut a, req(0x8000, BarWidth::Bits64, false)), 1);
 }
 
 #[test]
@@ -222,13 +195,7 @@ fn exhaustion_and_bad_sizes_are_errors() {
 #[test]
 fn bars_32bit_never_above_4gib() {
     // An untrusted "MEM32" window that straddles 4 GiB.
-    let w = Window {
-        space: Space::Mem32,
-        prefetchable: false,
-        pci_addr: 0xffff_0000,
-        cpu_addr: 0xffff_0000,
-        size: 0x10_0000,
-    };
+    let w = window(Space::Mem32, false, 0xffff_0000, 0xffff_0000, 0x10_0000);
     let mut a = BarAllocator::new(&[w]);
     let mut n = 0;
     while let Ok(got) = a.allocate(req(0x1000, BarWidth::Bits32, false)) {
@@ -251,13 +218,7 @@ fn invalid_windows_are_ignored() {
             cpu_addr: 0,
             size: 0x10_0000,
         },
-        Window {
-            space: Space::Mem32,
-            prefetchable: false,
-            pci_addr: 0x1000_0000,
-            cpu_addr: 0x1000_0000,
-            size: 0,
-        },
+        window(Space::Mem32, false, 0x1000_0000, 0x1000_0000, 0),
     ];
     let mut a = BarAllocator::new(&windows);
     assert_eq!(
@@ -592,48 +553,16 @@ fn bridge_bars_only_two() {
 
 #[test]
 fn virtio_transport_needs_bars() {
-    struct NoHal;
-    // SAFETY: never called: `virtio_transport` fails before touching the Hal.
-    unsafe impl Hal for NoHal {
-        fn dma_alloc(
-            _pages: usize,
-            _direction: virtio_drivers::BufferDirection,
-        ) -> (virtio_drivers::PhysAddr, NonNull<u8>) {
-            unreachable!()
-        }
-        unsafe fn dma_dealloc(
-            _paddr: virtio_drivers::PhysAddr,
-            _vaddr: NonNull<u8>,
-            _pages: usize,
-        ) -> i32 {
-            unreachable!()
-        }
-        unsafe fn mmio_phys_to_virt(_paddr: virtio_drivers::PhysAddr, _size: usize) -> NonNull<u8> {
-            unreachable!()
-        }
-        unsafe fn share(
-            _buffer: NonNull<[u8]>,
-            _direction: virtio_drivers::BufferDirection,
-        ) -> virtio_drivers::PhysAddr {
-            unreachable!()
-        }
-        unsafe fn unshare(
-            _paddr: virtio_drivers::PhysAddr,
-            _buffer: NonNull<[u8]>,
-            _direction: virtio_drivers::BufferDirection,
-        ) {
-            unreachable!()
-        }
-    }
+    // The Hal is never reached: `virtio_transport` fails before it maps anything.
     let (mut host, _) = host_with(vec![((0, 1, 0), virtio_mem_like())]);
     assert!(matches!(
-        host.virtio_transport::<NoHal>(df(0, 1, 0)),
+        host.virtio_transport::<TestHal>(df(0, 1, 0)),
         Err(PciError::BarsNotAssigned(_))
     ));
     host.setup_bars(df(0, 1, 0)).unwrap();
     // No virtio capabilities in the fake: a transport error, not a panic.
     assert!(matches!(
-        host.virtio_transport::<NoHal>(df(0, 1, 0)),
+        host.virtio_transport::<TestHal>(df(0, 1, 0)),
         Err(PciError::Transport(VirtioPciError::MissingCommonConfig))
     ));
 }
