@@ -17,14 +17,15 @@
 //!
 //! # Life of a unit
 //! ```text
-//!   unplugged --PLUG ack--> plugged --add+online--> online (Movable zone of the device's node)
+//!   unplugged --PLUG ack--> plugged --add+online--> online (zone chosen by the memory side)
 //!      ^                                                |
 //!      +---- UNPLUG ack <-- offline (isolated, free) <--+ (only when every page is free)
 //! ```
-//! Unplugged units are never read, written or mapped: memory is added to the linear map only
-//! after the device acknowledged the PLUG, and removed from it before nothing else.
-//! Offlined memory is unmapped only after the device acknowledged the UNPLUG; if the device
-//! refuses, the unit goes back online.
+//! Unplugged units are never read or written: memory is added to the linear map only after
+//! the device acknowledged the PLUG. Offlined memory is unmapped only after the device
+//! acknowledged the UNPLUG (nothing touches it in between: it is offline); if the device
+//! refuses, the unit goes back online. The memory side onlines into the Movable zone of the
+//! device's node, or into Normal when the kernel is booted with `memhp_online=normal`.
 //!
 //! # Convergence ([`Vmem::step`])
 //! Each call re-reads the configuration and does at most one request, then says whether to
@@ -43,8 +44,9 @@
 //!   UNPLUG_ALL (retried on BUSY) before the first plug.
 //!
 //! # Locks
-//! One `Vmem` per device, behind the kernel's per-device lock; the memory side takes the
-//! memory-model lock inside [`HotplugMemory`] calls only.
+//! None here. One `Vmem` per device, owned by the kernel glue, which steps it from one task
+//! at a time (the worker); the memory side takes the memory-model lock inside each
+//! [`HotplugMemory`] call only.
 
 use crate::mm::{self, SECTION_SIZE, SUBSECTION_SIZE};
 use alloc::vec::Vec;
@@ -102,17 +104,24 @@ pub enum MemError {
     Pinned,
     /// Taking the range would leave less free memory than the unplug floor.
     Floor,
-    /// Anything else (a bug or an inconsistent state); the text says what.
+    /// The memory model refused the call for another reason (its state does not allow it:
+    /// a bug, or a range the policy and the model disagree about).
+    Mm(mm::Error),
+    /// A refusal outside the memory model (no model yet, an unmap that failed, a node id
+    /// the model cannot hold); the text says what.
     Other(&'static str),
 }
 
 /// What plugging and unplugging need from the memory model and the linear map.
 pub trait HotplugMemory {
-    /// Whether the mem_maps of the sections `range` would add fit in free Normal memory of
-    /// `node` while keeping a reserve.
+    /// Whether the mem_maps of the sections `range` would add fit in free Normal memory
+    /// while keeping a reserve. `node` is the node `range` would join; the model's
+    /// implementation ([`mm_can_add`]) does not use it: it counts the free Normal memory of
+    /// all nodes together.
     fn can_add(&mut self, range: Range, node: u32) -> bool;
-    /// Adds `range` (sections, mem_map, linear map) and onlines it into the Movable zone.
-    /// On error nothing of `range` is left added.
+    /// Adds `range` to `node` (sections, mem_map, linear map) and onlines it (into the
+    /// Movable zone unless the implementation is configured for Normal). On error nothing
+    /// of `range` is left added.
     fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError>;
     /// Takes `range` offline: isolate it, move what can move out of it, and offline it once
     /// every page is free. On error the range is left online as it was (pages already moved

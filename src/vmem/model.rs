@@ -5,8 +5,8 @@
 //! each call; these functions take the model by reference and hold no lock of their own.
 //!
 //! Errors of the model reach the policy through [`mm_err`]: out of memory and a busy page
-//! keep their meaning (the policy reacts to them), every other refusal is
-//! [`MemError::Other`].
+//! keep their meaning (the policy reacts to them), every other refusal is carried as it is
+//! in [`MemError::Mm`].
 
 use super::{MemError, Range};
 use crate::mm::{self, MemMapStore, Mm, NodeId, PfnRange, PhysAddr, ZoneType, SECTION_SIZE};
@@ -31,12 +31,13 @@ pub fn mm_err(e: mm::Error) -> MemError {
     match e {
         mm::Error::NoMemory => MemError::NoMemory,
         mm::Error::Busy(_) => MemError::InUse,
-        _ => MemError::Other("memory-model state does not allow this"),
+        e => MemError::Mm(e),
     }
 }
 
-/// [`HotplugMemory::can_add`] over the model: new sections' mem_maps against free Normal
-/// memory minus the reserve.
+/// [`HotplugMemory::can_add`](super::HotplugMemory::can_add) over the model: the mem_maps
+/// of the sections `range` would add against the free Normal memory of all nodes together,
+/// minus the reserve ([`mem_map_reserve_bytes`]).
 pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
     let first = range.base / SECTION_SIZE;
     let last = (range.end() - 1) / SECTION_SIZE;
@@ -55,8 +56,9 @@ pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
     free >= cost + mem_map_reserve_bytes(managed)
 }
 
-/// [`HotplugMemory::add_online`] over the model: sections, mem_maps, and the pages online in
-/// the Movable zone, in one pass over the new descriptors. On error nothing changed.
+/// [`HotplugMemory::add_online`](super::HotplugMemory::add_online) over the model:
+/// sections, mem_maps, and the pages online in `zone`, in one pass over the new
+/// descriptors. On error nothing changed.
 pub fn mm_add_online<S: MemMapStore>(
     m: &mut Mm<S>,
     range: Range,
@@ -82,7 +84,8 @@ pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: Range) -> u64 {
     r.nr_pages().saturating_sub(m.free_pages_in(r))
 }
 
-/// [`HotplugMemory::reonline`] over the model.
+/// [`HotplugMemory::reonline`](super::HotplugMemory::reonline) over the model (into
+/// `zone`).
 pub fn mm_reonline<S: MemMapStore>(
     m: &mut Mm<S>,
     range: Range,
@@ -91,7 +94,8 @@ pub fn mm_reonline<S: MemMapStore>(
     m.online_range(pfn_range(range), zone).map_err(mm_err)
 }
 
-/// [`HotplugMemory::remove`] over the model (the caller unmaps first).
+/// [`HotplugMemory::remove`](super::HotplugMemory::remove) over the model (the caller
+/// unmaps first).
 pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
     m.remove_sections(pfn_range(range)).map_err(mm_err)
 }
