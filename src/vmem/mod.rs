@@ -65,6 +65,7 @@ pub const MAX_BLOCKS_PER_REQUEST: u64 = u16::MAX as u64;
 
 /// First back-off after BUSY or a stall; doubles up to [`BACKOFF_MAX_NS`].
 pub const BACKOFF_MIN_NS: u64 = 5_000_000;
+/// Longest back-off.
 pub const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// NACKs in a row before backing off instead of retrying at once.
 const NACK_RETRIES: u32 = 8;
@@ -73,6 +74,7 @@ const MAX_CONTRADICTIONS: u32 = 3;
 
 /// The driver as the policy sees it.
 pub trait Device {
+    /// A transport failure (the policy logs it and disables the device).
     type Error: fmt::Debug;
     /// Re-reads the configuration.
     fn config(&mut self) -> Result<Config, Self::Error>;
@@ -83,11 +85,14 @@ pub trait Device {
 /// A physical range `[base, base + size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
+    /// First byte.
     pub base: u64,
+    /// Length in bytes.
     pub size: u64,
 }
 
 impl Range {
+    /// One past the last byte.
     pub fn end(&self) -> u64 {
         self.base + self.size
     }
@@ -138,13 +143,18 @@ pub trait HotplugMemory {
 /// Device state as the shell shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Converged, or converging without trouble.
     Ok,
+    /// The device answered BUSY (or NACK too often): backing off.
     Busy,
+    /// The memory side or the device refused: backing off, the reason says why.
     Stalled,
+    /// Disabled for good (a transport error or a device that contradicts itself).
     Broken,
 }
 
 impl State {
+    /// The name `vmem` prints (`state=`).
     pub fn name(self) -> &'static str {
         match self {
             State::Ok => "ok",
@@ -158,8 +168,11 @@ impl State {
 /// Why the device is not where it was asked to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// Nothing in the way.
     None,
+    /// The device answered BUSY, or kept answering NACK.
     DeviceBusy,
+    /// No free memory for new mem_maps, or for the pages an unplug must move.
     NoMemory,
     /// Memory to unplug is in use and cannot move.
     Unmovable,
@@ -174,6 +187,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The name `vmem` prints (`reason=`).
     pub fn name(self) -> &'static str {
         match self {
             Reason::None => "none",
@@ -202,10 +216,13 @@ pub enum Next {
 /// What the last resize did, for the log and the shell.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
+    /// Bytes plugged and onlined.
     pub plugged_bytes: u64,
+    /// Bytes offlined and unplugged.
     pub unplugged_bytes: u64,
     /// Bytes of used pages moved out of unplugged memory.
     pub migrated_bytes: u64,
+    /// Requests sent to the device.
     pub requests: u64,
     /// When the current resize started (ns), `None` when converged.
     pub started_ns: Option<u64>,
@@ -216,10 +233,15 @@ pub struct Progress {
 /// line finds the new state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resized {
+    /// The device (`vmemN`).
     pub id: usize,
+    /// The device's plugged size at the end, in bytes.
     pub plugged_size: u64,
+    /// The size it was asked for, in bytes.
     pub requested_size: u64,
+    /// What the resize did.
     pub progress: Progress,
+    /// From the first step of the resize to the converged one.
     pub took_ns: u64,
 }
 
@@ -244,6 +266,7 @@ impl core::fmt::Display for Resized {
 
 /// Policy state of one device.
 pub struct Vmem {
+    /// The device's index (`vmemN` in logs and in the shell).
     pub id: usize,
     cfg: Config,
     /// Bytes per unit: max(block_size, 2 MiB).
@@ -304,18 +327,23 @@ impl Vmem {
         self.resized.take()
     }
 
+    /// The configuration the last step read.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    /// The device state, as `vmem` shows it.
     pub fn state(&self) -> State {
         self.state
     }
+    /// Why the device is not where it was asked to be.
     pub fn reason(&self) -> Reason {
         self.reason
     }
+    /// Bytes per unit: max(block size, 2 MiB).
     pub fn unit_bytes(&self) -> u64 {
         self.unit
     }
+    /// What the current (or last) resize did so far.
     pub fn progress(&self) -> Progress {
         self.progress
     }
