@@ -1,24 +1,17 @@
 //! Kernel glue of the memory model: the one `Mm` behind its lock, the `MemMapStore` over
-//! the linear map, the `#[global_allocator]` heap, page-table pages for the MMU code, and the
-//! `mem` / `sections` / `check` / `memtest` commands.
+//! the linear map, page-table pages for the MMU code, and the `mem` / `sections` / `check` /
+//! `memtest` commands.
 //!
 //! Locks and their order: `MM` guards the whole memory model (section table, mem_maps,
-//! free lists). `HEAP` guards the slab heap. They are never held together: when the slab
-//! heap needs pages it gives up with a note of the order it wanted, the allocator drops
-//! `HEAP`, takes pages from `MM`, and retries (see [`KernelHeap`]). Blocks the heap frees are
-//! handed back to `MM` the same way, after `HEAP` is dropped. The page-table lock (in
-//! `hotmem_arch::mmu`) may take `MM` to get table pages (order: page table -> MM).
-//!
-//! Before the model exists the heap draws from a static boot arena, which `Mm::boot` itself
-//! uses for its few boot-time structures.
+//! free lists). The heap's lock (`super::heap`) is never held together with it. The
+//! page-table lock (in `hotmem_arch::mmu`) may take `MM` to get table pages (order: page
+//! table -> MM).
 
 use super::BootInfo;
 use crate::println;
 use alloc::vec::Vec;
-use core::alloc::{GlobalAlloc, Layout};
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use hotmem::mm::heap::{HeapBacking, SlabHeap};
 use hotmem::mm::{
     AllocFlags, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr, Reservation,
     SectionInfo, ZoneStats, ZoneType, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
@@ -102,7 +95,8 @@ pub fn mm_lock() -> MmGuard {
     MmGuard(g)
 }
 
-fn mm_held_here() -> bool {
+/// Does this CPU hold `MM`? (The heap then serves only from pages it already has.)
+pub(super) fn mm_held_here() -> bool {
     MM_OWNER.load(Ordering::Relaxed) == hotmem_arch::cpu::index() + 1
 }
 
@@ -161,7 +155,8 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
     }
 }
 
-static MM_READY: AtomicBool = AtomicBool::new(false);
+/// The model exists: the heap takes pages from it instead of the boot arena.
+pub(super) static MM_READY: AtomicBool = AtomicBool::new(false);
 
 /// Physical address of a new zeroed page for page tables (unmovable, Normal): the kernel's
 /// tables and every task address space's.
@@ -180,172 +175,6 @@ pub fn alloc_table_page() -> Option<u64> {
 pub fn free_table_page(pa: u64) {
     if let Some(mm) = mm_lock().as_mut() {
         let _ = mm.free_pages(Pfn(pa / PAGE_SIZE), 0);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Heap
-
-const BOOT_ARENA_SIZE: usize = 2 << 20;
-
-#[repr(C, align(4096))]
-struct Arena([u8; BOOT_ARENA_SIZE]);
-static mut BOOT_ARENA: Arena = Arena([0; BOOT_ARENA_SIZE]);
-
-/// Page blocks between the slab heap and the page allocator.
-struct Backing {
-    /// Blocks given to the heap and not yet taken (address, order).
-    donated: arrayvec::ArrayVec<(usize, u32), 8>,
-    /// Blocks the heap freed, to give back to `MM` once `HEAP` is released.
-    freed: arrayvec::ArrayVec<(usize, u32), 8>,
-    /// The order the heap last asked for and did not get.
-    wanted: Option<u32>,
-    /// Bump offset into the boot arena.
-    arena_used: usize,
-}
-
-fn arena_base() -> usize {
-    &raw const BOOT_ARENA as usize
-}
-
-fn in_arena(addr: usize) -> bool {
-    (arena_base()..arena_base() + BOOT_ARENA_SIZE).contains(&addr)
-}
-
-impl HeapBacking for Backing {
-    fn alloc_pages(&mut self, order: u32) -> Option<usize> {
-        if let Some(i) = self.donated.iter().position(|&(_, o)| o == order) {
-            return Some(self.donated.swap_remove(i).0);
-        }
-        if !MM_READY.load(Ordering::Acquire) {
-            // Boot: bump-allocate naturally aligned blocks from the arena.
-            let size = (PAGE_SIZE as usize) << order;
-            let start = (arena_base() + self.arena_used).next_multiple_of(size);
-            if start + size <= arena_base() + BOOT_ARENA_SIZE {
-                self.arena_used = start + size - arena_base();
-                return Some(start);
-            }
-            return None;
-        }
-        self.wanted = Some(order);
-        None
-    }
-
-    fn free_pages(&mut self, addr: usize, order: u32) {
-        if in_arena(addr) {
-            // Boot-arena blocks are not part of the page allocator; keep them for reuse.
-            let _ = self.donated.try_push((addr, order));
-        } else if let Err(e) = self.freed.try_push((addr, order)) {
-            let _ = self.donated.try_push(e.element());
-        }
-    }
-
-    fn read_word(&self, addr: usize) -> usize {
-        // SAFETY: the slab heap reads only word-aligned addresses inside blocks it holds,
-        // which are mapped RAM (arena in the image, or linear-map pages from `MM`).
-        unsafe { (addr as *const usize).read() }
-    }
-
-    fn write_word(&mut self, addr: usize, value: usize) {
-        // SAFETY: as for `read_word`; the heap owns these blocks.
-        unsafe { (addr as *mut usize).write(value) }
-    }
-}
-
-struct HeapState {
-    slab: SlabHeap,
-    backing: Backing,
-}
-
-static HEAP: IrqSpinLock<HeapState> = IrqSpinLock::new(HeapState {
-    slab: SlabHeap::new(),
-    backing: Backing {
-        donated: arrayvec::ArrayVec::new_const(),
-        freed: arrayvec::ArrayVec::new_const(),
-        wanted: None,
-        arena_used: 0,
-    },
-});
-
-/// The kernel heap: [`SlabHeap`] over pages from `MM` (see the module doc for locking).
-pub struct KernelHeap;
-
-#[global_allocator]
-static GLOBAL: KernelHeap = KernelHeap;
-
-fn give_back(freed: arrayvec::ArrayVec<(usize, u32), 8>) {
-    if freed.is_empty() {
-        return;
-    }
-    if mm_held_here() {
-        // Freed while this CPU holds MM: keep the blocks in the heap for reuse.
-        let mut h = HEAP.lock();
-        for b in freed {
-            let _ = h.backing.donated.try_push(b);
-        }
-        return;
-    }
-    let mut mm = mm_lock();
-    if let Some(mm) = mm.as_mut() {
-        for (va, order) in freed {
-            if let Some(pa) = layout::linear_virt_to_phys(va as u64) {
-                let _ = mm.free_pages(PhysAddr(pa).pfn_down(), order);
-            }
-        }
-    }
-}
-
-// SAFETY: every path either returns null or a block of at least `layout.size()` bytes
-// aligned to `layout.align()` that the slab heap handed out exactly once; `dealloc` returns
-// blocks to the slab heap with the same layout.
-unsafe impl GlobalAlloc for KernelHeap {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        for _ in 0..4 {
-            let (got, wanted, freed) = {
-                let mut h = HEAP.lock();
-                let HeapState { slab, backing } = &mut *h;
-                let got = slab.alloc(backing, layout.size(), layout.align());
-                (
-                    got,
-                    backing.wanted.take(),
-                    core::mem::take(&mut backing.freed),
-                )
-            };
-            give_back(freed);
-            if let Some(a) = got {
-                return a as *mut u8;
-            }
-            let Some(order) = wanted else {
-                return core::ptr::null_mut();
-            };
-            if order > MAX_ORDER || mm_held_here() {
-                return core::ptr::null_mut();
-            }
-            let pfn = match mm_lock()
-                .as_mut()
-                .map(|m| m.alloc_pages(order, AllocFlags::UNMOVABLE))
-            {
-                Some(Ok(pfn)) => pfn,
-                _ => return core::ptr::null_mut(),
-            };
-            let va = layout::phys_to_virt(pfn.addr().0) as usize;
-            let mut h = HEAP.lock();
-            if h.backing.donated.try_push((va, order)).is_err() {
-                drop(h);
-                give_back([(va, order)].into_iter().collect());
-            }
-        }
-        core::ptr::null_mut()
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let freed = {
-            let mut h = HEAP.lock();
-            let HeapState { slab, backing } = &mut *h;
-            slab.dealloc(backing, ptr as usize, layout.size(), layout.align());
-            core::mem::take(&mut backing.freed)
-        };
-        give_back(freed);
     }
 }
 

@@ -10,6 +10,7 @@
 //! 6. start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
 
 pub mod console;
+mod heap;
 mod hog;
 pub mod mem;
 mod migrate;
