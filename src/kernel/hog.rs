@@ -65,7 +65,7 @@ pub fn cmd_start(mib: u64) {
         println!("hog: already running; 'hog stop' first");
         return;
     }
-    let cpus = super::NR_CPUS.load(Ordering::Relaxed).max(1);
+    let cpus = super::cpus::NR_CPUS.load(Ordering::Relaxed).max(1);
     let n = (cpus - 1).max(1) as u64;
     let total = mib * (1 << 20) / PAGE_SIZE;
     let stop = Arc::new(AtomicBool::new(false));

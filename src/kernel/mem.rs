@@ -7,11 +7,11 @@
 //! page-table lock (in `hotmem_arch::mmu`) may take `MM` to get table pages (order: page
 //! table -> MM).
 
-use super::BootInfo;
 use crate::println;
 use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use hotmem::dt::BootInfo;
 use hotmem::mm::{
     AllocFlags, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr, Reservation,
     SectionInfo, ZoneStats, ZoneType, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,

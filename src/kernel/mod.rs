@@ -10,6 +10,7 @@
 //! 6. start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
 
 pub mod console;
+mod cpus;
 mod heap;
 mod hog;
 pub mod mem;
@@ -19,7 +20,8 @@ pub mod task;
 mod vmem;
 mod work;
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use cpus::{CPUS, NR_CPUS};
 use hotmem::dt::{self, BootInfo, GicInfo, PsciMethod};
 use hotmem::shell::BootArgs;
 use hotmem_arch::cpu;
@@ -31,22 +33,6 @@ use hotmem_arch::{boot, exception, irq, mmu, psci, timer};
 /// Timer tick rate.
 pub const TICK_HZ: u64 = 100;
 
-/// What the shell shows per CPU.
-pub struct CpuState {
-    pub mpidr: AtomicU64,
-    pub online: AtomicBool,
-    pub ticks: AtomicU64,
-}
-
-pub static CPUS: [CpuState; MAX_CPUS] = [const {
-    CpuState {
-        mpidr: AtomicU64::new(0),
-        online: AtomicBool::new(false),
-        ticks: AtomicU64::new(0),
-    }
-}; MAX_CPUS];
-/// Number of CPUs the DT lists (capped at MAX_CPUS).
-pub static NR_CPUS: AtomicUsize = AtomicUsize::new(1);
 static TIMER_INTID: AtomicU64 = AtomicU64::new(27);
 
 /// Boot information, kept for the shell (the DTB stays reserved and mapped).

@@ -1,6 +1,7 @@
 //! Executes shell commands (parsing and line editing are in `hotmem::shell`).
 
-use super::{console, mem, CPUS, NR_CPUS};
+use super::cpus::{CPUS, NR_CPUS};
+use super::{console, mem};
 use crate::println;
 use core::sync::atomic::Ordering;
 use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
