@@ -16,6 +16,7 @@ mod hog;
 pub mod mem;
 mod migrate;
 mod shell;
+mod spin_test;
 pub mod task;
 mod vmem;
 mod work;

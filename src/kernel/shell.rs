@@ -93,7 +93,7 @@ fn execute(cmd: Command) {
         Command::HogStop => super::hog::cmd_stop(),
         Command::Pin { mib } => super::hog::cmd_pin(mib),
         Command::Unpin => super::hog::cmd_unpin(),
-        Command::Spin { tasks, ms } => super::task::cmd_spin(tasks as usize, ms),
+        Command::Spin { tasks, ms } => super::spin_test::cmd_spin(tasks as usize, ms),
     }
 }
 

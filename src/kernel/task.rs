@@ -65,7 +65,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hotmem::mm::{AllocFlags, Pfn};
 use hotmem::sched::{Sched, SchedError, TaskId, TaskInfo, MAX_TASKS};
 use hotmem_arch::context::{self, Context};
@@ -538,98 +538,5 @@ pub fn cmd_ps() {
             t.state.name(),
             t.switches
         );
-    }
-}
-
-/// Virtual address where each `spin` task maps its private counter page.
-const SPIN_VA: u64 = 0x4000_0000;
-
-struct SpinResult {
-    iterations: AtomicU64,
-    cpus: AtomicU64,
-    last_cpu: AtomicUsize,
-}
-
-/// `spin <tasks> <ms>`: busy tasks, each in its own address space with a counter page at
-/// the same virtual address, count iterations until a common deadline. Shows preemption
-/// (all progress on one CPU), SMP (several CPUs) and TTBR0 switching (each task's page
-/// holds its own count afterwards).
-pub fn cmd_spin(n: usize, ms: u64) {
-    let deadline = timer::counter() + timer::frequency_hz() * ms / 1000;
-    let results: Arc<Vec<SpinResult>> = Arc::new(
-        (0..n)
-            .map(|_| SpinResult {
-                iterations: AtomicU64::new(0),
-                cpus: AtomicU64::new(0),
-                last_cpu: AtomicUsize::new(0),
-            })
-            .collect(),
-    );
-    let done = Arc::new(AtomicUsize::new(0));
-    let wq = Arc::new(WaitQueue::new());
-    let mut spaces = Vec::new();
-    for i in 0..n {
-        let page = mm_lock()
-            .as_mut()
-            .and_then(|m| m.alloc_pages(0, AllocFlags::UNMOVABLE).ok());
-        let space = new_address_space();
-        let (Some(page), Ok(space)) = (page, space) else {
-            println!("spin: FAIL no memory for task {i}");
-            break;
-        };
-        let pa = page.addr().0;
-        if let Err(e) = space.map_page(SPIN_VA, pa, true) {
-            println!("spin: FAIL map: {e:?}");
-            super::mem::free_table_page(pa);
-            break;
-        }
-        let (res, done2, wq2) = (results.clone(), done.clone(), wq.clone());
-        let body = move || {
-            let r = &res[i];
-            let counter = SPIN_VA as *mut u64;
-            let mut iters = 0u64;
-            let mut cpus = 0u64;
-            while timer::counter() < deadline {
-                iters += 1;
-                // SAFETY: SPIN_VA is mapped (writable) in this task's own address space,
-                // which is this CPU's TTBR0 space while the task runs.
-                unsafe { counter.write_volatile(iters) };
-                cpus |= 1 << cpu::index();
-            }
-            r.iterations.store(iters, Ordering::Relaxed);
-            r.cpus.store(cpus, Ordering::Relaxed);
-            r.last_cpu.store(cpu::index(), Ordering::Relaxed);
-            done2.fetch_add(1, Ordering::Release);
-            wq2.wake_all();
-        };
-        match Builder::new("spin")
-            .address_space(space.clone())
-            .spawn(body)
-        {
-            Ok(_) => spaces.push((space, pa)),
-            Err(e) => {
-                println!("spin: FAIL spawn: {e:?}");
-                let _ = space.unmap_page(SPIN_VA);
-                super::mem::free_table_page(pa);
-                break;
-            }
-        }
-    }
-    let started = spaces.len();
-    wq.wait_until(|| done.load(Ordering::Acquire) == started);
-    for (i, (space, pa)) in spaces.into_iter().enumerate() {
-        let r = &results[i];
-        let iters = r.iterations.load(Ordering::Relaxed);
-        // SAFETY: the page is ours (allocated above) and in the linear map; its task is done.
-        let seen = unsafe { (layout::phys_to_virt(pa) as *const u64).read_volatile() };
-        println!(
-            "spin: task={i} cpu={} cpus=0x{:x} iterations={iters} asid={} aspace={}",
-            r.last_cpu.load(Ordering::Relaxed),
-            r.cpus.load(Ordering::Relaxed),
-            space.asid(),
-            if seen == iters { "ok" } else { "FAIL" }
-        );
-        let _ = space.unmap_page(SPIN_VA);
-        super::mem::free_table_page(pa);
     }
 }
