@@ -153,7 +153,7 @@ pub fn cmd_stop() {
     }
     println!("hog: stopped errors={errors}");
     // Unplug that stalled on this memory can go on now.
-    super::work::schedule();
+    super::vmem::CONVERGE.schedule();
 }
 
 /// Body of one hog task.
@@ -319,5 +319,5 @@ pub fn cmd_unpin() {
     }
     println!("unpin: released pages={n}");
     // Unplug that stalled on pins can go on now.
-    super::work::schedule();
+    super::vmem::CONVERGE.schedule();
 }

@@ -4,7 +4,8 @@
 //! 1. final kernel page tables (W^X image), switch TTBR1, stop TTBR0 walks;
 //! 2. map and parse the device tree; bring up the console and the logger;
 //! 3. check the memory ranges against the physical-address limit, map RAM in the linear map;
-//! 4. exception hooks, GIC, timer tick, UART receive interrupt;
+//! 4. the deferred work and the task-exit hook; exception hooks, GIC, timer tick, UART
+//!    receive interrupt;
 //! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
 //!    CPU_ON (each boot context becomes that CPU's idle task);
 //! 6. start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
@@ -36,8 +37,11 @@ pub const TICK_HZ: u64 = 100;
 
 static TIMER_INTID: AtomicU64 = AtomicU64::new(27);
 
-/// Boot information, kept for the shell (the DTB stays reserved and mapped).
+/// Boot information, kept for the whole run (the DTB stays reserved and mapped).
 pub static BOOT_INFO: spin::Once<BootInfo<'static>> = spin::Once::new();
+
+/// Frees the stacks of exited tasks in the worker (scheduled by the task-exit hook).
+static REAPER: work::Work = work::Work::new(task::reap);
 
 #[no_mangle]
 extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
@@ -87,6 +91,11 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     let info = BOOT_INFO.call_once(|| info);
     mem::init(info, pa_bits);
 
+    // Deferred work: the worker runs these, in this order; an exited task schedules the
+    // reaper.
+    work::register(&REAPER);
+    work::register(&vmem::CONVERGE);
+    task::set_exit_hook(|| REAPER.schedule());
     exception::set_sync_hook(migrate::fault_hook);
     exception::set_irq_hook(|frame| {
         gic::handle_irq();

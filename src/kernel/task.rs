@@ -16,8 +16,10 @@
 //! `Sched::pick`, loads the next task's TTBR0, and calls `context::switch` *with the lock
 //! still held*; whoever is resumed (in `switch_locked`, or a new task in its entry
 //! trampoline) releases it in [`finish_switch`]. So no CPU can pick a task whose context is
-//! still being saved. A task that exits is reaped (stack and address space freed) by the
-//! `worker` task once another task has switched away from it.
+//! still being saved. A task that exits is reaped (stack and address space freed) by
+//! [`reap`] once another task has switched away from it: the switch that sees it dead calls
+//! the exit hook ([`set_exit_hook`]), which asks whoever reaps (the worker, as wired in
+//! `kernel/mod.rs`) to call [`reap`]; [`Builder::spawn`] and [`tasks`] reap as well.
 //!
 //! Preemption: the 100 Hz tick wakes timed sleepers and, when another task is ready for the
 //! CPU, sets this CPU's `NEED_RESCHED`; at IRQ exit ([`irq_exit`]) the IRQ hook switches
@@ -148,8 +150,16 @@ static SCHED: IrqSpinLock<TaskSched> = IrqSpinLock::new(Sched::new());
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Per CPU: the task the last switch on this CPU left (for `finish_switch`).
 static SWITCHED_FROM: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-/// Some exited task can be reaped (the worker does it).
-static REAP_PENDING: AtomicBool = AtomicBool::new(false);
+/// Called when an exited task can be reaped (see [`set_exit_hook`]).
+static EXIT_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// Sets what runs when a task has exited and been switched away from for good, so its
+/// stack can be freed: it should arrange for [`reap`] to run soon in thread context. It
+/// runs on the switch path of the next task, IRQs masked, with no lock of this module held:
+/// it may wake a wait queue but must not sleep or allocate. Set once, at boot.
+pub fn set_exit_hook(hook: fn()) {
+    EXIT_HOOK.call_once(|| hook);
+}
 
 /// Registers the running boot context of `cpu` as its idle task. Called once per CPU,
 /// before it enables IRQs.
@@ -222,8 +232,9 @@ extern "C" fn finish_switch() {
     let dead = g.finish_switch(TaskId(SWITCHED_FROM[cpu].load(Ordering::Relaxed)));
     drop(g);
     if dead {
-        REAP_PENDING.store(true, Ordering::Release);
-        super::work::kick();
+        if let Some(hook) = EXIT_HOOK.get() {
+            hook();
+        }
     }
 }
 
@@ -246,18 +257,13 @@ fn exit() -> ! {
     unreachable!("an exited task was resumed");
 }
 
-/// Frees the stacks and address spaces of exited tasks (worker task).
+/// Frees the stacks and address spaces of exited tasks (thread context; takes
+/// `mm_lock()`).
 pub fn reap() {
-    REAP_PENDING.store(false, Ordering::Release);
     loop {
         let Some(t) = SCHED.lock().reap() else { break };
         drop(t); // frees the stack through mm_lock(), with SCHED released
     }
-}
-
-/// Is there something for [`reap`] to do?
-pub fn reap_pending() -> bool {
-    REAP_PENDING.load(Ordering::Acquire)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 
 use super::hal::KernelHal;
 use super::memory::KernelMemory;
-use crate::kernel::work;
+use crate::kernel::work::Work;
 use crate::println;
 use alloc::vec::Vec;
 use hotmem::vmem::{self, Device, Next, Vmem};
@@ -60,14 +60,19 @@ struct Status {
 
 static STATUS: IrqSpinLock<Vec<Status>> = IrqSpinLock::new(Vec::new());
 
+/// The convergence pass, run by the worker once registered (`kernel/mod.rs`): scheduled
+/// by the interrupt handler, by probe, by a back-off deadline, and by commands that free
+/// memory an unplug may have stalled on.
+pub static CONVERGE: Work = Work::new(converge);
+
 /// Interrupt handler: mask the line, leave the rest to the work.
 pub(super) fn irq_handler(intid: u32) {
     let _ = gic::disable(intid);
-    work::schedule();
+    CONVERGE.schedule();
 }
 
 /// The deferred work: acknowledge interrupts, unmask lines, converge every device.
-pub fn work() {
+fn converge() {
     // Only the worker task converges, so it takes the list out of the lock and works with
     // interrupts enabled (a convergence pass may migrate gigabytes) and puts it back after.
     let mut devs = core::mem::take(&mut *DEVICES.lock());
@@ -91,7 +96,7 @@ pub fn work() {
             );
             match next {
                 Next::Again => continue,
-                Next::RetryAt(t) => work::schedule_at(t),
+                Next::RetryAt(t) => CONVERGE.schedule_at(t),
                 Next::Idle => {}
             }
             break;

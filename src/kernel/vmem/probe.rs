@@ -7,9 +7,8 @@
 //! physical ranges a device region must not overlap: RAM, the bridge's windows, its ECAM
 //! and the regions of the devices found before it.
 
-use super::device::{self, Dev, DEVICES};
+use super::device::{self, Dev, CONVERGE, DEVICES};
 use super::hal::KernelHal;
-use crate::kernel::work;
 use alloc::vec::Vec;
 use hotmem::dt::BootInfo;
 use hotmem::vmem::Vmem;
@@ -165,5 +164,5 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
     device::publish(&devs);
     *DEVICES.lock() = devs;
     // Converge to the initial request (and clean up leftovers) right away.
-    work::schedule();
+    CONVERGE.schedule();
 }
