@@ -5,7 +5,7 @@
 //! atomics, no lock: every field is read on its own, and `online` is published with
 //! Release after the CPU's other fields (bring-up waits for it with Acquire).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use hotmem_arch::layout::MAX_CPUS;
 
 /// What the shell shows per CPU.
@@ -28,3 +28,24 @@ pub static CPUS: [CpuState; MAX_CPUS] = [const {
 }; MAX_CPUS];
 /// Number of CPUs the DT lists (capped at MAX_CPUS).
 pub static NR_CPUS: AtomicUsize = AtomicUsize::new(1);
+
+/// What `cpus` shows about one CPU.
+pub struct CpuRecord {
+    /// MPIDR affinity fields.
+    pub mpidr: u64,
+    /// Came online.
+    pub online: bool,
+    /// Timer ticks taken on it.
+    pub ticks: u64,
+}
+
+/// One record per CPU the DT lists (capped at `MAX_CPUS`), by index.
+pub fn records() -> impl Iterator<Item = CpuRecord> {
+    CPUS.iter()
+        .take(NR_CPUS.load(Ordering::Relaxed))
+        .map(|c| CpuRecord {
+            mpidr: c.mpidr.load(Ordering::Relaxed),
+            online: c.online.load(Ordering::Relaxed),
+            ticks: c.ticks.load(Ordering::Relaxed),
+        })
+}

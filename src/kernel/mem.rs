@@ -1,20 +1,20 @@
 //! Kernel glue of the memory model: the one `Mm` behind its lock, the `MemMapStore` over
-//! the linear map, page-table pages for the MMU code, and the `mem` / `sections` / `check` /
-//! `memtest` commands.
+//! the linear map, page-table pages for the MMU code, and what the `mem` / `sections` /
+//! `check` / `memtest` commands need: snapshots taken under the lock (the shell prints them
+//! after releasing it) and the memtest itself.
 //!
 //! Locks and their order: `MM` guards the whole memory model (section table, mem_maps,
 //! free lists). The heap's lock (`super::heap`) is never held together with it. The
 //! page-table lock (in `hotmem_arch::mmu`) may take `MM` to get table pages (order: page
 //! table -> MM).
 
-use crate::println;
 use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use hotmem::dt::BootInfo;
 use hotmem::mm::{
-    AllocFlags, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr, Reservation,
-    SectionInfo, ZoneStats, ZoneType, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
+    AllocFlags, CheckError, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr,
+    Reservation, SectionInfo, ZoneStats, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
 };
 use hotmem_arch::cpu::{IrqSpinGuard, IrqSpinLock};
 use hotmem_arch::layout::{self, PAGE_SIZE};
@@ -179,108 +179,62 @@ pub fn free_table_page(pa: u64) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Shell commands
+// Snapshots and memtest for the shell (`super::shell` prints them)
 
-fn kib(pages: u64) -> u64 {
-    pages * (PAGE_SIZE / 1024)
+/// Runs `f` on the model; `None` when there is no model.
+fn with_mm<R>(f: impl FnOnce(&mut KernelMm) -> R) -> Option<R> {
+    mm_lock().as_mut().map(f)
 }
 
-fn zone_name(z: Option<ZoneType>) -> &'static str {
-    match z {
-        Some(ZoneType::Normal) => "Normal",
-        Some(ZoneType::Movable) => "Movable",
-        None => "all",
-    }
-}
-
-fn print_zone(node: &dyn core::fmt::Display, z: &ZoneStats) {
-    println!(
-        "node={} zone={} present_kib={} managed_kib={} free_kib={}",
-        node,
-        zone_name(z.zone),
-        kib(z.present_pages),
-        kib(z.managed_pages),
-        kib(z.free_pages)
-    );
-}
-
-/// Runs `f` on the model, or prints why it cannot.
-fn with_mm<R>(cmd: &str, f: impl FnOnce(&mut KernelMm) -> R) -> Option<R> {
-    let mut g = mm_lock();
-    match g.as_mut() {
-        Some(mm) => Some(f(mm)),
-        None => {
-            drop(g);
-            println!("{cmd}: the memory model is not initialised");
-            None
-        }
-    }
-}
-
-pub fn cmd_mem() {
-    // Collect under the lock, print after (printing is slow and must not hold MM).
-    let Some((zones, total)) = with_mm("mem", |mm| {
+/// Every node's zones and the total, as `mem` prints them (`None`: no model). Collected
+/// under the lock, printed after (printing is slow and must not hold MM).
+pub fn zone_stats() -> Option<(arrayvec::ArrayVec<ZoneStats, 64>, ZoneStats)> {
+    with_mm(|mm| {
         (
             mm.stats().collect::<arrayvec::ArrayVec<ZoneStats, 64>>(),
             mm.total_stats(),
         )
-    }) else {
-        return;
-    };
-    for z in &zones {
-        print_zone(&z.node, z);
-    }
-    print_zone(&"all", &total);
+    })
 }
 
-pub fn cmd_sections() {
-    // In batches: no heap allocation while MM is held.
-    let mut next = 0u64;
-    loop {
-        let Some(batch) = with_mm("sections", |mm| {
-            mm.sections()
-                .filter(|s| s.nr.0 >= next)
-                .take(32)
-                .collect::<arrayvec::ArrayVec<SectionInfo, 32>>()
-        }) else {
-            return;
-        };
-        let Some(last) = batch.last() else { return };
-        next = last.nr.0 + 1;
-        print_sections(&batch);
-    }
+/// The next (at most 32) present sections numbered `from` or above, in order (`None`: no
+/// model). In batches: no heap allocation while MM is held.
+pub fn sections_from(from: u64) -> Option<arrayvec::ArrayVec<SectionInfo, 32>> {
+    with_mm(|mm| {
+        mm.sections()
+            .filter(|s| s.nr.0 >= from)
+            .take(32)
+            .collect::<arrayvec::ArrayVec<SectionInfo, 32>>()
+    })
 }
 
-fn print_sections(secs: &[SectionInfo]) {
-    for s in secs {
-        let state = if s.boot { "boot" } else { "hotplug" };
-        println!(
-            "section={} start=0x{:x} end=0x{:x} node={} zone={} state={}-{} subsections={}/64 online={}/64 isolated={}/64",
-            s.nr.0,
-            s.start.0,
-            s.end.0,
-            s.node,
-            match s.zone {
-                Some(z) => zone_name(Some(z)),
-                None => "none",
-            },
-            s.state,
-            state,
-            s.subsections_present,
-            s.subsections_online,
-            s.pageblocks_isolated
-        );
-    }
+/// Runs the model's invariant checker (`None`: no model). The checker builds its failure
+/// message on the heap while MM is held; on that rare path the heap serves from pages it
+/// already holds.
+pub fn check() -> Option<Result<(), CheckError>> {
+    with_mm(|mm| mm.check())
 }
 
-pub fn cmd_check() {
-    // The checker builds its failure message on the heap while MM is held; on that rare
-    // path the heap serves from pages it already holds.
-    match with_mm("check", |mm| mm.check()) {
-        Some(Ok(())) => println!("check: ok"),
-        Some(Err(reason)) => println!("check: FAIL {reason}"),
-        None => {}
-    }
+/// Why `memtest` failed.
+pub enum MemtestError {
+    /// There is no memory model.
+    NoModel,
+    /// Only `got_mib` of the `mib` asked for could be allocated.
+    OutOfMemory {
+        /// MiB allocated before the model ran out.
+        got_mib: u64,
+        /// MiB asked for.
+        mib: u64,
+    },
+    /// A word read back differs from the pattern written.
+    Mismatch {
+        /// Physical address of the word.
+        pa: u64,
+        /// The pattern written.
+        expected: u64,
+        /// What was read.
+        found: u64,
+    },
 }
 
 /// Pattern word for physical address `pa`.
@@ -288,7 +242,9 @@ fn pattern(pa: u64) -> u64 {
     pa.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a_a5a5_0f0f_f0f0
 }
 
-pub fn cmd_memtest(mib: u64) {
+/// Allocates `mib` of movable memory (largest blocks first), fills every word with a
+/// pattern of its address, verifies it, and frees it again.
+pub fn memtest(mib: u64) -> Result<(), MemtestError> {
     let want_pages = mib * 256;
     let mut blocks: Vec<(Pfn, u32)> = Vec::new();
     let mut got = 0u64;
@@ -307,10 +263,7 @@ pub fn cmd_memtest(mib: u64) {
             }
             Some(Err(_)) if order > 0 => order -= 1,
             Some(Err(_)) => break,
-            None => {
-                println!("memtest: FAIL the memory model is not initialised");
-                return;
-            }
+            None => return Err(MemtestError::NoModel),
         }
     }
     let mut failure = None;
@@ -330,15 +283,18 @@ pub fn cmd_memtest(mib: u64) {
     };
     free(&blocks);
     if got < want_pages {
-        println!(
-            "memtest: FAIL out of memory after {} of {} MiB",
-            got / 256,
-            mib
-        );
+        Err(MemtestError::OutOfMemory {
+            got_mib: got / 256,
+            mib,
+        })
     } else if let Some((pa, expected, found)) = failure {
-        println!("memtest: FAIL addr=0x{pa:x} expected=0x{expected:x} got=0x{found:x}");
+        Err(MemtestError::Mismatch {
+            pa,
+            expected,
+            found,
+        })
     } else {
-        println!("memtest: ok mib={mib}");
+        Ok(())
     }
 }
 

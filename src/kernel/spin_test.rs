@@ -7,17 +7,17 @@
 //! on a wait queue until every task it started is done, then compares each counter page
 //! (read through the linear map) with the task's count: equal counts show that every task
 //! saw its own page at the shared address (TTBR0 switching), progress on one CPU shows
-//! preemption, several CPUs show SMP. No lock of its own: the results are atomics, written
-//! by their task only.
+//! preemption, several CPUs show SMP. The shell prints the [`SpinReport`]. No lock of its
+//! own: the results are atomics, each written by its task only.
 
 use super::mem::mm_lock;
-use super::task::{new_address_space, Builder, WaitQueue};
-use crate::println;
+use super::task::{new_address_space, Builder, SpawnError, WaitQueue};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hotmem::mm::AllocFlags;
 use hotmem_arch::layout;
+use hotmem_arch::pgtable::MapError;
 use hotmem_arch::{cpu, timer};
 
 /// Virtual address where each `spin` task maps its private counter page.
@@ -29,11 +29,46 @@ struct SpinResult {
     last_cpu: AtomicUsize,
 }
 
+/// Why `spin` started fewer tasks than asked (it stops at the first failure).
+pub enum SpinFailure {
+    /// No counter page or no address space for task `task`.
+    NoMemory {
+        /// Index of the task that could not be set up.
+        task: usize,
+    },
+    /// The counter page could not be mapped.
+    Map(MapError),
+    /// The task could not be spawned.
+    Spawn(SpawnError),
+}
+
+/// What one `spin` task did.
+pub struct SpinTask {
+    /// The CPU it ended on.
+    pub cpu: usize,
+    /// Bit n set: it ran on CPU n.
+    pub cpus: u64,
+    /// Iterations it counted.
+    pub iterations: u64,
+    /// Its address space's ASID.
+    pub asid: u16,
+    /// Its counter page holds its own count (its address space was the one loaded).
+    pub aspace_ok: bool,
+}
+
+/// What `spin` did: the tasks that ran, in order, and why the rest did not start.
+pub struct SpinReport {
+    /// Why fewer tasks than asked started, if so.
+    pub failure: Option<SpinFailure>,
+    /// One entry per task that ran.
+    pub tasks: Vec<SpinTask>,
+}
+
 /// `spin <tasks> <ms>`: busy tasks, each in its own address space with a counter page at
 /// the same virtual address, count iterations until a common deadline. Shows preemption
 /// (all progress on one CPU), SMP (several CPUs) and TTBR0 switching (each task's page
 /// holds its own count afterwards).
-pub fn cmd_spin(n: usize, ms: u64) {
+pub fn spin(n: usize, ms: u64) -> SpinReport {
     let deadline = timer::counter() + timer::frequency_hz() * ms / 1000;
     let results: Arc<Vec<SpinResult>> = Arc::new(
         (0..n)
@@ -47,18 +82,19 @@ pub fn cmd_spin(n: usize, ms: u64) {
     let done = Arc::new(AtomicUsize::new(0));
     let wq = Arc::new(WaitQueue::new());
     let mut spaces = Vec::new();
+    let mut failure = None;
     for i in 0..n {
         let page = mm_lock()
             .as_mut()
             .and_then(|m| m.alloc_pages(0, AllocFlags::UNMOVABLE).ok());
         let space = new_address_space();
         let (Some(page), Ok(space)) = (page, space) else {
-            println!("spin: FAIL no memory for task {i}");
+            failure = Some(SpinFailure::NoMemory { task: i });
             break;
         };
         let pa = page.addr().0;
         if let Err(e) = space.map_page(SPIN_VA, pa, true) {
-            println!("spin: FAIL map: {e:?}");
+            failure = Some(SpinFailure::Map(e));
             super::mem::free_table_page(pa);
             break;
         }
@@ -87,7 +123,7 @@ pub fn cmd_spin(n: usize, ms: u64) {
         {
             Ok(_) => spaces.push((space, pa)),
             Err(e) => {
-                println!("spin: FAIL spawn: {e:?}");
+                failure = Some(SpinFailure::Spawn(e));
                 let _ = space.unmap_page(SPIN_VA);
                 super::mem::free_table_page(pa);
                 break;
@@ -96,19 +132,21 @@ pub fn cmd_spin(n: usize, ms: u64) {
     }
     let started = spaces.len();
     wq.wait_until(|| done.load(Ordering::Acquire) == started);
+    let mut tasks = Vec::with_capacity(started);
     for (i, (space, pa)) in spaces.into_iter().enumerate() {
         let r = &results[i];
         let iters = r.iterations.load(Ordering::Relaxed);
         // SAFETY: the page is ours (allocated above) and in the linear map; its task is done.
         let seen = unsafe { (layout::phys_to_virt(pa) as *const u64).read_volatile() };
-        println!(
-            "spin: task={i} cpu={} cpus=0x{:x} iterations={iters} asid={} aspace={}",
-            r.last_cpu.load(Ordering::Relaxed),
-            r.cpus.load(Ordering::Relaxed),
-            space.asid(),
-            if seen == iters { "ok" } else { "FAIL" }
-        );
+        tasks.push(SpinTask {
+            cpu: r.last_cpu.load(Ordering::Relaxed),
+            cpus: r.cpus.load(Ordering::Relaxed),
+            iterations: iters,
+            asid: space.asid(),
+            aspace_ok: seen == iters,
+        });
         let _ = space.unmap_page(SPIN_VA);
         super::mem::free_table_page(pa);
     }
+    SpinReport { failure, tasks }
 }

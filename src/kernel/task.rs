@@ -61,7 +61,6 @@
 //! task (idle tasks and code that runs before tasks exist poll with `wfi` instead).
 
 use super::mem::mm_lock;
-use crate::println;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -79,7 +78,8 @@ use hotmem_arch::uspace::{self, AddressSpace, AsError};
 
 /// Task stacks: 2^4 pages = 64 KiB.
 const STACK_ORDER: u32 = 4;
-const STACK_BYTES: u64 = PAGE_SIZE << STACK_ORDER;
+/// Bytes of every task stack.
+pub const STACK_BYTES: u64 = PAGE_SIZE << STACK_ORDER;
 /// Fills a new stack, so `ps` can tell how deep it has ever been used (the first word
 /// from the bottom that differs is the high-water mark).
 const STACK_FILL: u64 = 0x5354_4143_4b5f_4655; // "STACK_FU"
@@ -509,7 +509,7 @@ pub fn new_address_space() -> Result<Arc<AddressSpace>, AsError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Shell commands.
+// Snapshot for `ps` (printed by the shell).
 
 /// Snapshot of every task, by id, with the high-water mark of its stack in bytes (`None`
 /// for idle tasks, which run on their CPU's boot stack, and for reaped ones).
@@ -527,22 +527,4 @@ pub fn tasks() -> Vec<(TaskInfo, Option<u64>)> {
     }
     v.sort_by_key(|t| t.0.id);
     v
-}
-
-pub fn cmd_ps() {
-    for (t, used) in tasks() {
-        let stack = match used {
-            Some(b) => alloc::format!("{}/{}", b / 1024, STACK_BYTES / 1024),
-            None if t.idle => alloc::string::String::from("boot"),
-            None => alloc::string::String::from("-"), // exited, stack freed
-        };
-        println!(
-            "task={} name={} cpu={} state={} switches={} stack_kib={stack}",
-            t.id,
-            t.name,
-            t.cpu,
-            t.state.name(),
-            t.switches
-        );
-    }
 }

@@ -16,7 +16,6 @@
 use super::hal::KernelHal;
 use super::memory::KernelMemory;
 use crate::kernel::work::Work;
-use crate::println;
 use alloc::vec::Vec;
 use hotmem::vmem::{self, Device, Next, Vmem};
 use hotmem_arch::cpu::{self, IrqSpinLock};
@@ -52,10 +51,13 @@ pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> = IrqSpinLock::new(Vec::new());
 
 /// What `vmem` prints about one device, replaced after every pass.
 #[derive(Clone, Copy)]
-struct Status {
-    cfg: Config,
-    state: vmem::State,
-    reason: vmem::Reason,
+pub struct Status {
+    /// The configuration the last step read.
+    pub cfg: Config,
+    /// The policy's state.
+    pub state: vmem::State,
+    /// Why it is not converged.
+    pub reason: vmem::Reason,
 }
 
 static STATUS: IrqSpinLock<Vec<Status>> = IrqSpinLock::new(Vec::new());
@@ -125,26 +127,7 @@ pub(super) fn publish(devs: &[Dev]) {
     *STATUS.lock() = statuses;
 }
 
-pub fn cmd_vmem() {
-    let st = STATUS.lock().clone();
-    if st.is_empty() {
-        println!("vmem: no virtio-mem device");
-        return;
-    }
-    for (i, s) in st.iter().enumerate() {
-        let c = &s.cfg;
-        println!(
-            "id=vmem{i} addr=0x{:x} region_kib={} block_kib={} usable_kib={} plugged_kib={} requested_kib={} pending_kib={} node={} state={} reason={}",
-            c.addr,
-            c.region_size >> 10,
-            c.block_size >> 10,
-            c.usable_region_size >> 10,
-            c.plugged_size >> 10,
-            c.requested_size >> 10,
-            c.requested_size.abs_diff(c.plugged_size) >> 10,
-            c.node_id,
-            s.state.name(),
-            s.reason.name()
-        );
-    }
+/// What `vmem` prints: one snapshot per device, as of the last pass (or probe).
+pub fn status() -> Vec<Status> {
+    STATUS.lock().clone()
 }

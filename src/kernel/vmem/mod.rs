@@ -26,6 +26,6 @@ mod hal;
 mod memory;
 mod probe;
 
-pub use device::{cmd_vmem, CONVERGE};
+pub use device::{status, CONVERGE};
 pub use memory::configure;
 pub use probe::probe;
