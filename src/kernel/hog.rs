@@ -191,9 +191,7 @@ pub fn status() -> Status {
 /// Stops the hog, waits for its tasks to unmap and free everything, and returns the
 /// mismatches they counted (`None`: no hog runs).
 pub fn stop() -> Option<u64> {
-    let Some(h) = HOG.lock().take() else {
-        return None;
-    };
+    let h = HOG.lock().take()?;
     h.stop.store(true, Ordering::Release);
     while !h.workers.iter().all(|w| w.finished.load(Ordering::Acquire)) {
         task::sleep_ms(10);

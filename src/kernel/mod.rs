@@ -1,14 +1,41 @@
-//! Kernel glue: the boot sequence, SMP bring-up, interrupts and the shell's commands.
+//! Kernel glue: the boot sequence, SMP bring-up, the interrupt hooks, and the wiring of the
+//! glue modules below it.
 //!
 //! Boot order (primary CPU, `kernel_main`):
 //! 1. final kernel page tables (W^X image), switch TTBR1, stop TTBR0 walks;
 //! 2. map and parse the device tree; bring up the console and the logger;
-//! 3. check the memory ranges against the physical-address limit, map RAM in the linear map;
-//! 4. the deferred work and the task-exit hook; exception hooks, GIC, timer tick, UART
-//!    receive interrupt;
+//! 3. check the memory ranges against the physical-address limit, map RAM in the linear
+//!    map, boot the memory model (from then on the heap and the page tables draw from it);
+//! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence) and
+//!    the task-exit hook; exception hooks, GIC, timer tick, UART receive interrupt;
 //! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
 //!    CPU_ON (each boot context becomes that CPU's idle task);
-//! 6. start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
+//! 6. probe virtio-mem; start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
+//!
+//! # Floors
+//! Each module imports only modules on lower floors (its `use super::…` and
+//! `crate::kernel::…` lines show it). A lower floor that must reach up offers a hook or a
+//! registry instead (`task::set_exit_hook`, `work::register`, the `exception` and `irq`
+//! hooks of `hotmem-arch`), and this module, the top floor, connects them. Nothing below
+//! imports this module.
+//! ```text
+//! 5  mod.rs     boot, SMP bring-up, interrupt hooks, wiring      (imports every module)
+//! 4  shell      executes commands, prints every record           console cpus hog mem
+//!                                                                 spin_test task vmem
+//! 3  vmem/      virtio-mem glue; inside: hal, memory < device    mem migrate work
+//!               < probe
+//!    hog        the hog and pin workload                         cpus mem migrate task
+//! 2  migrate    rmap lock, engine page tables, fault hook        mem task
+//!    work       the worker and its registry of Work items        task
+//!    console    PL011 output and input, the logger               task
+//!    spin_test  the spin test load                               mem task
+//! 1  task       threads, switching, wait queues, address spaces  mem
+//!    heap       the global allocator                             mem
+//! 0  mem        the memory model behind its lock, store, tables  -
+//!    cpus       per-CPU records                                  -
+//! ```
+//! `println!` belongs to `console`; only `shell` uses it (this module writes the panic line
+//! through `console::emergency_line`).
 
 pub mod console;
 mod cpus;

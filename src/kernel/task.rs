@@ -290,7 +290,7 @@ impl Builder {
     }
 
     /// Runs the task only on CPU `cpu`.
-    #[allow(dead_code)] // API for page migration and the hog workload (issue 5)
+    #[allow(dead_code)] // No caller yet: the one way to the scheduler's CPU affinity.
     pub fn cpu(mut self, cpu: usize) -> Builder {
         self.cpu = Some(cpu);
         self
@@ -358,7 +358,6 @@ fn current_sleeper(g: &TaskSched) -> Option<TaskId> {
 }
 
 /// The address space of the current task.
-#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
 pub fn current_address_space() -> Option<Arc<AddressSpace>> {
     let g = SCHED.lock();
     g.payload(g.current(cpu::index())?)?.aspace.clone()
@@ -366,7 +365,6 @@ pub fn current_address_space() -> Option<Arc<AddressSpace>> {
 
 /// True when the context that took the exception `frame` may sleep in the handler: a task
 /// (not idle) that ran with IRQs unmasked, hence held no spin lock.
-#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
 pub fn can_sleep_in(frame: &TrapFrame) -> bool {
     frame.spsr & cpu::DAIF_I == 0 && current_sleeper(&SCHED.lock()).is_some()
 }
@@ -377,7 +375,6 @@ pub fn yield_now() {
 }
 
 /// Sleeps at least `ms` milliseconds (woken by the 10 ms tick, so rounded up to it).
-#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
 pub fn sleep_ms(ms: u64) {
     let deadline = timer::now_ns() + ms * 1_000_000;
     // A wake-up meant for an earlier wait (a waker that took this task off a wait queue
