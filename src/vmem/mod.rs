@@ -7,6 +7,10 @@
 //! [`Device`] (the driver) and [`HotplugMemory`] (the memory model plus the linear map) — so
 //! host tests run it against a fake device and the real memory model.
 //!
+//! Files: this one holds the policy state and its steps; `types.rs` the traits and the
+//! data it exchanges with the kernel glue; `model.rs` the memory-model half of
+//! [`HotplugMemory`]; `tests.rs` the policy against a fake device and the real model.
+//!
 //! # Units
 //! The device plugs blocks of `block_size` (1 MiB .. 1 GiB and more). The memory model works
 //! in 2 MiB subsections (pageblocks). We plug, online, offline and unplug in **units** of
@@ -50,15 +54,16 @@
 
 use crate::mm::{self, SECTION_SIZE, SUBSECTION_SIZE};
 use alloc::vec::Vec;
-use core::fmt;
 use hotmem_drivers::virtio_mem::{BlockState, Config, Request, Response};
 
 mod model;
+mod types;
 
 pub use model::{
     mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
     mm_reonline, mm_used_pages, pfn_range,
 };
+pub use types::{Device, HotplugMemory, MemError, Next, Progress, Range, Reason, Resized, State};
 
 /// Most blocks one request may cover (le16 nb_blocks).
 pub const MAX_BLOCKS_PER_REQUEST: u64 = u16::MAX as u64;
@@ -71,198 +76,6 @@ pub const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 const NACK_RETRIES: u32 = 8;
 /// Contradictions (ERROR although STATE agrees with us) before the device is broken.
 const MAX_CONTRADICTIONS: u32 = 3;
-
-/// The driver as the policy sees it.
-pub trait Device {
-    /// A transport failure (the policy logs it and disables the device).
-    type Error: fmt::Debug;
-    /// Re-reads the configuration.
-    fn config(&mut self) -> Result<Config, Self::Error>;
-    /// Sends one request and waits for the response.
-    fn request(&mut self, req: Request) -> Result<Response, Self::Error>;
-}
-
-/// A physical range `[base, base + size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    /// First byte.
-    pub base: u64,
-    /// Length in bytes.
-    pub size: u64,
-}
-
-impl Range {
-    /// One past the last byte.
-    pub fn end(&self) -> u64 {
-        self.base + self.size
-    }
-}
-
-/// Why the memory side refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemError {
-    /// No memory for mem_maps or page tables, or no free page to migrate to.
-    NoMemory,
-    /// Some page in the range is in use and cannot move (not movable, or no migration).
-    InUse,
-    /// Some page in the range holds extra references (pinned, like in-flight DMA).
-    Pinned,
-    /// Taking the range would leave less free memory than the unplug floor.
-    Floor,
-    /// The memory model refused the call for another reason (its state does not allow it:
-    /// a bug, or a range the policy and the model disagree about).
-    Mm(mm::Error),
-    /// A refusal outside the memory model (no model yet, an unmap that failed, a node id
-    /// the model cannot hold); the text says what.
-    Other(&'static str),
-}
-
-/// What plugging and unplugging need from the memory model and the linear map.
-pub trait HotplugMemory {
-    /// Whether the mem_maps of the sections `range` would add fit in free Normal memory
-    /// while keeping a reserve. `node` is the node `range` would join; the model's
-    /// implementation ([`mm_can_add`]) does not use it: it counts the free Normal memory of
-    /// all nodes together.
-    fn can_add(&mut self, range: Range, node: u32) -> bool;
-    /// Adds `range` to `node` (sections, mem_map, linear map) and onlines it (into the
-    /// Movable zone unless the implementation is configured for Normal). On error nothing
-    /// of `range` is left added.
-    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError>;
-    /// Takes `range` offline: isolate it, move what can move out of it, and offline it once
-    /// every page is free. On error the range is left online as it was (pages already moved
-    /// stay moved). Returns the number of pages it moved.
-    fn offline(&mut self, range: Range) -> Result<u64, MemError>;
-    /// Pages of `range` that are allocated (victim choice: fewest first).
-    fn used_pages(&mut self, range: Range) -> u64;
-    /// Undoes [`HotplugMemory::offline`].
-    fn reonline(&mut self, range: Range) -> Result<(), MemError>;
-    /// Unmaps and removes the offline `range` (after the device unplugged it).
-    fn remove(&mut self, range: Range) -> Result<(), MemError>;
-}
-
-/// Device state as the shell shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Converged, or converging without trouble.
-    Ok,
-    /// The device answered BUSY (or NACK too often): backing off.
-    Busy,
-    /// The memory side or the device refused: backing off, the reason says why.
-    Stalled,
-    /// Disabled for good (a transport error or a device that contradicts itself).
-    Broken,
-}
-
-impl State {
-    /// The name `vmem` prints (`state=`).
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Busy => "busy",
-            State::Stalled => "stalled",
-            State::Broken => "broken",
-        }
-    }
-}
-
-/// Why the device is not where it was asked to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Nothing in the way.
-    None,
-    /// The device answered BUSY, or kept answering NACK.
-    DeviceBusy,
-    /// No free memory for new mem_maps, or for the pages an unplug must move.
-    NoMemory,
-    /// Memory to unplug is in use and cannot move.
-    Unmovable,
-    /// Memory to unplug holds pinned pages.
-    Pinned,
-    /// Unplugging more would leave less free memory than the floor.
-    Floor,
-    /// The requested size is not a multiple of the plug unit.
-    Granularity,
-    /// The device contradicts itself or its configuration is invalid.
-    DeviceError,
-}
-
-impl Reason {
-    /// The name `vmem` prints (`reason=`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::None => "none",
-            Reason::DeviceBusy => "device_busy",
-            Reason::NoMemory => "no_memory",
-            Reason::Unmovable => "unmovable",
-            Reason::Pinned => "pinned",
-            Reason::Floor => "floor",
-            Reason::Granularity => "granularity",
-            Reason::DeviceError => "device_error",
-        }
-    }
-}
-
-/// What the caller should do after [`Vmem::step`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Call again at once.
-    Again,
-    /// Call again at this time (ns, the clock passed to `step`).
-    RetryAt(u64),
-    /// Nothing to do until the configuration changes.
-    Idle,
-}
-
-/// What the last resize did, for the log and the shell.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Bytes plugged and onlined.
-    pub plugged_bytes: u64,
-    /// Bytes offlined and unplugged.
-    pub unplugged_bytes: u64,
-    /// Bytes of used pages moved out of unplugged memory.
-    pub migrated_bytes: u64,
-    /// Requests sent to the device.
-    pub requests: u64,
-    /// When the current resize started (ns), `None` when converged.
-    pub started_ns: Option<u64>,
-}
-
-/// A finished resize, for the `vmemN: resized to …` log line. The caller logs it (see
-/// [`Vmem::take_resized`]) once what `vmem` shows is up to date, so whoever reacts to the
-/// line finds the new state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resized {
-    /// The device (`vmemN`).
-    pub id: usize,
-    /// The device's plugged size at the end, in bytes.
-    pub plugged_size: u64,
-    /// The size it was asked for, in bytes.
-    pub requested_size: u64,
-    /// What the resize did.
-    pub progress: Progress,
-    /// From the first step of the resize to the converged one.
-    pub took_ns: u64,
-}
-
-impl core::fmt::Display for Resized {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let p = &self.progress;
-        write!(
-            f,
-            "vmem{}: resized to {} MiB (requested {} MiB): plugged {} MiB, unplugged {} MiB, \
-             migrated {} MiB, {} requests, {} us",
-            self.id,
-            self.plugged_size >> 20,
-            self.requested_size >> 20,
-            p.plugged_bytes >> 20,
-            p.unplugged_bytes >> 20,
-            p.migrated_bytes >> 20,
-            p.requests,
-            self.took_ns / 1000
-        )
-    }
-}
 
 /// Policy state of one device.
 pub struct Vmem {
