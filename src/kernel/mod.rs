@@ -19,20 +19,21 @@
 //! hooks of `hotmem-arch`), and this module, the top floor, connects them. Nothing below
 //! imports this module.
 //! ```text
-//! 5  mod.rs     boot, SMP bring-up, interrupt hooks, wiring      (imports every module)
-//! 4  shell      executes commands, prints every record           console cpus hog mem
-//!                                                                 spin_test task vmem
-//! 3  vmem/      virtio-mem glue; inside: hal, memory < device    mem migrate work
-//!               < probe
-//!    hog        the hog and pin workload                         cpus mem migrate task
-//! 2  migrate    rmap lock, engine page tables, fault hook        mem task
-//!    work       the worker and its registry of Work items        task
-//!    console    PL011 output and input, the logger               task
-//!    spin_test  the spin test load                               mem task
-//! 1  task       threads, switching, wait queues, address spaces  mem
-//!    heap       the global allocator                             mem
-//! 0  mem        the memory model behind its lock, store, tables  -
-//!    cpus       per-CPU records                                  -
+//! floor  module     holds                                           imports (kernel/)
+//!   5    mod.rs     boot, SMP bring-up, interrupt hooks, wiring     any
+//!   4    shell      executes commands, prints every record          console cpus hog mem
+//!                                                                   spin_test task vmem
+//!   3    vmem/      virtio-mem glue; inside it hal, memory < device mem migrate work
+//!                   < probe
+//!        hog        the hog and pin workload                        cpus mem migrate task
+//!   2    migrate    rmap lock, engine page tables, fault hook       mem task
+//!        work       the worker and its registry of Work items       task
+//!        console    PL011 output and input, the logger              task
+//!        spin_test  the spin test load                              mem task
+//!   1    task       threads, switching, wait queues, address spaces mem
+//!        heap       the global allocator                            mem
+//!   0    mem        the memory model behind its lock, store, tables -
+//!        cpus       per-CPU records                                 -
 //! ```
 //! `println!` belongs to `console`; only `shell` uses it (this module writes the panic line
 //! through `console::emergency_line`).

@@ -4,8 +4,8 @@
 //! DMA memory is unmovable Normal memory from the memory model (taken under `mm_lock()`
 //! per call), zeroed, and addressed through the linear map: the CPU and the device see the
 //! same physical address, so `share` is a translation and `unshare` does nothing. MMIO
-//! ranges are mapped as Device memory through `hotmem_arch::mmu` on first use and stay
-//! mapped. No lock of its own.
+//! ranges are mapped as Device memory (`mmu::map_mmio`) when virtio-drivers asks for them
+//! and stay mapped. No lock of its own.
 
 use crate::kernel::mem::mm_lock;
 use core::ptr::NonNull;

@@ -4,9 +4,10 @@
 //!
 //! Order of the two halves: memory is mapped in the linear map before the model adds it
 //! (the mapping is not taken under the model's lock: table pages come from the model) and
-//! unmapped, with TLBs flushed on every CPU, before the model forgets it. Offlining
-//! isolates the range, moves its movable pages out (`migrate::migrate_out`), then offlines
-//! it; on failure the range is un-isolated and stays online.
+//! unmapped, with TLBs flushed on every CPU, before the model forgets it. Offlining checks
+//! the unplug floor, isolates the range, moves its movable pages out
+//! (`migrate::migrate_out`), then offlines it; on failure the range is un-isolated and
+//! stays online.
 //!
 //! Locks: each call takes `mm_lock()` for the model's part only (see [`with`]); offlining
 //! takes the migration locks in between, with the model's lock released. The boot options
