@@ -4,10 +4,13 @@
 //! this crate decides (device tree interpretation, memory model, shell). Hardware glue
 //! that only makes sense on the target lives in the binary (`src/main.rs`, `src/kernel/`).
 #![cfg_attr(target_os = "none", no_std)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 
+#[allow(missing_docs)] // documented separately
 pub mod dt;
+#[allow(missing_docs)] // documented separately
 pub mod mm;
 pub mod sched;
 pub mod shell;

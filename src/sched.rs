@@ -40,6 +40,7 @@ use hotmem_arch::layout::MAX_CPUS;
 /// Most tasks alive or remembered at once (idle tasks included).
 pub const MAX_TASKS: usize = 128;
 
+/// A task's id: given out in increasing order and never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId(pub u32);
 
@@ -49,11 +50,16 @@ impl core::fmt::Display for TaskId {
     }
 }
 
+/// Where a task is in its life (the transitions are listed in the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
+    /// On a CPU now.
     Running,
+    /// Waiting for a CPU (on the run queue, unless it is an idle task).
     Ready,
+    /// Blocked on a wait queue or in a timed sleep.
     Sleeping,
+    /// Finished; its record stays for `ps` until the slot is reused.
     Exited,
 }
 
@@ -69,6 +75,7 @@ impl TaskState {
     }
 }
 
+/// Why the scheduler refused to add a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedError {
     /// [`MAX_TASKS`] tasks exist and none can be forgotten.
@@ -82,20 +89,26 @@ pub enum SchedError {
 /// What `ps` shows about a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskInfo {
+    /// Its id.
     pub id: TaskId,
+    /// The name it was spawned with.
     pub name: &'static str,
     /// The CPU it runs on, or last ran on (its affinity if it never ran).
     pub cpu: usize,
+    /// Its state.
     pub state: TaskState,
     /// How many times it was switched to.
     pub switches: u64,
+    /// An idle task (one per CPU, never on the run queue).
     pub idle: bool,
 }
 
 /// A decision of [`Sched::pick`]: stop `prev`, run `next` on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Switch {
+    /// The task that stops running on this CPU.
     pub prev: TaskId,
+    /// The task that runs next on this CPU (maybe an idle task).
     pub next: TaskId,
 }
 
@@ -111,6 +124,7 @@ struct Slot<P> {
     payload: Option<P>,
 }
 
+/// The task table and run queue of every CPU; `P` is the kernel's per-task payload.
 pub struct Sched<P> {
     slots: [Option<Slot<P>>; MAX_TASKS],
     ready: ArrayVec<u16, MAX_TASKS>,
@@ -126,6 +140,7 @@ impl<P> Default for Sched<P> {
 }
 
 impl<P> Sched<P> {
+    /// An empty table: no tasks, no idle tasks yet.
     pub const fn new() -> Self {
         Sched {
             slots: [const { None }; MAX_TASKS],
@@ -247,6 +262,7 @@ impl<P> Sched<P> {
         Some(self.slot(i as usize).info.id)
     }
 
+    /// What `ps` shows about task `id` (`None` once its slot was reused).
     pub fn info(&self, id: TaskId) -> Option<TaskInfo> {
         self.find(id).map(|i| self.slot(i).info)
     }

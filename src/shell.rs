@@ -9,6 +9,7 @@
 
 use arrayvec::ArrayString;
 
+/// Printed before every command line.
 pub const PROMPT: &str = "hotmem> ";
 /// Most tasks `spin` starts.
 pub const MAX_SPIN_TASKS: u64 = 64;
@@ -35,6 +36,7 @@ pub struct LineEditor {
 }
 
 impl LineEditor {
+    /// Takes one input byte and says what to echo, or hands out the finished line.
     pub fn feed(&mut self, b: u8) -> Feed {
         let was_cr = core::mem::replace(&mut self.last_cr, b == b'\r');
         match b {
@@ -64,30 +66,46 @@ impl LineEditor {
 /// A parsed command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
+    /// `help`: one line per command.
     Help,
+    /// `mem`: memory per node and zone.
     Mem,
+    /// `cpus`: one line per CPU.
     Cpus,
+    /// `fault`: a deliberate data abort.
     Fault,
+    /// `poweroff`.
     Poweroff,
+    /// `reboot`.
     Reboot,
+    /// `sections`: one line per present memory section.
     Sections,
+    /// `check`: the memory model's invariant checker.
     Check,
+    /// `memtest <MiB>`: allocate, fill, verify and free movable memory.
     Memtest {
+        /// How much, in MiB (> 0).
         mib: u64,
     },
+    /// `peek <phys-addr>`: read 8 bytes of physical memory.
     Peek {
+        /// The address (8-byte aligned).
         pa: u64,
     },
+    /// `vmem`: one line per virtio-mem device.
     Vmem,
     /// One line per task.
     Ps,
     /// Test load: `tasks` busy tasks counting iterations for `ms` milliseconds.
     Spin {
+        /// How many tasks (1..=[`MAX_SPIN_TASKS`]).
         tasks: u32,
+        /// How long, in ms (1..=60000).
         ms: u64,
     },
     /// `hog <MiB>`: start the workload.
     HogStart {
+        /// How much memory it maps, in MiB.
         mib: u64,
     },
     /// `hog status`.
@@ -96,6 +114,7 @@ pub enum Command {
     HogStop,
     /// `pin <MiB>`: pin that much hog memory.
     Pin {
+        /// How much, in MiB.
         mib: u64,
     },
     /// `unpin`.
@@ -145,8 +164,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("reboot", "reset the machine"),
 ];
 
+/// Why a command line was refused (printed as the reply).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
+    /// No such command (its first 28 characters).
     Unknown(ArrayString<32>),
     /// The command exists; this is its usage string.
     Usage(&'static str),
@@ -161,6 +182,7 @@ impl core::fmt::Display for ParseError {
     }
 }
 
+/// Parses one command line (words separated by ASCII whitespace).
 pub fn parse(line: &str) -> Result<Command, ParseError> {
     let mut words = line.split_ascii_whitespace();
     let Some(cmd) = words.next() else {
@@ -263,8 +285,7 @@ impl<'a> FromIterator<&'a str> for WordList<'a> {
         let mut w = WordList::default();
         for s in iter {
             if w.len == w.words.len() {
-                // Too many: make the list unusable for every command's pattern.
-                w.len = w.words.len();
+                // Too many: the list stays full, which no command's pattern accepts.
                 break;
             }
             w.words[w.len] = s;
@@ -286,6 +307,8 @@ pub fn parse_u64(s: &str) -> Option<u64> {
 /// Kernel command line options (`/chosen/bootargs`), space separated `key=value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootArgs {
+    /// `loglevel=off|error|warn|info|debug|trace` (or 0-5): the console's log level
+    /// (default info).
     pub loglevel: log::LevelFilter,
     /// `unplug_floor_mib=`: free memory unplug never goes below (default 64 MiB).
     pub unplug_floor_mib: u64,

@@ -10,14 +10,16 @@
 //! `pin <MiB>` takes an extra reference on that many hog pages, the highest physical
 //! addresses first (like in-flight DMA): migration refuses them until `unpin`.
 //!
+//! Each command's function returns what it did ([`Started`], [`Status`], [`Pinned`], ...);
+//! the shell prints it, and after `hog stop` and `unpin` lets a stalled unplug try again.
+//!
 //! State: `HOG` (the running hog: per task its address space, page count and counters) and
 //! `PINS` (pinned pfns), each behind its own lock, taken before `RMAP` and `mm_lock()`.
 //! Mapping and unmapping a hog page happen under `RMAP` (see `migrate`).
 
 use super::mem::mm_lock;
 use super::migrate::{self, RMAP};
-use super::task::{self, Builder};
-use crate::println;
+use super::task::{self, Builder, SpawnError};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +28,7 @@ use hotmem::mm::rmap::AsId;
 use hotmem::mm::{AllocFlags, Pfn};
 use hotmem_arch::cpu::IrqSpinLock;
 use hotmem_arch::layout::PAGE_SIZE;
-use hotmem_arch::uspace::AddressSpace;
+use hotmem_arch::uspace::{AddressSpace, AsError};
 
 /// Where each hog task maps its memory (lower half, in its own address space).
 pub const HOG_VA_BASE: u64 = 0x0000_1000_0000_0000;
@@ -60,22 +62,65 @@ pub fn pattern(va: u64, gen: u64) -> u64 {
         ^ 0xa5a5_5a5a_c3c3_3c3c
 }
 
-pub fn cmd_start(mib: u64) {
+/// `hog start` refused: a hog runs already.
+pub struct AlreadyRunning;
+
+/// Why `hog start` started fewer tasks than it planned (it stops at the first failure).
+pub enum StartFailure {
+    /// No address space for the next task.
+    AddressSpace(AsError),
+    /// The next task could not be spawned.
+    Spawn(SpawnError),
+}
+
+/// What `hog start` did.
+pub struct Started {
+    /// Tasks running.
+    pub tasks: usize,
+    /// Pages they map together (split evenly among the planned tasks).
+    pub pages: u64,
+    /// Why fewer tasks started than planned, if so.
+    pub failure: Option<StartFailure>,
+}
+
+/// What `hog status` shows (all zero when no hog runs).
+#[derive(Default)]
+pub struct Status {
+    /// Tasks of the running hog.
+    pub tasks: usize,
+    /// Pages mapped so far.
+    pub pages: u64,
+    /// Verify-and-rewrite rounds every task has completed (the slowest task's count).
+    pub rounds: u64,
+    /// Mismatches found, all tasks together.
+    pub errors: u64,
+}
+
+/// What `pin` did.
+pub struct Pinned {
+    /// Pages pinned.
+    pub pages: usize,
+    /// Physical address of the highest pinned page (0 when none).
+    pub highest: u64,
+}
+
+/// Starts the hog: max(1, CPUs - 1) tasks that map `mib` MiB together.
+pub fn start(mib: u64) -> Result<Started, AlreadyRunning> {
     if HOG.lock().is_some() {
-        println!("hog: already running; 'hog stop' first");
-        return;
+        return Err(AlreadyRunning);
     }
-    let cpus = super::NR_CPUS.load(Ordering::Relaxed).max(1);
+    let cpus = super::cpus::NR_CPUS.load(Ordering::Relaxed).max(1);
     let n = (cpus - 1).max(1) as u64;
     let total = mib * (1 << 20) / PAGE_SIZE;
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
+    let mut failure = None;
     for i in 0..n {
         let want = total / n + u64::from(i < total % n);
         let aspace = match task::new_address_space() {
             Ok(a) => a,
             Err(e) => {
-                println!("hog: cannot create an address space: {e:?}");
+                failure = Some(StartFailure::AddressSpace(e));
                 break;
             }
         };
@@ -97,21 +142,25 @@ pub fn cmd_start(mib: u64) {
             Ok(_) => workers.push(w),
             Err(e) => {
                 migrate::unregister_space(as_id);
-                println!("hog: cannot start a task: {e:?}");
+                failure = Some(StartFailure::Spawn(e));
                 break;
             }
         }
     }
     let started = workers.len();
     *HOG.lock() = Some(Hog { workers, stop });
-    println!("hog: started tasks={started} pages={total}");
+    Ok(Started {
+        tasks: started,
+        pages: total,
+        failure,
+    })
 }
 
-pub fn cmd_status() {
+/// The running hog's counters.
+pub fn status() -> Status {
     let g = HOG.lock();
     let Some(h) = g.as_ref() else {
-        println!("hog: tasks=0 pages=0 rounds=0 errors=0");
-        return;
+        return Status::default();
     };
     let pages: u64 = h
         .workers
@@ -131,14 +180,18 @@ pub fn cmd_status() {
         .sum();
     let tasks = h.workers.len();
     drop(g);
-    println!("hog: tasks={tasks} pages={pages} rounds={rounds} errors={errors}");
+    Status {
+        tasks,
+        pages,
+        rounds,
+        errors,
+    }
 }
 
-pub fn cmd_stop() {
-    let Some(h) = HOG.lock().take() else {
-        println!("hog: not running");
-        return;
-    };
+/// Stops the hog, waits for its tasks to unmap and free everything, and returns the
+/// mismatches they counted (`None`: no hog runs).
+pub fn stop() -> Option<u64> {
+    let h = HOG.lock().take()?;
     h.stop.store(true, Ordering::Release);
     while !h.workers.iter().all(|w| w.finished.load(Ordering::Acquire)) {
         task::sleep_ms(10);
@@ -151,9 +204,7 @@ pub fn cmd_stop() {
     for w in &h.workers {
         migrate::unregister_space(w.as_id);
     }
-    println!("hog: stopped errors={errors}");
-    // Unplug that stalled on this memory can go on now.
-    super::work::schedule();
+    Some(errors)
 }
 
 /// Body of one hog task.
@@ -272,15 +323,12 @@ fn verify_all(w: &Worker, pages: u64, gen: u64, stop: &AtomicBool) -> bool {
     true
 }
 
-/// Pins `mib` of hog memory, highest physical addresses first.
-pub fn cmd_pin(mib: u64) {
+/// Pins `mib` of hog memory, highest physical addresses first (`None`: no hog runs).
+pub fn pin(mib: u64) -> Option<Pinned> {
     let want = (mib * (1 << 20) / PAGE_SIZE) as usize;
     let workers: Vec<Arc<Worker>> = match HOG.lock().as_ref() {
         Some(h) => h.workers.clone(),
-        None => {
-            println!("pin: no hog running");
-            return;
-        }
+        None => return None,
     };
     // Under RMAP no page is mid-migration, so the entries read here are stable.
     let rmap = RMAP.lock();
@@ -306,10 +354,14 @@ pub fn cmd_pin(mib: u64) {
     let n = pinned.len();
     let top = pinned.first().map_or(0, |p| p.0 * PAGE_SIZE);
     PINS.lock().extend(pinned);
-    println!("pin: pinned pages={n} highest=0x{top:x}");
+    Some(Pinned {
+        pages: n,
+        highest: top,
+    })
 }
 
-pub fn cmd_unpin() {
+/// Releases every pin; returns how many pages were pinned.
+pub fn unpin() -> usize {
     let pins = core::mem::take(&mut *PINS.lock());
     let n = pins.len();
     if let Some(m) = mm_lock().as_mut() {
@@ -317,7 +369,5 @@ pub fn cmd_unpin() {
             let _ = m.put_page(pfn);
         }
     }
-    println!("unpin: released pages={n}");
-    // Unplug that stalled on pins can go on now.
-    super::work::schedule();
+    n
 }

@@ -1,27 +1,20 @@
 //! Kernel glue of the memory model: the one `Mm` behind its lock, the `MemMapStore` over
-//! the linear map, the `#[global_allocator]` heap, page-table pages for the MMU code, and the
-//! `mem` / `sections` / `check` / `memtest` commands.
+//! the linear map, page-table pages for the MMU code, and what the `mem` / `sections` /
+//! `check` / `memtest` commands need: snapshots taken under the lock (the shell prints them
+//! after releasing it) and the memtest itself.
 //!
 //! Locks and their order: `MM` guards the whole memory model (section table, mem_maps,
-//! free lists). `HEAP` guards the slab heap. They are never held together: when the slab
-//! heap needs pages it gives up with a note of the order it wanted, the allocator drops
-//! `HEAP`, takes pages from `MM`, and retries (see [`KernelHeap`]). Blocks the heap frees are
-//! handed back to `MM` the same way, after `HEAP` is dropped. The page-table lock (in
-//! `hotmem_arch::mmu`) may take `MM` to get table pages (order: page table -> MM).
-//!
-//! Before the model exists the heap draws from a static boot arena, which `Mm::boot` itself
-//! uses for its few boot-time structures.
+//! free lists). The heap's lock (`super::heap`) is never held together with it. The
+//! page-table lock (in `hotmem_arch::mmu`) may take `MM` to get table pages (order: page
+//! table -> MM).
 
-use super::BootInfo;
-use crate::println;
 use alloc::vec::Vec;
-use core::alloc::{GlobalAlloc, Layout};
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use hotmem::mm::heap::{HeapBacking, SlabHeap};
+use hotmem::dt::BootInfo;
 use hotmem::mm::{
-    AllocFlags, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr, Reservation,
-    SectionInfo, ZoneStats, ZoneType, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
+    AllocFlags, CheckError, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr,
+    Reservation, SectionInfo, ZoneStats, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
 };
 use hotmem_arch::cpu::{IrqSpinGuard, IrqSpinLock};
 use hotmem_arch::layout::{self, PAGE_SIZE};
@@ -102,7 +95,8 @@ pub fn mm_lock() -> MmGuard {
     MmGuard(g)
 }
 
-fn mm_held_here() -> bool {
+/// Does this CPU hold `MM`? (The heap then serves only from pages it already has.)
+pub(super) fn mm_held_here() -> bool {
     MM_OWNER.load(Ordering::Relaxed) == hotmem_arch::cpu::index() + 1
 }
 
@@ -161,7 +155,8 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
     }
 }
 
-static MM_READY: AtomicBool = AtomicBool::new(false);
+/// The model exists: the heap takes pages from it instead of the boot arena.
+pub(super) static MM_READY: AtomicBool = AtomicBool::new(false);
 
 /// Physical address of a new zeroed page for page tables (unmovable, Normal): the kernel's
 /// tables and every task address space's.
@@ -184,274 +179,62 @@ pub fn free_table_page(pa: u64) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Heap
+// Snapshots and memtest for the shell (`super::shell` prints them)
 
-const BOOT_ARENA_SIZE: usize = 2 << 20;
-
-#[repr(C, align(4096))]
-struct Arena([u8; BOOT_ARENA_SIZE]);
-static mut BOOT_ARENA: Arena = Arena([0; BOOT_ARENA_SIZE]);
-
-/// Page blocks between the slab heap and the page allocator.
-struct Backing {
-    /// Blocks given to the heap and not yet taken (address, order).
-    donated: arrayvec::ArrayVec<(usize, u32), 8>,
-    /// Blocks the heap freed, to give back to `MM` once `HEAP` is released.
-    freed: arrayvec::ArrayVec<(usize, u32), 8>,
-    /// The order the heap last asked for and did not get.
-    wanted: Option<u32>,
-    /// Bump offset into the boot arena.
-    arena_used: usize,
+/// Runs `f` on the model; `None` when there is no model.
+fn with_mm<R>(f: impl FnOnce(&mut KernelMm) -> R) -> Option<R> {
+    mm_lock().as_mut().map(f)
 }
 
-fn arena_base() -> usize {
-    &raw const BOOT_ARENA as usize
-}
-
-fn in_arena(addr: usize) -> bool {
-    (arena_base()..arena_base() + BOOT_ARENA_SIZE).contains(&addr)
-}
-
-impl HeapBacking for Backing {
-    fn alloc_pages(&mut self, order: u32) -> Option<usize> {
-        if let Some(i) = self.donated.iter().position(|&(_, o)| o == order) {
-            return Some(self.donated.swap_remove(i).0);
-        }
-        if !MM_READY.load(Ordering::Acquire) {
-            // Boot: bump-allocate naturally aligned blocks from the arena.
-            let size = (PAGE_SIZE as usize) << order;
-            let start = (arena_base() + self.arena_used).next_multiple_of(size);
-            if start + size <= arena_base() + BOOT_ARENA_SIZE {
-                self.arena_used = start + size - arena_base();
-                return Some(start);
-            }
-            return None;
-        }
-        self.wanted = Some(order);
-        None
-    }
-
-    fn free_pages(&mut self, addr: usize, order: u32) {
-        if in_arena(addr) {
-            // Boot-arena blocks are not part of the page allocator; keep them for reuse.
-            let _ = self.donated.try_push((addr, order));
-        } else if let Err(e) = self.freed.try_push((addr, order)) {
-            let _ = self.donated.try_push(e.element());
-        }
-    }
-
-    fn read_word(&self, addr: usize) -> usize {
-        // SAFETY: the slab heap reads only word-aligned addresses inside blocks it holds,
-        // which are mapped RAM (arena in the image, or linear-map pages from `MM`).
-        unsafe { (addr as *const usize).read() }
-    }
-
-    fn write_word(&mut self, addr: usize, value: usize) {
-        // SAFETY: as for `read_word`; the heap owns these blocks.
-        unsafe { (addr as *mut usize).write(value) }
-    }
-}
-
-struct HeapState {
-    slab: SlabHeap,
-    backing: Backing,
-}
-
-static HEAP: IrqSpinLock<HeapState> = IrqSpinLock::new(HeapState {
-    slab: SlabHeap::new(),
-    backing: Backing {
-        donated: arrayvec::ArrayVec::new_const(),
-        freed: arrayvec::ArrayVec::new_const(),
-        wanted: None,
-        arena_used: 0,
-    },
-});
-
-/// The kernel heap: [`SlabHeap`] over pages from `MM` (see the module doc for locking).
-pub struct KernelHeap;
-
-#[global_allocator]
-static GLOBAL: KernelHeap = KernelHeap;
-
-fn give_back(freed: arrayvec::ArrayVec<(usize, u32), 8>) {
-    if freed.is_empty() {
-        return;
-    }
-    if mm_held_here() {
-        // Freed while this CPU holds MM: keep the blocks in the heap for reuse.
-        let mut h = HEAP.lock();
-        for b in freed {
-            let _ = h.backing.donated.try_push(b);
-        }
-        return;
-    }
-    let mut mm = mm_lock();
-    if let Some(mm) = mm.as_mut() {
-        for (va, order) in freed {
-            if let Some(pa) = layout::linear_virt_to_phys(va as u64) {
-                let _ = mm.free_pages(PhysAddr(pa).pfn_down(), order);
-            }
-        }
-    }
-}
-
-// SAFETY: every path either returns null or a block of at least `layout.size()` bytes
-// aligned to `layout.align()` that the slab heap handed out exactly once; `dealloc` returns
-// blocks to the slab heap with the same layout.
-unsafe impl GlobalAlloc for KernelHeap {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        for _ in 0..4 {
-            let (got, wanted, freed) = {
-                let mut h = HEAP.lock();
-                let HeapState { slab, backing } = &mut *h;
-                let got = slab.alloc(backing, layout.size(), layout.align());
-                (
-                    got,
-                    backing.wanted.take(),
-                    core::mem::take(&mut backing.freed),
-                )
-            };
-            give_back(freed);
-            if let Some(a) = got {
-                return a as *mut u8;
-            }
-            let Some(order) = wanted else {
-                return core::ptr::null_mut();
-            };
-            if order > MAX_ORDER || mm_held_here() {
-                return core::ptr::null_mut();
-            }
-            let pfn = match mm_lock()
-                .as_mut()
-                .map(|m| m.alloc_pages(order, AllocFlags::UNMOVABLE))
-            {
-                Some(Ok(pfn)) => pfn,
-                _ => return core::ptr::null_mut(),
-            };
-            let va = layout::phys_to_virt(pfn.addr().0) as usize;
-            let mut h = HEAP.lock();
-            if h.backing.donated.try_push((va, order)).is_err() {
-                drop(h);
-                give_back([(va, order)].into_iter().collect());
-            }
-        }
-        core::ptr::null_mut()
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let freed = {
-            let mut h = HEAP.lock();
-            let HeapState { slab, backing } = &mut *h;
-            slab.dealloc(backing, ptr as usize, layout.size(), layout.align());
-            core::mem::take(&mut backing.freed)
-        };
-        give_back(freed);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Shell commands
-
-fn kib(pages: u64) -> u64 {
-    pages * (PAGE_SIZE / 1024)
-}
-
-fn zone_name(z: Option<ZoneType>) -> &'static str {
-    match z {
-        Some(ZoneType::Normal) => "Normal",
-        Some(ZoneType::Movable) => "Movable",
-        None => "all",
-    }
-}
-
-fn print_zone(node: &dyn core::fmt::Display, z: &ZoneStats) {
-    println!(
-        "node={} zone={} present_kib={} managed_kib={} free_kib={}",
-        node,
-        zone_name(z.zone),
-        kib(z.present_pages),
-        kib(z.managed_pages),
-        kib(z.free_pages)
-    );
-}
-
-/// Runs `f` on the model, or prints why it cannot.
-fn with_mm<R>(cmd: &str, f: impl FnOnce(&mut KernelMm) -> R) -> Option<R> {
-    let mut g = mm_lock();
-    match g.as_mut() {
-        Some(mm) => Some(f(mm)),
-        None => {
-            drop(g);
-            println!("{cmd}: the memory model is not initialised");
-            None
-        }
-    }
-}
-
-pub fn cmd_mem() {
-    // Collect under the lock, print after (printing is slow and must not hold MM).
-    let Some((zones, total)) = with_mm("mem", |mm| {
+/// Every node's zones and the total, as `mem` prints them (`None`: no model). Collected
+/// under the lock, printed after (printing is slow and must not hold MM).
+pub fn zone_stats() -> Option<(arrayvec::ArrayVec<ZoneStats, 64>, ZoneStats)> {
+    with_mm(|mm| {
         (
             mm.stats().collect::<arrayvec::ArrayVec<ZoneStats, 64>>(),
             mm.total_stats(),
         )
-    }) else {
-        return;
-    };
-    for z in &zones {
-        print_zone(&z.node, z);
-    }
-    print_zone(&"all", &total);
+    })
 }
 
-pub fn cmd_sections() {
-    // In batches: no heap allocation while MM is held.
-    let mut next = 0u64;
-    loop {
-        let Some(batch) = with_mm("sections", |mm| {
-            mm.sections()
-                .filter(|s| s.nr.0 >= next)
-                .take(32)
-                .collect::<arrayvec::ArrayVec<SectionInfo, 32>>()
-        }) else {
-            return;
-        };
-        let Some(last) = batch.last() else { return };
-        next = last.nr.0 + 1;
-        print_sections(&batch);
-    }
+/// The next (at most 32) present sections numbered `from` or above, in order (`None`: no
+/// model). In batches: no heap allocation while MM is held.
+pub fn sections_from(from: u64) -> Option<arrayvec::ArrayVec<SectionInfo, 32>> {
+    with_mm(|mm| {
+        mm.sections()
+            .filter(|s| s.nr.0 >= from)
+            .take(32)
+            .collect::<arrayvec::ArrayVec<SectionInfo, 32>>()
+    })
 }
 
-fn print_sections(secs: &[SectionInfo]) {
-    for s in secs {
-        let state = if s.boot { "boot" } else { "hotplug" };
-        println!(
-            "section={} start=0x{:x} end=0x{:x} node={} zone={} state={}-{} subsections={}/64 online={}/64 isolated={}/64",
-            s.nr.0,
-            s.start.0,
-            s.end.0,
-            s.node,
-            match s.zone {
-                Some(z) => zone_name(Some(z)),
-                None => "none",
-            },
-            s.state,
-            state,
-            s.subsections_present,
-            s.subsections_online,
-            s.pageblocks_isolated
-        );
-    }
+/// Runs the model's invariant checker (`None`: no model). The checker builds its failure
+/// message on the heap while MM is held; on that rare path the heap serves from pages it
+/// already holds.
+pub fn check() -> Option<Result<(), CheckError>> {
+    with_mm(|mm| mm.check())
 }
 
-pub fn cmd_check() {
-    // The checker builds its failure message on the heap while MM is held; on that rare
-    // path the heap serves from pages it already holds.
-    match with_mm("check", |mm| mm.check()) {
-        Some(Ok(())) => println!("check: ok"),
-        Some(Err(reason)) => println!("check: FAIL {reason}"),
-        None => {}
-    }
+/// Why `memtest` failed.
+pub enum MemtestError {
+    /// There is no memory model.
+    NoModel,
+    /// Only `got_mib` of the `mib` asked for could be allocated.
+    OutOfMemory {
+        /// MiB allocated before the model ran out.
+        got_mib: u64,
+        /// MiB asked for.
+        mib: u64,
+    },
+    /// A word read back differs from the pattern written.
+    Mismatch {
+        /// Physical address of the word.
+        pa: u64,
+        /// The pattern written.
+        expected: u64,
+        /// What was read.
+        found: u64,
+    },
 }
 
 /// Pattern word for physical address `pa`.
@@ -459,7 +242,9 @@ fn pattern(pa: u64) -> u64 {
     pa.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5a5a_a5a5_0f0f_f0f0
 }
 
-pub fn cmd_memtest(mib: u64) {
+/// Allocates `mib` of movable memory (largest blocks first), fills every word with a
+/// pattern of its address, verifies it, and frees it again.
+pub fn memtest(mib: u64) -> Result<(), MemtestError> {
     let want_pages = mib * 256;
     let mut blocks: Vec<(Pfn, u32)> = Vec::new();
     let mut got = 0u64;
@@ -478,10 +263,7 @@ pub fn cmd_memtest(mib: u64) {
             }
             Some(Err(_)) if order > 0 => order -= 1,
             Some(Err(_)) => break,
-            None => {
-                println!("memtest: FAIL the memory model is not initialised");
-                return;
-            }
+            None => return Err(MemtestError::NoModel),
         }
     }
     let mut failure = None;
@@ -501,15 +283,18 @@ pub fn cmd_memtest(mib: u64) {
     };
     free(&blocks);
     if got < want_pages {
-        println!(
-            "memtest: FAIL out of memory after {} of {} MiB",
-            got / 256,
-            mib
-        );
+        Err(MemtestError::OutOfMemory {
+            got_mib: got / 256,
+            mib,
+        })
     } else if let Some((pa, expected, found)) = failure {
-        println!("memtest: FAIL addr=0x{pa:x} expected=0x{expected:x} got=0x{found:x}");
+        Err(MemtestError::Mismatch {
+            pa,
+            expected,
+            found,
+        })
     } else {
-        println!("memtest: ok mib={mib}");
+        Ok(())
     }
 }
 

@@ -158,7 +158,7 @@ impl RmapLock for KernelRmap {
 pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> {
     let report =
         migrate::migrate_range(&mut KernelMm, &mut KernelRmap, &mut KernelPageTables, range)
-            .map_err(|_| MemError::Other("migration refused the range"))?;
+            .map_err(MemError::Mm)?;
     if report.is_complete() {
         return Ok(report);
     }

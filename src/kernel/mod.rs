@@ -1,24 +1,57 @@
-//! Kernel glue: the boot sequence, SMP bring-up, interrupts and the shell's commands.
+//! Kernel glue: the boot sequence, SMP bring-up, the interrupt hooks, and the wiring of the
+//! glue modules below it.
 //!
 //! Boot order (primary CPU, `kernel_main`):
 //! 1. final kernel page tables (W^X image), switch TTBR1, stop TTBR0 walks;
 //! 2. map and parse the device tree; bring up the console and the logger;
-//! 3. check the memory ranges against the physical-address limit, map RAM in the linear map;
-//! 4. exception hooks, GIC, timer tick, UART receive interrupt;
+//! 3. check the memory ranges against the physical-address limit, map RAM in the linear
+//!    map, boot the memory model (from then on the heap and the page tables draw from it);
+//! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence) and
+//!    the task-exit hook; exception hooks, GIC, timer tick, UART receive interrupt;
 //! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
 //!    CPU_ON (each boot context becomes that CPU's idle task);
-//! 6. start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
+//! 6. probe virtio-mem; start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
+//!
+//! # Floors
+//! Each module imports only modules on lower floors (its `use super::…` and
+//! `crate::kernel::…` lines show it). A lower floor that must reach up offers a hook or a
+//! registry instead (`task::set_exit_hook`, `work::register`, the `exception` and `irq`
+//! hooks of `hotmem-arch`), and this module, the top floor, connects them. Nothing below
+//! imports this module.
+//! ```text
+//! floor  module     holds                                           imports (kernel/)
+//!   5    mod.rs     boot, SMP bring-up, interrupt hooks, wiring     any
+//!   4    shell      executes commands, prints every record          console cpus hog mem
+//!                                                                   spin_test task vmem
+//!   3    vmem/      virtio-mem glue; inside it hal, memory < device mem migrate work
+//!                   < probe
+//!        hog        the hog and pin workload                        cpus mem migrate task
+//!   2    migrate    rmap lock, engine page tables, fault hook       mem task
+//!        work       the worker and its registry of Work items       task
+//!        console    PL011 output and input, the logger              task
+//!        spin_test  the spin test load                              mem task
+//!   1    task       threads, switching, wait queues, address spaces mem
+//!        heap       the global allocator                            mem
+//!   0    mem        the memory model behind its lock, store, tables -
+//!        cpus       per-CPU records                                 -
+//! ```
+//! `println!` belongs to `console`; only `shell` uses it (this module writes the panic line
+//! through `console::emergency_line`).
 
 pub mod console;
+mod cpus;
+mod heap;
 mod hog;
 pub mod mem;
 mod migrate;
 mod shell;
+mod spin_test;
 pub mod task;
 mod vmem;
 mod work;
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use cpus::{CPUS, NR_CPUS};
 use hotmem::dt::{self, BootInfo, GicInfo, PsciMethod};
 use hotmem::shell::BootArgs;
 use hotmem_arch::cpu;
@@ -30,26 +63,13 @@ use hotmem_arch::{boot, exception, irq, mmu, psci, timer};
 /// Timer tick rate.
 pub const TICK_HZ: u64 = 100;
 
-/// What the shell shows per CPU.
-pub struct CpuState {
-    pub mpidr: AtomicU64,
-    pub online: AtomicBool,
-    pub ticks: AtomicU64,
-}
-
-pub static CPUS: [CpuState; MAX_CPUS] = [const {
-    CpuState {
-        mpidr: AtomicU64::new(0),
-        online: AtomicBool::new(false),
-        ticks: AtomicU64::new(0),
-    }
-}; MAX_CPUS];
-/// Number of CPUs the DT lists (capped at MAX_CPUS).
-pub static NR_CPUS: AtomicUsize = AtomicUsize::new(1);
 static TIMER_INTID: AtomicU64 = AtomicU64::new(27);
 
-/// Boot information, kept for the shell (the DTB stays reserved and mapped).
+/// Boot information, kept for the whole run (the DTB stays reserved and mapped).
 pub static BOOT_INFO: spin::Once<BootInfo<'static>> = spin::Once::new();
+
+/// Frees the stacks of exited tasks in the worker (scheduled by the task-exit hook).
+static REAPER: work::Work = work::Work::new(task::reap);
 
 #[no_mangle]
 extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
@@ -99,6 +119,11 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     let info = BOOT_INFO.call_once(|| info);
     mem::init(info, pa_bits);
 
+    // Deferred work: the worker runs these, in this order; an exited task schedules the
+    // reaper.
+    work::register(&REAPER);
+    work::register(&vmem::CONVERGE);
+    task::set_exit_hook(|| REAPER.schedule());
     exception::set_sync_hook(migrate::fault_hook);
     exception::set_irq_hook(|frame| {
         gic::handle_irq();

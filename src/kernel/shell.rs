@@ -1,11 +1,26 @@
-//! Executes shell commands (parsing and line editing are in `hotmem::shell`).
+//! Executes shell commands (parsing and line editing are in `hotmem::shell`) and prints
+//! their records.
+//!
+//! Model: the glue modules do the work and return plain data (snapshots of the memory
+//! model, the tasks, the CPUs and the virtio-mem devices; what the hog, `spin` and
+//! `memtest` did); this module turns it into the console's lines, one `key=value` record
+//! per line, in the order the commands always printed them. So every line the console
+//! contract (`hotmem::shell`) covers is written here. Nothing is printed while a lock of
+//! another module is held: snapshots are taken first.
+//!
+//! The shell is one task reading the console; it runs one command at a time to the end
+//! (a command may sleep, e.g. `spin` and `hog stop` wait for their tasks).
 
-use super::{console, mem, CPUS, NR_CPUS};
+use super::mem::{self, MemtestError};
+use super::spin_test::{self, SpinFailure};
+use super::{console, cpus, hog, task, vmem};
 use crate::println;
-use core::sync::atomic::Ordering;
+use core::fmt::Display;
+use hotmem::mm::{SectionInfo, ZoneStats, ZoneType};
 use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
+use hotmem_arch::layout::{self, PAGE_SIZE};
 use hotmem_arch::pgtable::MemType;
-use hotmem_arch::{exception, layout, mmu, psci};
+use hotmem_arch::{exception, mmu, psci};
 
 pub fn run() -> ! {
     let mut ed = LineEditor::default();
@@ -35,16 +50,10 @@ fn execute(cmd: Command) {
             }
         }
         Command::Cpus => {
-            for (i, c) in CPUS
-                .iter()
-                .take(NR_CPUS.load(Ordering::Relaxed))
-                .enumerate()
-            {
+            for (i, c) in cpus::records().enumerate() {
                 println!(
                     "cpu={i} mpidr=0x{:x} online={} ticks={}",
-                    c.mpidr.load(Ordering::Relaxed),
-                    c.online.load(Ordering::Relaxed) as u8,
-                    c.ticks.load(Ordering::Relaxed)
+                    c.mpidr, c.online as u8, c.ticks
                 );
             }
         }
@@ -81,22 +90,237 @@ fn execute(cmd: Command) {
             println!("reboot: resetting");
             psci::system_reset();
         }
-        Command::Mem => mem::cmd_mem(),
-        Command::Sections => mem::cmd_sections(),
-        Command::Check => mem::cmd_check(),
-        Command::Vmem => super::vmem::cmd_vmem(),
-        Command::Memtest { mib } => mem::cmd_memtest(mib),
-        Command::Ps => super::task::cmd_ps(),
-        Command::HogStart { mib } => super::hog::cmd_start(mib),
-        Command::HogStatus => super::hog::cmd_status(),
-        Command::HogStop => super::hog::cmd_stop(),
-        Command::Pin { mib } => super::hog::cmd_pin(mib),
-        Command::Unpin => super::hog::cmd_unpin(),
-        Command::Spin { tasks, ms } => super::task::cmd_spin(tasks as usize, ms),
+        Command::Mem => cmd_mem(),
+        Command::Sections => cmd_sections(),
+        Command::Check => cmd_check(),
+        Command::Vmem => cmd_vmem(),
+        Command::Memtest { mib } => cmd_memtest(mib),
+        Command::Ps => cmd_ps(),
+        Command::HogStart { mib } => cmd_hog_start(mib),
+        Command::HogStatus => cmd_hog_status(),
+        Command::HogStop => cmd_hog_stop(),
+        Command::Pin { mib } => cmd_pin(mib),
+        Command::Unpin => cmd_unpin(),
+        Command::Spin { tasks, ms } => cmd_spin(tasks as usize, ms),
     }
 }
 
 /// Linear-map address of `pa`, if the linear map can cover it.
 fn linear_va(pa: u64) -> Option<u64> {
     (pa < 1 << layout::SUPPORTED_PA_BITS).then(|| layout::phys_to_virt(pa))
+}
+
+// ---------------------------------------------------------------------------------------
+// The memory model: `mem`, `sections`, `check`, `memtest`
+
+fn no_model(cmd: &str) {
+    println!("{cmd}: the memory model is not initialised");
+}
+
+fn kib(pages: u64) -> u64 {
+    pages * (PAGE_SIZE / 1024)
+}
+
+fn zone_name(z: Option<ZoneType>) -> &'static str {
+    match z {
+        Some(ZoneType::Normal) => "Normal",
+        Some(ZoneType::Movable) => "Movable",
+        None => "all",
+    }
+}
+
+fn print_zone(node: &dyn Display, z: &ZoneStats) {
+    println!(
+        "node={} zone={} present_kib={} managed_kib={} free_kib={}",
+        node,
+        zone_name(z.zone),
+        kib(z.present_pages),
+        kib(z.managed_pages),
+        kib(z.free_pages)
+    );
+}
+
+fn cmd_mem() {
+    let Some((zones, total)) = mem::zone_stats() else {
+        return no_model("mem");
+    };
+    for z in &zones {
+        print_zone(&z.node, z);
+    }
+    print_zone(&"all", &total);
+}
+
+fn cmd_sections() {
+    let mut next = 0u64;
+    loop {
+        let Some(batch) = mem::sections_from(next) else {
+            return no_model("sections");
+        };
+        let Some(last) = batch.last() else { return };
+        next = last.nr.0 + 1;
+        print_sections(&batch);
+    }
+}
+
+fn print_sections(secs: &[SectionInfo]) {
+    for s in secs {
+        let state = if s.boot { "boot" } else { "hotplug" };
+        println!(
+            "section={} start=0x{:x} end=0x{:x} node={} zone={} state={}-{} subsections={}/64 online={}/64 isolated={}/64",
+            s.nr.0,
+            s.start.0,
+            s.end.0,
+            s.node,
+            match s.zone {
+                Some(z) => zone_name(Some(z)),
+                None => "none",
+            },
+            s.state,
+            state,
+            s.subsections_present,
+            s.subsections_online,
+            s.pageblocks_isolated
+        );
+    }
+}
+
+fn cmd_check() {
+    match mem::check() {
+        Some(Ok(())) => println!("check: ok"),
+        Some(Err(reason)) => println!("check: FAIL {reason}"),
+        None => no_model("check"),
+    }
+}
+
+fn cmd_memtest(mib: u64) {
+    match mem::memtest(mib) {
+        Ok(()) => println!("memtest: ok mib={mib}"),
+        Err(MemtestError::NoModel) => println!("memtest: FAIL the memory model is not initialised"),
+        Err(MemtestError::OutOfMemory { got_mib, mib }) => {
+            println!("memtest: FAIL out of memory after {got_mib} of {mib} MiB")
+        }
+        Err(MemtestError::Mismatch {
+            pa,
+            expected,
+            found,
+        }) => println!("memtest: FAIL addr=0x{pa:x} expected=0x{expected:x} got=0x{found:x}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Devices and tasks: `vmem`, `ps`, `spin`
+
+fn cmd_vmem() {
+    let st = vmem::status();
+    if st.is_empty() {
+        println!("vmem: no virtio-mem device");
+        return;
+    }
+    for (i, s) in st.iter().enumerate() {
+        let c = &s.cfg;
+        println!(
+            "id=vmem{i} addr=0x{:x} region_kib={} block_kib={} usable_kib={} plugged_kib={} requested_kib={} pending_kib={} node={} state={} reason={}",
+            c.addr,
+            c.region_size >> 10,
+            c.block_size >> 10,
+            c.usable_region_size >> 10,
+            c.plugged_size >> 10,
+            c.requested_size >> 10,
+            c.requested_size.abs_diff(c.plugged_size) >> 10,
+            c.node_id,
+            s.state.name(),
+            s.reason.name()
+        );
+    }
+}
+
+fn cmd_ps() {
+    for (t, used) in task::tasks() {
+        let stack = match used {
+            Some(b) => alloc::format!("{}/{}", b / 1024, task::STACK_BYTES / 1024),
+            None if t.idle => alloc::string::String::from("boot"),
+            None => alloc::string::String::from("-"), // exited, stack freed
+        };
+        println!(
+            "task={} name={} cpu={} state={} switches={} stack_kib={stack}",
+            t.id,
+            t.name,
+            t.cpu,
+            t.state.name(),
+            t.switches
+        );
+    }
+}
+
+fn cmd_spin(n: usize, ms: u64) {
+    let report = spin_test::spin(n, ms);
+    match report.failure {
+        None => {}
+        Some(SpinFailure::NoMemory { task }) => println!("spin: FAIL no memory for task {task}"),
+        Some(SpinFailure::Map(e)) => println!("spin: FAIL map: {e:?}"),
+        Some(SpinFailure::Spawn(e)) => println!("spin: FAIL spawn: {e:?}"),
+    }
+    for (i, t) in report.tasks.iter().enumerate() {
+        println!(
+            "spin: task={i} cpu={} cpus=0x{:x} iterations={} asid={} aspace={}",
+            t.cpu,
+            t.cpus,
+            t.iterations,
+            t.asid,
+            if t.aspace_ok { "ok" } else { "FAIL" }
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The hog workload: `hog`, `pin`, `unpin`
+
+fn cmd_hog_start(mib: u64) {
+    let Ok(started) = hog::start(mib) else {
+        println!("hog: already running; 'hog stop' first");
+        return;
+    };
+    match started.failure {
+        None => {}
+        Some(hog::StartFailure::AddressSpace(e)) => {
+            println!("hog: cannot create an address space: {e:?}")
+        }
+        Some(hog::StartFailure::Spawn(e)) => println!("hog: cannot start a task: {e:?}"),
+    }
+    println!(
+        "hog: started tasks={} pages={}",
+        started.tasks, started.pages
+    );
+}
+
+fn cmd_hog_status() {
+    let s = hog::status();
+    println!(
+        "hog: tasks={} pages={} rounds={} errors={}",
+        s.tasks, s.pages, s.rounds, s.errors
+    );
+}
+
+fn cmd_hog_stop() {
+    let Some(errors) = hog::stop() else {
+        println!("hog: not running");
+        return;
+    };
+    println!("hog: stopped errors={errors}");
+    // Unplug that stalled on this memory can go on now.
+    vmem::CONVERGE.schedule();
+}
+
+fn cmd_pin(mib: u64) {
+    match hog::pin(mib) {
+        Some(p) => println!("pin: pinned pages={} highest=0x{:x}", p.pages, p.highest),
+        None => println!("pin: no hog running"),
+    }
+}
+
+fn cmd_unpin() {
+    let n = hog::unpin();
+    println!("unpin: released pages={n}");
+    // Unplug that stalled on pins can go on now.
+    vmem::CONVERGE.schedule();
 }

@@ -16,8 +16,10 @@
 //! `Sched::pick`, loads the next task's TTBR0, and calls `context::switch` *with the lock
 //! still held*; whoever is resumed (in `switch_locked`, or a new task in its entry
 //! trampoline) releases it in [`finish_switch`]. So no CPU can pick a task whose context is
-//! still being saved. A task that exits is reaped (stack and address space freed) by the
-//! `worker` task once another task has switched away from it.
+//! still being saved. A task that exits is reaped (stack and address space freed) by
+//! [`reap`] once another task has switched away from it: the switch that sees it dead calls
+//! the exit hook ([`set_exit_hook`]), which asks whoever reaps (the worker, as wired in
+//! `kernel/mod.rs`) to call [`reap`]; [`Builder::spawn`] and [`tasks`] reap as well.
 //!
 //! Preemption: the 100 Hz tick wakes timed sleepers and, when another task is ready for the
 //! CPU, sets this CPU's `NEED_RESCHED`; at IRQ exit ([`irq_exit`]) the IRQ hook switches
@@ -59,13 +61,12 @@
 //! task (idle tasks and code that runs before tasks exist poll with `wfi` instead).
 
 use super::mem::mm_lock;
-use crate::println;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hotmem::mm::{AllocFlags, Pfn};
 use hotmem::sched::{Sched, SchedError, TaskId, TaskInfo, MAX_TASKS};
 use hotmem_arch::context::{self, Context};
@@ -77,7 +78,8 @@ use hotmem_arch::uspace::{self, AddressSpace, AsError};
 
 /// Task stacks: 2^4 pages = 64 KiB.
 const STACK_ORDER: u32 = 4;
-const STACK_BYTES: u64 = PAGE_SIZE << STACK_ORDER;
+/// Bytes of every task stack.
+pub const STACK_BYTES: u64 = PAGE_SIZE << STACK_ORDER;
 /// Fills a new stack, so `ps` can tell how deep it has ever been used (the first word
 /// from the bottom that differs is the high-water mark).
 const STACK_FILL: u64 = 0x5354_4143_4b5f_4655; // "STACK_FU"
@@ -148,8 +150,16 @@ static SCHED: IrqSpinLock<TaskSched> = IrqSpinLock::new(Sched::new());
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Per CPU: the task the last switch on this CPU left (for `finish_switch`).
 static SWITCHED_FROM: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-/// Some exited task can be reaped (the worker does it).
-static REAP_PENDING: AtomicBool = AtomicBool::new(false);
+/// Called when an exited task can be reaped (see [`set_exit_hook`]).
+static EXIT_HOOK: spin::Once<fn()> = spin::Once::new();
+
+/// Sets what runs when a task has exited and been switched away from for good, so its
+/// stack can be freed: it should arrange for [`reap`] to run soon in thread context. It
+/// runs on the switch path of the next task, IRQs masked, with no lock of this module held:
+/// it may wake a wait queue but must not sleep or allocate. Set once, at boot.
+pub fn set_exit_hook(hook: fn()) {
+    EXIT_HOOK.call_once(|| hook);
+}
 
 /// Registers the running boot context of `cpu` as its idle task. Called once per CPU,
 /// before it enables IRQs.
@@ -222,8 +232,9 @@ extern "C" fn finish_switch() {
     let dead = g.finish_switch(TaskId(SWITCHED_FROM[cpu].load(Ordering::Relaxed)));
     drop(g);
     if dead {
-        REAP_PENDING.store(true, Ordering::Release);
-        super::work::kick();
+        if let Some(hook) = EXIT_HOOK.get() {
+            hook();
+        }
     }
 }
 
@@ -246,18 +257,13 @@ fn exit() -> ! {
     unreachable!("an exited task was resumed");
 }
 
-/// Frees the stacks and address spaces of exited tasks (worker task).
+/// Frees the stacks and address spaces of exited tasks (thread context; takes
+/// `mm_lock()`).
 pub fn reap() {
-    REAP_PENDING.store(false, Ordering::Release);
     loop {
         let Some(t) = SCHED.lock().reap() else { break };
         drop(t); // frees the stack through mm_lock(), with SCHED released
     }
-}
-
-/// Is there something for [`reap`] to do?
-pub fn reap_pending() -> bool {
-    REAP_PENDING.load(Ordering::Acquire)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +290,7 @@ impl Builder {
     }
 
     /// Runs the task only on CPU `cpu`.
-    #[allow(dead_code)] // API for page migration and the hog workload (issue 5)
+    #[allow(dead_code)] // No caller yet: the one way to the scheduler's CPU affinity.
     pub fn cpu(mut self, cpu: usize) -> Builder {
         self.cpu = Some(cpu);
         self
@@ -352,7 +358,6 @@ fn current_sleeper(g: &TaskSched) -> Option<TaskId> {
 }
 
 /// The address space of the current task.
-#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
 pub fn current_address_space() -> Option<Arc<AddressSpace>> {
     let g = SCHED.lock();
     g.payload(g.current(cpu::index())?)?.aspace.clone()
@@ -360,7 +365,6 @@ pub fn current_address_space() -> Option<Arc<AddressSpace>> {
 
 /// True when the context that took the exception `frame` may sleep in the handler: a task
 /// (not idle) that ran with IRQs unmasked, hence held no spin lock.
-#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
 pub fn can_sleep_in(frame: &TrapFrame) -> bool {
     frame.spsr & cpu::DAIF_I == 0 && current_sleeper(&SCHED.lock()).is_some()
 }
@@ -371,7 +375,6 @@ pub fn yield_now() {
 }
 
 /// Sleeps at least `ms` milliseconds (woken by the 10 ms tick, so rounded up to it).
-#[allow(dead_code)] // API for page migration and the hog workload (issue 5)
 pub fn sleep_ms(ms: u64) {
     let deadline = timer::now_ns() + ms * 1_000_000;
     // A wake-up meant for an earlier wait (a waker that took this task off a wait queue
@@ -503,7 +506,7 @@ pub fn new_address_space() -> Result<Arc<AddressSpace>, AsError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Shell commands.
+// Snapshot for `ps` (printed by the shell).
 
 /// Snapshot of every task, by id, with the high-water mark of its stack in bytes (`None`
 /// for idle tasks, which run on their CPU's boot stack, and for reaped ones).
@@ -521,115 +524,4 @@ pub fn tasks() -> Vec<(TaskInfo, Option<u64>)> {
     }
     v.sort_by_key(|t| t.0.id);
     v
-}
-
-pub fn cmd_ps() {
-    for (t, used) in tasks() {
-        let stack = match used {
-            Some(b) => alloc::format!("{}/{}", b / 1024, STACK_BYTES / 1024),
-            None if t.idle => alloc::string::String::from("boot"),
-            None => alloc::string::String::from("-"), // exited, stack freed
-        };
-        println!(
-            "task={} name={} cpu={} state={} switches={} stack_kib={stack}",
-            t.id,
-            t.name,
-            t.cpu,
-            t.state.name(),
-            t.switches
-        );
-    }
-}
-
-/// Virtual address where each `spin` task maps its private counter page.
-const SPIN_VA: u64 = 0x4000_0000;
-
-struct SpinResult {
-    iterations: AtomicU64,
-    cpus: AtomicU64,
-    last_cpu: AtomicUsize,
-}
-
-/// `spin <tasks> <ms>`: busy tasks, each in its own address space with a counter page at
-/// the same virtual address, count iterations until a common deadline. Shows preemption
-/// (all progress on one CPU), SMP (several CPUs) and TTBR0 switching (each task's page
-/// holds its own count afterwards).
-pub fn cmd_spin(n: usize, ms: u64) {
-    let deadline = timer::counter() + timer::frequency_hz() * ms / 1000;
-    let results: Arc<Vec<SpinResult>> = Arc::new(
-        (0..n)
-            .map(|_| SpinResult {
-                iterations: AtomicU64::new(0),
-                cpus: AtomicU64::new(0),
-                last_cpu: AtomicUsize::new(0),
-            })
-            .collect(),
-    );
-    let done = Arc::new(AtomicUsize::new(0));
-    let wq = Arc::new(WaitQueue::new());
-    let mut spaces = Vec::new();
-    for i in 0..n {
-        let page = mm_lock()
-            .as_mut()
-            .and_then(|m| m.alloc_pages(0, AllocFlags::UNMOVABLE).ok());
-        let space = new_address_space();
-        let (Some(page), Ok(space)) = (page, space) else {
-            println!("spin: FAIL no memory for task {i}");
-            break;
-        };
-        let pa = page.addr().0;
-        if let Err(e) = space.map_page(SPIN_VA, pa, true) {
-            println!("spin: FAIL map: {e:?}");
-            super::mem::free_table_page(pa);
-            break;
-        }
-        let (res, done2, wq2) = (results.clone(), done.clone(), wq.clone());
-        let body = move || {
-            let r = &res[i];
-            let counter = SPIN_VA as *mut u64;
-            let mut iters = 0u64;
-            let mut cpus = 0u64;
-            while timer::counter() < deadline {
-                iters += 1;
-                // SAFETY: SPIN_VA is mapped (writable) in this task's own address space,
-                // which is this CPU's TTBR0 space while the task runs.
-                unsafe { counter.write_volatile(iters) };
-                cpus |= 1 << cpu::index();
-            }
-            r.iterations.store(iters, Ordering::Relaxed);
-            r.cpus.store(cpus, Ordering::Relaxed);
-            r.last_cpu.store(cpu::index(), Ordering::Relaxed);
-            done2.fetch_add(1, Ordering::Release);
-            wq2.wake_all();
-        };
-        match Builder::new("spin")
-            .address_space(space.clone())
-            .spawn(body)
-        {
-            Ok(_) => spaces.push((space, pa)),
-            Err(e) => {
-                println!("spin: FAIL spawn: {e:?}");
-                let _ = space.unmap_page(SPIN_VA);
-                super::mem::free_table_page(pa);
-                break;
-            }
-        }
-    }
-    let started = spaces.len();
-    wq.wait_until(|| done.load(Ordering::Acquire) == started);
-    for (i, (space, pa)) in spaces.into_iter().enumerate() {
-        let r = &results[i];
-        let iters = r.iterations.load(Ordering::Relaxed);
-        // SAFETY: the page is ours (allocated above) and in the linear map; its task is done.
-        let seen = unsafe { (layout::phys_to_virt(pa) as *const u64).read_volatile() };
-        println!(
-            "spin: task={i} cpu={} cpus=0x{:x} iterations={iters} asid={} aspace={}",
-            r.last_cpu.load(Ordering::Relaxed),
-            r.cpus.load(Ordering::Relaxed),
-            space.asid(),
-            if seen == iters { "ok" } else { "FAIL" }
-        );
-        let _ = space.unmap_page(SPIN_VA);
-        super::mem::free_table_page(pa);
-    }
 }

@@ -5,6 +5,8 @@ use super::*;
 use crate::mm::{AllocFlags, MemMapItem, MemRegion, Pfn};
 use std::collections::VecDeque;
 
+use crate::mm::{MemMapStore, Mm, NodeId, PhysAddr, ZoneType};
+
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 

@@ -7,6 +7,10 @@
 //! [`Device`] (the driver) and [`HotplugMemory`] (the memory model plus the linear map) — so
 //! host tests run it against a fake device and the real memory model.
 //!
+//! Files: this one holds the policy state and its steps; `types.rs` the traits and the
+//! data it exchanges with the kernel glue; `model.rs` the memory-model half of
+//! [`HotplugMemory`]; `tests.rs` the policy against a fake device and the real model.
+//!
 //! # Units
 //! The device plugs blocks of `block_size` (1 MiB .. 1 GiB and more). The memory model works
 //! in 2 MiB subsections (pageblocks). We plug, online, offline and unplug in **units** of
@@ -17,14 +21,15 @@
 //!
 //! # Life of a unit
 //! ```text
-//!   unplugged --PLUG ack--> plugged --add+online--> online (Movable zone of the device's node)
+//!   unplugged --PLUG ack--> plugged --add+online--> online (zone chosen by the memory side)
 //!      ^                                                |
 //!      +---- UNPLUG ack <-- offline (isolated, free) <--+ (only when every page is free)
 //! ```
-//! Unplugged units are never read, written or mapped: memory is added to the linear map only
-//! after the device acknowledged the PLUG, and removed from it before nothing else.
-//! Offlined memory is unmapped only after the device acknowledged the UNPLUG; if the device
-//! refuses, the unit goes back online.
+//! Unplugged units are never read or written: memory is added to the linear map only after
+//! the device acknowledged the PLUG. Offlined memory is unmapped only after the device
+//! acknowledged the UNPLUG (nothing touches it in between: it is offline); if the device
+//! refuses, the unit goes back online. The memory side onlines into the Movable zone of the
+//! device's node, or into Normal when the kernel is booted with `memhp_online=normal`.
 //!
 //! # Convergence ([`Vmem::step`])
 //! Each call re-reads the configuration and does at most one request, then says whether to
@@ -43,194 +48,38 @@
 //!   UNPLUG_ALL (retried on BUSY) before the first plug.
 //!
 //! # Locks
-//! One `Vmem` per device, behind the kernel's per-device lock; the memory side takes the
-//! memory-model lock inside [`HotplugMemory`] calls only.
+//! None here. One `Vmem` per device, owned by the kernel glue, which steps it from one task
+//! at a time (the worker); the memory side takes the memory-model lock inside each
+//! [`HotplugMemory`] call only.
 
+use crate::mm::{self, SECTION_SIZE, SUBSECTION_SIZE};
 use alloc::vec::Vec;
-use core::fmt;
 use hotmem_drivers::virtio_mem::{BlockState, Config, Request, Response};
 
-/// 2 MiB: the memory model's subsection and pageblock.
-pub const SUBSECTION_SIZE: u64 = 2 << 20;
-/// 128 MiB.
-pub const SECTION_SIZE: u64 = 128 << 20;
+mod model;
+mod types;
+
+pub use model::{
+    mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
+    mm_reonline, mm_used_pages, pfn_range,
+};
+pub use types::{Device, HotplugMemory, MemError, Next, Progress, Range, Reason, Resized, State};
+
 /// Most blocks one request may cover (le16 nb_blocks).
 pub const MAX_BLOCKS_PER_REQUEST: u64 = u16::MAX as u64;
 
 /// First back-off after BUSY or a stall; doubles up to [`BACKOFF_MAX_NS`].
 pub const BACKOFF_MIN_NS: u64 = 5_000_000;
+/// Longest back-off.
 pub const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// NACKs in a row before backing off instead of retrying at once.
 const NACK_RETRIES: u32 = 8;
 /// Contradictions (ERROR although STATE agrees with us) before the device is broken.
 const MAX_CONTRADICTIONS: u32 = 3;
 
-/// The driver as the policy sees it.
-pub trait Device {
-    type Error: fmt::Debug;
-    /// Re-reads the configuration.
-    fn config(&mut self) -> Result<Config, Self::Error>;
-    /// Sends one request and waits for the response.
-    fn request(&mut self, req: Request) -> Result<Response, Self::Error>;
-}
-
-/// A physical range `[base, base + size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    pub base: u64,
-    pub size: u64,
-}
-
-impl Range {
-    pub fn end(&self) -> u64 {
-        self.base + self.size
-    }
-}
-
-/// Why the memory side refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemError {
-    /// No memory for mem_maps or page tables, or no free page to migrate to.
-    NoMemory,
-    /// Some page in the range is in use and cannot move (not movable, or no migration).
-    InUse,
-    /// Some page in the range holds extra references (pinned, like in-flight DMA).
-    Pinned,
-    /// Taking the range would leave less free memory than the unplug floor.
-    Floor,
-    /// Anything else (a bug or an inconsistent state); the text says what.
-    Other(&'static str),
-}
-
-/// What plugging and unplugging need from the memory model and the linear map.
-pub trait HotplugMemory {
-    /// Whether the mem_maps of the sections `range` would add fit in free Normal memory of
-    /// `node` while keeping a reserve.
-    fn can_add(&mut self, range: Range, node: u32) -> bool;
-    /// Adds `range` (sections, mem_map, linear map) and onlines it into the Movable zone.
-    /// On error nothing of `range` is left added.
-    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError>;
-    /// Takes `range` offline: isolate it, move what can move out of it, and offline it once
-    /// every page is free. On error the range is left online as it was (pages already moved
-    /// stay moved). Returns the number of pages it moved.
-    fn offline(&mut self, range: Range) -> Result<u64, MemError>;
-    /// Pages of `range` that are allocated (victim choice: fewest first).
-    fn used_pages(&mut self, range: Range) -> u64;
-    /// Undoes [`HotplugMemory::offline`].
-    fn reonline(&mut self, range: Range) -> Result<(), MemError>;
-    /// Unmaps and removes the offline `range` (after the device unplugged it).
-    fn remove(&mut self, range: Range) -> Result<(), MemError>;
-}
-
-/// Device state as the shell shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Ok,
-    Busy,
-    Stalled,
-    Broken,
-}
-
-impl State {
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Busy => "busy",
-            State::Stalled => "stalled",
-            State::Broken => "broken",
-        }
-    }
-}
-
-/// Why the device is not where it was asked to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    None,
-    DeviceBusy,
-    NoMemory,
-    /// Memory to unplug is in use and cannot move.
-    Unmovable,
-    /// Memory to unplug holds pinned pages.
-    Pinned,
-    /// Unplugging more would leave less free memory than the floor.
-    Floor,
-    /// The requested size is not a multiple of the plug unit.
-    Granularity,
-    /// The device contradicts itself or its configuration is invalid.
-    DeviceError,
-}
-
-impl Reason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::None => "none",
-            Reason::DeviceBusy => "device_busy",
-            Reason::NoMemory => "no_memory",
-            Reason::Unmovable => "unmovable",
-            Reason::Pinned => "pinned",
-            Reason::Floor => "floor",
-            Reason::Granularity => "granularity",
-            Reason::DeviceError => "device_error",
-        }
-    }
-}
-
-/// What the caller should do after [`Vmem::step`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Call again at once.
-    Again,
-    /// Call again at this time (ns, the clock passed to `step`).
-    RetryAt(u64),
-    /// Nothing to do until the configuration changes.
-    Idle,
-}
-
-/// What the last resize did, for the log and the shell.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub plugged_bytes: u64,
-    pub unplugged_bytes: u64,
-    /// Bytes of used pages moved out of unplugged memory.
-    pub migrated_bytes: u64,
-    pub requests: u64,
-    /// When the current resize started (ns), `None` when converged.
-    pub started_ns: Option<u64>,
-}
-
-/// A finished resize, for the `vmemN: resized to …` log line. The caller logs it (see
-/// [`Vmem::take_resized`]) once what `vmem` shows is up to date, so whoever reacts to the
-/// line finds the new state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resized {
-    pub id: usize,
-    pub plugged_size: u64,
-    pub requested_size: u64,
-    pub progress: Progress,
-    pub took_ns: u64,
-}
-
-impl core::fmt::Display for Resized {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let p = &self.progress;
-        write!(
-            f,
-            "vmem{}: resized to {} MiB (requested {} MiB): plugged {} MiB, unplugged {} MiB, \
-             migrated {} MiB, {} requests, {} us",
-            self.id,
-            self.plugged_size >> 20,
-            self.requested_size >> 20,
-            p.plugged_bytes >> 20,
-            p.unplugged_bytes >> 20,
-            p.migrated_bytes >> 20,
-            p.requests,
-            self.took_ns / 1000
-        )
-    }
-}
-
 /// Policy state of one device.
 pub struct Vmem {
+    /// The device's index (`vmemN` in logs and in the shell).
     pub id: usize,
     cfg: Config,
     /// Bytes per unit: max(block_size, 2 MiB).
@@ -291,18 +140,23 @@ impl Vmem {
         self.resized.take()
     }
 
+    /// The configuration the last step read.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    /// The device state, as `vmem` shows it.
     pub fn state(&self) -> State {
         self.state
     }
+    /// Why the device is not where it was asked to be.
     pub fn reason(&self) -> Reason {
         self.reason
     }
+    /// Bytes per unit: max(block size, 2 MiB).
     pub fn unit_bytes(&self) -> u64 {
         self.unit
     }
+    /// What the current (or last) resize did so far.
     pub fn progress(&self) -> Progress {
         self.progress
     }
@@ -877,96 +731,6 @@ impl Vmem {
             Err(next) => next,
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// The memory-model half of `HotplugMemory`, shared by the kernel glue (which adds the
-// linear map between the steps and takes the model's lock per step) and host tests.
-
-use crate::mm::{self, MemMapStore, Mm, NodeId, PfnRange, PhysAddr, ZoneType};
-
-/// Free Normal memory that plugging never uses for mem_maps.
-pub fn mem_map_reserve_bytes(managed_normal_bytes: u64) -> u64 {
-    (16 << 20).max(managed_normal_bytes / 32)
-}
-
-/// The pfns of a physical range.
-pub fn pfn_range(r: Range) -> PfnRange {
-    PfnRange::new(PhysAddr(r.base).pfn_down(), PhysAddr(r.end()).pfn_down())
-}
-
-fn node_id(node: u32) -> Result<NodeId, MemError> {
-    NodeId::new(node).ok_or(MemError::Other("node id out of range"))
-}
-
-/// The hotplug view of a memory-model error.
-pub fn mm_err(e: mm::Error) -> MemError {
-    match e {
-        mm::Error::NoMemory => MemError::NoMemory,
-        mm::Error::Busy(_) => MemError::InUse,
-        _ => MemError::Other("memory-model state does not allow this"),
-    }
-}
-
-/// [`HotplugMemory::can_add`] over the model: new sections' mem_maps against free Normal
-/// memory minus the reserve.
-pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
-    let first = range.base / SECTION_SIZE;
-    let last = (range.end() - 1) / SECTION_SIZE;
-    let present: Vec<u64> = m
-        .sections()
-        .map(|s| s.nr.0)
-        .filter(|&n| n >= first && n <= last)
-        .collect();
-    let new_sections = (last - first + 1) - present.len() as u64;
-    let cost = new_sections * mm::MEM_MAP_BYTES;
-    let (mut free, mut managed) = (0u64, 0u64);
-    for z in m.stats().filter(|z| z.zone == Some(ZoneType::Normal)) {
-        free += z.free_pages * mm::PAGE_SIZE;
-        managed += z.managed_pages * mm::PAGE_SIZE;
-    }
-    free >= cost + mem_map_reserve_bytes(managed)
-}
-
-/// [`HotplugMemory::add_online`] over the model: sections, mem_maps, and the pages online in
-/// the Movable zone, in one pass over the new descriptors. On error nothing changed.
-pub fn mm_add_online<S: MemMapStore>(
-    m: &mut Mm<S>,
-    range: Range,
-    node: u32,
-    zone: ZoneType,
-) -> Result<(), MemError> {
-    m.add_online_range(pfn_range(range), node_id(node)?, zone)
-        .map_err(mm_err)
-}
-
-/// Whether taking `range` out (moving its used pages elsewhere) keeps `floor_bytes` free.
-pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: Range, floor_bytes: u64) -> bool {
-    let r = pfn_range(range);
-    let free_here = m.free_pages_in(r);
-    let used_here = r.nr_pages().saturating_sub(free_here);
-    let free_total = m.total_stats().free_pages;
-    free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE >= floor_bytes
-}
-
-/// Allocated pages of an online `range` (its present pages minus its free pages).
-pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: Range) -> u64 {
-    let r = pfn_range(range);
-    r.nr_pages().saturating_sub(m.free_pages_in(r))
-}
-
-/// [`HotplugMemory::reonline`] over the model.
-pub fn mm_reonline<S: MemMapStore>(
-    m: &mut Mm<S>,
-    range: Range,
-    zone: ZoneType,
-) -> Result<(), MemError> {
-    m.online_range(pfn_range(range), zone).map_err(mm_err)
-}
-
-/// [`HotplugMemory::remove`] over the model (the caller unmaps first).
-pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
-    m.remove_sections(pfn_range(range)).map_err(mm_err)
 }
 
 #[cfg(test)]

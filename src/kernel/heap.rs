@@ -1,0 +1,188 @@
+//! The kernel heap: the `#[global_allocator]`, a [`SlabHeap`] over page blocks from the
+//! memory model.
+//!
+//! Model: the slab heap (`hotmem::mm::heap`) carves objects out of page blocks that its
+//! [`HeapBacking`] hands it. Before the model exists (`mem::MM_READY` false) the backing
+//! bump-allocates blocks from a static 2 MiB boot arena, which `Mm::boot` itself uses for
+//! its few boot-time structures; arena blocks never go to the page allocator (freed ones
+//! stay in the heap for reuse). Afterwards blocks come from the model as unmovable pages,
+//! in the linear map.
+//!
+//! Locks: `HEAP` guards the slab heap and its backing. It is never held together with the
+//! memory model's lock (`mm_lock()`): when the slab heap needs pages it gives up with a note
+//! of the order it wanted, the allocator drops `HEAP`, takes pages from the model, donates
+//! them to the backing and retries (at most four rounds). Blocks the heap frees are handed
+//! back to the model the same way, after `HEAP` is dropped. An allocation made while this
+//! CPU holds `mm_lock()` cannot get new pages: it is served from what the heap holds, or
+//! fails (null) instead of deadlocking; blocks freed then stay in the heap.
+
+use super::mem::{mm_held_here, mm_lock, MM_READY};
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::Ordering;
+use hotmem::mm::heap::{HeapBacking, SlabHeap};
+use hotmem::mm::{AllocFlags, PhysAddr, MAX_ORDER};
+use hotmem_arch::cpu::IrqSpinLock;
+use hotmem_arch::layout::{self, PAGE_SIZE};
+
+const BOOT_ARENA_SIZE: usize = 2 << 20;
+
+#[repr(C, align(4096))]
+struct Arena([u8; BOOT_ARENA_SIZE]);
+static mut BOOT_ARENA: Arena = Arena([0; BOOT_ARENA_SIZE]);
+
+/// Page blocks between the slab heap and the page allocator.
+struct Backing {
+    /// Blocks given to the heap and not yet taken (address, order).
+    donated: arrayvec::ArrayVec<(usize, u32), 8>,
+    /// Blocks the heap freed, to give back to `MM` once `HEAP` is released.
+    freed: arrayvec::ArrayVec<(usize, u32), 8>,
+    /// The order the heap last asked for and did not get.
+    wanted: Option<u32>,
+    /// Bump offset into the boot arena.
+    arena_used: usize,
+}
+
+fn arena_base() -> usize {
+    &raw const BOOT_ARENA as usize
+}
+
+fn in_arena(addr: usize) -> bool {
+    (arena_base()..arena_base() + BOOT_ARENA_SIZE).contains(&addr)
+}
+
+impl HeapBacking for Backing {
+    fn alloc_pages(&mut self, order: u32) -> Option<usize> {
+        if let Some(i) = self.donated.iter().position(|&(_, o)| o == order) {
+            return Some(self.donated.swap_remove(i).0);
+        }
+        if !MM_READY.load(Ordering::Acquire) {
+            // Boot: bump-allocate naturally aligned blocks from the arena.
+            let size = (PAGE_SIZE as usize) << order;
+            let start = (arena_base() + self.arena_used).next_multiple_of(size);
+            if start + size <= arena_base() + BOOT_ARENA_SIZE {
+                self.arena_used = start + size - arena_base();
+                return Some(start);
+            }
+            return None;
+        }
+        self.wanted = Some(order);
+        None
+    }
+
+    fn free_pages(&mut self, addr: usize, order: u32) {
+        if in_arena(addr) {
+            // Boot-arena blocks are not part of the page allocator; keep them for reuse.
+            let _ = self.donated.try_push((addr, order));
+        } else if let Err(e) = self.freed.try_push((addr, order)) {
+            let _ = self.donated.try_push(e.element());
+        }
+    }
+
+    fn read_word(&self, addr: usize) -> usize {
+        // SAFETY: the slab heap reads only word-aligned addresses inside blocks it holds,
+        // which are mapped RAM (arena in the image, or linear-map pages from `MM`).
+        unsafe { (addr as *const usize).read() }
+    }
+
+    fn write_word(&mut self, addr: usize, value: usize) {
+        // SAFETY: as for `read_word`; the heap owns these blocks.
+        unsafe { (addr as *mut usize).write(value) }
+    }
+}
+
+struct HeapState {
+    slab: SlabHeap,
+    backing: Backing,
+}
+
+static HEAP: IrqSpinLock<HeapState> = IrqSpinLock::new(HeapState {
+    slab: SlabHeap::new(),
+    backing: Backing {
+        donated: arrayvec::ArrayVec::new_const(),
+        freed: arrayvec::ArrayVec::new_const(),
+        wanted: None,
+        arena_used: 0,
+    },
+});
+
+/// The kernel heap: [`SlabHeap`] over pages from `MM` (see the module doc for locking).
+pub struct KernelHeap;
+
+#[global_allocator]
+static GLOBAL: KernelHeap = KernelHeap;
+
+fn give_back(freed: arrayvec::ArrayVec<(usize, u32), 8>) {
+    if freed.is_empty() {
+        return;
+    }
+    if mm_held_here() {
+        // Freed while this CPU holds MM: keep the blocks in the heap for reuse.
+        let mut h = HEAP.lock();
+        for b in freed {
+            let _ = h.backing.donated.try_push(b);
+        }
+        return;
+    }
+    let mut mm = mm_lock();
+    if let Some(mm) = mm.as_mut() {
+        for (va, order) in freed {
+            if let Some(pa) = layout::linear_virt_to_phys(va as u64) {
+                let _ = mm.free_pages(PhysAddr(pa).pfn_down(), order);
+            }
+        }
+    }
+}
+
+// SAFETY: every path either returns null or a block of at least `layout.size()` bytes
+// aligned to `layout.align()` that the slab heap handed out exactly once; `dealloc` returns
+// blocks to the slab heap with the same layout.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        for _ in 0..4 {
+            let (got, wanted, freed) = {
+                let mut h = HEAP.lock();
+                let HeapState { slab, backing } = &mut *h;
+                let got = slab.alloc(backing, layout.size(), layout.align());
+                (
+                    got,
+                    backing.wanted.take(),
+                    core::mem::take(&mut backing.freed),
+                )
+            };
+            give_back(freed);
+            if let Some(a) = got {
+                return a as *mut u8;
+            }
+            let Some(order) = wanted else {
+                return core::ptr::null_mut();
+            };
+            if order > MAX_ORDER || mm_held_here() {
+                return core::ptr::null_mut();
+            }
+            let pfn = match mm_lock()
+                .as_mut()
+                .map(|m| m.alloc_pages(order, AllocFlags::UNMOVABLE))
+            {
+                Some(Ok(pfn)) => pfn,
+                _ => return core::ptr::null_mut(),
+            };
+            let va = layout::phys_to_virt(pfn.addr().0) as usize;
+            let mut h = HEAP.lock();
+            if h.backing.donated.try_push((va, order)).is_err() {
+                drop(h);
+                give_back([(va, order)].into_iter().collect());
+            }
+        }
+        core::ptr::null_mut()
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let freed = {
+            let mut h = HEAP.lock();
+            let HeapState { slab, backing } = &mut *h;
+            slab.dealloc(backing, ptr as usize, layout.size(), layout.align());
+            core::mem::take(&mut backing.freed)
+        };
+        give_back(freed);
+    }
+}

@@ -1,0 +1,127 @@
+//! The memory side of the hotplug policy in the kernel: [`KernelMemory`] is the policy's
+//! [`HotplugMemory`] over the one memory model and the linear map, plus the boot options
+//! that shape it (the unplug floor, the zone hot-plugged memory goes to).
+//!
+//! Order of the two halves: memory is mapped in the linear map before the model adds it
+//! (the mapping is not taken under the model's lock: table pages come from the model) and
+//! unmapped, with TLBs flushed on every CPU, before the model forgets it. Offlining checks
+//! the unplug floor, isolates the range, moves its movable pages out
+//! (`migrate::migrate_out`), then offlines it; on failure the range is un-isolated and
+//! stays online.
+//!
+//! Locks: each call takes `mm_lock()` for the model's part only (see [`with`]); offlining
+//! takes the migration locks in between, with the model's lock released. The boot options
+//! are atomics written once by [`configure`] before any device is probed.
+
+use crate::kernel::mem::{self, mm_lock};
+use crate::kernel::migrate;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hotmem::mm::ZoneType;
+use hotmem::vmem::{self, HotplugMemory, MemError, Range};
+use hotmem_arch::mmu;
+use hotmem_arch::pgtable::{Attrs, Granule};
+use hotmem_arch::timer;
+
+/// The memory model plus the linear map as the policy's [`HotplugMemory`].
+pub(super) struct KernelMemory;
+
+fn with<R>(f: impl FnOnce(&mut mem::KernelMm) -> Result<R, MemError>) -> Result<R, MemError> {
+    match mm_lock().as_mut() {
+        Some(m) => f(m),
+        None => Err(MemError::Other("no memory model")),
+    }
+}
+
+impl HotplugMemory for KernelMemory {
+    fn can_add(&mut self, range: Range, _node: u32) -> bool {
+        mm_lock()
+            .as_ref()
+            .is_some_and(|m| vmem::mm_can_add(m, range))
+    }
+
+    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError> {
+        let t0 = timer::now_ns();
+        // Mapped first (not under the model's lock: table pages come from the model).
+        // Nothing touches the range until the model hands out its pages.
+        if let Err(e) = mmu::map_linear(range.base, range.size, Attrs::RAM, Granule::Block2M) {
+            log::error!(
+                "vmem: cannot map 0x{:x}+0x{:x}: {e:?}",
+                range.base,
+                range.size
+            );
+            let _ = mmu::unmap_linear(range.base, range.size);
+            return Err(MemError::NoMemory);
+        }
+        let t1 = timer::now_ns();
+        with(|m| vmem::mm_add_online(m, range, node, online_zone())).inspect_err(|_| {
+            let _ = mmu::unmap_linear(range.base, range.size);
+        })?;
+        log::debug!(
+            "vmem: added 0x{:x}+{} MiB: map {} us, sections and online {} us",
+            range.base,
+            range.size >> 20,
+            (t1 - t0) / 1000,
+            (timer::now_ns() - t1) / 1000
+        );
+        Ok(())
+    }
+
+    fn offline(&mut self, range: Range) -> Result<u64, MemError> {
+        let floor = FLOOR_BYTES.load(Ordering::Relaxed);
+        let pfns = vmem::pfn_range(range);
+        with(|m| {
+            if !vmem::mm_floor_allows(m, range, floor) {
+                return Err(MemError::Floor);
+            }
+            m.isolate_range(pfns).map_err(vmem::mm_err)
+        })?;
+        // Isolated: nothing new lands here. Move what is mapped out, then offline.
+        let moved = migrate::migrate_out(pfns);
+        let r = moved.and_then(|report| {
+            with(|m| m.offline_range(pfns).map_err(vmem::mm_err))?;
+            Ok(report.moved_pages)
+        });
+        if r.is_err() {
+            let _ = with(|m| m.unisolate_range(pfns).map_err(vmem::mm_err));
+        }
+        r
+    }
+
+    fn used_pages(&mut self, range: Range) -> u64 {
+        mm_lock()
+            .as_ref()
+            .map_or(0, |m| vmem::mm_used_pages(m, range))
+    }
+
+    fn reonline(&mut self, range: Range) -> Result<(), MemError> {
+        with(|m| vmem::mm_reonline(m, range, online_zone()))
+    }
+
+    fn remove(&mut self, range: Range) -> Result<(), MemError> {
+        // Unmapped (and TLBs flushed on every CPU) before the model forgets the range.
+        mmu::unmap_linear(range.base, range.size).map_err(|_| MemError::Other("unmap"))?;
+        with(|m| vmem::mm_remove(m, range))
+    }
+}
+
+/// Free memory unplug keeps (bootarg `unplug_floor_mib=`).
+static FLOOR_BYTES: AtomicU64 = AtomicU64::new(64 << 20);
+/// Hot-plugged memory goes to Normal instead of Movable (bootarg `memhp_online=normal`).
+static ONLINE_NORMAL: AtomicBool = AtomicBool::new(false);
+
+fn online_zone() -> ZoneType {
+    if ONLINE_NORMAL.load(Ordering::Relaxed) {
+        ZoneType::Normal
+    } else {
+        ZoneType::Movable
+    }
+}
+
+/// Applies the boot arguments that shape hotplug.
+pub fn configure(args: &hotmem::shell::BootArgs) {
+    FLOOR_BYTES.store(args.unplug_floor_mib << 20, Ordering::Relaxed);
+    ONLINE_NORMAL.store(args.memhp_online_normal, Ordering::Relaxed);
+    if args.memhp_online_normal {
+        log::warn!("vmem: hot-plugged memory goes to the Normal zone: unplug is best effort");
+    }
+}

@@ -1,0 +1,168 @@
+//! PCI bring-up of virtio-mem: map the ECAM of the device tree's host bridge, enumerate bus
+//! 0, place the BARs of every virtio-mem function, start its driver, route its interrupt,
+//! and hand the devices to the device list (`super::device`).
+//!
+//! Runs once at boot, in thread context, before the first convergence pass. A device that
+//! fails any step is logged and left disabled; the others go on. The driver is told which
+//! physical ranges a device region must not overlap: RAM, the bridge's windows, its ECAM
+//! and the regions of the devices found before it.
+
+use super::device::{self, Dev, CONVERGE, DEVICES};
+use super::hal::KernelHal;
+use alloc::vec::Vec;
+use hotmem::dt::BootInfo;
+use hotmem::vmem::Vmem;
+use hotmem_arch::gic::{self, Trigger};
+use hotmem_arch::irq;
+use hotmem_arch::layout;
+use hotmem_arch::mmu;
+use hotmem_arch::pgtable::{Attrs, Granule};
+use hotmem_drivers::pci::{self, PciHost};
+use hotmem_drivers::virtio_mem::{Limits, VirtioMem};
+
+fn dt_windows(info: &hotmem::dt::PciHostInfo) -> Vec<pci::Window> {
+    use hotmem::dt::PciSpace;
+    info.windows
+        .iter()
+        .map(|w| pci::Window {
+            space: match w.space {
+                PciSpace::Io => pci::Space::Io,
+                PciSpace::Mem32 => pci::Space::Mem32,
+                PciSpace::Mem64 => pci::Space::Mem64,
+            },
+            prefetchable: w.prefetchable,
+            pci_addr: w.pci_addr,
+            cpu_addr: w.cpu_addr,
+            size: w.size,
+        })
+        .collect()
+}
+
+/// Finds and starts every virtio-mem device behind the DT's PCIe host bridge.
+pub fn probe(info: &BootInfo, pa_bits: u32) {
+    let Some(host) = info.pci.as_ref() else {
+        log::info!("pci: no host bridge in the device tree; no virtio-mem");
+        return;
+    };
+    // Only bus 0 is populated without bridges; map its 1 MiB of ECAM.
+    let ecam_size = host.ecam.size.min(pci::ECAM_BUS_BYTES as u64);
+    if let Err(e) = mmu::map_linear(host.ecam.base, ecam_size, Attrs::MMIO, Granule::Block2M) {
+        log::error!("pci: cannot map ECAM: {e:?}");
+        return;
+    }
+    let irq_map = pci::IrqMap {
+        mask_hi: host.irq_map_mask.0,
+        mask_pin: host.irq_map_mask.1,
+        entries: host
+            .irq_map
+            .iter()
+            .map(|e| pci::IrqMapEntry {
+                child_hi: e.child_hi,
+                pin: e.pin,
+                intid: e.intid,
+            })
+            .collect(),
+    };
+    let windows = dt_windows(host);
+    let va = layout::phys_to_virt(host.ecam.base) as *mut u8;
+    // SAFETY: the ECAM's first `ecam_size` bytes were just mapped as Device memory and stay
+    // mapped; only the PCI code accesses them.
+    let pci = unsafe {
+        PciHost::new_ecam(
+            va,
+            ecam_size as usize,
+            host.bus_start,
+            host.bus_end,
+            &windows,
+            irq_map,
+        )
+    };
+    let mut pci = match pci {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("pci: {e}");
+            return;
+        }
+    };
+    // What a device region must not overlap: RAM, the bridge's windows and ECAM.
+    let mut taken: Vec<(u64, u64)> = info
+        .memory
+        .iter()
+        .map(|m| (m.range.base, m.range.size))
+        .collect();
+    taken.extend(windows.iter().map(|w| (w.cpu_addr, w.size)));
+    taken.push((host.ecam.base, host.ecam.size));
+    let mut devs = Vec::new();
+    for f in pci.enumerate() {
+        if f.virtio != Some(virtio_drivers::transport::DeviceType::Memory) {
+            continue;
+        }
+        let id = devs.len();
+        let transport = match pci
+            .setup_bars(f.df)
+            .and_then(|_| pci.virtio_transport::<KernelHal>(f.df))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("vmem{id}: {}: {e}; device disabled", f.df);
+                continue;
+            }
+        };
+        let driver = match VirtioMem::<KernelHal, _>::new(
+            transport,
+            &Limits {
+                pa_bits,
+                taken: &taken,
+            },
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                log::error!(
+                    "vmem{id}: {:?}: invalid device: {e:?}; device disabled",
+                    f.df
+                );
+                continue;
+            }
+        };
+        let cfg = match driver.config() {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("vmem{id}: {e:?}; device disabled");
+                continue;
+            }
+        };
+        taken.push((cfg.addr, cfg.region_size));
+        log::info!(
+            "vmem{id}: {} region 0x{:x}+{} MiB, block {} KiB, node {}, plugged {} MiB, requested {} MiB",
+            f.df,
+            cfg.addr,
+            cfg.region_size >> 20,
+            cfg.block_size >> 10,
+            cfg.node_id,
+            cfg.plugged_size >> 20,
+            cfg.requested_size >> 20
+        );
+        if let Some(intid) = f.intid {
+            if irq::register(intid, device::irq_handler).is_err()
+                || gic::enable(intid, Trigger::Level).is_err()
+            {
+                log::error!("vmem{id}: cannot enable interrupt {intid}");
+            }
+        } else {
+            log::warn!("vmem{id}: no interrupt route; resizes only converge on retries");
+        }
+        devs.push(Dev {
+            driver,
+            policy: Vmem::new(id, cfg),
+            intid: f.intid,
+        });
+    }
+    if devs.is_empty() {
+        return;
+    }
+    // `vmem` shows the devices from the prompt on, before the first convergence pass.
+    device::publish(&devs);
+    *DEVICES.lock() = devs;
+    // Converge to the initial request (and clean up leftovers) right away.
+    CONVERGE.schedule();
+}

@@ -1,0 +1,101 @@
+//! The memory-model half of [`HotplugMemory`](super::HotplugMemory): each call of the
+//! policy's memory side expressed over one [`Mm`], shared by the kernel glue and the host
+//! tests. The kernel glue adds what the model does not know (the linear map, mapped before
+//! [`mm_add_online`] and unmapped before [`mm_remove`]) and takes the model's lock around
+//! each call; these functions take the model by reference and hold no lock of their own.
+//!
+//! Errors of the model reach the policy through [`mm_err`]: out of memory and a busy page
+//! keep their meaning (the policy reacts to them), every other refusal is carried as it is
+//! in [`MemError::Mm`].
+
+use super::{MemError, Range};
+use crate::mm::{self, MemMapStore, Mm, NodeId, PfnRange, PhysAddr, ZoneType, SECTION_SIZE};
+use alloc::vec::Vec;
+
+/// Free Normal memory that plugging never uses for mem_maps.
+pub fn mem_map_reserve_bytes(managed_normal_bytes: u64) -> u64 {
+    (16 << 20).max(managed_normal_bytes / 32)
+}
+
+/// The pfns of a physical range.
+pub fn pfn_range(r: Range) -> PfnRange {
+    PfnRange::new(PhysAddr(r.base).pfn_down(), PhysAddr(r.end()).pfn_down())
+}
+
+fn node_id(node: u32) -> Result<NodeId, MemError> {
+    NodeId::new(node).ok_or(MemError::Other("node id out of range"))
+}
+
+/// The hotplug view of a memory-model error.
+pub fn mm_err(e: mm::Error) -> MemError {
+    match e {
+        mm::Error::NoMemory => MemError::NoMemory,
+        mm::Error::Busy(_) => MemError::InUse,
+        e => MemError::Mm(e),
+    }
+}
+
+/// [`HotplugMemory::can_add`](super::HotplugMemory::can_add) over the model: the mem_maps
+/// of the sections `range` would add against the free Normal memory of all nodes together,
+/// minus the reserve ([`mem_map_reserve_bytes`]).
+pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
+    let first = range.base / SECTION_SIZE;
+    let last = (range.end() - 1) / SECTION_SIZE;
+    let present: Vec<u64> = m
+        .sections()
+        .map(|s| s.nr.0)
+        .filter(|&n| n >= first && n <= last)
+        .collect();
+    let new_sections = (last - first + 1) - present.len() as u64;
+    let cost = new_sections * mm::MEM_MAP_BYTES;
+    let (mut free, mut managed) = (0u64, 0u64);
+    for z in m.stats().filter(|z| z.zone == Some(ZoneType::Normal)) {
+        free += z.free_pages * mm::PAGE_SIZE;
+        managed += z.managed_pages * mm::PAGE_SIZE;
+    }
+    free >= cost + mem_map_reserve_bytes(managed)
+}
+
+/// [`HotplugMemory::add_online`](super::HotplugMemory::add_online) over the model:
+/// sections, mem_maps, and the pages online in `zone`, in one pass over the new
+/// descriptors. On error nothing changed.
+pub fn mm_add_online<S: MemMapStore>(
+    m: &mut Mm<S>,
+    range: Range,
+    node: u32,
+    zone: ZoneType,
+) -> Result<(), MemError> {
+    m.add_online_range(pfn_range(range), node_id(node)?, zone)
+        .map_err(mm_err)
+}
+
+/// Whether taking `range` out (moving its used pages elsewhere) keeps `floor_bytes` free.
+pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: Range, floor_bytes: u64) -> bool {
+    let r = pfn_range(range);
+    let free_here = m.free_pages_in(r);
+    let used_here = r.nr_pages().saturating_sub(free_here);
+    let free_total = m.total_stats().free_pages;
+    free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE >= floor_bytes
+}
+
+/// Allocated pages of an online `range` (its present pages minus its free pages).
+pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: Range) -> u64 {
+    let r = pfn_range(range);
+    r.nr_pages().saturating_sub(m.free_pages_in(r))
+}
+
+/// [`HotplugMemory::reonline`](super::HotplugMemory::reonline) over the model (into
+/// `zone`).
+pub fn mm_reonline<S: MemMapStore>(
+    m: &mut Mm<S>,
+    range: Range,
+    zone: ZoneType,
+) -> Result<(), MemError> {
+    m.online_range(pfn_range(range), zone).map_err(mm_err)
+}
+
+/// [`HotplugMemory::remove`](super::HotplugMemory::remove) over the model (the caller
+/// unmaps first).
+pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
+    m.remove_sections(pfn_range(range)).map_err(mm_err)
+}
