@@ -12,7 +12,8 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::tests::{region, resv, FakeStore, GIB, MIB};
+use super::testing::FakeStore;
+use super::tests::{region, resv, GIB, MIB};
 use super::*;
 
 type SharedMm = Rc<RefCell<Mm<FakeStore>>>;

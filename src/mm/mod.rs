@@ -77,6 +77,8 @@ pub mod refs;
 pub mod rmap;
 pub mod section;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod types;
 
 #[cfg(test)]

@@ -1,68 +1,15 @@
-//! Host tests of the memory model: a `Vec`-backed [`MemMapStore`], unit tests of boot,
+//! Host tests of the memory model over the shared `Vec`-backed fake store: unit tests of boot,
 //! allocation and the run-time section calls, and property tests that run random
 //! sequences with the invariant checker after every step.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::vec::Vec;
 
 use proptest::prelude::*;
 
 use super::heap::{HeapBacking, SlabHeap};
+use super::testing::FakeStore;
 use super::*;
-
-/// Backs mem_maps and table chunks with leaked `Vec`s, reused after `release` so long
-/// property runs stay bounded. Ignores the physical address except to check that the
-/// model never maps a range twice or releases what it did not map.
-#[derive(Default)]
-pub(crate) struct FakeStore {
-    live: HashMap<u64, (usize, usize)>,
-    pool: Vec<Box<dyn Any>>,
-    pub(crate) maps: usize,
-    pub(crate) releases: usize,
-}
-
-impl MemMapStore for FakeStore {
-    fn map<T: MemMapItem>(&mut self, base: PhysAddr, len: usize) -> &'static mut [T] {
-        assert!(!self.live.contains_key(&base.0), "{base:?} mapped twice");
-        let pos = self.pool.iter().position(|b| {
-            b.downcast_ref::<&'static mut [T]>()
-                .is_some_and(|s| s.len() == len)
-        });
-        let slice: &'static mut [T] = match pos {
-            Some(i) => *self
-                .pool
-                .swap_remove(i)
-                .downcast::<&'static mut [T]>()
-                .expect("checked"),
-            None => {
-                let mut v = Vec::with_capacity(len);
-                v.resize_with(len, || T::EMPTY);
-                Box::leak(v.into_boxed_slice())
-            }
-        };
-        for x in slice.iter_mut() {
-            *x = T::EMPTY;
-        }
-        self.live.insert(base.0, (slice.as_ptr() as usize, len));
-        self.maps += 1;
-        slice
-    }
-
-    fn release<T: MemMapItem>(&mut self, base: PhysAddr, items: &'static mut [T]) {
-        let (ptr, len) = self
-            .live
-            .remove(&base.0)
-            .expect("release of a range never mapped");
-        assert_eq!(
-            (ptr, len),
-            (items.as_ptr() as usize, items.len()),
-            "release of another slice"
-        );
-        self.releases += 1;
-        self.pool.push(Box::new(items));
-    }
-}
 
 pub(crate) const MIB: u64 = 1 << 20;
 pub(crate) const GIB: u64 = 1 << 30;
