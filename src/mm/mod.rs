@@ -2,7 +2,7 @@
 //! allocator, the run-time section operations hotplug needs, an invariant checker, and
 //! the pure logic of the kernel heap. Everything here is plain safe Rust over pfn ranges
 //! and runs under host `cargo test`; the kernel supplies memory through one trait,
-//! [`MemMapStore`].
+//! [`MemMapStore`], which maps handles only the model makes ([`MetaPages`]).
 //!
 //! # Model
 //! Physical memory is a sparse set of 128 MiB sections ([`section`]), each split into 64
@@ -96,7 +96,7 @@ pub use model::{MemRegion, Mm, NodeStats, Reservation, SectionInfo, SectionState
 pub use page::{MigrateType, Page, PageFlags, ZoneType};
 pub use rmap::{AsId, Mapping, Rmap};
 pub use section::{Section, MEM_MAP_BYTES};
-pub use store::{MemMapItem, MemMapStore};
+pub use store::{MemMap, MemMapItem, MemMapStore, MetaPages};
 pub use types::*;
 
 /// Bytes of mem_map per 4 KiB page.

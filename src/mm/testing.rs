@@ -3,11 +3,11 @@
 //! `testing` feature (which the crate's dev-dependency on itself turns on), for benches,
 //! integration tests and doc tests; never part of the kernel.
 //!
-//! Model: every mapping is backed by a leaked `Vec` of the host, not by the memory at the
-//! physical address (the address only names the mapping). A released slice goes to a pool
-//! and backs a later mapping of the same type and length, so long property runs stay
-//! bounded. The fake also checks the model: mapping a range that is still mapped, or
-//! releasing what it did not map, panics.
+//! Model: every mapping is backed by a leaked `Vec` of the host, not by the handle's pages
+//! (the physical address only names the mapping). A released slice goes to a pool and
+//! backs a later mapping of the same type and length, so long property runs stay bounded.
+//! The fake also checks the model: a handle for pages that are still mapped (the model
+//! allocated them twice) or a release of a mapping this store did not make panics.
 #![forbid(unsafe_code)]
 
 use alloc::boxed::Box;
@@ -15,8 +15,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::any::Any;
 
-use super::store::{MemMapItem, MemMapStore};
-use super::types::PhysAddr;
+use super::store::{MemMap, MemMapItem, MemMapStore, MetaPages};
 
 /// Backs mem_maps and table chunks with leaked `Vec`s (see the module doc).
 #[derive(Default)]
@@ -32,7 +31,9 @@ pub struct FakeStore {
 }
 
 impl MemMapStore for FakeStore {
-    fn map<T: MemMapItem>(&mut self, base: PhysAddr, len: usize) -> &'static mut [T] {
+    fn map<T: MemMapItem>(&mut self, meta: MetaPages) -> MemMap<T> {
+        let base = meta.base();
+        let len = meta.capacity::<T>();
         assert!(!self.live.contains_key(&base.0), "{base:?} mapped twice");
         let pos = self.pool.iter().position(|b| {
             b.downcast_ref::<&'static mut [T]>()
@@ -58,13 +59,14 @@ impl MemMapStore for FakeStore {
         };
         self.live.insert(base.0, (slice.as_ptr() as usize, len));
         self.maps += 1;
-        slice
+        MemMap::new(meta, slice)
     }
 
-    fn release<T: MemMapItem>(&mut self, base: PhysAddr, items: &'static mut [T]) {
+    fn release<T: MemMapItem>(&mut self, map: MemMap<T>) -> MetaPages {
+        let (meta, items) = map.into_parts();
         let (ptr, len) = self
             .live
-            .remove(&base.0)
+            .remove(&meta.base().0)
             .expect("release of a range never mapped");
         assert_eq!(
             (ptr, len),
@@ -73,5 +75,6 @@ impl MemMapStore for FakeStore {
         );
         self.releases += 1;
         self.pool.push(Box::new(items));
+        meta
     }
 }
