@@ -117,9 +117,6 @@ pub enum Error {
     Overlap,
     /// No usable memory at boot.
     NoBootMemory,
-    /// One section would hold memory of two nodes. No longer returned: sections may
-    /// hold several nodes (see [`model`]); kept so callers matching on it still build.
-    NodeConflict(SectionNr),
     /// Part of the range is not present.
     NotPresent(Pfn),
     /// Part of the range is already present.
@@ -165,7 +162,6 @@ impl fmt::Display for Error {
             Error::BeyondPhysLimit => f.write_str("range beyond the physical address limit"),
             Error::Overlap => f.write_str("memory regions overlap"),
             Error::NoBootMemory => f.write_str("no usable boot memory"),
-            Error::NodeConflict(s) => write!(f, "section {s} would span two nodes"),
             Error::NotPresent(p) => write!(f, "{p} not present"),
             Error::AlreadyPresent(p) => write!(f, "{p} already present"),
             Error::NotOnline(p) => write!(f, "{p} not online"),
