@@ -32,7 +32,7 @@ use tock_registers::registers::InMemoryRegister;
 
 register_bitfields! {u64,
     /// A stage-1 descriptor at any level (ARM ARM D8.3, VMSAv8-64 descriptor formats).
-    pub DESC [
+    DESC [
         VALID OFFSET(0) NUMBITS(1) [],
         /// Levels 0-2: 1 = table, 0 = block. Level 3: must be 1 (page).
         TYPE OFFSET(1) NUMBITS(1) [Block = 0, TableOrPage = 1],
@@ -50,13 +50,17 @@ register_bitfields! {u64,
     ]
 }
 
-/// MAIR_EL1 attribute indices; `boot.rs` programs MAIR_EL1 = [`MAIR_VALUE`].
+/// MAIR_EL1 attribute index of Device-nGnRE memory; `boot.rs` programs MAIR_EL1 =
+/// [`MAIR_VALUE`].
 pub const MAIR_DEVICE_NGNRE: u64 = 0;
+/// MAIR_EL1 attribute index of Normal write-back memory.
 pub const MAIR_NORMAL_WB: u64 = 1;
+/// MAIR_EL1 attribute index of Normal non-cacheable memory.
 pub const MAIR_NORMAL_NC: u64 = 2;
 /// Attr0 = Device-nGnRE (0x04), Attr1 = Normal WB RW-allocate (0xff), Attr2 = Normal NC (0x44).
 pub const MAIR_VALUE: u64 = 0x04 | (0xff << 8) | (0x44 << 16);
 
+/// Entries of a table page (4 KiB of 8-byte descriptors).
 pub const ENTRIES: usize = 512;
 const LEVEL_SHIFT: [u32; 4] = [39, 30, 21, 12];
 const OA_MASK: u64 = ((1 << 48) - 1) & !0xfff;
@@ -64,35 +68,45 @@ const OA_MASK: u64 = ((1 << 48) - 1) & !0xfff;
 /// Memory type of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemType {
+    /// Normal memory, write-back cacheable, inner shareable (RAM).
     Normal,
+    /// Normal memory, non-cacheable.
     NormalNonCacheable,
+    /// Device-nGnRE memory (MMIO).
     Device,
 }
 
 /// Attributes of a mapping (always EL1-only; EL0 never gets kernel memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attrs {
+    /// Memory type.
     pub mem: MemType,
+    /// EL1 may write (else read-only).
     pub writable: bool,
+    /// EL1 may execute (never EL0).
     pub executable: bool,
 }
 
 impl Attrs {
+    /// Kernel data: normal, read-write, never executable.
     pub const RAM: Attrs = Attrs {
         mem: MemType::Normal,
         writable: true,
         executable: false,
     };
+    /// Device registers: device memory, read-write, never executable.
     pub const MMIO: Attrs = Attrs {
         mem: MemType::Device,
         writable: true,
         executable: false,
     };
+    /// Kernel code: normal, read-only, executable.
     pub const TEXT: Attrs = Attrs {
         mem: MemType::Normal,
         writable: false,
         executable: true,
     };
+    /// Kernel constants: normal, read-only, never executable.
     pub const RODATA: Attrs = Attrs {
         mem: MemType::Normal,
         writable: false,
@@ -144,11 +158,15 @@ impl Attrs {
 /// Largest leaf size the walker may use for a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Granule {
+    /// 4 KiB pages only.
     Page4K,
+    /// Up to 2 MiB blocks.
     Block2M,
+    /// Up to 1 GiB blocks.
     Block1G,
 }
 
+/// Why the walker refused a change (see each call for what it leaves behind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapError {
     /// va, pa or size is not 4 KiB aligned, or the range wraps.

@@ -49,6 +49,7 @@ pub const USER_VA_END: u64 = 1 << 48;
 /// TCR_EL1.AS: 16-bit ASIDs.
 const TCR_AS: u64 = 1 << 36;
 
+/// Why an address space could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsError {
     /// Every ASID is in use.
@@ -174,6 +175,7 @@ impl AddressSpace {
         })
     }
 
+    /// The ASID tagging this space's TLB entries.
     pub fn asid(&self) -> u16 {
         self.asid
     }
