@@ -82,8 +82,6 @@ pub mod testing;
 pub mod types;
 
 #[cfg(test)]
-mod migrate_tests;
-#[cfg(test)]
 mod tests;
 
 use core::fmt;
