@@ -12,29 +12,18 @@ use std::hint::black_box;
 
 use buddy_system_allocator::FrameAllocator;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use hotmem::mm::{AllocFlags, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr};
-
-/// Backs the model's metadata with leaked host memory (the address is ignored).
-struct HostStore;
-
-impl MemMapStore for HostStore {
-    fn map<T: MemMapItem>(&mut self, _base: PhysAddr, len: usize) -> &'static mut [T] {
-        let mut v = Vec::with_capacity(len);
-        v.resize_with(len, || T::EMPTY);
-        Box::leak(v.into_boxed_slice())
-    }
-    fn release<T: MemMapItem>(&mut self, _base: PhysAddr, _items: &'static mut [T]) {}
-}
+use hotmem::mm::testing::FakeStore;
+use hotmem::mm::{AllocFlags, MemRegion, Mm, NodeId, Pfn, PhysAddr};
 
 const GIB: u64 = 1 << 30;
 
-fn boot(size: u64) -> Mm<HostStore> {
+fn boot(size: u64) -> Mm<FakeStore> {
     let region = MemRegion {
         base: PhysAddr(GIB),
         size_bytes: size,
         node: NodeId::ZERO,
     };
-    Mm::boot(&[region], &[], 40, HostStore).expect("boot")
+    Mm::boot(&[region], &[], 40, FakeStore::default()).expect("boot")
 }
 
 fn bsa() -> FrameAllocator<33> {

@@ -26,6 +26,7 @@ pub struct Context {
     pub x: [u64; 11],
     /// x30: where [`switch`] returns to when this context is resumed.
     pub lr: u64,
+    /// Stack pointer.
     pub sp: u64,
     /// d8..=d15 (the low 64 bits of v8-v15).
     pub d: [u64; 8],

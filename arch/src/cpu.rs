@@ -44,6 +44,7 @@ pub fn irq_enable() {
     unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
 }
 
+/// Whether IRQs are unmasked on this CPU.
 pub fn irqs_enabled() -> bool {
     DAIF.get() & DAIF_I == 0
 }
@@ -53,6 +54,7 @@ pub fn wait_for_interrupt() {
     aarch64_cpu::asm::wfi();
 }
 
+/// Instruction synchronization barrier (full system).
 pub fn isb() {
     barrier::isb(barrier::SY);
 }
@@ -81,12 +83,15 @@ unsafe impl<T: Send> Sync for IrqSpinLock<T> {}
 // SAFETY: the lock owns its data.
 unsafe impl<T: Send> Send for IrqSpinLock<T> {}
 
+/// Holder of an [`IrqSpinLock`]: derefs to the data; dropping it unlocks and restores the
+/// CPU's previous IRQ mask.
 pub struct IrqSpinGuard<'a, T> {
     lock: &'a IrqSpinLock<T>,
     daif: u64,
 }
 
 impl<T> IrqSpinLock<T> {
+    /// An unlocked lock holding `v`.
     pub const fn new(v: T) -> Self {
         IrqSpinLock {
             locked: AtomicBool::new(false),
@@ -94,6 +99,7 @@ impl<T> IrqSpinLock<T> {
         }
     }
 
+    /// Masks IRQs on this CPU, then spins until the lock is free.
     pub fn lock(&self) -> IrqSpinGuard<'_, T> {
         let daif = irq_save();
         while self
@@ -106,6 +112,8 @@ impl<T> IrqSpinLock<T> {
         IrqSpinGuard { lock: self, daif }
     }
 
+    /// Takes the lock if it is free (IRQs masked while held); `None`, with the IRQ mask
+    /// unchanged, if it is not.
     pub fn try_lock(&self) -> Option<IrqSpinGuard<'_, T>> {
         let daif = irq_save();
         if self

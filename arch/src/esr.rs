@@ -10,21 +10,31 @@ use core::fmt;
 #[repr(C, align(16))]
 #[derive(Clone)]
 pub struct TrapFrame {
+    /// General registers x0..=x30.
     pub x: [u64; 31],
     /// Stack pointer at the time of the exception.
     pub sp: u64,
+    /// ELR_EL1: where the interrupted context resumes.
     pub elr: u64,
+    /// SPSR_EL1: the interrupted context's PSTATE.
     pub spsr: u64,
+    /// FP status register.
     pub fpsr: u64,
+    /// FP control register.
     pub fpcr: u64,
+    /// FP/SIMD registers q0..=q31.
     pub q: [u128; 32],
 }
 
-/// Byte offsets used by the vector assembly.
+/// Size of a [`TrapFrame`], used by the vector assembly.
 pub const FRAME_SIZE: usize = 800;
+/// Offset of [`TrapFrame::sp`], used by the vector assembly.
 pub const FRAME_SP: usize = 248;
+/// Offset of [`TrapFrame::elr`], used by the vector assembly.
 pub const FRAME_ELR: usize = 256;
+/// Offset of [`TrapFrame::fpsr`], used by the vector assembly.
 pub const FRAME_FPSR: usize = 272;
+/// Offset of [`TrapFrame::q`], used by the vector assembly.
 pub const FRAME_Q: usize = 288;
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == FRAME_SIZE);
 const _: () = assert!(core::mem::offset_of!(TrapFrame, sp) == FRAME_SP);
@@ -36,13 +46,18 @@ const _: () = assert!(core::mem::offset_of!(TrapFrame, q) == FRAME_Q);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum VectorKind {
+    /// Synchronous exception (abort, SVC, trapped instruction, ...).
     Sync = 0,
+    /// IRQ.
     Irq = 1,
+    /// FIQ.
     Fiq = 2,
+    /// System error.
     SError = 3,
 }
 
 impl VectorKind {
+    /// The kind of vector entry `i` (its position within a group of four).
     pub fn from_index(i: u64) -> VectorKind {
         match i & 3 {
             0 => VectorKind::Sync,
@@ -66,9 +81,11 @@ impl Esr {
     pub fn iss(self) -> u32 {
         (self.0 & 0x1ff_ffff) as u32
     }
+    /// Data abort taken from EL1 (the kernel itself).
     pub fn is_data_abort_same_el(self) -> bool {
         self.ec() == 0x25
     }
+    /// Instruction or data abort, from either EL.
     pub fn is_abort(self) -> bool {
         matches!(self.ec(), 0x20 | 0x21 | 0x24 | 0x25)
     }
@@ -80,6 +97,7 @@ impl Esr {
     pub fn fault_status(self) -> u8 {
         (self.iss() & 0x3f) as u8
     }
+    /// Human-readable name of the exception class.
     pub fn class_name(self) -> &'static str {
         match self.ec() {
             0x00 => "Unknown reason",
@@ -106,6 +124,7 @@ impl Esr {
             _ => "Reserved/unhandled class",
         }
     }
+    /// Human-readable name of an abort's fault status.
     pub fn fault_name(self) -> &'static str {
         match self.fault_status() {
             0x00..=0x03 => "address size fault",
@@ -152,9 +171,13 @@ impl fmt::Display for Esr {
 /// The multi-line dump printed for an unexpected exception: one `Display` line per row so
 /// the console can print it line by line.
 pub struct Dump<'a> {
+    /// The vector taken.
     pub kind: VectorKind,
+    /// ESR_EL1 at the exception.
     pub esr: Esr,
+    /// FAR_EL1 at the exception (the faulting address of an abort).
     pub far: u64,
+    /// The saved registers.
     pub frame: &'a TrapFrame,
 }
 

@@ -80,17 +80,25 @@ register_structs! {
 /// Where the kernel mapped the GIC (virtual addresses).
 #[derive(Debug, Clone, Copy)]
 pub enum GicConfig {
+    /// GICv2: distributor and CPU interface.
     V2 {
+        /// Distributor registers.
         gicd_va: usize,
+        /// CPU interface registers.
         gicc_va: usize,
     },
+    /// GICv3: distributor and redistributors (the CPU interface is system registers).
     V3 {
+        /// Distributor registers.
         gicd_va: usize,
+        /// First redistributor frame.
         gicr_va: usize,
+        /// Bytes of the redistributor region.
         gicr_size: usize,
     },
 }
 
+/// Why a GIC call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GicError {
     /// No redistributor frame matches this CPU's MPIDR.
@@ -301,7 +309,9 @@ fn find_redistributor(base: usize, size: usize) -> Result<usize, GicError> {
 /// Trigger mode of an interrupt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// Level-sensitive.
     Level,
+    /// Edge-triggered.
     Edge,
 }
 

@@ -18,6 +18,7 @@ static HANDLERS: [AtomicUsize; MAX_INTID] = [const { AtomicUsize::new(0) }; MAX_
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 static UNHANDLED: AtomicU64 = AtomicU64::new(0);
 
+/// Why a handler could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IrqError {
     /// The INTID is outside the table.

@@ -27,8 +27,11 @@ pub const KIMAGE_VA: u64 = 0xffff_ffff_8000_0000;
 /// Offset of `_start` from KIMAGE_VA (the arm64 Image header's text_offset).
 pub const TEXT_OFFSET: u64 = 0x8_0000;
 
+/// Bytes of a page (the 4 KiB translation granule).
 pub const PAGE_SIZE: u64 = 4096;
+/// Bytes of a level-2 block mapping.
 pub const BLOCK_2M: u64 = 2 << 20;
+/// Bytes of a level-1 block mapping.
 pub const BLOCK_1G: u64 = 1 << 30;
 
 /// Most CPUs the kernel starts (static per-CPU stacks and data).

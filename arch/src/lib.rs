@@ -5,14 +5,22 @@
 //!
 //! Split:
 //! - Pure logic that runs under host `cargo test`: [`layout`] (the virtual memory map),
-//!   [`pgtable`] (descriptor encoding and the table walker over a memory trait),
+//!   [`pgtable`] (descriptor encoding and the table walker over the `unsafe trait
+//!   TableMemory`, table pages named by `TablePa`),
 //!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry).
 //! - Hardware glue, only for `target_os = "none"`: [`boot`] (entry, EL2 -> EL1, first page
 //!   tables), [`exception`] (vectors, trap frame, fixup table), [`mmu`] (the live kernel
 //!   page table), [`gic`], [`timer`], [`psci`], [`cpu`],
 //!   [`context`] (thread context switch), [`uspace`] (per-task TTBR0 address spaces).
+//!
+//! Contracts the kernel must keep are `unsafe fn`s with a `# Safety` section: the one-time
+//! setup others rely on (`mmu::init`, `mmu::set_table_allocator`, `gic::init`), whatever
+//! takes an address or an allocator on trust (`mmio::Mmio::new`, `pgtable::TablePa::new`,
+//! `uspace::AddressSpace::new`), and the context switch. Every public item is documented
+//! (`missing_docs`, which CI's `-D warnings` makes an error).
 #![cfg_attr(target_os = "none", no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod esr;
 pub mod irq;

@@ -21,6 +21,7 @@ impl<T> Mmio<T> {
         }
     }
 
+    /// The virtual address of the register block.
     pub fn base(&self) -> usize {
         self.base
     }

@@ -1,10 +1,12 @@
 //! The live kernel translation tables (TTBR1): the W^X image mapping and the linear map,
 //! grown and shrunk at run time with broadcast TLB maintenance.
 //!
-//! State (behind one IRQ-safe lock, [`KERNEL_PT`]): the root table's physical address and
+//! State (behind one IRQ-safe lock, `KERNEL_PT`): the root table (none until [`init`]) and
 //! where new table pages come from. Until the page allocator is up, table pages come from a
 //! static pool inside the image (`EARLY_POOL`); afterwards from a frame-allocator hook the
-//! kernel installs with [`set_table_allocator`].
+//! kernel installs with [`set_table_allocator`]. Both are `unsafe fn`: [`init`] switches the
+//! CPU's tables and may run only once, and every mapping relies on the pages the hook
+//! returns being fit to be tables (the hook's contract is [`TableMemory`]'s point 2).
 //!
 //! Table pages are reached through a virtual address chosen by where they live: pages inside
 //! the kernel image (the early pool) through the image mapping, every other page through the
@@ -16,7 +18,7 @@
 
 use crate::cpu::IrqSpinLock;
 use crate::layout::{phys_to_virt, KIMAGE_VA, PAGE_SIZE, TEXT_OFFSET};
-use crate::pgtable::{self, Attrs, Granule, MapError, TableMemory, ENTRIES};
+use crate::pgtable::{self, Attrs, Granule, MapError, TableMemory, TablePa, ENTRIES};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const EARLY_POOL_PAGES: usize = 64;
@@ -38,37 +40,51 @@ struct KernelMem {
     alloc: Option<TableAllocator>,
 }
 
-impl TableMemory for KernelMem {
-    fn alloc_table(&mut self) -> Option<u64> {
+// SAFETY: point 1: `table` reads a table page where it lives (`table_va`): the image mapping
+// for early-pool pages, the linear map for the others, the same physical memory the MMU
+// walks. Point 2: pool pages and the allocator's pages are fresh, zeroed tables (below).
+unsafe impl TableMemory for KernelMem {
+    fn alloc_table(&mut self) -> Option<TablePa> {
         if let Some(f) = self.alloc {
-            return f();
+            let pa = f()?;
+            // SAFETY: `set_table_allocator`'s contract: `f` returns zeroed, 4 KiB-aligned RAM
+            // pages that nothing else uses and that are never freed.
+            return Some(unsafe { TablePa::new(pa) });
         }
         if self.pool_used == EARLY_POOL_PAGES {
             return None;
         }
         let va = &raw const EARLY_POOL as u64 + (self.pool_used * 4096) as u64;
         self.pool_used += 1;
-        // Pool pages are zero (in .bss) and each is handed out once.
-        Some(image_virt_to_phys(va))
+        // SAFETY: pool pages are 4 KiB aligned and zero (in .bss), each is handed out once,
+        // and nothing but this tree uses the pool.
+        Some(unsafe { TablePa::new(image_virt_to_phys(va)) })
     }
 
-    fn table(&self, pa: u64) -> &[AtomicU64; ENTRIES] {
-        let va = table_va(pa);
-        // SAFETY: `pa` is a table page of this tree: either an early-pool page (mapped by the
-        // image mapping) or a page from the table allocator (mapped by the linear map, which
-        // covers all RAM before the allocator is installed). It is 4 KiB aligned and only
-        // ever accessed as atomics by the walker and the MMU.
+    fn table(&self, t: TablePa) -> &[AtomicU64; ENTRIES] {
+        let va = table_va(t.pa());
+        // SAFETY: `t` is a table page (`TablePa`'s invariant) of this tree: either an
+        // early-pool page (mapped by the image mapping) or a page from the table allocator
+        // (mapped by the linear map: `set_table_allocator`'s contract). It is 4 KiB aligned
+        // and only ever accessed as atomics by the walker and the MMU.
         unsafe { &*(va as *const [AtomicU64; ENTRIES]) }
     }
 }
 
 struct KernelPt {
-    root: u64,
+    /// `None` until [`init`].
+    root: Option<TablePa>,
     mem: KernelMem,
 }
 
+impl KernelPt {
+    fn root(&self) -> TablePa {
+        self.root.expect("mmu::init has not run")
+    }
+}
+
 static KERNEL_PT: IrqSpinLock<KernelPt> = IrqSpinLock::new(KernelPt {
-    root: 0,
+    root: None,
     mem: KernelMem {
         pool_used: 0,
         alloc: None,
@@ -113,7 +129,16 @@ fn table_va(pa: u64) -> u64 {
 
 /// Builds the final TTBR1 tables with the image mapped W^X and switches to them.
 /// `kimage_pa` is the physical address KIMAGE_VA maps (from the boot code).
-pub fn init(kimage_pa: u64) -> Result<(), MapError> {
+///
+/// # Safety
+/// 1. Called once, on the boot CPU, before any other function of this module and before
+///    other CPUs start: a second call would switch TTBR1 to fresh tables without the
+///    mappings made since, under code that uses them.
+/// 2. The CPU still runs on the boot tables, with the boot identity map (TTBR0) that the
+///    switch trampoline runs from.
+/// 3. `kimage_pa` is the physical address that KIMAGE_VA maps (the boot code's second
+///    argument to `kernel_main`), so the new tables map the image where it is.
+pub unsafe fn init(kimage_pa: u64) -> Result<(), MapError> {
     KIMAGE_PA.store(kimage_pa, Ordering::Relaxed);
     // SAFETY: linker-script symbols; only their addresses are used.
     let (start, text_end, ro_end, end) = unsafe {
@@ -127,7 +152,7 @@ pub fn init(kimage_pa: u64) -> Result<(), MapError> {
     KIMAGE_LEN.store(end - KIMAGE_VA, Ordering::Relaxed);
     let mut pt = KERNEL_PT.lock();
     let root = pt.mem.alloc_table().ok_or(MapError::OutOfTables)?;
-    pt.root = root;
+    pt.root = Some(root);
     let p = |va| image_virt_to_phys(va);
     // The 512 KiB below _start (text_offset gap) is left unmapped.
     pgtable::map(
@@ -160,23 +185,28 @@ pub fn init(kimage_pa: u64) -> Result<(), MapError> {
     // Jump to the trampoline through its identity-mapped physical address.
     let tramp_pa = image_virt_to_phys(crate::boot::switch_ttbr1_va());
     // SAFETY: the trampoline is a leaf routine that only writes TTBR1_EL1 and invalidates the
-    // TLB; it runs from the boot identity map (TTBR0), and the new tables map the image at
-    // the same virtual addresses with the same physical pages, so the return address and
-    // stack stay valid.
+    // TLB; it runs from the boot identity map (TTBR0, live by point 2 of the contract), and
+    // the new tables map the image at the same virtual addresses with the same physical
+    // pages (point 3), so the return address and stack stay valid.
     unsafe {
         let f: extern "C" fn(u64) = core::mem::transmute(tramp_pa as usize);
-        f(root);
+        f(root.pa());
     }
     Ok(())
 }
 
 /// Physical address of the kernel root table (for secondary CPUs).
 pub fn kernel_root() -> u64 {
-    KERNEL_PT.lock().root
+    KERNEL_PT.lock().root().pa()
 }
 
 /// Installs the allocator that provides table pages once the page allocator is up.
-pub fn set_table_allocator(f: TableAllocator) {
+///
+/// # Safety
+/// Every page `f` returns is a 4 KiB-aligned, zeroed page of RAM that the linear map covers
+/// (now, and for every page `f` may return later), that nothing else uses, and that is
+/// never freed: it becomes part of the kernel's tables for good.
+pub unsafe fn set_table_allocator(f: TableAllocator) {
     KERNEL_PT.lock().mem.alloc = Some(f);
 }
 
@@ -188,7 +218,7 @@ pub fn early_pool_used() -> usize {
 /// Maps `[pa, pa + size)` into the linear map with leaves of at most `max`.
 pub fn map_linear(pa: u64, size: u64, attrs: Attrs, max: Granule) -> Result<(), MapError> {
     let mut pt = KERNEL_PT.lock();
-    let root = pt.root;
+    let root = pt.root();
     let r = pgtable::map(&mut pt.mem, root, phys_to_virt(pa), pa, size, attrs, max);
     // Make the new entries visible to the walkers before anyone uses the mapping.
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
@@ -200,7 +230,7 @@ pub fn map_linear(pa: u64, size: u64, attrs: Attrs, max: Granule) -> Result<(), 
 /// Fails (changing nothing) if that would split a block mapping.
 pub fn unmap_linear(pa: u64, size: u64) -> Result<u64, MapError> {
     let mut pt = KERNEL_PT.lock();
-    let root = pt.root;
+    let root = pt.root();
     let va = phys_to_virt(pa);
     let n = pgtable::unmap(&mut pt.mem, root, va, size)?;
     flush_tlb_range(va, size);
@@ -227,7 +257,7 @@ pub fn map_mmio(pa: u64, size: u64) -> Result<u64, MapError> {
 /// What the linear map holds at `pa`, if anything.
 pub fn translate_linear(pa: u64) -> Option<(u64, Attrs)> {
     let pt = KERNEL_PT.lock();
-    pgtable::translate(&pt.mem, pt.root, phys_to_virt(pa))
+    pgtable::translate(&pt.mem, pt.root(), phys_to_virt(pa))
 }
 
 /// Broadcast invalidation of `[va, va + size)` on every CPU (inner shareable).

@@ -3,11 +3,16 @@
 //!
 //! The walker is plain logic over [`TableMemory`], which hands out zeroed table pages and
 //! lets the walker read and write their 512 entries. The kernel implements it over the linear
-//! map; host tests implement it over boxed arrays. Entries are `AtomicU64` because the
-//! hardware walker (and other CPUs' walkers) read them concurrently: every update is a single
-//! 64-bit store, and a live entry is only ever changed invalid -> valid (map) or
-//! valid -> invalid (unmap). Changing a valid entry in place (break-before-make) is never
-//! needed because:
+//! map; host tests implement it over boxed arrays. Table pages are named by [`TablePa`], which
+//! only a table allocation or an `unsafe` constructor (for roots) makes, so safe code cannot
+//! point the walker at an arbitrary address. `TableMemory` is an `unsafe trait`: the MMU
+//! follows what the walker writes, so "the entries of table `t`" must be exactly the memory
+//! at `t` (the trait's safety section).
+//!
+//! Entries are `AtomicU64` because the hardware walker (and other CPUs' walkers) read them
+//! concurrently: every update is a single 64-bit store, and a live entry is only ever
+//! changed invalid -> valid (map) or valid -> invalid (unmap). Changing a valid entry in
+//! place (break-before-make) is never needed because:
 //! - [`map`] refuses to overwrite a valid entry ([`MapError::AlreadyMapped`]);
 //! - [`unmap`] refuses to split a block ([`MapError::WouldSplitBlock`]). Hot-added memory is
 //!   mapped with at most [`Granule::Block2M`], and hotplug removes whole 2 MiB pageblocks, so
@@ -27,7 +32,7 @@ use tock_registers::registers::InMemoryRegister;
 
 register_bitfields! {u64,
     /// A stage-1 descriptor at any level (ARM ARM D8.3, VMSAv8-64 descriptor formats).
-    pub DESC [
+    DESC [
         VALID OFFSET(0) NUMBITS(1) [],
         /// Levels 0-2: 1 = table, 0 = block. Level 3: must be 1 (page).
         TYPE OFFSET(1) NUMBITS(1) [Block = 0, TableOrPage = 1],
@@ -45,13 +50,17 @@ register_bitfields! {u64,
     ]
 }
 
-/// MAIR_EL1 attribute indices; `boot.rs` programs MAIR_EL1 = [`MAIR_VALUE`].
+/// MAIR_EL1 attribute index of Device-nGnRE memory; `boot.rs` programs MAIR_EL1 =
+/// [`MAIR_VALUE`].
 pub const MAIR_DEVICE_NGNRE: u64 = 0;
+/// MAIR_EL1 attribute index of Normal write-back memory.
 pub const MAIR_NORMAL_WB: u64 = 1;
+/// MAIR_EL1 attribute index of Normal non-cacheable memory.
 pub const MAIR_NORMAL_NC: u64 = 2;
 /// Attr0 = Device-nGnRE (0x04), Attr1 = Normal WB RW-allocate (0xff), Attr2 = Normal NC (0x44).
 pub const MAIR_VALUE: u64 = 0x04 | (0xff << 8) | (0x44 << 16);
 
+/// Entries of a table page (4 KiB of 8-byte descriptors).
 pub const ENTRIES: usize = 512;
 const LEVEL_SHIFT: [u32; 4] = [39, 30, 21, 12];
 const OA_MASK: u64 = ((1 << 48) - 1) & !0xfff;
@@ -59,35 +68,45 @@ const OA_MASK: u64 = ((1 << 48) - 1) & !0xfff;
 /// Memory type of a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemType {
+    /// Normal memory, write-back cacheable, inner shareable (RAM).
     Normal,
+    /// Normal memory, non-cacheable.
     NormalNonCacheable,
+    /// Device-nGnRE memory (MMIO).
     Device,
 }
 
 /// Attributes of a mapping (always EL1-only; EL0 never gets kernel memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attrs {
+    /// Memory type.
     pub mem: MemType,
+    /// EL1 may write (else read-only).
     pub writable: bool,
+    /// EL1 may execute (never EL0).
     pub executable: bool,
 }
 
 impl Attrs {
+    /// Kernel data: normal, read-write, never executable.
     pub const RAM: Attrs = Attrs {
         mem: MemType::Normal,
         writable: true,
         executable: false,
     };
+    /// Device registers: device memory, read-write, never executable.
     pub const MMIO: Attrs = Attrs {
         mem: MemType::Device,
         writable: true,
         executable: false,
     };
+    /// Kernel code: normal, read-only, executable.
     pub const TEXT: Attrs = Attrs {
         mem: MemType::Normal,
         writable: false,
         executable: true,
     };
+    /// Kernel constants: normal, read-only, never executable.
     pub const RODATA: Attrs = Attrs {
         mem: MemType::Normal,
         writable: false,
@@ -139,11 +158,15 @@ impl Attrs {
 /// Largest leaf size the walker may use for a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Granule {
+    /// 4 KiB pages only.
     Page4K,
+    /// Up to 2 MiB blocks.
     Block2M,
+    /// Up to 1 GiB blocks.
     Block1G,
 }
 
+/// Why the walker refused a change (see each call for what it leaves behind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapError {
     /// va, pa or size is not 4 KiB aligned, or the range wraps.
@@ -156,12 +179,59 @@ pub enum MapError {
     WouldSplitBlock(u64),
 }
 
+/// The physical address of a translation-table page: what a table descriptor and a TTBR
+/// point at.
+///
+/// Made by a [`TableMemory::alloc_table`] implementation or for a root, both through the
+/// `unsafe` [`TablePa::new`]; the walker makes more only from the table descriptors of a
+/// tree, which point at such pages. So safe code can hand the walker no other address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TablePa(u64);
+
+impl TablePa {
+    /// Names the table page at physical address `pa`.
+    ///
+    /// # Safety
+    /// `pa` is a 4 KiB-aligned page that was zero when it first became a table, and that is
+    /// used as a translation table and nothing else (its entries only read and written as
+    /// atomics) for as long as this value, a copy of it, or a tree linking it is in use.
+    pub const unsafe fn new(pa: u64) -> TablePa {
+        TablePa(pa)
+    }
+
+    /// The physical address.
+    pub const fn pa(self) -> u64 {
+        self.0
+    }
+
+    /// The table a table descriptor points at (a tree links only table pages).
+    fn of_desc(desc: u64) -> TablePa {
+        TablePa(desc & OA_MASK)
+    }
+}
+
 /// Where the walker gets and reads table pages.
-pub trait TableMemory {
-    /// A new table page, zeroed, as a physical address (4 KiB aligned).
-    fn alloc_table(&mut self) -> Option<u64>;
-    /// The entries of the table page at `pa` (a page this tree links to).
-    fn table(&self, pa: u64) -> &[AtomicU64; ENTRIES];
+///
+/// # Safety
+/// Whoever installs a tree built through an implementation (loads a TTBR with its root)
+/// relies on the MMU translating exactly what the walker wrote. An implementation
+/// guarantees:
+/// 1. [`table`](TableMemory::table)`(t)` returns the 512 entries stored at `t`'s physical
+///    address, the memory the MMU reads when it walks through `t`, valid for as long as `t`
+///    is (see [`TablePa::new`]). A host fake, which no MMU reads, returns its own copy of
+///    the table it handed out as `t`.
+/// 2. [`alloc_table`](TableMemory::alloc_table) returns only pages that meet
+///    [`TablePa::new`]'s conditions: 4 KiB aligned, zeroed, used for nothing else until the
+///    tree that links them is torn down.
+pub unsafe trait TableMemory {
+    /// The entries of the table page `t`.
+    fn table(&self, t: TablePa) -> &[AtomicU64; ENTRIES];
+
+    /// A new table page, zeroed; `None` when there is none to give. The default (for
+    /// read-only views of a tree) never has one.
+    fn alloc_table(&mut self) -> Option<TablePa> {
+        None
+    }
 }
 
 fn index(va: u64, level: usize) -> usize {
@@ -186,7 +256,7 @@ fn leaf_desc(pa: u64, attrs: Attrs, level: usize) -> u64 {
 /// the part mapped so far stays mapped (the caller unmaps it if it wants to undo).
 pub fn map(
     mem: &mut impl TableMemory,
-    root_pa: u64,
+    root: TablePa,
     va: u64,
     pa: u64,
     size: u64,
@@ -206,13 +276,13 @@ pub fn map(
         let (v, p, left) = (va + off, pa + off, size - off);
         // Walk down; place the largest leaf that fits and is allowed, descending through
         // existing tables (so a range next to smaller mappings uses smaller leaves).
-        let mut table = root_pa;
+        let mut table = root;
         let mut level = 0;
         loop {
             let slot = &mem.table(table)[index(v, level)];
             let desc = slot.load(Ordering::Acquire);
             if is_table(desc, level) {
-                table = desc & OA_MASK;
+                table = TablePa::of_desc(desc);
                 level += 1;
                 continue;
             }
@@ -226,7 +296,7 @@ pub fn map(
                 break;
             }
             let new = mem.alloc_table().ok_or(MapError::OutOfTables)?;
-            mem.table(table)[index(v, level)].store(new | 0b11, Ordering::Release);
+            mem.table(table)[index(v, level)].store(new.pa() | 0b11, Ordering::Release);
             table = new;
             level += 1;
         }
@@ -239,7 +309,7 @@ pub fn map(
 /// Returns the number of bytes that were mapped. The caller must invalidate TLBs.
 pub fn unmap(
     mem: &mut impl TableMemory,
-    root_pa: u64,
+    root: TablePa,
     va: u64,
     size: u64,
 ) -> Result<u64, MapError> {
@@ -248,7 +318,7 @@ pub fn unmap(
     }
     // First pass: check that no block straddles the range boundaries.
     for edge in [va, va + size] {
-        if let Some((level, _)) = lookup(mem, root_pa, edge) {
+        if let Some((level, _)) = lookup(mem, root, edge) {
             let bs = block_size(level);
             let base = edge & !(bs - 1);
             if base != edge && base < va + size && base + bs > va {
@@ -259,48 +329,50 @@ pub fn unmap(
     let mut unmapped = 0;
     let mut v = va;
     while v < va + size {
-        match lookup(mem, root_pa, v) {
+        match lookup(mem, root, v) {
             Some((level, _)) => {
-                let table = table_at(mem, root_pa, v, level).expect("lookup found a leaf");
+                let table = table_at(mem, root, v, level).expect("lookup found a leaf");
                 mem.table(table)[index(v, level)].store(0, Ordering::Release);
                 unmapped += block_size(level);
                 v += block_size(level);
             }
-            None => v = next_boundary(mem, root_pa, v),
+            None => v = next_boundary(mem, root, v),
         }
     }
     Ok(unmapped)
 }
 
 /// The next va after `va` where a mapping could start (skips whole empty tables).
-fn next_boundary(mem: &impl TableMemory, root_pa: u64, va: u64) -> u64 {
-    let mut table = root_pa;
+fn next_boundary(mem: &impl TableMemory, root: TablePa, va: u64) -> u64 {
+    let mut table = root;
     for l in 0..4 {
         let desc = mem.table(table)[index(va, l)].load(Ordering::Acquire);
         if !is_table(desc, l) {
             let bs = block_size(l);
             return (va & !(bs - 1)) + bs;
         }
-        table = desc & OA_MASK;
+        table = TablePa::of_desc(desc);
     }
     va + 4096
 }
 
-fn table_at(mem: &impl TableMemory, root_pa: u64, va: u64, level: usize) -> Option<u64> {
-    let mut table = root_pa;
+/// The table at `level` on the walk to `va` (`level` 0 is `root`, 3 the table holding
+/// `va`'s page entry); `None` if a level above holds no table (nothing, or a block).
+pub fn table_at(mem: &impl TableMemory, root: TablePa, va: u64, level: usize) -> Option<TablePa> {
+    let mut table = root;
     for l in 0..level {
         let desc = mem.table(table)[index(va, l)].load(Ordering::Acquire);
         if !is_table(desc, l) {
             return None;
         }
-        table = desc & OA_MASK;
+        table = TablePa::of_desc(desc);
     }
     Some(table)
 }
 
 /// The leaf mapping `va`: its level and descriptor.
-pub fn lookup(mem: &impl TableMemory, root_pa: u64, va: u64) -> Option<(usize, u64)> {
-    let mut table = root_pa;
+pub fn lookup(mem: &impl TableMemory, root: TablePa, va: u64) -> Option<(usize, u64)> {
+    let mut table = root;
     for l in 0..4 {
         let desc = mem.table(table)[index(va, l)].load(Ordering::Acquire);
         if desc & 1 == 0 {
@@ -309,14 +381,14 @@ pub fn lookup(mem: &impl TableMemory, root_pa: u64, va: u64) -> Option<(usize, u
         if !is_table(desc, l) {
             return Some((l, desc));
         }
-        table = desc & OA_MASK;
+        table = TablePa::of_desc(desc);
     }
     None
 }
 
 /// Physical address `va` translates to, with the leaf's attributes.
-pub fn translate(mem: &impl TableMemory, root_pa: u64, va: u64) -> Option<(u64, Attrs)> {
-    let (level, desc) = lookup(mem, root_pa, va)?;
+pub fn translate(mem: &impl TableMemory, root: TablePa, va: u64) -> Option<(u64, Attrs)> {
+    let (level, desc) = lookup(mem, root, va)?;
     let bs = block_size(level);
     Some((
         (desc & OA_MASK & !(bs - 1)) | (va & (bs - 1)),
@@ -366,33 +438,25 @@ pub fn parse_migration_entry(desc: u64) -> Option<u64> {
     (desc & 0xfff == MIGRATION_TAG).then_some(desc >> 12)
 }
 
-/// The physical address of the level-3 table holding `va`'s entry. With `create`, missing
-/// tables are allocated; without it `Ok(None)` means no such table. Levels 0-2 must hold
-/// tables or nothing (a block is [`MapError::AlreadyMapped`]).
-pub fn l3_table(
-    mem: &mut impl TableMemory,
-    root_pa: u64,
-    va: u64,
-    create: bool,
-) -> Result<Option<u64>, MapError> {
-    let mut table = root_pa;
+/// The level-3 table holding `va`'s entry, allocating missing tables on the way. Levels 0-2
+/// must hold tables or nothing (a block is [`MapError::AlreadyMapped`]). To find the table
+/// without creating any, use [`table_at`] with level 3.
+pub fn l3_table(mem: &mut impl TableMemory, root: TablePa, va: u64) -> Result<TablePa, MapError> {
+    let mut table = root;
     for level in 0..3 {
         let desc = mem.table(table)[index(va, level)].load(Ordering::Acquire);
         if is_table(desc, level) {
-            table = desc & OA_MASK;
+            table = TablePa::of_desc(desc);
             continue;
         }
         if desc & 1 != 0 {
             return Err(MapError::AlreadyMapped(va & !(block_size(level) - 1)));
         }
-        if !create {
-            return Ok(None);
-        }
         let new = mem.alloc_table().ok_or(MapError::OutOfTables)?;
-        mem.table(table)[index(va, level)].store(new | 0b11, Ordering::Release);
+        mem.table(table)[index(va, level)].store(new.pa() | 0b11, Ordering::Release);
         table = new;
     }
-    Ok(Some(table))
+    Ok(table)
 }
 
 /// Index of `va`'s entry in its level-3 table.
@@ -400,22 +464,22 @@ pub fn l3_index(va: u64) -> usize {
     index(va, 3)
 }
 
-/// Calls `f` with every table page below `root_pa` (not the root), children first: used to
+/// Calls `f` with every table page below `root` (not the root), children first: used to
 /// free a tree. Only table descriptors are followed (4 KiB-page trees have no blocks).
-pub fn for_each_subtable(mem: &impl TableMemory, root_pa: u64, f: &mut impl FnMut(u64)) {
-    fn walk(mem: &impl TableMemory, table: u64, level: usize, f: &mut impl FnMut(u64)) {
+pub fn for_each_subtable(mem: &impl TableMemory, root: TablePa, f: &mut impl FnMut(TablePa)) {
+    fn walk(mem: &impl TableMemory, table: TablePa, level: usize, f: &mut impl FnMut(TablePa)) {
         if level == 3 {
             return;
         }
         for e in mem.table(table).iter() {
             let d = e.load(Ordering::Acquire);
             if is_table(d, level) {
-                walk(mem, d & OA_MASK, level + 1, f);
-                f(d & OA_MASK);
+                walk(mem, TablePa::of_desc(d), level + 1, f);
+                f(TablePa::of_desc(d));
             }
         }
     }
-    walk(mem, root_pa, 0, f);
+    walk(mem, root, 0, f);
 }
 
 #[cfg(test)]
@@ -431,7 +495,7 @@ mod tests {
     }
 
     impl FakeMem {
-        fn new() -> (Self, u64) {
+        fn new() -> (Self, TablePa) {
             let mut m = FakeMem {
                 next: 0x1000_0000,
                 limit: usize::MAX,
@@ -442,8 +506,10 @@ mod tests {
         }
     }
 
-    impl TableMemory for FakeMem {
-        fn alloc_table(&mut self) -> Option<u64> {
+    // SAFETY: no MMU reads these tables; `table(t)` is the boxed array handed out as `t`
+    // (point 1), and each new one is zeroed and handed out once (point 2).
+    unsafe impl TableMemory for FakeMem {
+        fn alloc_table(&mut self) -> Option<TablePa> {
             if self.tables.len() >= self.limit {
                 return None;
             }
@@ -451,10 +517,11 @@ mod tests {
             self.next += 4096;
             self.tables
                 .insert(pa, Box::new(core::array::from_fn(|_| AtomicU64::new(0))));
-            Some(pa)
+            // SAFETY: a new, zeroed, page-aligned fake table, used only as a table.
+            Some(unsafe { TablePa::new(pa) })
         }
-        fn table(&self, pa: u64) -> &[AtomicU64; ENTRIES] {
-            &self.tables[&pa]
+        fn table(&self, t: TablePa) -> &[AtomicU64; ENTRIES] {
+            &self.tables[&t.pa()]
         }
     }
 
@@ -637,15 +704,15 @@ mod tests {
     fn user_pages_and_subtables() {
         let (mut m, root) = FakeMem::new();
         let va = 0x1000_0000u64;
-        assert_eq!(l3_table(&mut m, root, va, false), Ok(None));
-        let t = l3_table(&mut m, root, va, true).unwrap().unwrap();
+        assert_eq!(table_at(&m, root, va, 3), None);
+        let t = l3_table(&mut m, root, va).unwrap();
         let d = user_page_desc(0x8000_1000, false);
         assert_eq!(d & DESC_NG, DESC_NG);
         assert_eq!(desc_addr(d), 0x8000_1000);
         m.table(t)[l3_index(va)].store(d, Ordering::Release);
         assert_eq!(lookup(&m, root, va), Some((3, d)));
         assert!(!Attrs::from_desc(d).writable);
-        assert_eq!(l3_table(&mut m, root, va + 4096, false), Ok(Some(t)));
+        assert_eq!(table_at(&m, root, va + 4096, 3), Some(t));
         let mut n = 0;
         for_each_subtable(&m, root, &mut |_| n += 1);
         assert_eq!(n, 3, "L1, L2 and L3 below the root");

@@ -7,24 +7,37 @@ const CPU_ON_64: u64 = 0xc400_0003;
 const SYSTEM_OFF: u64 = 0x8400_0008;
 const SYSTEM_RESET: u64 = 0x8400_0009;
 
+/// The conduit of PSCI calls (the DT's `/psci` `method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `hvc #0`: handled by a hypervisor.
     Hvc,
+    /// `smc #0`: handled by secure firmware.
     Smc,
 }
 
 /// PSCI return codes (negative values of the spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PsciError {
+    /// NOT_SUPPORTED (-1).
     NotSupported,
+    /// INVALID_PARAMETERS (-2).
     InvalidParameters,
+    /// DENIED (-3).
     Denied,
+    /// ALREADY_ON (-4).
     AlreadyOn,
+    /// ON_PENDING (-5).
     OnPending,
+    /// INTERNAL_FAILURE (-6).
     InternalFailure,
+    /// NOT_PRESENT (-7).
     NotPresent,
+    /// DISABLED (-8).
     Disabled,
+    /// INVALID_ADDRESS (-9).
     InvalidAddress,
+    /// Any other negative value.
     Unknown(i64),
     /// No method configured (the DT has no `/psci`).
     NoMethod,
@@ -32,6 +45,7 @@ pub enum PsciError {
 
 static METHOD: AtomicU8 = AtomicU8::new(0);
 
+/// Selects the conduit for every later call.
 pub fn set_method(m: Method) {
     METHOD.store(if m == Method::Hvc { 1 } else { 2 }, Ordering::Release);
 }

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 static TICK_INTERVAL: AtomicU64 = AtomicU64::new(0);
 
+/// Counter frequency (CNTFRQ_EL0).
 pub fn frequency_hz() -> u64 {
     CNTFRQ_EL0.get()
 }

@@ -2,7 +2,10 @@
 //! the virtual address space, tagged with an ASID.
 //!
 //! Model: an [`AddressSpace`] owns its table pages (root, and level 1-3 tables created on
-//! demand) and an ASID; it does not own the pages it maps (their owner frees them). Kernel
+//! demand) and an ASID; it does not own the pages it maps (their owner frees them). Table
+//! pages come from the allocator given to the `unsafe` [`AddressSpace::new`], whose contract
+//! is what makes them fit to be tables ([`TablePa`]); reads walk the tree through the linear
+//! map without allocating ([`pgtable::table_at`]). Kernel
 //! threads use it at EL1: the scheduler calls [`AddressSpace::activate`] when it switches to
 //! a task that has one (TTBR0 = root | ASID, TTBR0 walks on) and [`deactivate`] for a task
 //! without one (walks off, TTBR0 = reserved ASID 0 with no tables). Leaves are non-global
@@ -31,7 +34,7 @@
 
 use crate::cpu::IrqSpinLock;
 use crate::layout::phys_to_virt;
-use crate::pgtable::{self, MapError, TableMemory, ENTRIES};
+use crate::pgtable::{self, MapError, TableMemory, TablePa, ENTRIES};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{Readable, Writeable, ID_AA64MMFR0_EL1, TCR_EL1, TTBR0_EL1};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +49,7 @@ pub const USER_VA_END: u64 = 1 << 48;
 /// TCR_EL1.AS: 16-bit ASIDs.
 const TCR_AS: u64 = 1 << 36;
 
+/// Why an address space could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsError {
     /// Every ASID is in use.
@@ -102,32 +106,45 @@ fn free_asid(a: u16) {
     ASIDS.lock().used[a / 64] &= !(1 << (a % 64));
 }
 
+/// A read-only view of address-space tables, reached through the linear map.
+struct Linear;
+
+// SAFETY: point 1: `entries` reads the page at the table's physical address through the
+// linear map. Point 2: it allocates nothing.
+unsafe impl TableMemory for Linear {
+    fn table(&self, t: TablePa) -> &[AtomicU64; ENTRIES] {
+        entries(t)
+    }
+}
+
 /// Table pages, reached through the linear map; allocation only from `spare` (filled by the
 /// caller with the lock dropped).
 struct Tables {
-    spare: [u64; 3],
+    spare: [Option<TablePa>; 3],
 }
 
-impl TableMemory for Tables {
-    fn alloc_table(&mut self) -> Option<u64> {
-        let slot = self.spare.iter_mut().find(|p| **p != 0)?;
-        Some(core::mem::take(slot))
+// SAFETY: point 1: as for `Linear`. Point 2: spare pages come from the space's `TableAlloc`,
+// whose contract (`AddressSpace::new`) makes them fresh, zeroed tables; each is taken once.
+unsafe impl TableMemory for Tables {
+    fn table(&self, t: TablePa) -> &[AtomicU64; ENTRIES] {
+        entries(t)
     }
-    fn table(&self, pa: u64) -> &[AtomicU64; ENTRIES] {
-        table_at(pa)
+    fn alloc_table(&mut self) -> Option<TablePa> {
+        self.spare.iter_mut().find_map(Option::take)
     }
 }
 
-fn table_at(pa: u64) -> &'static [AtomicU64; ENTRIES] {
-    // SAFETY: `pa` is a table page of a live address space (allocated zeroed by the
-    // TableAlloc, 4 KiB aligned, in RAM covered by the linear map); tables are only freed
-    // when the space is dropped, and entries are only accessed as atomics.
-    unsafe { &*(phys_to_virt(pa) as *const [AtomicU64; ENTRIES]) }
+fn entries(t: TablePa) -> &'static [AtomicU64; ENTRIES] {
+    // SAFETY: `t` is a table page (`TablePa`'s invariant) of a live address space: from its
+    // TableAlloc, 4 KiB aligned, in RAM covered by the linear map (`AddressSpace::new`'s
+    // contract); tables are only freed when the space is dropped, and entries are only
+    // accessed as atomics.
+    unsafe { &*(phys_to_virt(t.pa()) as *const [AtomicU64; ENTRIES]) }
 }
 
 /// One TTBR0 address space. See the module doc.
 pub struct AddressSpace {
-    root: u64,
+    root: TablePa,
     asid: u16,
     tables: IrqSpinLock<Tables>,
     alloc: TableAlloc,
@@ -135,28 +152,36 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
-    /// An empty address space with its own root table and ASID.
-    pub fn new(alloc: TableAlloc, free: TableFree) -> Result<AddressSpace, AsError> {
+    /// An empty address space with its own root table and ASID. Its table pages come from
+    /// `alloc` and go back to `free` when it is dropped.
+    ///
+    /// # Safety
+    /// Every page `alloc` returns is a 4 KiB-aligned, zeroed page of RAM that the linear map
+    /// covers and that nothing else uses until it is passed to `free`.
+    pub unsafe fn new(alloc: TableAlloc, free: TableFree) -> Result<AddressSpace, AsError> {
         let asid = alloc_asid().ok_or(AsError::NoAsid)?;
         let Some(root) = alloc() else {
             free_asid(asid);
             return Err(AsError::OutOfTables);
         };
         Ok(AddressSpace {
-            root,
+            // SAFETY: a fresh page from `alloc` (this function's contract), this space's root
+            // until `Drop` frees it.
+            root: unsafe { TablePa::new(root) },
             asid,
-            tables: IrqSpinLock::new(Tables { spare: [0; 3] }),
+            tables: IrqSpinLock::new(Tables { spare: [None; 3] }),
             alloc,
             free,
         })
     }
 
+    /// The ASID tagging this space's TLB entries.
     pub fn asid(&self) -> u16 {
         self.asid
     }
 
-    /// Physical address of the root table.
-    pub fn root(&self) -> u64 {
+    /// The root table.
+    pub fn root(&self) -> TablePa {
         self.root
     }
 
@@ -177,9 +202,9 @@ impl AddressSpace {
         loop {
             {
                 let mut t = self.tables.lock();
-                match pgtable::l3_table(&mut *t, self.root, va, true) {
-                    Ok(Some(l3)) => {
-                        let slot = &table_at(l3)[pgtable::l3_index(va)];
+                match pgtable::l3_table(&mut *t, self.root, va) {
+                    Ok(l3) => {
+                        let slot = &entries(l3)[pgtable::l3_index(va)];
                         if slot.load(Ordering::Acquire) != 0 {
                             return Err(MapError::AlreadyMapped(va));
                         }
@@ -188,7 +213,6 @@ impl AddressSpace {
                         crate::cpu::isb();
                         return Ok(());
                     }
-                    Ok(None) => unreachable!("l3_table with create returns a table"),
                     Err(MapError::OutOfTables) => {}
                     Err(e) => return Err(e),
                 }
@@ -196,8 +220,10 @@ impl AddressSpace {
             // Refill the spare tables with the lock dropped, then retry.
             let page = (self.alloc)().ok_or(MapError::OutOfTables)?;
             let mut t = self.tables.lock();
-            match t.spare.iter_mut().find(|p| **p == 0) {
-                Some(s) => *s = page,
+            match t.spare.iter_mut().find(|p| p.is_none()) {
+                // SAFETY: a fresh page from `alloc` (`AddressSpace::new`'s contract); it is a
+                // table of this space from now until `Drop` frees it.
+                Some(s) => *s = Some(unsafe { TablePa::new(page) }),
                 None => {
                     drop(t);
                     (self.free)(page);
@@ -211,9 +237,8 @@ impl AddressSpace {
         if Self::check_va(va).is_err() {
             return None;
         }
-        let mut t = Tables { spare: [0; 3] };
-        let l3 = pgtable::l3_table(&mut t, self.root, va, false).ok()??;
-        Some(&table_at(l3)[pgtable::l3_index(va)])
+        let l3 = pgtable::table_at(&Linear, self.root, va, 3)?;
+        Some(&entries(l3)[pgtable::l3_index(va)])
     }
 
     /// The raw leaf descriptor at `va` (valid, or invalid such as a migration entry);
@@ -270,7 +295,7 @@ impl AddressSpace {
 
     /// Makes this the CPU's TTBR0 space and enables TTBR0 walks. Scheduler only, IRQs masked.
     pub fn activate(&self) {
-        TTBR0_EL1.set(self.root | ((self.asid as u64) << 48));
+        TTBR0_EL1.set(self.root.pa() | ((self.asid as u64) << 48));
         crate::cpu::isb();
         TCR_EL1.set(TCR_EL1.get() & !crate::boot::TCR_EPD0);
         crate::cpu::isb();
@@ -294,13 +319,12 @@ impl Drop for AddressSpace {
     /// ASID's TLB entries on all CPUs. No CPU may have the space active.
     fn drop(&mut self) {
         self.flush_all();
-        let t = Tables { spare: [0; 3] };
         let free = self.free;
-        pgtable::for_each_subtable(&t, self.root, &mut |pa| free(pa));
-        free(self.root);
+        pgtable::for_each_subtable(&Linear, self.root, &mut |t| free(t.pa()));
+        free(self.root.pa());
         let spare = self.tables.lock().spare;
-        for p in spare.into_iter().filter(|&p| p != 0) {
-            free(p);
+        for t in spare.into_iter().flatten() {
+            free(t.pa());
         }
         free_asid(self.asid);
     }

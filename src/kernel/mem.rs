@@ -13,8 +13,8 @@ use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use hotmem::dt::BootInfo;
 use hotmem::mm::{
-    AllocFlags, CheckError, MemMapItem, MemMapStore, MemRegion, Mm, NodeId, Pfn, PhysAddr,
-    Reservation, SectionInfo, ZoneStats, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
+    AllocFlags, CheckError, MemMap, MemMapItem, MemMapStore, MemRegion, MetaPages, Mm, NodeId, Pfn,
+    PhysAddr, Reservation, SectionInfo, ZoneStats, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
 };
 use hotmem_arch::cpu::{IrqSpinGuard, IrqSpinLock};
 use hotmem_arch::layout::{self, PAGE_SIZE};
@@ -25,38 +25,42 @@ use hotmem_arch::mmu;
 pub struct KernelStore;
 
 impl MemMapStore for KernelStore {
-    fn map<T: MemMapItem>(&mut self, base: PhysAddr, len: usize) -> &'static mut [T] {
-        let va = layout::phys_to_virt(base.0) as *mut T;
-        // SAFETY: the model guarantees (store.rs, points 1-2) that `[base, base + len *
-        // size_of::<T>())` was just allocated for this purpose from RAM, is page aligned,
-        // is mapped by the linear map (all RAM is, and hot-added RAM is mapped before it is
-        // onlined), and is not referenced by anything else until `release`.
-        unsafe {
-            for i in 0..len {
-                va.add(i).write(T::EMPTY);
-            }
-            core::slice::from_raw_parts_mut(va, len)
-        }
+    fn map<T: MemMapItem>(&mut self, meta: MetaPages) -> MemMap<T> {
+        // SAFETY: the model's RAM is in the linear map (boot RAM before `Mm::boot`, plugged
+        // RAM before it is added), and `release` (the default) drops the slice.
+        unsafe { linear_map(meta, || T::EMPTY) }
     }
 
-    fn map_filled<T: MemMapItem + Copy>(
-        &mut self,
-        base: PhysAddr,
-        len: usize,
-        value: T,
-    ) -> &'static mut [T] {
-        let va = layout::phys_to_virt(base.0) as *mut T;
-        // SAFETY: as for `map` (the same model guarantees); every element is written with a
-        // valid `T` before the slice is formed.
-        unsafe {
-            for i in 0..len {
-                va.add(i).write(value);
-            }
-            core::slice::from_raw_parts_mut(va, len)
-        }
+    fn map_filled<T: MemMapItem + Copy>(&mut self, meta: MetaPages, value: T) -> MemMap<T> {
+        // SAFETY: as for `map`.
+        unsafe { linear_map(meta, || value) }
     }
+}
 
-    fn release<T: MemMapItem>(&mut self, _base: PhysAddr, _items: &'static mut [T]) {}
+/// The pages of `meta`, reached through the linear map, as a mapping whose every element is
+/// written with `fill()` before the slice is formed.
+///
+/// # Safety
+/// 1. The pages of `meta` are RAM the linear map covers (read-write, normal memory), for as
+///    long as the mapping lives. That nothing else uses them is what the handle means: only
+///    the model makes one, once per metadata allocation, and frees the pages only with the
+///    handle back.
+/// 2. The slice is not used after the handle is taken out of the mapping
+///    ([`MemMap::into_parts`]), because the model frees the pages then.
+unsafe fn linear_map<T: MemMapItem>(meta: MetaPages, mut fill: impl FnMut() -> T) -> MemMap<T> {
+    let va = layout::phys_to_virt(meta.base().0) as *mut T;
+    let len = meta.capacity::<T>();
+    // SAFETY: by point 1 `[va, va + meta.size_bytes())` is mapped RAM that only this mapping
+    // reaches; it is page aligned (so aligned for `T`) and holds `len` elements. Every element
+    // is written with a valid `T` before the slice is formed; by point 2 the slice ends with
+    // the mapping.
+    let items = unsafe {
+        for i in 0..len {
+            va.add(i).write(fill());
+        }
+        core::slice::from_raw_parts_mut(va, len)
+    };
+    MemMap::new(meta, items)
 }
 
 pub type KernelMm = Mm<KernelStore>;
@@ -149,7 +153,11 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
             );
             *mm_lock() = Some(mm);
             MM_READY.store(true, Ordering::Release);
-            mmu::set_table_allocator(alloc_table_page);
+            // SAFETY: `alloc_table_page` returns zeroed, page-aligned pages the model just
+            // allocated, unmovable, so nothing else uses them; the kernel never frees its
+            // tables. The linear map covers all boot RAM already, and plugged RAM is mapped
+            // before the model can hand it out.
+            unsafe { mmu::set_table_allocator(alloc_table_page) };
         }
         Err(e) => log::error!("mm: cannot build the memory model: {e}"),
     }

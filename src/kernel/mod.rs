@@ -73,7 +73,9 @@ static REAPER: work::Work = work::Work::new(task::reap);
 
 #[no_mangle]
 extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
-    if mmu::init(kimage_pa).is_err() {
+    // SAFETY: `kernel_main` runs once, first, on the boot CPU, still on the boot tables
+    // with their identity map; `kimage_pa` is what the boot code says KIMAGE_VA maps.
+    if unsafe { mmu::init(kimage_pa) }.is_err() {
         // No console yet: nothing to print.
         psci_off_any();
     }

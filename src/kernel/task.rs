@@ -502,7 +502,11 @@ impl WaitQueue {
 
 /// A new, empty address space whose table pages come from the memory model.
 pub fn new_address_space() -> Result<Arc<AddressSpace>, AsError> {
-    AddressSpace::new(super::mem::alloc_table_page, super::mem::free_table_page).map(Arc::new)
+    // SAFETY: `alloc_table_page` returns zeroed, page-aligned pages the memory model just
+    // allocated (so nothing else uses them until `free_table_page`), and all RAM the model
+    // hands out is in the linear map.
+    unsafe { AddressSpace::new(super::mem::alloc_table_page, super::mem::free_table_page) }
+        .map(Arc::new)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ impl<S: MemMapStore> Mm<S> {
         let t = &self.buddy.table;
         let meta = t
             .iter()
-            .map(|(nr, s)| (nr, s.mem_map_base(), MEM_MAP_BYTES))
+            .filter_map(|(nr, s)| Some((nr, s.mem_map_base()?, MEM_MAP_BYTES)))
             .chain(t.chunks().map(|(nr, base)| (nr, base, CHUNK_BYTES)));
         for (nr, base, bytes) in meta {
             let first = base.pfn_down();

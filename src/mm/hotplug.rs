@@ -25,8 +25,8 @@
 
 use super::model::Mm;
 use super::page::{MigrateType, Page, PageFlags, ZoneType};
-use super::section::{Section, CHUNK_ORDER, MEM_MAP_ORDER, SECTIONS_PER_CHUNK};
-use super::store::MemMapStore;
+use super::section::{Section, CHUNK_ORDER, MEM_MAP_ORDER};
+use super::store::{MemMapStore, MetaPages};
 use super::types::*;
 use super::{AllocFlags, Error};
 
@@ -93,8 +93,9 @@ impl<S: MemMapStore> Mm<S> {
         Ok(())
     }
 
-    /// Allocates `2^order` unmovable pages for metadata, preferring `node`.
-    fn alloc_meta(&mut self, order: u32, node: NodeId) -> Result<Pfn, Error> {
+    /// Allocates `2^order` unmovable pages for metadata, preferring `node`: the handle
+    /// the store maps.
+    fn alloc_meta(&mut self, order: u32, node: NodeId) -> Result<MetaPages, Error> {
         let pfn = self
             .buddy
             .alloc(order, AllocFlags::UNMOVABLE.on_node(node))
@@ -112,11 +113,13 @@ impl<S: MemMapStore> Mm<S> {
         let n = &mut self.buddy.nodes[pnode.index()];
         n.mem_map_pages += 1 << order;
         n.zones[zone.index()].managed_pages -= 1 << order;
-        Ok(pfn)
+        Ok(MetaPages::new(pfn, order))
     }
 
-    /// Frees metadata pages allocated by `alloc_meta`.
-    fn free_meta(&mut self, pfn: Pfn, order: u32) {
+    /// Frees metadata pages allocated by `alloc_meta`: the handle comes back from the
+    /// store's `release`, so they are no longer mapped.
+    fn free_meta(&mut self, meta: MetaPages) {
+        let (pfn, order) = (meta.start(), meta.order());
         let (pnode, zone) = {
             let p = self.buddy.table.pg(pfn);
             (p.node(), p.zone())
@@ -144,9 +147,9 @@ impl<S: MemMapStore> Mm<S> {
         if sec.is_boot() || sec.present() != 0 {
             return;
         }
-        if let Some((base, map)) = sec.take_mem_map() {
-            self.store.release(base, map);
-            self.free_meta(base.pfn_down(), MEM_MAP_ORDER);
+        if let Some(map) = sec.take_mem_map() {
+            let meta = self.store.release(map);
+            self.free_meta(meta);
         }
     }
 
@@ -247,29 +250,27 @@ impl<S: MemMapStore> Mm<S> {
         fill: Page,
     ) -> Result<bool, Error> {
         if self.buddy.table.needs_chunk(nr) {
-            let pfn = self.alloc_meta(CHUNK_ORDER, node)?;
-            let chunk = self.store.map(pfn.addr(), SECTIONS_PER_CHUNK as usize);
-            self.buddy.table.install_chunk(nr, pfn.addr(), chunk);
+            let meta = self.alloc_meta(CHUNK_ORDER, node)?;
+            let chunk = self.store.map::<Section>(meta);
+            self.buddy.table.install_chunk(nr, chunk);
         }
         if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
             return Ok(false);
         }
-        let pfn = self.alloc_meta(MEM_MAP_ORDER, node)?;
+        let meta = self.alloc_meta(MEM_MAP_ORDER, node)?;
         let lo = adding.start.index_in_section();
         let hi = lo + adding.nr_pages() as usize;
         let hole = Page::init(nr, node, PageFlags::HOLE);
         let offline = fill;
         let whole = lo == 0 && hi == PAGES_PER_SECTION as usize;
-        let map = self.store.map_filled::<Page>(
-            pfn.addr(),
-            PAGES_PER_SECTION as usize,
-            if whole { offline } else { hole },
-        );
+        let mut map = self
+            .store
+            .map_filled::<Page>(meta, if whole { offline } else { hole });
         if !whole {
             map[lo..hi].fill(offline);
         }
         match self.buddy.table.get_mut(nr) {
-            Some(sec) => sec.set_mem_map(pfn.addr(), map, node, false),
+            Some(sec) => sec.set_mem_map(map, node, false),
             None => unreachable!("chunk installed above"),
         }
         Ok(true)

@@ -2,7 +2,7 @@
 //! allocator, the run-time section operations hotplug needs, an invariant checker, and
 //! the pure logic of the kernel heap. Everything here is plain safe Rust over pfn ranges
 //! and runs under host `cargo test`; the kernel supplies memory through one trait,
-//! [`MemMapStore`].
+//! [`MemMapStore`], which maps handles only the model makes ([`MetaPages`]).
 //!
 //! # Model
 //! Physical memory is a sparse set of 128 MiB sections ([`section`]), each split into 64
@@ -77,10 +77,10 @@ pub mod refs;
 pub mod rmap;
 pub mod section;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod types;
 
-#[cfg(test)]
-mod migrate_tests;
 #[cfg(test)]
 mod tests;
 
@@ -94,7 +94,7 @@ pub use model::{MemRegion, Mm, NodeStats, Reservation, SectionInfo, SectionState
 pub use page::{MigrateType, Page, PageFlags, ZoneType};
 pub use rmap::{AsId, Mapping, Rmap};
 pub use section::{Section, MEM_MAP_BYTES};
-pub use store::{MemMapItem, MemMapStore};
+pub use store::{MemMap, MemMapItem, MemMapStore, MetaPages};
 pub use types::*;
 
 /// Bytes of mem_map per 4 KiB page.
@@ -115,9 +115,6 @@ pub enum Error {
     Overlap,
     /// No usable memory at boot.
     NoBootMemory,
-    /// One section would hold memory of two nodes. No longer returned: sections may
-    /// hold several nodes (see [`model`]); kept so callers matching on it still build.
-    NodeConflict(SectionNr),
     /// Part of the range is not present.
     NotPresent(Pfn),
     /// Part of the range is already present.
@@ -163,7 +160,6 @@ impl fmt::Display for Error {
             Error::BeyondPhysLimit => f.write_str("range beyond the physical address limit"),
             Error::Overlap => f.write_str("memory regions overlap"),
             Error::NoBootMemory => f.write_str("no usable boot memory"),
-            Error::NodeConflict(s) => write!(f, "section {s} would span two nodes"),
             Error::NotPresent(p) => write!(f, "{p} not present"),
             Error::AlreadyPresent(p) => write!(f, "{p} already present"),
             Error::NotOnline(p) => write!(f, "{p} not online"),

@@ -38,8 +38,8 @@ use core::fmt;
 use super::buddy::Buddy;
 use super::early::EarlyAlloc;
 use super::page::{MigrateType, Page, PageFlags, ZoneType};
-use super::section::{SectionTable, CHUNK_BYTES, MEM_MAP_BYTES, SECTIONS_PER_CHUNK};
-use super::store::MemMapStore;
+use super::section::{Section, SectionTable, CHUNK_ORDER, MEM_MAP_ORDER};
+use super::store::{MemMapStore, MetaPages};
 use super::types::*;
 use super::{AllocError, AllocFlags, Error};
 
@@ -201,8 +201,8 @@ impl<S: MemMapStore> Mm<S> {
         // Metadata placed by the early allocator: (range, node of the memory).
         let mut meta: Vec<PfnRange> = Vec::new();
         let mut early_alloc =
-            |early: &mut EarlyAlloc, bytes: u64, node: NodeId| -> Result<Pfn, Error> {
-                let nr_pages = bytes / PAGE_SIZE;
+            |early: &mut EarlyAlloc, order: u32, node: NodeId| -> Result<MetaPages, Error> {
+                let nr_pages = 1 << order;
                 let pfn = early.alloc(nr_pages, 1, node).or_else(|| {
                     let other = mem
                         .iter()
@@ -215,22 +215,22 @@ impl<S: MemMapStore> Mm<S> {
                 });
                 let pfn = pfn.ok_or(Error::NoMemory)?;
                 meta.push(PfnRange::new(pfn, pfn.add(nr_pages)));
-                Ok(pfn)
+                Ok(MetaPages::new(pfn, order))
             };
         for (&nr, &(node, bits)) in &present {
             let nr = SectionNr(nr);
             if buddy.table.needs_chunk(nr) {
-                let pfn = early_alloc(&mut early, CHUNK_BYTES, node)?;
-                let chunk = store.map(pfn.addr(), SECTIONS_PER_CHUNK as usize);
-                buddy.table.install_chunk(nr, pfn.addr(), chunk);
+                let meta = early_alloc(&mut early, CHUNK_ORDER, node)?;
+                let chunk = store.map::<Section>(meta);
+                buddy.table.install_chunk(nr, chunk);
             }
-            let pfn = early_alloc(&mut early, MEM_MAP_BYTES, node)?;
-            let map = store.map::<Page>(pfn.addr(), PAGES_PER_SECTION as usize);
+            let meta = early_alloc(&mut early, MEM_MAP_ORDER, node)?;
+            let mut map = store.map::<Page>(meta);
             for p in map.iter_mut() {
                 *p = Page::init(nr, node, PageFlags::HOLE);
             }
             let sec = buddy.table.get_mut(nr).ok_or(Error::NoMemory)?;
-            sec.set_mem_map(pfn.addr(), map, node, true);
+            sec.set_mem_map(map, node, true);
             sec.set_present(bits);
             sec.set_online(bits);
             sec.set_zone(Some(ZoneType::Normal));

@@ -5,7 +5,7 @@
 //! (`2^pa_bits` bytes, up to 2^25 sections for 52 bits). It has two levels: a root array
 //! allocated once at boot from the heap (one 16-byte slot per 64 GiB) and chunks of
 //! [`SECTIONS_PER_CHUNK`] sections allocated on demand from physical memory through the
-//! [`MemMapStore`](super::store::MemMapStore). So memory at 1 GiB and at 512 GiB costs two
+//! [`MemMapStore`](super::store::MemMapStore) (each chunk a [`MemMap`] of sections). So memory at 1 GiB and at 512 GiB costs two
 //! 32 KiB chunks, not a table for the 511 GiB between.
 //!
 //! A section's meaning vs. its encoding:
@@ -13,8 +13,9 @@
 //!   `pfn_valid` is exact to the subsection.
 //! - `online`: bitmap of subsections whose pages belong to a zone (`online ⊆ present`).
 //! - pageblock migrate types: two bitmaps (`isolate`, `movable`; neither = unmovable).
-//! - `mem_map`: the section's `Page` array, always for all 32768 pages (holes included),
-//!   allocated when the first subsection is added. It is freed when the last subsection
+//! - `mem_map`: the section's `Page` array ([`MemMap`], which owns the pages holding it),
+//!   always for all 32768 pages (holes included), allocated when the first subsection is
+//!   added. It is freed when the last subsection
 //!   is removed, except for boot sections (mem_map from the early allocator), which keep
 //!   it for good.
 //! - `node`: set when the section gets a mem_map: the node the mem_map was allocated for
@@ -34,6 +35,7 @@
 use alloc::vec::Vec;
 
 use super::page::{MigrateType, Page, ZoneType};
+use super::store::MemMap;
 use super::types::{
     NodeId, Pfn, PfnRange, PhysAddr, SectionNr, PAGES_PER_SECTION, PAGE_SHIFT, PAGE_SIZE,
     SECTION_SHIFT,
@@ -74,8 +76,7 @@ const SEC_BOOT: u8 = 1 << 0;
 /// One 128 MiB section (see the module doc). Fields are private; read it through
 /// [`SectionInfo`](super::SectionInfo).
 pub struct Section {
-    mem_map: Option<&'static mut [Page]>,
-    mem_map_base: PhysAddr,
+    mem_map: Option<MemMap<Page>>,
     present: u64,
     online: u64,
     isolate: u64,
@@ -89,7 +90,6 @@ impl Section {
     /// A section with nothing in it.
     pub const EMPTY: Section = Section {
         mem_map: None,
-        mem_map_base: PhysAddr(0),
         present: 0,
         online: 0,
         isolate: 0,
@@ -105,24 +105,16 @@ impl Section {
     pub(crate) fn mem_map(&self) -> Option<&[Page]> {
         self.mem_map.as_deref()
     }
-    pub(crate) fn mem_map_base(&self) -> PhysAddr {
-        self.mem_map_base
+    pub(crate) fn mem_map_base(&self) -> Option<PhysAddr> {
+        self.mem_map.as_ref().map(|m| m.base())
     }
-    pub(crate) fn set_mem_map(
-        &mut self,
-        base: PhysAddr,
-        map: &'static mut [Page],
-        node: NodeId,
-        boot: bool,
-    ) {
+    pub(crate) fn set_mem_map(&mut self, map: MemMap<Page>, node: NodeId, boot: bool) {
         self.mem_map = Some(map);
-        self.mem_map_base = base;
         self.node = node.index() as u8;
         self.flags = if boot { SEC_BOOT } else { 0 };
     }
-    pub(crate) fn take_mem_map(&mut self) -> Option<(PhysAddr, &'static mut [Page])> {
-        let map = self.mem_map.take()?;
-        Some((self.mem_map_base, map))
+    pub(crate) fn take_mem_map(&mut self) -> Option<MemMap<Page>> {
+        self.mem_map.take()
     }
     pub(crate) fn is_boot(&self) -> bool {
         self.flags & SEC_BOOT != 0
@@ -177,8 +169,7 @@ impl Section {
 }
 
 struct Chunk {
-    sections: &'static mut [Section],
-    base: PhysAddr,
+    sections: MemMap<Section>,
 }
 
 /// The two-level table (see the module doc).
@@ -210,15 +201,10 @@ impl SectionTable {
     }
 
     /// Installs the chunk covering section `nr`.
-    pub(crate) fn install_chunk(
-        &mut self,
-        nr: SectionNr,
-        base: PhysAddr,
-        sections: &'static mut [Section],
-    ) {
+    pub(crate) fn install_chunk(&mut self, nr: SectionNr, sections: MemMap<Section>) {
         let slot = &mut self.roots[(nr.0 >> CHUNK_SHIFT) as usize];
         debug_assert!(slot.is_none());
-        *slot = Some(Chunk { sections, base });
+        *slot = Some(Chunk { sections });
     }
 
     /// Section `nr`, if its chunk exists.
@@ -366,7 +352,7 @@ impl SectionTable {
     pub(crate) fn chunks(&self) -> impl Iterator<Item = (SectionNr, PhysAddr)> + '_ {
         self.roots.iter().enumerate().filter_map(|(r, c)| {
             c.as_ref()
-                .map(|c| (SectionNr((r as u64) << CHUNK_SHIFT), c.base))
+                .map(|c| (SectionNr((r as u64) << CHUNK_SHIFT), c.sections.base()))
         })
     }
 }

@@ -1,28 +1,19 @@
 //! The policy against a fake device (behaving like QEMU's virtio-mem) and the real memory
-//! model over a `Vec`-backed store.
+//! model over the shared `Vec`-backed fake store.
 
 use super::*;
-use crate::mm::{AllocFlags, MemMapItem, MemRegion, Pfn};
+use crate::mm::testing::FakeStore;
+use crate::mm::{AllocFlags, MemRegion, Pfn};
 use std::collections::VecDeque;
 
-use crate::mm::{MemMapStore, Mm, NodeId, PhysAddr, ZoneType};
+use crate::mm::{Mm, NodeId, PhysAddr, ZoneType};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
-/// A `MemMapStore` over leaked, never-reused `Vec`s.
-struct VecStore;
-impl MemMapStore for VecStore {
-    fn map<T: MemMapItem>(&mut self, _base: PhysAddr, len: usize) -> &'static mut [T] {
-        let v: Vec<T> = (0..len).map(|_| T::EMPTY).collect();
-        Box::leak(v.into_boxed_slice())
-    }
-    fn release<T: MemMapItem>(&mut self, _base: PhysAddr, _items: &'static mut [T]) {}
-}
-
 /// The memory side for tests: the real model, no linear map.
 struct TestMem {
-    mm: Mm<VecStore>,
+    mm: Mm<FakeStore>,
     adds: u32,
     fail_adds: bool,
     /// Movable pages "mapped" by a fake workload; `offline` moves them (a stand-in for
@@ -42,7 +33,7 @@ impl TestMem {
             size_bytes: boot_bytes,
             node: NodeId::ZERO,
         }];
-        let mm = Mm::boot(&regions, &[], 40, VecStore).expect("boot");
+        let mm = Mm::boot(&regions, &[], 40, FakeStore::default()).expect("boot");
         TestMem {
             mm,
             adds: 0,

@@ -1,0 +1,173 @@
+//! Host tests of page references, the reverse map and the migration engine, over the
+//! real memory model and fake page tables: a map (address space, va) -> [`Pte`], a fake
+//! TLB that caches translations until flushed, and fake page contents (a tag per pfn).
+//! The fakes and the kernel-like map/unmap steps live here; [`unit`] covers each outcome
+//! and race, [`proptests`] runs random map / unmap / write / pin / unpin / isolate /
+//! migrate / offline sequences with every invariant checked after each step.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::*;
+
+mod proptests;
+mod unit;
+
+type SharedMm = Rc<RefCell<Mm<FakeStore>>>;
+
+/// The `Mm` lock of the tests: a `RefCell` the fake page tables can reach too, so they
+/// can act "concurrently" (take a pin mid-migration).
+struct Locked(SharedMm);
+
+impl MmLock for Locked {
+    type Store = FakeStore;
+    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<FakeStore>) -> T) -> T {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+#[derive(Default)]
+struct Fake {
+    ptes: HashMap<(AsId, u64), Pte>,
+    tlb: HashMap<(AsId, u64), Pfn>,
+    mem: HashMap<u64, u64>,
+    mm: Option<SharedMm>,
+    /// Take a pin on this page at the next flush (between unmap and freeze).
+    pin_on_flush: Option<Pfn>,
+    flushes: u64,
+    copies: u64,
+    wakes: u64,
+}
+
+impl PageTables for Fake {
+    fn entry(&self, as_id: AsId, va: u64) -> Pte {
+        self.ptes.get(&(as_id, va)).copied().unwrap_or(Pte::None)
+    }
+    fn replace(&mut self, as_id: AsId, va: u64, new: Pte) -> Pte {
+        let old = self.entry(as_id, va);
+        if new == Pte::None {
+            self.ptes.remove(&(as_id, va));
+        } else {
+            self.ptes.insert((as_id, va), new);
+        }
+        old
+    }
+    fn flush(&mut self, maps: &[Mapping]) {
+        self.flushes += 1;
+        for m in maps {
+            self.tlb.remove(&(m.as_id, m.va));
+        }
+        if let Some(pfn) = self.pin_on_flush.take() {
+            let mm = self.mm.as_ref().expect("race hook needs the shared mm");
+            mm.borrow_mut().get_page(pfn).expect("pin before freeze");
+        }
+    }
+    fn copy_page(&mut self, from: Pfn, to: Pfn) {
+        // No CPU may reach `from` any more: no present entry, no cached translation.
+        for (k, pte) in &self.ptes {
+            assert!(
+                !matches!(pte, Pte::Present { pfn, .. } if *pfn == from),
+                "copy of {from:?} while {k:?} still maps it"
+            );
+        }
+        assert!(
+            !self.tlb.values().any(|p| *p == from),
+            "copy of {from:?} with a stale TLB entry"
+        );
+        if let Some(mm) = &self.mm {
+            // Frozen: a new pin (DMA) is refused.
+            assert_eq!(mm.borrow_mut().get_page(from), Err(Error::Migrating(from)));
+        }
+        let tag = self.mem.get(&from.0).copied().unwrap_or(0);
+        self.mem.insert(to.0, tag);
+        self.copies += 1;
+    }
+    fn wake_waiters(&mut self) {
+        self.wakes += 1;
+    }
+}
+
+impl Fake {
+    /// A task touches `va`: through the TLB, else a walk that fills it. Returns the pfn.
+    fn access(&mut self, as_id: AsId, va: u64) -> Pfn {
+        let pte = self.entry(as_id, va);
+        let Pte::Present { pfn, .. } = pte else {
+            panic!("access to {as_id}:{va:#x} faults: {pte:?}");
+        };
+        let cached = *self.tlb.entry((as_id, va)).or_insert(pfn);
+        assert_eq!(cached, pfn, "stale TLB entry for {as_id}:{va:#x}");
+        pfn
+    }
+    fn write(&mut self, as_id: AsId, va: u64, tag: u64) {
+        let pfn = self.access(as_id, va);
+        self.mem.insert(pfn.0, tag);
+    }
+    fn read(&mut self, as_id: AsId, va: u64) -> u64 {
+        let pfn = self.access(as_id, va);
+        self.mem.get(&pfn.0).copied().unwrap_or(0)
+    }
+}
+
+/// 64 MiB of boot memory at 1 GiB (node 0, Normal) and 32 MiB hot-added into Movable at
+/// 2 GiB.
+fn setup() -> (SharedMm, Rmap, Fake) {
+    let mut mm = Mm::boot(
+        &[region(GIB, 64 * MIB, 0)],
+        &[resv(GIB, 2 * MIB)],
+        40,
+        FakeStore::default(),
+    )
+    .unwrap();
+    mm.add_online_range(movable(0, 32), NodeId::ZERO, ZoneType::Movable)
+        .unwrap();
+    let mm = Rc::new(RefCell::new(mm));
+    let fake = Fake {
+        mm: Some(mm.clone()),
+        ..Fake::default()
+    };
+    (mm, Rmap::new(), fake)
+}
+
+/// `[2 GiB + lo MiB, 2 GiB + hi MiB)`.
+fn movable(lo: u64, hi: u64) -> PfnRange {
+    PfnRange::new(
+        PhysAddr(2 * GIB + lo * MIB).pfn_down(),
+        PhysAddr(2 * GIB + hi * MIB).pfn_down(),
+    )
+}
+
+/// The pageblock holding `pfn`.
+fn pageblock_of(pfn: Pfn) -> PfnRange {
+    let start = Pfn(pfn.0 & !(PAGES_PER_PAGEBLOCK - 1));
+    PfnRange::new(start, start.add(PAGES_PER_PAGEBLOCK))
+}
+
+/// Maps `pfn` at `va` of `as_id` the way the kernel does: rmap entry, a reference, the
+/// page-table entry.
+fn map(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, pfn: Pfn, as_id: AsId, va: u64, w: bool) {
+    rmap.add(pfn, as_id, va).unwrap();
+    mm.borrow_mut().get_page(pfn).unwrap();
+    pt.replace(as_id, va, Pte::Present { pfn, writable: w });
+}
+
+/// Unmaps `va` of `as_id`: page-table entry, flush, rmap entry, the reference. Returns
+/// whether the page was freed.
+fn unmap(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, as_id: AsId, va: u64) -> bool {
+    let Pte::Present { pfn, .. } = pt.replace(as_id, va, Pte::None) else {
+        panic!("unmap of an unmapped address");
+    };
+    pt.flush(&[Mapping { as_id, va }]);
+    rmap.remove(pfn, as_id, va).unwrap();
+    mm.borrow_mut().put_page(pfn).unwrap()
+}
+
+fn run(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, range: PfnRange) -> MigrateReport {
+    migrate_range(&mut Locked(mm.clone()), rmap, pt, range).unwrap()
+}
+
+fn checked(mm: &SharedMm, rmap: &Rmap) {
+    let m = mm.borrow();
+    m.check().unwrap();
+    rmap.check(&m).unwrap();
+}

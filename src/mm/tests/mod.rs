@@ -1,0 +1,101 @@
+//! Host tests of the memory model over the shared `Vec`-backed fake store
+//! ([`FakeStore`]), one file per topic:
+//! - [`boot`]: boot from the device tree's view of memory, page lookup, allocation;
+//! - [`hotplug`]: the run-time section calls (add, online, isolate, offline, remove) and
+//!   their errors;
+//! - [`nodes`]: NUMA: node boundaries inside sections and pageblocks, node-local metadata;
+//! - [`heap`]: the slab heap over pages of the model;
+//! - [`proptests`]: property tests that run random sequences with the invariant checker
+//!   after every step;
+//! - [`migrate`]: references, the reverse map and the migration engine over fake page
+//!   tables, unit and property tests.
+//!
+//! This module holds what they share: layouts, a fingerprint of everything that must
+//! come back when all memory is returned, and the checker as an assertion.
+
+use std::vec::Vec;
+
+use super::testing::FakeStore;
+use super::*;
+
+mod boot;
+mod heap;
+mod hotplug;
+mod migrate;
+mod nodes;
+mod proptests;
+
+pub(crate) const MIB: u64 = 1 << 20;
+pub(crate) const GIB: u64 = 1 << 30;
+
+pub(crate) fn region(base: u64, size: u64, node: u32) -> MemRegion {
+    MemRegion {
+        base: PhysAddr(base),
+        size_bytes: size,
+        node: NodeId::new(node).unwrap(),
+    }
+}
+
+pub(crate) fn resv(base: u64, size: u64) -> Reservation {
+    Reservation {
+        base: PhysAddr(base),
+        size_bytes: size,
+    }
+}
+
+fn prange(base: u64, size: u64) -> PfnRange {
+    PfnRange::from_phys(PhysAddr(base), size).unwrap()
+}
+
+/// Memory at 1 GiB (node 0, 256 MiB with a kernel image and a DTB reserved) and a
+/// partially present section at 512 GiB (node 1, 200 MiB starting 2 MiB into a section).
+fn holes_layout() -> Mm<FakeStore> {
+    let regions = [
+        region(GIB, 256 * MIB, 0),
+        region(512 * GIB + 2 * MIB, 200 * MIB, 1),
+    ];
+    let reservations = [
+        resv(GIB + 2 * MIB, 3 * MIB + 4096),
+        resv(GIB + 200 * MIB, 64 * 1024),
+        resv(0, 4096),
+    ];
+    Mm::boot(&regions, &reservations, 40, FakeStore::default()).unwrap()
+}
+
+fn zone(mm: &Mm<FakeStore>, node: u32, z: ZoneType) -> ZoneStats {
+    mm.stats()
+        .find(|s| s.node.index() == node as usize && s.zone == Some(z))
+        .unwrap()
+}
+
+/// Everything that must come back when all memory is returned.
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint {
+    zones: Vec<ZoneStats>,
+    nodes: Vec<NodeStats>,
+    sections: Vec<SectionInfo>,
+    lists: Vec<u64>,
+}
+
+fn fingerprint(mm: &Mm<FakeStore>) -> Fingerprint {
+    let mut lists = Vec::new();
+    for n in &mm.buddy.nodes {
+        for z in &n.zones {
+            for o in &z.lists {
+                lists.extend(o.iter().map(|l| l.len));
+            }
+        }
+    }
+    Fingerprint {
+        zones: mm.stats().collect(),
+        nodes: mm.node_stats().collect(),
+        sections: mm.sections().collect(),
+        lists,
+    }
+}
+
+fn ok(mm: &Mm<FakeStore>) {
+    if let Err(e) = mm.check() {
+        panic!("check: FAIL {e}");
+    }
+}
