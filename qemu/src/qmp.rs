@@ -350,6 +350,16 @@ impl Qmp {
         self.execute(&cmd, deadline)
     }
 
+    /// `human-monitor-command`: runs one HMP command (`info registers -a`, `info pic`, ...) and
+    /// returns the text the monitor printed.
+    pub fn hmp(&mut self, command: &str, deadline: impl Into<Deadline>) -> Result<String> {
+        let cmd = qmp::human_monitor_command {
+            command_line: command.into(),
+            cpu_index: None,
+        };
+        self.execute(&cmd, deadline)
+    }
+
     /// `system_reset`: QEMU resets the machine (and unplugs all virtio-mem memory).
     pub fn system_reset(&mut self, deadline: impl Into<Deadline>) -> Result<()> {
         self.execute(&qmp::system_reset {}, deadline).map(drop)

@@ -1039,12 +1039,8 @@ fn save_failure(
     // Where every vCPU is (registers, PC first) and what the interrupt controller holds
     // (enabled, pending, active lines): for a guest that stopped answering.
     let mut hmp = |command: &str| {
-        let c = qapi::qmp::human_monitor_command {
-            command_line: command.into(),
-            cpu_index: None,
-        };
         vm.qmp()
-            .execute(&c, QMP)
+            .hmp(command, QMP)
             .unwrap_or_else(|e| format!("({command} failed: {e})\n"))
     };
     let vcpus = hmp("info registers -a");

@@ -193,11 +193,7 @@ fn hog_stop(vm: &mut Vm) {
 
 /// The program counters of every vCPU, for a report on a guest that stopped answering.
 fn vcpu_pcs(vm: &mut Vm) -> String {
-    let cmd = qapi::qmp::human_monitor_command {
-        command_line: "info registers -a".into(),
-        cpu_index: None,
-    };
-    match vm.qmp().execute(&cmd, QMP) {
+    match vm.qmp().hmp("info registers -a", QMP) {
         Ok(text) => text
             .lines()
             .filter(|l| l.contains("CPU#") || l.trim_start().starts_with("PC="))
