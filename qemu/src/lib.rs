@@ -41,6 +41,7 @@ pub mod instance;
 pub mod machine;
 pub mod qmp;
 pub mod record;
+pub mod stats;
 pub mod stress;
 
 pub use console::{CommandOutput, Console, PANIC_MARKER, PROMPT};

@@ -30,13 +30,13 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::bench::Stats;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::instance::{LaunchOptions, Qemu};
 use crate::machine::{format_size, Machine, VirtioMem, GIB, KIB, MIB};
 use crate::qmp::VirtioMemInfo;
 use crate::record::Record;
+use crate::stats::Stats;
 
 /// From the last action of a step to QMP size == requested-size (or an excused stall).
 const CONVERGE: Duration = Duration::from_secs(60);
