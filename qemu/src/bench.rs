@@ -26,13 +26,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::console::Console;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::guest;
 use crate::instance::{LaunchOptions, Qemu};
 use crate::machine::{Machine, GIB, KIB, MIB};
 use crate::qmp::Qmp;
-use crate::record::Record;
 use crate::stats::Stats;
 
 /// One measured quantity: a table row and an entry of the JSON `metrics` array.
@@ -230,96 +229,12 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parsing what the guest prints.
-
-/// The kernel's log line after a completed resize, e.g.
-/// `[INFO] vmem0: resized to 4096 MiB (requested 4096 MiB): plugged 4096 MiB, unplugged 0 MiB,
-/// 1 requests, 170000 us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResizeLog {
-    /// Guest device index (`vmemN`, PCI order).
-    pub device: u32,
-    /// Plugged size after the resize.
-    pub size_mib: u64,
-    pub requested_mib: u64,
-    pub plugged_mib: u64,
-    pub unplugged_mib: u64,
-    /// Used memory moved out of unplugged blocks (0 when the line predates the field).
-    pub migrated_mib: u64,
-    /// Device requests sent (PLUG, UNPLUG, STATE, ...).
-    pub requests: u64,
-    /// Time the guest took, from the first step that saw the new request to convergence.
-    pub us: u64,
-}
-
-/// Parses one resize log line (anything before `vmemN:` is ignored, so the `[INFO] ` prefix and
-/// a prompt the log interrupted do not matter).
-pub fn parse_resize_log(line: &str) -> Option<ResizeLog> {
-    let at = line.find(": resized to ")?;
-    let head = &line[..at];
-    let device = head[head.rfind("vmem")? + 4..].parse().ok()?;
-    let rest = &line[at + ": resized to ".len()..];
-    let (size_mib, rest) = number_then(rest, " MiB (requested ")?;
-    let (requested_mib, rest) = number_then(rest, " MiB): plugged ")?;
-    let (plugged_mib, rest) = number_then(rest, " MiB, unplugged ")?;
-    let (unplugged_mib, rest) = number_then(rest, " MiB, ")?;
-    let (migrated_mib, rest) = match rest.strip_prefix("migrated ") {
-        Some(r) => number_then(r, " MiB, ")?,
-        None => (0, rest),
-    };
-    let (requests, rest) = number_then(rest, " requests, ")?;
-    let (us, rest) = number_then(rest, " us")?;
-    rest.trim().is_empty().then_some(ResizeLog {
-        device,
-        size_mib,
-        requested_mib,
-        plugged_mib,
-        unplugged_mib,
-        migrated_mib,
-        requests,
-        us,
-    })
-}
-
-/// A decimal number at the start of `text` followed by `sep`; the number and what follows `sep`.
-fn number_then<'a>(text: &'a str, sep: &str) -> Option<(u64, &'a str)> {
-    let (n, rest) = text.split_once(sep)?;
-    Some((n.parse().ok()?, rest))
-}
-
-/// The first resize log line in `text` for guest device `device` that reached `size_mib` with
-/// exactly that much requested.
-pub fn find_resize_log(text: &str, device: u32, size_mib: u64) -> Option<ResizeLog> {
-    text.lines()
-        .filter_map(|l| parse_resize_log(l.trim_end_matches('\r')))
-        .find(|r| r.device == device && r.size_mib == size_mib && r.requested_mib == size_mib)
-}
-
-/// Sum of `field` over the per-node records of `zone` in `mem` output (the `node=all` total is
-/// left out). Fails when no node has that zone, so a changed output format is noticed.
-pub fn zone_sum(mem: &[Record], zone: &str, field: &str) -> Result<u64> {
-    let mut found = false;
-    let mut sum = 0;
-    for r in mem
-        .iter()
-        .filter(|r| r.is("zone", zone) && !r.is("node", "all"))
-    {
-        found = true;
-        sum += r.u64(field)?;
-    }
-    if !found {
-        return Err(Error::Protocol(format!(
-            "`mem` printed no per-node zone={zone} line"
-        )));
-    }
-    Ok(sum)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Scenarios and the measuring loop.
 
 /// QEMU id of the (first) virtio-mem device, the one `qom-set` resizes.
 pub const VMEM_QEMU_ID: &str = "vm0";
+/// Its index in the machine's devices.
+const VMEM_INDEX: usize = 0;
 /// The guest's index of that device (`vmem0`).
 const VMEM_GUEST_INDEX: u32 = 0;
 /// Deadline for one resize step (request, convergence, log line, checks).
@@ -330,8 +245,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between QMP `query-memory-devices` polls.
 const QMP_POLL_INTERVAL: Duration = Duration::from_millis(1);
-/// Pause between scans of the console transcript for the resize log line.
-const LOG_POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// `mem` round trips timed on the idle guest at the start of each scenario.
 const IDLE_ROUND_TRIPS: usize = 5;
 
@@ -686,16 +599,6 @@ pub const MM_INIT_METRIC: &str = "mm_init_us_per_gib";
 /// RAM of the machine [`measure_mm_init`] boots.
 const MM_INIT_RAM: u64 = 4 * GIB;
 
-/// The `us` of the kernel's boot line `mm: … init N us`.
-pub fn parse_mm_init_us(text: &str) -> Option<u64> {
-    text.lines()
-        .filter(|l| l.contains("mm: ") && l.contains(" init "))
-        .find_map(|l| {
-            let rest = &l[l.find(" init ")? + 6..];
-            rest.strip_suffix(" us")?.trim().parse().ok()
-        })
-}
-
 /// Boot-time cost of building the memory model (mem_maps, buddy) per GiB of RAM: boots a
 /// machine with 4 GiB of RAM and no virtio-mem `runs` times and reads the kernel's own
 /// `mm: … init N us` line.
@@ -715,7 +618,7 @@ pub fn measure_mm_init(
         let mut vm = Qemu::launch_with(&machine, options)?;
         vm.wait_for_boot(boot_timeout)?;
         let text = vm.console().transcript();
-        let Some(us) = parse_mm_init_us(&text) else {
+        let Some(us) = guest::parse_mm_init_us(&text) else {
             eprintln!("\n{}", vm.report());
             return Err(Error::Machine("no `mm: ... init N us` line at boot".into()));
         };
@@ -776,10 +679,7 @@ fn run_scenario(
                 progress.push(format!("hog {mib} MiB"));
             }
             Step::HogStop => {
-                let out = vm.console().command("hog stop", STEP_TIMEOUT)?;
-                if hog_field(&out.lines, "errors") != Some(0) {
-                    return Err(Error::Protocol(format!("hog stop: {:?}", out.text())));
-                }
+                guest::hog_stop(vm.console(), STEP_TIMEOUT)?;
                 hog = false;
             }
         }
@@ -802,8 +702,8 @@ fn resize(
     let to_mib = r.to_bytes / MIB;
     let size = crate::format_size(r.to_bytes);
 
-    let before = vm.console().command("mem", COMMAND_TIMEOUT)?.records()?;
-    let managed_before = zone_sum(&before, "Normal", "managed_kib")?;
+    let before = guest::mem(vm.console(), COMMAND_TIMEOUT)?;
+    let managed_before = before.zone_sum("Normal", |z| z.managed_kib)?;
     check_vmem(vm, r.from_bytes)?;
     let plugged = vm
         .qmp()
@@ -821,7 +721,7 @@ fn resize(
     let log_from = console.position();
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
-    qmp.set_requested_size(VMEM_QEMU_ID, r.to_bytes, COMMAND_TIMEOUT)?;
+    guest::resize(qmp, VMEM_INDEX, r.to_bytes, COMMAND_TIMEOUT)?;
     let (qmp_result, guest_result) = thread::scope(|s| {
         let poller = s.spawn(|| poll_qmp(qmp, r.to_bytes, t0, deadline, &stop));
         let guest = (|| {
@@ -829,9 +729,9 @@ fn resize(
             if r.online {
                 let mut polls = 0u32;
                 loop {
-                    let mem = console.command("mem", deadline)?.records()?;
+                    let mem = guest::mem(console, deadline)?;
                     polls += 1;
-                    let free = zone_sum(&mem, "Movable", "free_kib")?;
+                    let free = mem.zone_sum("Movable", |z| z.free_kib)?;
                     if free == to_kib {
                         online = Some((t0.elapsed(), polls));
                         break;
@@ -844,7 +744,8 @@ fn resize(
                     }
                 }
             }
-            let log = wait_resize_log(console, log_from, to_mib, deadline)?;
+            let log =
+                guest::wait_resize_log(console, log_from, VMEM_GUEST_INDEX, to_mib, deadline)?;
             Ok((online, log))
         })();
         if guest.is_err() {
@@ -859,33 +760,28 @@ fn resize(
     let (online, log) = guest_result?;
     let (qmp_time, qmp_polls) = qmp_result?;
 
-    let after = vm.console().command("mem", COMMAND_TIMEOUT)?.records()?;
-    let managed_after = zone_sum(&after, "Normal", "managed_kib")?;
+    let after = guest::mem(vm.console(), COMMAND_TIMEOUT)?;
+    let managed_after = after.zone_sum("Normal", |z| z.managed_kib)?;
     // With a hog running the Movable zone holds its data: compare what is present.
-    let field = if hog { "present_kib" } else { "free_kib" };
-    let movable_after = zone_sum(&after, "Movable", field)?;
+    let (field, movable_after) = if hog {
+        ("present_kib", after.zone_sum("Movable", |z| z.present_kib)?)
+    } else {
+        ("free_kib", after.zone_sum("Movable", |z| z.free_kib)?)
+    };
     if movable_after != to_kib {
         return Err(Error::Protocol(format!(
             "after resizing to {size}: Movable {field} is {movable_after}, expected {to_kib}"
         )));
     }
+    let after_resize = |e: Error| match e {
+        Error::Protocol(m) => Error::Protocol(format!("after resizing to {size}: {m}")),
+        other => other,
+    };
     if hog {
-        let st = vm.console().command("hog status", COMMAND_TIMEOUT)?;
-        if hog_field(&st.lines, "errors") != Some(0) {
-            return Err(Error::Protocol(format!(
-                "after resizing to {size}: {:?}",
-                st.text()
-            )));
-        }
+        guest::hog_clean(vm.console(), COMMAND_TIMEOUT).map_err(after_resize)?;
     }
     check_vmem(vm, r.to_bytes)?;
-    let check = vm.console().command("check", COMMAND_TIMEOUT)?;
-    if check.text().trim() != "check: ok" {
-        return Err(Error::Protocol(format!(
-            "after resizing to {size}: `check` printed {:?}",
-            check.text()
-        )));
-    }
+    guest::check(vm.console(), COMMAND_TIMEOUT).map_err(after_resize)?;
 
     let guest_s = log.us as f64 / 1e6;
     let mut note = format!(
@@ -942,43 +838,18 @@ fn resize(
     Ok(())
 }
 
-/// Field `key` of the first `hog: …` line among `lines` (see
-/// [`crate::stress::parse_hog_status`]).
-fn hog_field(lines: &[String], key: &str) -> Option<u64> {
-    lines
-        .iter()
-        .find_map(|l| crate::stress::parse_hog_status(l))
-        .and_then(|r| r.u64(key).ok())
-}
-
 /// `hog <MiB>`, then waits until every page is mapped and verified once (rounds >= 1).
 fn start_hog(vm: &mut Qemu, mib: u64) -> Result<()> {
-    let out = vm
-        .console()
-        .command(&format!("hog {mib}"), COMMAND_TIMEOUT)?;
-    if !out.text().contains("hog: started") {
-        return Err(Error::Protocol(format!("hog {mib}: {:?}", out.text())));
-    }
+    guest::hog_start(vm.console(), mib, COMMAND_TIMEOUT)?;
     let want = mib * MIB / 4096;
-    let deadline = Deadline::after(STEP_TIMEOUT);
-    loop {
-        let out = vm.console().command("hog status", COMMAND_TIMEOUT)?;
-        let (pages, rounds) = (
-            hog_field(&out.lines, "pages"),
-            hog_field(&out.lines, "rounds"),
-        );
-        if pages == Some(want) && rounds.unwrap_or(0) >= 1 {
-            return Ok(());
-        }
-        let st = out.text();
-        if deadline.expired() {
-            return Err(Error::Timeout {
-                what: format!("hog {mib} to map and verify once: {st:?}"),
-                waited: STEP_TIMEOUT,
-            });
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
+    guest::wait_hog(
+        vm.console(),
+        &format!("hog {mib} to map and verify once"),
+        STEP_TIMEOUT,
+        Duration::from_millis(200),
+        |st| st.pages == want && st.rounds >= 1,
+    )?;
+    Ok(())
 }
 
 /// Polls `query-memory-devices` until the device's size is `target`; returns the time since `t0`
@@ -1011,55 +882,16 @@ fn poll_qmp(
     }
 }
 
-/// Waits for the resize log line to `size_mib` in the transcript from byte `from` (the line may
-/// already have been consumed by a `mem` poll, so this scans the transcript, not the cursor).
-/// Fails at once on a `PANIC:` line or when QEMU exited.
-fn wait_resize_log(
-    console: &mut Console,
-    from: usize,
-    size_mib: u64,
-    deadline: Deadline,
-) -> Result<ResizeLog> {
-    let what = format!("the `vmem{VMEM_GUEST_INDEX}: resized to {size_mib} MiB` log line");
-    let started = Instant::now();
-    loop {
-        if let Some(log) = find_resize_log(&console.text_since(from), VMEM_GUEST_INDEX, size_mib) {
-            return Ok(log);
-        }
-        if let Some(line) = console.panic_line() {
-            return Err(Error::GuestPanic { what, line });
-        }
-        if console.closed() {
-            return Err(Error::QemuExited {
-                what,
-                status: None,
-                stderr: String::new(),
-            });
-        }
-        if deadline.expired() {
-            return Err(Error::Timeout {
-                what,
-                waited: started.elapsed(),
-            });
-        }
-        thread::sleep(LOG_POLL_INTERVAL);
-    }
-}
-
 /// `vmem` must show the device converged at `bytes`: plugged and requested equal, nothing
 /// pending, state ok.
 fn check_vmem(vm: &mut Qemu, bytes: u64) -> Result<()> {
-    let records = vm.console().command("vmem", COMMAND_TIMEOUT)?.records()?;
-    let dev = records
-        .iter()
-        .find(|r| r.is("id", &format!("vmem{VMEM_GUEST_INDEX}")))
-        .ok_or_else(|| Error::Protocol(format!("`vmem` shows no vmem{VMEM_GUEST_INDEX}")))?;
+    let vmem = guest::vmem(vm.console(), COMMAND_TIMEOUT)?;
+    let id = format!("vmem{VMEM_GUEST_INDEX}");
+    let dev = vmem
+        .by_id(&id)
+        .ok_or_else(|| Error::Protocol(format!("`vmem` shows no {id}")))?;
     let kib = bytes / KIB;
-    let ok = dev.u64("plugged_kib")? == kib
-        && dev.u64("requested_kib")? == kib
-        && dev.u64("pending_kib")? == 0
-        && dev.is("state", "ok");
-    if !ok {
+    if !(dev.plugged_kib == kib && dev.requested_kib == kib && dev.converged()) {
         return Err(Error::Protocol(format!(
             "`vmem` should show {} plugged and converged: {dev}",
             crate::format_size(bytes)
@@ -1164,98 +996,6 @@ mod tests {
             ],
             "{t}"
         );
-    }
-
-    const RESIZE_LINE: &str = "[INFO] vmem0: resized to 4096 MiB (requested 4096 MiB): plugged \
-                               4096 MiB, unplugged 0 MiB, 1 requests, 170000 us";
-
-    #[test]
-    fn mm_init_line_parses() {
-        let t = "[INFO] mm: 4 sections present\r\n[INFO] mm: 4096 MiB present, 4000 MiB managed, mem_map 32 bytes/page, init 1234 us\r\n";
-        assert_eq!(parse_mm_init_us(&t.replace('\r', "")), Some(1234));
-        assert_eq!(parse_mm_init_us("[INFO] mm: nothing"), None);
-    }
-
-    #[test]
-    fn resize_log_parses() {
-        assert_eq!(
-            parse_resize_log(RESIZE_LINE),
-            Some(ResizeLog {
-                device: 0,
-                size_mib: 4096,
-                requested_mib: 4096,
-                plugged_mib: 4096,
-                unplugged_mib: 0,
-                migrated_mib: 0,
-                requests: 1,
-                us: 170_000,
-            })
-        );
-        let r = parse_resize_log(
-            "[INFO] vmem0: resized to 1024 MiB (requested 1024 MiB): plugged 0 MiB, \
-             unplugged 3072 MiB, migrated 512 MiB, 9 requests, 900000 us",
-        )
-        .unwrap();
-        assert_eq!(
-            (r.unplugged_mib, r.migrated_mib, r.requests),
-            (3072, 512, 9)
-        );
-        // A log that interrupted the prompt, another device, an unplug.
-        let r = parse_resize_log(
-            "hotmem> [INFO] vmem12: resized to 0 MiB (requested 0 MiB): plugged 0 MiB, \
-             unplugged 1024 MiB, 3 requests, 34 us",
-        )
-        .unwrap();
-        assert_eq!(
-            (r.device, r.size_mib, r.unplugged_mib, r.requests, r.us),
-            (12, 0, 1024, 3, 34)
-        );
-    }
-
-    #[test]
-    fn resize_log_rejects_other_lines() {
-        for line in [
-            "[INFO] vmem0: unplugged 4 MiB left plugged from before",
-            "[INFO] vmem0: resized to 4096 MiB (requested 4096 MiB)",
-            "[INFO] vmem0: resized to x MiB (requested 4096 MiB): plugged 4096 MiB, unplugged 0 \
-             MiB, 1 requests, 170000 us",
-            "[INFO] vmem0: resized to 4096 MiB (requested 4096 MiB): plugged 4096 MiB, unplugged \
-             0 MiB, 1 requests, 170000 us and more",
-            "[INFO] dev: resized to 4096 MiB (requested 4096 MiB): plugged 4096 MiB, unplugged 0 \
-             MiB, 1 requests, 170000 us",
-        ] {
-            assert_eq!(parse_resize_log(line), None, "{line}");
-        }
-    }
-
-    #[test]
-    fn find_resize_log_matches_device_and_size() {
-        let text = format!(
-            "mem\r\n[INFO] vmem1: resized to 4096 MiB (requested 4096 MiB): plugged 4096 MiB, \
-             unplugged 0 MiB, 1 requests, 5 us\r\n[INFO] vmem0: resized to 1024 MiB (requested \
-             1024 MiB): plugged 1024 MiB, unplugged 0 MiB, 1 requests, 6 us\r\nhotmem> \
-             {RESIZE_LINE}\r\nhotmem> "
-        );
-        assert_eq!(find_resize_log(&text, 0, 4096).unwrap().us, 170_000);
-        assert_eq!(find_resize_log(&text, 1, 4096).unwrap().us, 5);
-        assert_eq!(find_resize_log(&text, 0, 1024).unwrap().us, 6);
-        assert_eq!(find_resize_log(&text, 0, 2048), None);
-    }
-
-    #[test]
-    fn zone_sums_over_nodes_without_the_total() {
-        let mem = crate::parse_records(&[
-            "node=0 zone=Normal present_kib=262144 managed_kib=257000 free_kib=250000",
-            "node=0 zone=Movable present_kib=2097152 managed_kib=2097152 free_kib=2097152",
-            "node=1 zone=Normal present_kib=262144 managed_kib=258000 free_kib=251000",
-            "node=1 zone=Movable present_kib=2097152 managed_kib=2097152 free_kib=2097000",
-            "node=all zone=all present_kib=4718592 managed_kib=4709304 free_kib=4695152",
-        ])
-        .unwrap();
-        assert_eq!(zone_sum(&mem, "Movable", "free_kib").unwrap(), 4_194_152);
-        assert_eq!(zone_sum(&mem, "Normal", "managed_kib").unwrap(), 515_000);
-        assert!(zone_sum(&mem, "DMA", "free_kib").is_err());
-        assert!(zone_sum(&mem, "Normal", "bogus_kib").is_err());
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod bench;
 pub mod console;
 pub mod deadline;
 pub mod error;
+pub mod guest;
 pub mod instance;
 pub mod machine;
 pub mod qmp;

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::guest::{self, Vmem, VmemLine};
 use crate::instance::{LaunchOptions, Qemu};
 use crate::machine::{format_size, Machine, VirtioMem, GIB, KIB, MIB};
 use crate::qmp::VirtioMemInfo;
-use crate::record::Record;
 use crate::stats::Stats;
 
 /// From the last action of a step to QMP size == requested-size (or an excused stall).
@@ -56,8 +56,6 @@ const VMEM_EVERY: Duration = Duration::from_millis(500);
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Below this much free memory in zone Normal, `no_memory` and `floor` need no hog to excuse them.
 const SHORT_FREE_KIB: u64 = 128 * 1024;
-/// What `vmem` prints before the guest has published any device status.
-const NO_DEVICE: &str = "vmem: no virtio-mem device";
 /// Console lines in the `console-tail.txt` of a failure.
 const TAIL_LINES: usize = 80;
 
@@ -507,18 +505,6 @@ pub fn excused(
             "no_memory" | "floor" => hog || pinned || memory_short,
             _ => false,
         }
-}
-
-/// The fields of a `hog: tasks=N pages=P rounds=R errors=E` line (or of the `hog: started …`
-/// and `hog: stopped …` lines).
-pub fn parse_hog_status(line: &str) -> Option<Record> {
-    let rest = line.trim().strip_prefix("hog:")?.trim_start();
-    // `hog: started tasks=N pages=P` and `hog: stopped errors=E` carry the same fields.
-    let rest = ["started", "stopped"]
-        .iter()
-        .find_map(|w| rest.strip_prefix(w))
-        .unwrap_or(rest);
-    Record::parse(rest).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1179,39 +1165,19 @@ impl Runner<'_> {
                 self.hog_mib = None;
                 self.pinned_mib = None;
                 let deadline = Deadline::after(self.cfg.boot_timeout);
-                self.vm.console().wait_for("booting", deadline)?;
-                self.vm.console().wait_for_prompt(deadline)?;
+                guest::wait_reboot(self.vm.console(), deadline)?;
                 t0
             }
             Step::HogStart { mib } => {
-                let out = self.vm.console().command(&format!("hog {mib}"), CMD)?;
+                let started = guest::hog_start(self.vm.console(), mib, CMD);
                 self.hog_mib = Some(mib);
-                // `hog: started tasks=N pages=P`, with at least one task.
-                let started = out.lines.iter().find_map(|l| parse_hog_status(l));
-                if started
-                    .as_ref()
-                    .and_then(|r| r.u64("tasks").ok())
-                    .unwrap_or(0)
-                    == 0
-                {
-                    return Err(Error::Protocol(format!(
-                        "`hog {mib}` printed {:?}: no task started",
-                        out.text()
-                    )));
-                }
+                started?;
                 Instant::now()
             }
             Step::HogStop => {
-                self.hog_errors_zero()?;
-                let out = self.vm.console().command("hog stop", CMD)?;
-                // `hog: stopped errors=E`: the last verify round must be clean too.
-                let last = out.lines.iter().find_map(|l| parse_hog_status(l));
-                if last.as_ref().and_then(|r| r.u64("errors").ok()) != Some(0) {
-                    return Err(Error::Protocol(format!(
-                        "`hog stop` printed {:?}",
-                        out.text()
-                    )));
-                }
+                guest::hog_clean(self.vm.console(), CMD)?;
+                // The last verify round must be clean too.
+                guest::hog_stop(self.vm.console(), CMD)?;
                 self.hog_mib = None;
                 self.pinned_mib = None;
                 Instant::now()
@@ -1251,8 +1217,7 @@ impl Runner<'_> {
     }
 
     fn qom_set(&mut self, device: usize, bytes: u64) -> Result<()> {
-        let id = self.ids[device].clone();
-        self.vm.qmp().set_requested_size(&id, bytes, QMP)?;
+        guest::resize(self.vm.qmp(), device, bytes, QMP)?;
         self.requested[device] = bytes;
         Ok(())
     }
@@ -1325,35 +1290,33 @@ impl Runner<'_> {
         Ok(ordered)
     }
 
-    /// `vmem`'s records. Right after boot the guest may still print `vmem: no virtio-mem
-    /// device` (its status is published by the first convergence pass, which can run after the
-    /// prompt); that counts as an empty list, which never agrees with QMP, and is counted.
-    fn vmem(&mut self) -> Result<Vec<Record>> {
-        let out = self.vm.console().command("vmem", CMD)?;
-        if out.lines == [NO_DEVICE] {
-            self.summary.vmem_not_ready += 1;
-            return Ok(Vec::new());
+    /// `vmem`. Right after boot the guest may still print `vmem: no virtio-mem device` (its
+    /// status is published by the first convergence pass, which can run after the prompt); that
+    /// counts as an empty list, which never agrees with QMP, and is counted.
+    fn vmem(&mut self) -> Result<Vmem> {
+        match guest::vmem_if_ready(self.vm.console(), CMD)? {
+            Some(vmem) => Ok(vmem),
+            None => {
+                self.summary.vmem_not_ready += 1;
+                Ok(Vmem::default())
+            }
         }
-        out.records()
     }
 
     /// The `vmem` line of QMP device `d` (matched by address).
-    fn vmem_line<'r>(vmem: &'r [Record], d: &VirtioMemInfo) -> Result<&'r Record> {
-        vmem.iter()
-            .find(|r| r.u64("addr").ok() == Some(d.memaddr))
-            .ok_or_else(|| {
-                Error::Protocol(format!(
-                    "`vmem` has no line with addr={:#x}:\n{}",
-                    d.memaddr,
-                    show_records(vmem)
-                ))
-            })
+    fn vmem_line<'r>(vmem: &'r Vmem, d: &VirtioMemInfo) -> Result<&'r VmemLine> {
+        vmem.by_addr(d.memaddr).ok_or_else(|| {
+            Error::Protocol(format!(
+                "`vmem` has no line with addr={:#x}:\n{vmem}",
+                d.memaddr
+            ))
+        })
     }
 
     /// Whether free memory in zone Normal is short (an excuse for `no_memory` and `floor`).
     fn memory_short(&mut self) -> Result<bool> {
-        let mem = self.vm.console().command("mem", CMD)?.records()?;
-        let free = crate::bench::zone_sum(&mem, "Normal", "free_kib")?;
+        let mem = guest::mem(self.vm.console(), CMD)?;
+        let free = mem.zone_sum("Normal", |z| z.free_kib)?;
         Ok(free < SHORT_FREE_KIB)
     }
 
@@ -1387,11 +1350,11 @@ impl Runner<'_> {
             if last_vmem.is_none_or(|t| t.elapsed() >= VMEM_EVERY) {
                 last_vmem = Some(Instant::now());
                 let vmem = self.vmem()?;
-                last_vmem_text = show_records(&vmem);
+                last_vmem_text = vmem.to_string();
                 let mut why = Vec::new();
-                for &i in open.iter().filter(|_| !vmem.is_empty()) {
+                for &i in open.iter().filter(|_| !vmem.devices.is_empty()) {
                     let line = Self::vmem_line(&vmem, &devs[i])?;
-                    let (state, reason) = (line.str("state")?, line.str("reason")?);
+                    let (state, reason) = (line.state.as_str(), line.reason.as_str());
                     let needs_mem = matches!(reason, "no_memory" | "floor");
                     let short = needs_mem && self.hog_mib.is_none() && self.memory_short()?;
                     if excused(
@@ -1443,13 +1406,7 @@ impl Runner<'_> {
             thread::sleep(POLL_EVERY);
         };
         self.guest_agrees(&outcome)?;
-        let check = self.vm.console().command("check", CMD)?;
-        if check.lines != ["check: ok"] {
-            return Err(Error::Protocol(format!(
-                "`check` printed {:?}",
-                check.text()
-            )));
-        }
+        guest::check(self.vm.console(), CMD)?;
         if self.hog_mib.is_some() {
             self.hog_errors_zero()?;
         }
@@ -1475,10 +1432,10 @@ impl Runner<'_> {
                 if before != after {
                     return Ok(Some("QMP moved while `vmem` ran".into()));
                 }
-                if vmem.len() != after.len() {
+                if vmem.devices.len() != after.len() {
                     return Ok(Some(format!(
                         "`vmem` shows {} devices, QMP {}",
-                        vmem.len(),
+                        vmem.devices.len(),
                         after.len()
                     )));
                 }
@@ -1486,24 +1443,23 @@ impl Runner<'_> {
                     let line = Self::vmem_line(&vmem, d)?;
                     let node = u64::try_from(d.node).unwrap_or(u64::MAX);
                     let want = [
-                        ("region_kib", d.max_bytes / KIB),
-                        ("block_kib", d.block_size_bytes / KIB),
-                        ("node", node),
-                        ("plugged_kib", d.plugged_bytes / KIB),
-                        ("requested_kib", d.requested_bytes / KIB),
+                        ("region_kib", line.region_kib, d.max_bytes / KIB),
+                        ("block_kib", line.block_kib, d.block_size_bytes / KIB),
+                        ("node", line.node, node),
+                        ("plugged_kib", line.plugged_kib, d.plugged_bytes / KIB),
+                        ("requested_kib", line.requested_kib, d.requested_bytes / KIB),
                     ];
-                    for (key, value) in want {
-                        if line.u64(key)? != value {
+                    for (key, seen, value) in want {
+                        if seen != value {
                             return Ok(Some(format!(
-                                "{}: vmem {key}={} but QMP says {value}: `{line}`",
-                                self.ids[i],
-                                line.str(key)?
+                                "{}: vmem {key}={seen} but QMP says {value}: `{line}`",
+                                self.ids[i]
                             )));
                         }
                     }
                     let stalled =
                         matches!(outcome, Settled::Stalled(w) if w.iter().any(|(j, _)| *j == i));
-                    if !stalled && (line.u64("pending_kib")? != 0 || !line.is("state", "ok")) {
+                    if !stalled && !line.converged() {
                         return Ok(Some(format!(
                             "{}: converged in QMP, but `{line}`",
                             self.ids[i]
@@ -1516,10 +1472,7 @@ impl Runner<'_> {
                 None => return Ok(()),
                 Some(p) if deadline.expired() => {
                     return Err(Error::Timeout {
-                        what: format!(
-                            "`vmem` to agree with QMP: {p}\nvmem:\n{}",
-                            show_records(&vmem)
-                        ),
+                        what: format!("`vmem` to agree with QMP: {p}\nvmem:\n{vmem}"),
                         waited: AGREE,
                     })
                 }
@@ -1528,22 +1481,8 @@ impl Runner<'_> {
         }
     }
 
-    fn hog_status(&mut self) -> Result<Record> {
-        let out = self.vm.console().command("hog status", CMD)?;
-        out.lines
-            .iter()
-            .find_map(|l| parse_hog_status(l))
-            .ok_or_else(|| Error::Protocol(format!("`hog status` printed {:?}", out.text())))
-    }
-
     fn hog_errors_zero(&mut self) -> Result<()> {
-        let status = self.hog_status()?;
-        if status.u64("errors")? != 0 {
-            return Err(Error::Protocol(format!(
-                "the hog found corrupted pages: {status}"
-            )));
-        }
-        Ok(())
+        guest::hog_clean(self.vm.console(), CMD).map(drop)
     }
 
     fn write_plot(&self) {
@@ -1570,14 +1509,6 @@ fn short_size(bytes: u64) -> String {
     } else {
         format_size(bytes)
     }
-}
-
-fn show_records(records: &[Record]) -> String {
-    records
-        .iter()
-        .map(Record::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
@@ -1759,22 +1690,6 @@ mod tests {
         assert!(!excused("stalled", "floor", true, false, false, false));
         assert!(!excused("busy", "device_busy", true, true, true, true));
         assert!(!excused("broken", "none", true, true, true, true));
-    }
-
-    #[test]
-    fn hog_status_line() {
-        let r = parse_hog_status("hog: tasks=1 pages=32768 rounds=4 errors=0").unwrap();
-        assert_eq!(r.u64("tasks").unwrap(), 1);
-        assert_eq!(r.u64("errors").unwrap(), 0);
-        let r = parse_hog_status("hog: started tasks=3 pages=1024").unwrap();
-        assert_eq!(
-            (r.u64("tasks").unwrap(), r.u64("pages").unwrap()),
-            (3, 1024)
-        );
-        let r = parse_hog_status("hog: stopped errors=2").unwrap();
-        assert_eq!(r.u64("errors").unwrap(), 2);
-        assert!(parse_hog_status("hog: not running").is_none());
-        assert!(parse_hog_status("tasks=1").is_none());
     }
 
     #[test]
