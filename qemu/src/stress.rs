@@ -62,20 +62,21 @@ const TAIL_LINES: usize = 80;
 // ---------------------------------------------------------------------------------------------
 // PRNG
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and every seed (0 included) is fine.
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and every seed (0 included) is fine. The
+/// field is the generator's whole state, so `Rng(seed)` is the same as `Rng::new(seed)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rng {
-    state: u64,
-}
+pub struct Rng(pub u64);
 
 impl Rng {
+    /// The generator for `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng { state: seed }
+        Rng(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)

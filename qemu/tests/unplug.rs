@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::{boot, check_cpus, poll, Vm, CMD, QMP};
 use hotmem_qemu::guest::{self, HogStatus, VmemLine};
+use hotmem_qemu::stress::Rng;
 use hotmem_qemu::{Machine, VirtioMem, VirtioMemInfo, GIB, KIB, MIB};
 
 /// From `qom-set` to QMP size == requested (unplug migrates up to ~1.5 GiB under TCG).
@@ -466,23 +467,6 @@ fn pinned_pages_stall_unplug_until_unpin() {
     check_ok(&mut vm, "after `unpin`");
     hog_stop(&mut vm);
     vm.poweroff_ok();
-}
-
-/// splitmix64: small, seedable, good enough to pick sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// `UNPLUG_SEED=<n>` replays a run; otherwise the clock picks the seed.
