@@ -40,6 +40,7 @@ pub mod error;
 pub mod guest;
 pub mod instance;
 pub mod machine;
+pub mod plot;
 pub mod qmp;
 pub mod record;
 pub mod stats;

@@ -4,10 +4,10 @@
 //! Every status command prints `key=value` records ([`crate::Record`]); this module gives the
 //! ones the host reasons about a type each, so a field is parsed (and a missing or garbled one
 //! noticed) in one place:
-//! - [`mem`]: `mem`, one [`MemLine`] per node and zone and the `node=all` total ([`Mem`]);
+//! - [`mod@mem`]: `mem`, one [`MemLine`] per node and zone and the `node=all` total ([`Mem`]);
 //!   `check` ([`check`]: exactly `check: ok`); the boot line `mm: ... init N us`
 //!   ([`parse_mm_init_us`]);
-//! - [`vmem`]: `vmem`, one [`VmemLine`] per virtio-mem device ([`Vmem`]); the log line
+//! - [`mod@vmem`]: `vmem`, one [`VmemLine`] per virtio-mem device ([`Vmem`]); the log line
 //!   `vmemN: resized to ...` of a finished resize ([`ResizeLog`]); the resize itself, a QMP
 //!   `qom-set vmN requested-size` ([`resize`]), and the wait for its log line
 //!   ([`wait_resize_log`]);
