@@ -292,13 +292,28 @@ impl Qmp {
 
     /// The virtio-mem device with QEMU id `id`.
     pub fn virtio_mem(&mut self, id: &str, deadline: impl Into<Deadline>) -> Result<VirtioMemInfo> {
-        self.virtio_mem_devices(deadline)?
-            .into_iter()
-            .find(|d| d.id.as_deref() == Some(id))
-            .ok_or_else(|| Error::Qmp {
-                command: "query-memory-devices".into(),
-                message: format!("no virtio-mem device with id {id}"),
+        let mut one = self.virtio_mem_in_order(&[id.to_string()], deadline)?;
+        Ok(one.remove(0))
+    }
+
+    /// The virtio-mem devices with QEMU ids `ids`, in that order.
+    pub fn virtio_mem_in_order(
+        &mut self,
+        ids: &[String],
+        deadline: impl Into<Deadline>,
+    ) -> Result<Vec<VirtioMemInfo>> {
+        let devs = self.virtio_mem_devices(deadline)?;
+        ids.iter()
+            .map(|id| {
+                devs.iter()
+                    .find(|d| d.id.as_deref() == Some(id.as_str()))
+                    .cloned()
+                    .ok_or_else(|| Error::Qmp {
+                        command: "query-memory-devices".into(),
+                        message: format!("no virtio-mem device with id {id}: {devs:?}"),
+                    })
             })
+            .collect()
     }
 
     /// `query-memory-size-summary`.
