@@ -1,12 +1,12 @@
 //! What a stress run shows and leaves behind: the progress line, the summary table and the
 //! failure directory.
 //!
-//! - [`Progress`]: one terminal line updated in place per step, or a plain line per finished
+//! - `Progress`: one terminal line updated in place per step, or a plain line per finished
 //!   step when stdout is not a terminal (CI logs).
 //! - [`Summary`]: steps per kind, `qom-set`s, bytes plugged and unplugged, excused stalls,
 //!   failures, `vmem` not ready after a boot, elapsed time and the median/maximum convergence
 //!   time; [`Summary::table`] is printed at the end of every run.
-//! - [`save_failure`]: `<out>/<seed>-<step>/` with everything needed to understand and replay a
+//! - `save_failure`: `<out>/<seed>-<step>/` with everything needed to understand and replay a
 //!   failed step: `failure.txt` (seed, topology, devices, the failed step, the error, the command
 //!   that replays it and the steps so far), `seed`, `console-tail.txt`, `console.txt`, `qmp.txt`,
 //!   `command-line.txt`, `qemu-stderr.txt`, `stress.svg`, and QEMU's own view of a guest that
