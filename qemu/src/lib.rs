@@ -39,6 +39,7 @@ pub mod deadline;
 pub mod error;
 pub mod guest;
 pub mod instance;
+pub mod interactive;
 pub mod machine;
 pub mod plot;
 pub mod qmp;
