@@ -60,10 +60,15 @@ const IDLE_ROUND_TRIPS: usize = 5;
 
 /// What [`measure`] runs.
 pub struct BenchConfig<'a> {
+    /// The machine each scenario boots (a scenario may change its RAM).
     pub machine: &'a Machine,
+    /// Image and QEMU binary.
     pub options: &'a LaunchOptions,
+    /// Fresh boots per scenario.
     pub runs: usize,
+    /// Deadline for each boot's first prompt.
     pub boot_timeout: Duration,
+    /// What to run, in order.
     pub scenarios: Vec<Scenario>,
 }
 

@@ -30,16 +30,21 @@ use crate::error::{Error, Result};
 /// A virtio-mem device as `query-memory-devices` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioMemInfo {
+    /// QEMU id (`vm0`, ...).
     pub id: Option<String>,
     /// Guest physical start of the device region.
     pub memaddr: u64,
+    /// `block-size`.
     pub block_size_bytes: u64,
-    /// Plugged now.
+    /// Plugged now (`size`).
     pub plugged_bytes: u64,
+    /// `requested-size`.
     pub requested_bytes: u64,
     /// The backend size.
     pub max_bytes: u64,
+    /// NUMA node of the device's memory.
     pub node: i64,
+    /// QOM path of the backend (`/objects/mem0`).
     pub memdev: String,
 }
 

@@ -36,7 +36,9 @@ pub struct Metric {
 /// A reference value for a [`Metric`], in the metric's unit, and where it comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reference {
+    /// The value, in the metric's unit.
     pub value: f64,
+    /// Where it comes from (goes into the JSON).
     pub source: String,
 }
 
@@ -104,6 +106,7 @@ pub struct Report {
     pub git_dirty: Option<bool>,
     /// Seconds since the Unix epoch when the report was made.
     pub timestamp_unix: u64,
+    /// The measured quantities, in table order.
     pub metrics: Vec<Metric>,
 }
 

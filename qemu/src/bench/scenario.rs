@@ -133,6 +133,7 @@ impl Resize {
 /// must migrate (as in "plug 4 GiB, hog 1 GiB, unplug to 1 GiB").
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
+    /// A `qom-set` and what it measures.
     Resize(Resize),
     /// `hog <MiB>`, then wait until it mapped everything and verified it once.
     Hog(u64),
@@ -160,9 +161,11 @@ impl Step {
 /// Steps run in order on one fresh boot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
+    /// Name in progress lines.
     pub name: &'static str,
     /// Boot RAM instead of the bench machine's.
     pub ram_bytes: Option<u64>,
+    /// What to do, in order.
     pub steps: Vec<Step>,
 }
 

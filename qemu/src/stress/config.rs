@@ -22,6 +22,7 @@ pub enum Topology {
 }
 
 impl Topology {
+    /// `default` or `two-node` (`--topology`).
     pub fn parse(text: &str) -> Result<Topology> {
         match text {
             "default" => Ok(Topology::Default),
@@ -32,6 +33,7 @@ impl Topology {
         }
     }
 
+    /// The name [`Topology::parse`] takes.
     pub fn name(self) -> &'static str {
         match self {
             Topology::Default => "default",
@@ -39,6 +41,7 @@ impl Topology {
         }
     }
 
+    /// The machine it boots.
     pub fn machine(self) -> Machine {
         match self {
             Topology::Default => Machine::default(),
@@ -65,8 +68,11 @@ impl Topology {
 /// What [`super::run`] does.
 #[derive(Debug, Clone)]
 pub struct StressConfig {
+    /// The machine.
     pub topology: Topology,
+    /// Image and QEMU binary.
     pub options: LaunchOptions,
+    /// Seed of the scenario (printed, and in the failure directory's name).
     pub seed: u64,
     /// Stop after this many steps (no limit when `None`).
     pub steps: Option<usize>,
@@ -76,6 +82,7 @@ pub struct StressConfig {
     pub out_dir: PathBuf,
     /// The SVG plot.
     pub plot: PathBuf,
+    /// Deadline for the first prompt after a boot or reset.
     pub boot_timeout: Duration,
 }
 

@@ -30,25 +30,32 @@ use super::{QMP, TAIL_LINES};
 /// What a run did; [`Summary::table`] is printed at the end.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
+    /// [`super::Topology::name`].
     pub topology: String,
+    /// The run's seed.
     pub seed: u64,
+    /// Steps played, per kind.
     pub steps_by_kind: BTreeMap<Kind, usize>,
     /// `qom-set`s sent.
     pub resizes: usize,
     /// Sum of QMP size increases / decreases seen while polling.
     pub plugged_bytes: u64,
+    /// See [`Summary::plugged_bytes`].
     pub unplugged_bytes: u64,
     /// Steps that ended with a device stalled for an excused reason.
     pub stalls: usize,
+    /// Failed steps (a run stops at the first).
     pub failures: usize,
     /// `vmem` answers "no virtio-mem device" (after a boot, before the guest published status).
     pub vmem_not_ready: usize,
+    /// Wall time of the run.
     pub elapsed: Duration,
     /// From the last action of a resize or reset step to QMP size == requested on all devices.
     pub converge: Vec<Duration>,
 }
 
 impl Summary {
+    /// All steps played.
     pub fn steps(&self) -> usize {
         self.steps_by_kind.values().sum()
     }
@@ -59,6 +66,7 @@ impl Summary {
         Stats::of(&secs)
     }
 
+    /// The table printed at the end of a run: steps per kind, then the totals.
     pub fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(

@@ -109,27 +109,41 @@ pub struct DeviceSpec {
 /// What a scenario is generated for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScenarioConfig {
+    /// The virtio-mem devices, `vm0` first.
     pub devices: Vec<DeviceSpec>,
+    /// Boot RAM (bounds the hog's size).
     pub boot_ram_bytes: u64,
+    /// What the guest can do besides plugging.
     pub features: Features,
 }
 
 /// Step kinds, for the summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    /// A resize above the current request.
     Grow,
+    /// A resize below it, not to zero.
     Shrink,
+    /// A resize to zero.
     Zero,
+    /// A resize to the whole region.
     Max,
+    /// Two resizes back to back.
     Overlap,
+    /// `system_reset`.
     Reset,
+    /// `hog <MiB>`.
     HogStart,
+    /// `hog stop`.
     HogStop,
+    /// `pin <MiB>`.
     Pin,
+    /// `unpin`.
     Unpin,
 }
 
 impl Kind {
+    /// Every kind, in summary order.
     pub const ALL: [Kind; 10] = [
         Kind::Grow,
         Kind::Shrink,
@@ -143,6 +157,7 @@ impl Kind {
         Kind::Unpin,
     ];
 
+    /// The name in the summary and in step descriptions.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Grow => "grow",
@@ -164,30 +179,44 @@ impl Kind {
 pub enum Step {
     /// `qom-set vm<device> requested-size <bytes>`; `kind` is Grow, Shrink, Zero or Max.
     Resize {
+        /// Grow, Shrink, Zero or Max.
         kind: Kind,
+        /// Index of the device (`vm<device>`).
         device: usize,
+        /// The new requested size.
         bytes: u64,
     },
     /// Two `qom-set`s `gap_ms` apart: the second lands while the first still converges.
     Overlap {
+        /// Index of the device.
         device: usize,
+        /// The first request.
         first_bytes: u64,
+        /// The second request, the one that must be reached.
         then_bytes: u64,
+        /// Pause between the two.
         gap_ms: u64,
     },
     /// QMP `system_reset` with memory plugged; wait for the prompt again.
     Reset,
+    /// `hog <mib>` (only without a hog).
     HogStart {
+        /// Hog size.
         mib: u64,
     },
+    /// `hog stop` (only with a hog and no pins).
     HogStop,
+    /// `pin <mib>`: pins that many MiB of hog pages (only with a hog).
     Pin {
+        /// Pinned size.
         mib: u64,
     },
+    /// `unpin` (only with pins).
     Unpin,
 }
 
 impl Step {
+    /// Its kind, for the summary.
     pub fn kind(&self) -> Kind {
         match self {
             Step::Resize { kind, .. } => *kind,
@@ -273,6 +302,7 @@ impl Scenario {
         &self.requested
     }
 
+    /// The next step; the scenario's view of the host (requests, hog, pins) follows it.
     pub fn next_step(&mut self) -> Step {
         let step = self.choose();
         self.apply(&step);
