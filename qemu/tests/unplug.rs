@@ -180,7 +180,7 @@ enum Settled {
     /// QMP size == requested and the guest agrees.
     Reached,
     /// The guest stopped short: its `vmem` line (`state=stalled`) and QMP's view, which agree.
-    Stalled(VmemLine, VirtioMemInfo),
+    Stalled(Box<VmemLine>, VirtioMemInfo),
 }
 
 impl std::fmt::Display for Settled {
@@ -275,7 +275,7 @@ fn settle(
                 dev.plugged_bytes,
                 "mem: Movable present must be what is plugged while stalled (`{line}`)"
             );
-            Settled::Stalled(line, dev)
+            Settled::Stalled(Box::new(line), dev)
         }
         None => {
             let (line, _) = poll(
@@ -346,7 +346,7 @@ fn must_stall(
                 dev.plugged_bytes > requested,
                 "{what}: stalled below the request? `{line}` {dev:?}"
             );
-            (line, dev, w)
+            (*line, dev, w)
         }
         (other, _) => panic!("{what}: want a stall ({allowed:?}), got {other}"),
     }
