@@ -143,13 +143,7 @@ impl Mem {
 
 impl fmt::Display for Mem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, line) in self.lines.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            line.fmt(f)?;
-        }
-        Ok(())
+        super::write_lines(f, &self.lines)
     }
 }
 

@@ -37,6 +37,7 @@ pub use vmem::{
     resize, vmem, vmem_if_ready, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,
 };
 
+use std::fmt;
 use std::time::Duration;
 
 use crate::console::Console;
@@ -65,5 +66,17 @@ pub fn wait_reboot(console: &mut Console, deadline: impl Into<Deadline>) -> Resu
     let deadline = deadline.into();
     console.wait_for("booting", deadline)?;
     console.wait_for_prompt(deadline)?;
+    Ok(())
+}
+
+/// Writes `lines` one per line (no newline after the last): how a parsed command output
+/// displays, the same text the guest printed.
+fn write_lines<T: fmt::Display>(f: &mut fmt::Formatter<'_>, lines: &[T]) -> fmt::Result {
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            f.write_str("\n")?;
+        }
+        line.fmt(f)?;
+    }
     Ok(())
 }

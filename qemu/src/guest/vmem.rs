@@ -136,13 +136,7 @@ impl Vmem {
 
 impl fmt::Display for Vmem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, line) in self.devices.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            line.fmt(f)?;
-        }
-        Ok(())
+        super::write_lines(f, &self.devices)
     }
 }
 
