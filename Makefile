@@ -27,18 +27,10 @@ PROPTEST_RNG_SEED ?= 1
 TARGET    := aarch64-unknown-none
 ELF       := target/$(TARGET)/release/hotmem
 IMAGE     := target/hotmem.img
-QMP_SOCK  := target/qmp.sock
 
-# maxmem = RAM + VMEM (QEMU needs it for virtio-mem).
-to_mib = $(shell echo "$(1)" | awk '/[Gg]$$/ {sub(/[Gg]$$/,""); print $$0*1024; next} /[Mm]$$/ {sub(/[Mm]$$/,""); print $$0; next} {print int($$0/1048576)}')
-MAXMEM    := $(shell echo $$(( $(call to_mib,$(RAM)) + $(call to_mib,$(VMEM)) )))M
-
-QEMU_ARGS := -M virt,gic-version=$(GIC) -cpu $(CPU) -smp $(SMP) \
-	-m $(RAM),maxmem=$(MAXMEM) -nic none -display none \
-	-object memory-backend-ram,id=vmem0,size=$(VMEM) \
-	-device virtio-mem-pci,id=vm0,memdev=vmem0,requested-size=0 \
-	-kernel $(IMAGE) -append "$(BOOTARGS)" \
-	-serial mon:stdio -qmp unix:$(QMP_SOCK),server=on,wait=off $(QEMU_EXTRA)
+# The machine (maxmem = RAM + VMEM, one virtio-mem device vm0, QMP on target/qmp.sock) is
+# hotmem-qemu's `run`; QEMU_EXTRA goes to QEMU verbatim, last.
+RUN_ARGS  = --ram $(RAM) --vmem $(VMEM) --smp $(SMP) --cpu $(CPU) --gic $(GIC) --append "$(BOOTARGS)"
 
 .PHONY: deps kernel run test debug clippy fmt-check unit qemu-test bench stress stress-short
 
@@ -51,13 +43,11 @@ kernel: deps
 	@echo "kernel image: $(IMAGE) ($$(stat -c %s $(IMAGE)) bytes)"
 
 run: kernel
-	@rm -f $(QMP_SOCK)
-	qemu-system-aarch64 $(QEMU_ARGS)
+	cargo run -p hotmem-qemu --release -- run $(RUN_ARGS) -- $(QEMU_EXTRA)
 
 debug: kernel
-	@rm -f $(QMP_SOCK)
 	@echo "In another terminal: gdb-multiarch $(ELF) -ex 'target remote :1234'"
-	qemu-system-aarch64 $(QEMU_ARGS) -s -S
+	cargo run -p hotmem-qemu --release -- run --debug $(RUN_ARGS) -- $(QEMU_EXTRA)
 
 fmt-check:
 	cargo fmt --all -- --check

@@ -11,7 +11,7 @@
 //!   [`Console::expect_panic`] (the `fault` test), or
 //! - the console reached end of file (QEMU exited).
 //!
-//! The shell contract it relies on (issue 2): the shell echoes input; lines end in CRLF; each
+//! The shell contract it relies on: the shell echoes input; lines end in CRLF; each
 //! command's output is followed by a fresh `hotmem> ` prompt at the start of a line; log lines
 //! start with `[` and never split an output line. [`Console::command`] sends the command and `\r`,
 //! finds the echoed command line (after applying backspace/DEL editing and dropping ANSI escapes),

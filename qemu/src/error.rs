@@ -12,41 +12,66 @@ use std::time::Duration;
 pub enum Error {
     /// The kernel image is not there; nothing is silently skipped.
     #[error("kernel image {} not found: run `make kernel` first (or set HOTMEM_IMAGE)", path.display())]
-    ImageMissing { path: PathBuf },
+    ImageMissing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
 
     /// The QEMU binary could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {
+        /// The QEMU binary.
         program: String,
+        /// Why it did not start.
         source: std::io::Error,
     },
 
     /// An I/O error on a pipe, socket or file, with what we were doing.
     #[error("{context}: {source}")]
     Io {
+        /// What we were doing.
         context: String,
+        /// The I/O error.
         source: std::io::Error,
     },
 
     /// A deadline passed before the awaited thing happened.
     #[error("timed out after {:.1?} waiting for {what}", waited)]
-    Timeout { what: String, waited: Duration },
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited: Duration,
+    },
 
     /// The console shows a `PANIC:` line that the caller did not expect.
     #[error("guest panicked while waiting for {what}: {line}")]
-    GuestPanic { what: String, line: String },
+    GuestPanic {
+        /// What was awaited.
+        what: String,
+        /// The `PANIC:` line.
+        line: String,
+    },
 
     /// QEMU exited (or closed the console) while we still expected something from it.
     #[error("QEMU exited ({}) while waiting for {what}{}", status.map_or("status unknown".to_string(), |s| s.to_string()), stderr_suffix(stderr))]
     QemuExited {
+        /// What was awaited.
         what: String,
+        /// QEMU's exit status, when known.
         status: Option<ExitStatus>,
+        /// What QEMU wrote to stderr (explains a refused command line).
         stderr: String,
     },
 
     /// QEMU answered a QMP command with an error, or the QMP stream made no sense.
     #[error("QMP {command}: {message}")]
-    Qmp { command: String, message: String },
+    Qmp {
+        /// The command (or what was being read).
+        command: String,
+        /// QEMU's error class and description, or what made no sense.
+        message: String,
+    },
 
     /// The console output did not follow the shell contract, or a record did not parse.
     #[error("{0}")]

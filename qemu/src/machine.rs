@@ -60,7 +60,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
 /// GIC version of the `virt` board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Gic {
+    /// GICv2 (`gic-version=2`).
     V2,
+    /// GICv3 (`gic-version=3`), the default.
     V3,
 }
 
@@ -76,7 +78,9 @@ impl Gic {
 /// A NUMA node: its boot memory and the CPUs (indices into `-smp`) that belong to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumaNode {
+    /// Boot RAM of the node.
     pub size_bytes: u64,
+    /// CPUs of the node.
     pub cpus: Vec<u32>,
 }
 
@@ -128,6 +132,7 @@ impl VirtioMem {
 pub struct Machine {
     /// `-cpu` model: `max`, `cortex-a53`, `cortex-a57`, `cortex-a72`, `neoverse-n1`, ...
     pub cpu: String,
+    /// GIC version.
     pub gic: Gic,
     /// `virtualization=on`: the kernel is entered at EL2.
     pub el2: bool,

@@ -1,6 +1,8 @@
 //! `hotmem-qemu`: command-line front end of the harness library.
 //!
 //! ```text
+//! cargo run -p hotmem-qemu -- run   [MACHINE] [--debug] [--qmp SOCKET] [-- QEMU ARGS...]
+//!                                                          QEMU on this terminal (make run, make debug)
 //! cargo run -p hotmem-qemu -- boot  [MACHINE] [-c CMD]...  boot, show the console, run CMDs, power off
 //! cargo run -p hotmem-qemu -- args  [MACHINE]              print the QEMU command line
 //! cargo run -p hotmem-qemu -- probe [MACHINE]              start QEMU, query QMP, quit (does QEMU accept it?)
@@ -10,7 +12,8 @@
 //!                      [--topology default|two-node] [--out DIR] [--plot FILE]
 //!                                                          seeded random resize/reset/hog/pin steps
 //! ```
-//! MACHINE options default to `make run`'s machine; see `--help`. The benchmark's arithmetic and
+//! MACHINE options default to `make run`'s machine; see `--help`. `run` starts it on the
+//! terminal through [`hotmem_qemu::interactive`], so the Makefile holds no copy of the machine. The benchmark's arithmetic and
 //! JSON live in [`hotmem_qemu::bench`], the stress runner in [`hotmem_qemu::stress`].
 
 use std::path::PathBuf;
@@ -18,13 +21,16 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hotmem_qemu::bench::{self, Report};
+use hotmem_qemu::interactive::Interactive;
 use hotmem_qemu::stress::{self, Topology};
 use hotmem_qemu::{
     format_size, parse_size, Error, Gic, LaunchOptions, Machine, Qemu, Result, VirtioMem,
 };
 
 const USAGE: &str = "\
-usage: hotmem-qemu <boot|args|probe|bench|stress> [options]
+usage: hotmem-qemu <run|boot|args|probe|bench|stress> [options] [-- QEMU ARGS...]
+  run     boot on this terminal: console and QEMU monitor on stdio (Ctrl-a c switches, Ctrl-a x
+          quits), QMP on target/qmp.sock; exits with QEMU's status (make run, make debug)
   boot    boot, print the console live, run each -c command, then poweroff
   args    print the QEMU command line
   probe   start QEMU without waiting for the kernel, query QMP, quit
@@ -44,6 +50,10 @@ machine options (default: make run's machine):
   --image PATH       kernel image (default: $HOTMEM_IMAGE or target/hotmem.img)
   --boot-timeout S   seconds to wait for the prompt (default 60)
   -c CMD             shell command to run after boot (repeatable)
+  -- ARGS...         extra QEMU arguments, verbatim (run: after the console and QMP wiring)
+run options:
+  --debug            start halted, waiting for gdb on port 1234 (-s -S)
+  --qmp SOCKET       QMP socket (default: <workspace>/target/qmp.sock)
 bench options:
   --runs N           runs per scenario, each on a fresh boot (default 5)
   --out FILE         JSON results (default: <workspace>/target/bench/bench.json)
@@ -68,6 +78,10 @@ struct Cli {
     runs: usize,
     out: Option<PathBuf>,
     stress: StressArgs,
+    /// `run --debug`.
+    debug: bool,
+    /// `run --qmp`.
+    qmp: Option<PathBuf>,
 }
 
 /// `stress` options.
@@ -104,6 +118,8 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             topology: Topology::Default,
             plot: None,
         },
+        debug: false,
+        qmp: None,
     };
     let mut vmem_seen = false;
     while let Some(opt) = it.next() {
@@ -171,6 +187,12 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             "--duration" => cli.stress.duration = stress::parse_duration(&value()?)?,
             "--topology" => cli.stress.topology = Topology::parse(&value()?)?,
             "--plot" => cli.stress.plot = Some(value()?.into()),
+            "--debug" => cli.debug = true,
+            "--qmp" => cli.qmp = Some(value()?.into()),
+            "--" => {
+                cli.machine.extra_args.extend(it.by_ref().cloned());
+                break;
+            }
             other => return Err(bad(format!("unknown option {other}"))),
         }
     }
@@ -182,7 +204,10 @@ fn parse_args(args: &[String]) -> Result<Cli> {
     Ok(cli)
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    if cli.verb == "run" {
+        return run_interactive(&cli);
+    }
     let options = LaunchOptions {
         image: cli.image.clone(),
         ..LaunchOptions::default()
@@ -247,6 +272,28 @@ fn run(cli: Cli) -> Result<()> {
         "stress" => run_stress(&cli, options),
         other => Err(Error::Machine(format!("unknown subcommand {other}"))),
     }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+/// `run`: the machine on this terminal (see [`hotmem_qemu::interactive`]); prints the QEMU
+/// command line first and exits with QEMU's status.
+fn run_interactive(cli: &Cli) -> Result<ExitCode> {
+    let mut terminal = Interactive {
+        image: cli.image.clone(),
+        gdb: cli.debug,
+        ..Interactive::default()
+    };
+    if let Some(socket) = &cli.qmp {
+        terminal.qmp_socket = socket.clone();
+    }
+    let line = terminal.command_line(&cli.machine);
+    eprintln!("# {}", hotmem_qemu::instance::shell_join(&line));
+    let status = terminal.run(&cli.machine)?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
 }
 
 /// `bench`: the scenarios of [`bench::default_scenarios`] (boot, plug 0 -> 4 GiB, unplug
@@ -311,7 +358,7 @@ fn main() -> ExitCode {
         };
     }
     match parse_args(&args).and_then(run) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("hotmem-qemu: {e}");
             ExitCode::FAILURE

@@ -30,16 +30,21 @@ use crate::error::{Error, Result};
 /// A virtio-mem device as `query-memory-devices` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioMemInfo {
+    /// QEMU id (`vm0`, ...).
     pub id: Option<String>,
     /// Guest physical start of the device region.
     pub memaddr: u64,
+    /// `block-size`.
     pub block_size_bytes: u64,
-    /// Plugged now.
+    /// Plugged now (`size`).
     pub plugged_bytes: u64,
+    /// `requested-size`.
     pub requested_bytes: u64,
     /// The backend size.
     pub max_bytes: u64,
+    /// NUMA node of the device's memory.
     pub node: i64,
+    /// QOM path of the backend (`/objects/mem0`).
     pub memdev: String,
 }
 
@@ -292,13 +297,28 @@ impl Qmp {
 
     /// The virtio-mem device with QEMU id `id`.
     pub fn virtio_mem(&mut self, id: &str, deadline: impl Into<Deadline>) -> Result<VirtioMemInfo> {
-        self.virtio_mem_devices(deadline)?
-            .into_iter()
-            .find(|d| d.id.as_deref() == Some(id))
-            .ok_or_else(|| Error::Qmp {
-                command: "query-memory-devices".into(),
-                message: format!("no virtio-mem device with id {id}"),
+        let mut one = self.virtio_mem_in_order(&[id.to_string()], deadline)?;
+        Ok(one.remove(0))
+    }
+
+    /// The virtio-mem devices with QEMU ids `ids`, in that order.
+    pub fn virtio_mem_in_order(
+        &mut self,
+        ids: &[String],
+        deadline: impl Into<Deadline>,
+    ) -> Result<Vec<VirtioMemInfo>> {
+        let devs = self.virtio_mem_devices(deadline)?;
+        ids.iter()
+            .map(|id| {
+                devs.iter()
+                    .find(|d| d.id.as_deref() == Some(id.as_str()))
+                    .cloned()
+                    .ok_or_else(|| Error::Qmp {
+                        command: "query-memory-devices".into(),
+                        message: format!("no virtio-mem device with id {id}: {devs:?}"),
+                    })
             })
+            .collect()
     }
 
     /// `query-memory-size-summary`.
@@ -346,6 +366,16 @@ impl Qmp {
         let cmd = qmp::qom_get {
             path: path.into(),
             property: property.into(),
+        };
+        self.execute(&cmd, deadline)
+    }
+
+    /// `human-monitor-command`: runs one HMP command (`info registers -a`, `info pic`, ...) and
+    /// returns the text the monitor printed.
+    pub fn hmp(&mut self, command: &str, deadline: impl Into<Deadline>) -> Result<String> {
+        let cmd = qmp::human_monitor_command {
+            command_line: command.into(),
+            cpu_index: None,
         };
         self.execute(&cmd, deadline)
     }

@@ -35,6 +35,16 @@ impl Record {
         Ok(Record { fields })
     }
 
+    /// Parses the record that follows `prefix` on `line`: `errors=0` in `hog: stopped errors=0`
+    /// after `hog: stopped`. Fails when the line does not start with `prefix` or the rest is not a
+    /// record.
+    pub fn parse_after(line: &str, prefix: &str) -> Result<Record> {
+        let rest = line
+            .strip_prefix(prefix)
+            .ok_or_else(|| Error::Protocol(format!("`{line}` does not start with `{prefix}`")))?;
+        Record::parse(rest)
+    }
+
     /// The first value for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields
@@ -117,5 +127,9 @@ mod tests {
         assert!(r.u64("a").is_err());
         assert!(r.str("zz").is_err());
         assert_eq!(parse_records(&["a=1", "", "b=2"]).unwrap().len(), 2);
+        let r = Record::parse_after("pin: pinned pages=2 highest=0x10", "pin: pinned").unwrap();
+        assert_eq!(r.to_string(), "pages=2 highest=0x10");
+        assert!(Record::parse_after("pin: no hog running", "pin: pinned").is_err());
+        assert!(Record::parse_after("hog: started", "hog: started").is_err());
     }
 }

@@ -97,7 +97,7 @@ fn boot_check_poweroff(row: usize) {
     let mut vm = common::boot(&m);
     let cpus = vm.records("cpus");
     common::check_cpus(&m, &cpus);
-    let mem = vm.records("mem");
+    let mem = vm.mem();
     common::check_mem(&m, &mem);
     vm.poweroff_ok();
 }

@@ -1,4 +1,4 @@
-//! The sparse memory model (issue 3) on a booted guest: `mem`, `sections`, `check` and `memtest`
+//! The sparse memory model on a booted guest: `mem`, `sections`, `check` and `memtest`
 //! with one and two NUMA nodes and with DT reservations; `peek` of mapped and unmapped physical
 //! addresses; `mem` across a `reboot`. One QEMU runs at a time (tests/common).
 //!
@@ -11,12 +11,13 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{boot, check_cpus, check_mem, check_ok, field, Vm};
-use hotmem_qemu::{Machine, Record, KIB, MIB};
+use common::{boot, check_cpus, check_mem, check_ok, Vm};
+use hotmem_qemu::guest::{Mem, MemLine};
+use hotmem_qemu::{Machine, KIB, MIB};
 
 /// Where QEMU `virt` puts boot RAM.
 const RAM_BASE: u64 = 0x4000_0000;
-/// Sparse-memory section and subsection sizes (issue 3).
+/// Sparse-memory section and subsection sizes.
 const SECTION: u64 = 128 * MIB;
 const SUBSECTION: u64 = 2 * MIB;
 /// What `memtest` leaves free: the heap and the shell must still work during it.
@@ -47,10 +48,8 @@ fn with_dtb(machine: Machine, name: &str) -> Machine {
     machine.extra_arg("-dtb").extra_arg(&data_file(name))
 }
 
-fn total(mem: &[Record]) -> &Record {
-    mem.iter()
-        .find(|r| r.is("node", "all"))
-        .unwrap_or_else(|| panic!("mem: no node=all line"))
+fn total(mem: &Mem) -> &MemLine {
+    mem.total().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Boot memory per node as `(node, start, end)`: QEMU lays the nodes out in order from
@@ -94,28 +93,30 @@ fn expected_sections(machine: &Machine) -> Vec<String> {
     lines
 }
 
-/// `mem` right after boot: the common checks plus what issue 3 adds: Normal holds each node's
-/// RAM, Movable is empty, both zones listed per node.
-fn check_boot_mem(machine: &Machine, mem: &[Record]) {
+/// `mem` right after boot: the common checks plus what the sparse model adds: Normal holds each
+/// node's RAM, Movable is empty, both zones listed per node.
+fn check_boot_mem(machine: &Machine, mem: &Mem) {
     check_mem(machine, mem);
     for (node, start, end) in node_ranges(machine) {
         let zone = |z: &str| {
-            mem.iter()
-                .find(|r| r.is("node", &node.to_string()) && r.is("zone", z))
+            mem.zone(node, z)
                 .unwrap_or_else(|| panic!("mem: no node={node} zone={z} line"))
         };
         let normal = zone("Normal");
         assert_eq!(
-            field(normal, "present_kib"),
+            normal.present_kib,
             (end - start) / KIB,
             "mem: node {node} Normal present_kib must be all of the node's RAM: `{normal}`"
         );
         let movable = zone("Movable");
-        for key in ["present_kib", "managed_kib", "free_kib"] {
+        for (key, value) in [
+            ("present_kib", movable.present_kib),
+            ("managed_kib", movable.managed_kib),
+            ("free_kib", movable.free_kib),
+        ] {
             assert_eq!(
-                field(movable, key),
-                0,
-                "mem: node {node} Movable must be empty at boot: `{movable}`"
+                value, 0,
+                "mem: node {node} Movable must be empty at boot ({key}): `{movable}`"
             );
         }
     }
@@ -124,7 +125,7 @@ fn check_boot_mem(machine: &Machine, mem: &[Record]) {
 /// `memtest` of all free memory but [`MEMTEST_HEADROOM_MIB`]; then `check: ok` and free memory
 /// back to where it was. Returns the MiB tested.
 fn memtest_most_of_free(vm: &mut Vm) -> u64 {
-    let free_before = field(total(&vm.records("mem")), "free_kib");
+    let free_before = total(&vm.mem()).free_kib;
     let mib = (free_before / 1024)
         .checked_sub(MEMTEST_HEADROOM_MIB)
         .filter(|&m| m > 0)
@@ -140,7 +141,7 @@ fn memtest_most_of_free(vm: &mut Vm) -> u64 {
         "`{cmd}` with {free_before} KiB free"
     );
     check_ok(vm, "after memtest");
-    let free_after = field(total(&vm.records("mem")), "free_kib");
+    let free_after = total(&vm.mem()).free_kib;
     assert!(
         free_after.abs_diff(free_before) <= FREE_DRIFT_KIB,
         "free_kib {free_before} before `{cmd}`, {free_after} after (allowed drift \
@@ -153,7 +154,7 @@ fn memtest_most_of_free(vm: &mut Vm) -> u64 {
 fn check_memory_model(machine: &Machine) {
     let mut vm = boot(machine);
     check_ok(&mut vm, "after boot");
-    let mem = vm.records("mem");
+    let mem = vm.mem();
     check_boot_mem(machine, &mem);
     let sections: Vec<String> = vm
         .records("sections")
@@ -190,19 +191,19 @@ fn dt_reservations_are_not_managed() {
     let baseline = {
         let plain = with_dtb(m.clone(), "plain.dtb");
         let mut vm = boot(&plain);
-        let mem = vm.records("mem");
+        let mem = vm.mem();
         check_boot_mem(&plain, &mem);
         vm.poweroff_ok();
-        field(total(&mem), "managed_kib")
+        total(&mem).managed_kib
     };
 
     let reserved = with_dtb(m, "reserved.dtb");
     let mut vm = boot(&reserved);
     check_ok(&mut vm, "after boot");
-    let mem = vm.records("mem");
+    let mem = vm.mem();
     let t = total(&mem);
-    assert_eq!(field(t, "present_kib"), reserved.boot_ram_bytes() / KIB);
-    let managed = field(t, "managed_kib");
+    assert_eq!(t.present_kib, reserved.boot_ram_bytes() / KIB);
+    let managed = t.managed_kib;
     let reserved_kib = (RESERVED_MEMORY.1 + MEMRESERVE.1) / KIB;
     assert!(
         managed + reserved_kib <= baseline,
@@ -330,15 +331,11 @@ fn peek_ram_and_unmapped() {
 fn reboot_boots_again_with_same_mem() {
     let m = Machine::default();
     let mut vm = boot(&m);
-    let before = vm.records("mem");
+    let before = vm.mem();
     check_boot_mem(&m, &before);
     let start = vm.console().position();
     vm.console().send(b"reboot\r").expect("send reboot");
-    vm.console()
-        .wait_for("booting", common::BOOT)
-        .unwrap_or_else(|e| panic!("no boot banner after reboot: {e}"));
-    vm.wait_for_boot(common::BOOT)
-        .unwrap_or_else(|e| panic!("no prompt after reboot: {e}"));
+    vm.wait_reboot("reboot");
     let text = vm.console().text_since(start);
     let banners = text
         .lines()
@@ -346,9 +343,9 @@ fn reboot_boots_again_with_same_mem() {
         .count();
     assert_eq!(banners, 1, "want one boot banner after reboot:\n{text}");
     assert!(vm.try_exit_status().is_none(), "QEMU exited on reboot");
-    let after = vm.records("mem");
+    let after = vm.mem();
     check_boot_mem(&m, &after);
-    let strip = |mem: &[Record]| -> Vec<String> { mem.iter().map(|r| r.to_string()).collect() };
+    let strip = |mem: &Mem| -> Vec<String> { mem.lines().iter().map(|r| r.to_string()).collect() };
     assert_eq!(
         strip(&after),
         strip(&before),

@@ -1,5 +1,6 @@
-//! The console shell contract (issue 2), checked on a booted guest: `mem`, `cpus`, `fault`, bad
-//! input and line editing. Each test boots its own machine; one QEMU runs at a time.
+//! The console shell contract (echoed input, CRLF lines, a `hotmem> ` prompt after every
+//! command, log lines apart), checked on a booted guest: `mem`, `cpus`, `fault`, bad input and
+//! line editing. Each test boots its own machine; one QEMU runs at a time.
 
 mod common;
 
@@ -15,7 +16,7 @@ use hotmem_qemu::{Machine, VirtioMem, GIB, MIB, PANIC_MARKER};
 fn mem_matches_qemu_ram() {
     let m = Machine::default();
     let mut vm = boot(&m);
-    let mem = vm.records("mem");
+    let mem = vm.mem();
     let total = check_mem(&m, &mem);
     let summary = vm
         .qmp()
@@ -24,7 +25,7 @@ fn mem_matches_qemu_ram() {
     assert_eq!(summary.base_bytes, m.boot_ram_bytes(), "QMP base-memory");
     assert_eq!(summary.plugged_bytes, 0, "QMP plugged-memory at boot");
     assert_eq!(
-        total.u64("present_kib").unwrap(),
+        total.present_kib,
         summary.base_bytes / 1024,
         "guest present_kib vs QMP base-memory"
     );
@@ -40,7 +41,7 @@ fn mem_per_numa_node() {
         .without_virtio_mem()
         .with_virtio_mem(VirtioMem::new(GIB).node(1));
     let mut vm = boot(&m);
-    let mem = vm.records("mem");
+    let mem = vm.mem();
     check_mem(&m, &mem);
     vm.poweroff_ok();
 }

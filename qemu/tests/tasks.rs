@@ -1,4 +1,4 @@
-//! Tasks and the scheduler (issue 5, build point 1): `ps` lists the kernel's tasks, `spin`
+//! Tasks and the scheduler: `ps` lists the kernel's tasks, `spin`
 //! shows preemption on one CPU, tasks spread over several CPUs, and per-task address spaces
 //! (each spin task's counter page sits at the same virtual address in its own TTBR0 space).
 

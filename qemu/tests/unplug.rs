@@ -1,4 +1,4 @@
-//! Unplug with page migration (issue 5): memory that holds live data leaves the guest because
+//! Unplug with page migration: memory that holds live data leaves the guest because
 //! the kernel moves the data first. A `hog` keeps that data under constant verification (every
 //! mismatch counts as an error), QMP `query-memory-devices` is the outside truth, and `vmem`,
 //! `mem`, `check` and `peek` are the guest's view. Every shrink ends one of two ways:
@@ -22,12 +22,14 @@
 //! One QEMU runs at a time (tests/common); each test boots its own machine (boots take < 1 s).
 
 mod common;
-use common::{check_ok, field, text};
+use common::{check_ok, field};
 
 use std::time::{Duration, Instant};
 
 use common::{boot, check_cpus, poll, Vm, CMD, QMP};
-use hotmem_qemu::{Machine, Record, VirtioMem, VirtioMemInfo, GIB, KIB, MIB};
+use hotmem_qemu::guest::{self, HogStatus, VmemLine};
+use hotmem_qemu::stress::Rng;
+use hotmem_qemu::{Machine, VirtioMem, VirtioMemInfo, GIB, KIB, MIB};
 
 /// From `qom-set` to QMP size == requested (unplug migrates up to ~1.5 GiB under TCG).
 const RESIZE: Duration = Duration::from_secs(60);
@@ -81,127 +83,92 @@ fn qmp_dev(vm: &mut Vm) -> VirtioMemInfo {
 }
 
 /// The single `vmem` line.
-fn vmem(vm: &mut Vm) -> Record {
-    let recs = vm.records("vmem");
-    match recs.as_slice() {
+fn vmem(vm: &mut Vm) -> VmemLine {
+    let vmem = vm.vmem();
+    match vmem.devices.as_slice() {
         [r] => r.clone(),
-        _ => panic!("vmem: want one line:\n{}", text(&recs)),
+        _ => panic!("vmem: want one line:\n{vmem}"),
     }
 }
 
 fn request(vm: &mut Vm, bytes: u64) {
-    vm.qmp()
-        .set_requested_size("vm0", bytes, QMP)
+    guest::resize(vm.qmp(), 0, bytes, QMP)
         .unwrap_or_else(|e| panic!("qom-set vm0 requested-size {bytes}: {e}"));
 }
 
 /// Free KiB of zone Normal (all nodes) and present KiB of zone Movable (all nodes).
 fn normal_free_and_movable_present(vm: &mut Vm) -> (u64, u64) {
-    let mem = vm.records("mem");
-    let sum = |zone: &str, key: &str| -> u64 {
-        mem.iter()
-            .filter(|r| r.is("zone", zone) && !r.is("node", "all"))
-            .map(|r| field(r, key))
-            .sum()
+    let mem = vm.mem();
+    let sum = |zone: &str, key: fn(&guest::MemLine) -> u64| {
+        mem.zone_sum(zone, key)
+            .unwrap_or_else(|e| panic!("{e}:\n{mem}"))
     };
-    (sum("Normal", "free_kib"), sum("Movable", "present_kib"))
+    (
+        sum("Normal", |z| z.free_kib),
+        sum("Movable", |z| z.present_kib),
+    )
 }
 
-/// The fields of a `hog: key=value ...` line (the only output line of `cmd`).
-fn hog_line(vm: &mut Vm, cmd: &str, prefix: &str) -> Record {
-    let out = vm.cmd(cmd);
-    let [line] = out.lines.as_slice() else {
-        panic!("`{cmd}`: want one line, got {:?}", out.lines);
-    };
-    let rest = line
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("`{cmd}`: want `{prefix} ...`, got `{line}`"));
-    Record::parse(rest).unwrap_or_else(|e| panic!("`{cmd}`: {e}"))
+/// Waits (every 250 ms, up to [`ROUND`]) until the hog's status satisfies `until`; every status
+/// read on the way must show no errors.
+fn wait_hog(
+    vm: &mut Vm,
+    what: &str,
+    until: impl FnMut(&HogStatus) -> bool,
+) -> (HogStatus, Duration) {
+    let started = Instant::now();
+    let r = guest::wait_hog(vm.console(), what, ROUND, Duration::from_millis(250), until)
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
+    (r, started.elapsed())
 }
 
 /// `hog <mib>`: max(1, CPUs - 1) tasks map `mib` MiB together. The tasks fill their memory
 /// after starting, so this waits for the first completed verify round: then all of it is mapped.
 fn hog_start(vm: &mut Vm, mib: u64) {
     let smp = u64::from(vm.machine().smp);
-    let r = hog_line(vm, &format!("hog {mib}"), "hog: started");
-    assert_eq!(field(&r, "tasks"), (smp - 1).max(1), "hog tasks: `{r}`");
-    assert_eq!(
-        field(&r, "pages"),
-        mib * MIB / (4 * KIB),
-        "hog pages: `{r}`"
-    );
-    let (r, took) = poll(
+    let r = guest::hog_start(vm.console(), mib, CMD).unwrap_or_else(|e| panic!("`hog {mib}`: {e}"));
+    assert_eq!(r.tasks, (smp - 1).max(1), "hog tasks: `{r}`");
+    assert_eq!(r.pages, mib * MIB / (4 * KIB), "hog pages: `{r}`");
+    let (r, took) = wait_hog(
+        vm,
         &format!("`hog {mib}` to fill its memory and verify it once"),
-        ROUND,
-        Duration::from_millis(250),
-        || {
-            let r = hog_status(vm);
-            if field(&r, "rounds") >= 1 {
-                Ok(r)
-            } else {
-                Err(r.to_string())
-            }
-        },
+        |r| r.rounds >= 1,
     );
     eprintln!("`hog {mib}` filled and verified after {took:.2?}: `{r}`");
 }
 
 /// `hog status`, which must show no errors.
-fn hog_status(vm: &mut Vm) -> Record {
-    let r = hog_line(vm, "hog status", "hog:");
-    assert_eq!(field(&r, "errors"), 0, "hog found corrupted memory: `{r}`");
-    r
+fn hog_status(vm: &mut Vm) -> HogStatus {
+    guest::hog_clean(vm.console(), CMD).unwrap_or_else(|e| panic!("`hog status`: {e}"))
 }
 
 /// Waits for the hog to complete another verify round (it still runs and still verifies).
 fn hog_rounds_advance(vm: &mut Vm, when: &str) -> u64 {
-    let r0 = field(&hog_status(vm), "rounds");
-    let (r, took) = poll(
+    let r0 = hog_status(vm).rounds;
+    let (r, took) = wait_hog(
+        vm,
         &format!("the hog to complete a verify round {when}"),
-        ROUND,
-        Duration::from_millis(250),
-        || {
-            let r = hog_status(vm);
-            if field(&r, "rounds") > r0 {
-                Ok(r)
-            } else {
-                Err(r.to_string())
-            }
-        },
+        |r| r.rounds > r0,
     );
     eprintln!("hog round {r0} -> `{r}` in {took:.2?} ({when})");
-    field(&r, "rounds")
+    r.rounds
 }
 
 /// `hog stop` frees all of the hog's memory, which must have no errors.
 fn hog_stop(vm: &mut Vm) {
     let started = Instant::now();
-    let out = match vm.console().command("hog stop", HOG_STOP) {
-        Ok(out) => out,
-        Err(e) => panic!(
+    if let Err(e) = guest::hog_stop(vm.console(), HOG_STOP) {
+        panic!(
             "`hog stop`: {e}\nwhere the vCPUs are (QEMU `info registers -a`, PC lines):\n{}",
             vcpu_pcs(vm)
-        ),
-    };
-    let [line] = out.lines.as_slice() else {
-        panic!("`hog stop`: want one line, got {:?}", out.lines);
-    };
-    let r = Record::parse(
-        line.strip_prefix("hog: stopped")
-            .unwrap_or_else(|| panic!("`hog stop`: {line}")),
-    )
-    .unwrap_or_else(|e| panic!("`hog stop`: {e}"));
-    assert_eq!(field(&r, "errors"), 0, "hog stop: `{r}`");
+        );
+    }
     eprintln!("`hog stop` took {:.2?}", started.elapsed());
 }
 
 /// The program counters of every vCPU, for a report on a guest that stopped answering.
 fn vcpu_pcs(vm: &mut Vm) -> String {
-    let cmd = qapi::qmp::human_monitor_command {
-        command_line: "info registers -a".into(),
-        cpu_index: None,
-    };
-    match vm.qmp().execute(&cmd, QMP) {
+    match vm.qmp().hmp("info registers -a", QMP) {
         Ok(text) => text
             .lines()
             .filter(|l| l.contains("CPU#") || l.trim_start().starts_with("PC="))
@@ -217,7 +184,7 @@ enum Settled {
     /// QMP size == requested and the guest agrees.
     Reached,
     /// The guest stopped short: its `vmem` line (`state=stalled`) and QMP's view, which agree.
-    Stalled(Record, VirtioMemInfo),
+    Stalled(Box<VmemLine>, VirtioMemInfo),
 }
 
 impl std::fmt::Display for Settled {
@@ -227,7 +194,7 @@ impl std::fmt::Display for Settled {
             Settled::Stalled(line, dev) => write!(
                 f,
                 "stalled at {} MiB (QMP size {}): `{line}`",
-                field(line, "plugged_kib") / 1024,
+                line.plugged_kib / 1024,
                 dev.plugged_bytes
             ),
         }
@@ -267,10 +234,9 @@ fn settle(
             return Ok(None);
         }
         let line = vmem(vm);
-        let state = line.str("state").unwrap_or_else(|e| panic!("{e}"));
-        let reason = line.str("reason").unwrap_or_else(|e| panic!("{e}"));
+        let (state, reason) = (line.state.as_str(), line.reason.as_str());
         assert_ne!(state, "broken", "vmem: device broken: `{line}`");
-        if field(&line, "requested_kib") != requested / KIB {
+        if line.requested_kib != requested / KIB {
             // The guest has not seen the new request yet; its state is about the old one.
             stall_since = None;
             return Err(format!("guest has not seen the request yet: `{line}`"));
@@ -288,7 +254,7 @@ fn settle(
             "{what}: stalled for a reason not allowed here (want one of {allowed:?}): `{line}` \
              (QMP {dev:?})"
         );
-        let plugged = field(&line, "plugged_kib") * KIB;
+        let plugged = line.plugged_kib * KIB;
         let dev_again = qmp_dev(vm);
         if dev_again.plugged_bytes != plugged {
             stall_since = None;
@@ -313,7 +279,7 @@ fn settle(
                 dev.plugged_bytes,
                 "mem: Movable present must be what is plugged while stalled (`{line}`)"
             );
-            Settled::Stalled(line, dev)
+            Settled::Stalled(Box::new(line), dev)
         }
         None => {
             let (line, _) = poll(
@@ -322,10 +288,10 @@ fn settle(
                 POLL_EVERY,
                 || {
                     let line = vmem(vm);
-                    let ok = field(&line, "plugged_kib") == requested / KIB
-                        && field(&line, "pending_kib") == 0
-                        && line.is("state", "ok")
-                        && line.is("reason", "none");
+                    let ok = line.plugged_kib == requested / KIB
+                        && line.pending_kib == 0
+                        && line.state == "ok"
+                        && line.reason == "none";
                     if ok {
                         Ok(line)
                     } else {
@@ -374,7 +340,7 @@ fn must_stall(
     requested: u64,
     allowed: &[&str],
     what: &str,
-) -> (Record, VirtioMemInfo, Watch) {
+) -> (VmemLine, VirtioMemInfo, Watch) {
     let (before, _) = normal_free_and_movable_present(vm);
     request(vm, requested);
     match settle(vm, requested, allowed, STALL, what) {
@@ -384,7 +350,7 @@ fn must_stall(
                 dev.plugged_bytes > requested,
                 "{what}: stalled below the request? `{line}` {dev:?}"
             );
-            (line, dev, w)
+            (*line, dev, w)
         }
         (other, _) => panic!("{what}: want a stall ({allowed:?}), got {other}"),
     }
@@ -460,18 +426,10 @@ fn pinned_pages_stall_unplug_until_unpin() {
     hog_start(&mut vm, 512);
     let (normal_free, _) = normal_free_and_movable_present(&mut vm);
 
-    let out = vm.cmd("pin 64");
-    let [line] = out.lines.as_slice() else {
-        panic!("`pin 64`: {:?}", out.lines);
-    };
-    let pin = Record::parse(
-        line.strip_prefix("pin: pinned")
-            .unwrap_or_else(|| panic!("`pin 64`: {line}")),
-    )
-    .unwrap_or_else(|e| panic!("`pin 64`: {e}"));
+    let pin = vm.one_record("pin 64", "pin: pinned");
     let pages = field(&pin, "pages");
     let highest = field(&pin, "highest");
-    assert_eq!(pages, 64 * MIB / (4 * KIB), "pin pages: `{line}`");
+    assert_eq!(pages, 64 * MIB / (4 * KIB), "pin pages: `{pin}`");
     assert!(
         (dev.memaddr..dev.memaddr + dev.max_bytes).contains(&highest),
         "the highest pinned page 0x{highest:x} must be in the device region {dev:?} \
@@ -515,23 +473,6 @@ fn pinned_pages_stall_unplug_until_unpin() {
     vm.poweroff_ok();
 }
 
-/// splitmix64: small, seedable, good enough to pick sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The seed of the random-resize test: [`RANDOM_SEED`] unless `UNPLUG_SEED=<n>` asks for
 /// another (to replay a failure, or to explore). `make test` never takes a seed from the clock:
 /// random exploration belongs to `make stress`.
@@ -546,8 +487,8 @@ fn seed() -> u64 {
 }
 
 /// 20 seeded random resizes (multiples of 64 MiB in 0..=2G, each different from the last; the
-/// seed is [`RANDOM_SEED`], `UNPLUG_SEED=<n>` replays another) of a 2G device with `hog 384` on `-smp 4` (3 hog tasks, one per CPU but the shell's) and
-/// `unplug_floor_mib=256`. After each: QMP reaches the size, or the guest stalls with
+/// seed is [`RANDOM_SEED`], `UNPLUG_SEED=<n>` replays another) of a 2G device with `hog 384` on
+/// `-smp 4` (3 hog tasks, one per CPU but the shell's) and `unplug_floor_mib=256`. After each: QMP reaches the size, or the guest stalls with
 /// `floor`/`no_memory` (Normal cannot take all of the hog above the floor); a shrink never takes
 /// Normal below the floor. At the end the hog has no errors and `check: ok`.
 #[test]
@@ -611,7 +552,7 @@ fn peek_of_unplugged_memory_faults() {
     let m = Machine::default();
     let mut vm = boot(&m);
     must_reach(&mut vm, GIB, "plug 1G");
-    let addr = field(&vmem(&mut vm), "addr");
+    let addr = vmem(&mut vm).addr;
     let addrs = [addr, addr + 512 * MIB + 8, addr + GIB - 8];
     for a in addrs {
         let out = vm.cmd(&format!("peek 0x{a:x}")).text();

@@ -8,8 +8,9 @@
 //!   while the thread is panicking; cargo shows it with the failure.
 //! - A missing kernel image fails every test with "run `make kernel`"; nothing is skipped.
 //!
-//! The checks that several test files share (what `mem` and `cpus` must print for a machine)
-//! live here too.
+//! The checks that several test files share (what `mem` and `cpus` must print for a machine,
+//! `check: ok`) live here too. Guest output is read through the library's typed view
+//! ([`hotmem_qemu::guest`]); [`Vm`] wraps its commands so that a failure panics with the step.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
@@ -19,6 +20,7 @@ use std::process::ExitStatus;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use hotmem_qemu::guest::{self, Mem, MemLine, MemNode, Vmem};
 use hotmem_qemu::{CommandOutput, Machine, Qemu, Record, MIB};
 
 /// Boot to the first prompt (TCG is slow; 16 GiB guests and 8 vCPUs on 2 host cores).
@@ -94,6 +96,30 @@ impl Vm {
             .unwrap_or_else(|e| panic!("output of `{cmd}` is not records: {e}\n{}", out.text()))
     }
 
+    /// `mem`, typed.
+    pub fn mem(&mut self) -> Mem {
+        guest::mem(self.qemu.console(), CMD).unwrap_or_else(|e| panic!("shell command `mem`: {e}"))
+    }
+
+    /// `vmem`, typed; the guest must already show its devices.
+    pub fn vmem(&mut self) -> Vmem {
+        guest::vmem(self.qemu.console(), CMD)
+            .unwrap_or_else(|e| panic!("shell command `vmem`: {e}"))
+    }
+
+    /// The record after `prefix` on the only output line of `cmd` (`pin: pinned pages=...`).
+    pub fn one_record(&mut self, cmd: &str, prefix: &str) -> Record {
+        let line = guest::one_line(self.qemu.console(), cmd, CMD)
+            .unwrap_or_else(|e| panic!("shell command `{cmd}`: {e}"));
+        Record::parse_after(&line, prefix).unwrap_or_else(|e| panic!("`{cmd}`: {e}"))
+    }
+
+    /// Waits for the boot banner and a fresh prompt after a reset; `after` names the reset.
+    pub fn wait_reboot(&mut self, after: &str) {
+        guest::wait_reboot(self.qemu.console(), BOOT)
+            .unwrap_or_else(|e| panic!("no reboot after {after}: {e}"));
+    }
+
     /// `poweroff`; QEMU must exit with status 0 and no panic.
     pub fn poweroff_ok(&mut self) -> ExitStatus {
         let status = self
@@ -116,48 +142,34 @@ impl Vm {
 ///   image, DTB and mem_map are not managed) but not by more than 16 MiB + present/64;
 /// - per-node lines add up to the total; each node's present equals its NUMA size (a single
 ///   node 0 without NUMA).
-pub fn check_mem(machine: &Machine, mem: &[Record]) -> Record {
-    let field = |r: &Record, k: &str| r.u64(k).unwrap_or_else(|e| panic!("mem: {e}"));
+pub fn check_mem(machine: &Machine, mem: &Mem) -> MemLine {
     let mut totals = Vec::new();
     let mut per_node: BTreeMap<u64, u64> = BTreeMap::new();
     let (mut sum_present, mut sum_managed) = (0u64, 0u64);
     let mut seen = std::collections::BTreeSet::new();
-    for r in mem {
-        let node = r.str("node").unwrap_or_else(|e| panic!("mem: {e}"));
-        let zone = r.str("zone").unwrap_or_else(|e| panic!("mem: {e}"));
-        let (present, managed, free) = (
-            field(r, "present_kib"),
-            field(r, "managed_kib"),
-            field(r, "free_kib"),
-        );
+    for r in mem.lines() {
+        let (present, managed, free) = (r.present_kib, r.managed_kib, r.free_kib);
         assert!(
             managed <= present && free <= managed,
             "mem: want free <= managed <= present in `{r}`"
         );
-        if node == "all" {
-            assert_eq!(zone, "all", "mem: total line must be zone=all: `{r}`");
+        let MemNode::Node(node) = r.node else {
+            assert_eq!(r.zone, "all", "mem: total line must be zone=all: `{r}`");
             totals.push(r.clone());
             continue;
-        }
+        };
         assert!(
-            zone == "Normal" || zone == "Movable",
+            r.zone == "Normal" || r.zone == "Movable",
             "mem: zone must be Normal or Movable: `{r}`"
         );
-        assert!(
-            seen.insert((node.to_string(), zone.to_string())),
-            "mem: duplicate `{r}`"
-        );
-        let node: u64 = node
-            .parse()
-            .unwrap_or_else(|_| panic!("mem: node is not a number in `{r}`"));
+        assert!(seen.insert((node, r.zone.clone())), "mem: duplicate `{r}`");
         *per_node.entry(node).or_default() += present;
         sum_present += present;
         sum_managed += managed;
     }
     assert_eq!(totals.len(), 1, "mem: want exactly one node=all line");
     let total = totals.pop().unwrap();
-    let present = field(&total, "present_kib");
-    let managed = field(&total, "managed_kib");
+    let (present, managed) = (total.present_kib, total.managed_kib);
     let ram_kib = machine.boot_ram_bytes() / 1024;
     assert_eq!(
         present, ram_kib,
@@ -250,15 +262,5 @@ pub fn field(r: &Record, key: &str) -> u64 {
 
 /// `check` prints exactly `check: ok`; `when` says at which step (for the failure message).
 pub fn check_ok(vm: &mut Vm, when: &str) {
-    let out = vm.cmd("check");
-    assert_eq!(out.lines, ["check: ok"], "`check` {when}: {:?}", out.lines);
-}
-
-/// Records back as text, one per line (for failure messages).
-pub fn text(records: &[Record]) -> String {
-    records
-        .iter()
-        .map(Record::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    guest::check(vm.qemu.console(), CMD).unwrap_or_else(|e| panic!("`check` {when}: {e}"));
 }
