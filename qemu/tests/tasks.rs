@@ -70,6 +70,7 @@ fn spin(vm: &mut common::Vm, n: usize, ms: u64) -> u64 {
     cpus
 }
 
+/// Runtime: under 1 s on the 2-core TCG development host.
 #[test]
 fn ps_lists_shell_worker_and_idle_tasks() {
     let m = Machine::default().smp(2);
@@ -80,6 +81,8 @@ fn ps_lists_shell_worker_and_idle_tasks() {
 
 /// One CPU, four busy tasks until the same deadline: without preemption the first would
 /// take the whole time. The shell still answers afterwards, and exited tasks show as such.
+///
+/// Runtime: under 1 s on the 2-core TCG development host.
 #[test]
 fn preemption_on_one_cpu() {
     let m = Machine::default().smp(1);
@@ -103,6 +106,8 @@ fn preemption_on_one_cpu() {
 }
 
 /// Four CPUs: busy tasks spread over more than one CPU.
+///
+/// Runtime: about 1 s on the 2-core TCG development host.
 #[test]
 fn tasks_run_on_several_cpus() {
     let m = Machine::default().smp(4);
