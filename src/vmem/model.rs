@@ -9,7 +9,7 @@
 //! in [`MemError::Mm`].
 
 use super::{MemError, Range};
-use crate::mm::{self, MemMapStore, Mm, NodeId, PfnRange, PhysAddr, ZoneType, SECTION_SIZE};
+use crate::mm::{self, MemMapStore, Mm, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE};
 use alloc::vec::Vec;
 
 /// Free Normal memory that plugging never uses for mem_maps.
@@ -19,7 +19,7 @@ pub fn mem_map_reserve_bytes(managed_normal_bytes: u64) -> u64 {
 
 /// The pfns of a physical range.
 pub fn pfn_range(r: Range) -> PfnRange {
-    PfnRange::new(PhysAddr(r.base).pfn_down(), PhysAddr(r.end()).pfn_down())
+    PfnRange::new(Pfn::down(PhysAddr(r.base)), Pfn::down(PhysAddr(r.end())))
 }
 
 fn node_id(node: u32) -> Result<NodeId, MemError> {

@@ -9,7 +9,7 @@
 
 use crate::kernel::mem::mm_lock;
 use core::ptr::NonNull;
-use hotmem::mm::{AllocFlags, PhysAddr};
+use hotmem::mm::{AllocFlags, Pfn, PhysAddr};
 use hotmem_arch::layout::{self, PAGE_SIZE};
 use hotmem_arch::mmu;
 use virtio_drivers::{BufferDirection, Hal};
@@ -47,7 +47,7 @@ unsafe impl Hal for KernelHal {
         let order = pages.next_power_of_two().trailing_zeros();
         match mm_lock()
             .as_mut()
-            .map(|m| m.free_pages(PhysAddr(paddr).pfn_down(), order))
+            .map(|m| m.free_pages(Pfn::down(PhysAddr(paddr)), order))
         {
             Some(Ok(())) => 0,
             _ => -1,
