@@ -109,7 +109,7 @@ pub(super) fn mm_held_here() -> bool {
 pub fn init(info: &BootInfo, pa_bits: u32) {
     let mut regions: Vec<MemRegion> = Vec::new();
     for r in &info.memory {
-        if r.range.base + r.range.size > 1 << pa_bits {
+        if r.range.end() > 1 << pa_bits {
             continue; // Refused (and reported) when the linear map was built.
         }
         regions.push(MemRegion {

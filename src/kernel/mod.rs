@@ -194,7 +194,7 @@ fn map_ram(info: &BootInfo) -> u32 {
     let bits = layout::usable_pa_bits(cpu_bits);
     log::info!("physical addresses: CPU {cpu_bits} bits, kernel supports {bits} bits");
     for r in &info.memory {
-        let (base, end) = (r.range.base, r.range.base + r.range.size);
+        let (base, end) = (r.range.base, r.range.end());
         if end > 1 << bits {
             log::error!(
                 "memory 0x{base:x}-0x{end:x} (node {}) lies above the {bits}-bit physical limit; not used",
