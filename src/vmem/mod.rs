@@ -54,6 +54,7 @@
 
 use crate::mm::{self, SECTION_SIZE, SUBSECTION_SIZE};
 use alloc::vec::Vec;
+use hotmem_arch::addr::PhysRange;
 use hotmem_drivers::virtio_mem::{BlockState, Config, Request, Response};
 
 mod model;
@@ -63,7 +64,7 @@ pub use model::{
     mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
     mm_reonline, mm_used_pages, pfn_range,
 };
-pub use types::{Device, HotplugMemory, MemError, Next, Progress, Range, Reason, Resized, State};
+pub use types::{Device, HotplugMemory, MemError, Next, Progress, Reason, Resized, State};
 
 /// Most blocks one request may cover (le16 nb_blocks).
 pub const MAX_BLOCKS_PER_REQUEST: u64 = u16::MAX as u64;
@@ -182,14 +183,14 @@ impl Vmem {
         self.reason = Reason::DeviceError;
     }
 
-    fn unit_range(&self, first: usize, count: usize) -> Range {
-        Range {
+    fn unit_range(&self, first: usize, count: usize) -> PhysRange {
+        PhysRange {
             base: self.cfg.addr + first as u64 * self.unit,
             size: count as u64 * self.unit,
         }
     }
 
-    fn blocks(&self, r: Range) -> u16 {
+    fn blocks(&self, r: PhysRange) -> u16 {
         // Runs are split so this fits; see `split_runs`.
         (r.size / self.cfg.block_size) as u16
     }

@@ -21,7 +21,7 @@ struct TestMem {
     held: Vec<Pfn>,
     pinned: Vec<Pfn>,
     /// Every unit offlined, in order.
-    offlined: Vec<Range>,
+    offlined: Vec<PhysRange>,
     /// Free bytes that must remain after an unplug (0: no floor).
     floor: u64,
 }
@@ -55,17 +55,17 @@ impl TestMem {
 }
 
 impl HotplugMemory for TestMem {
-    fn can_add(&mut self, range: Range, _node: u32) -> bool {
+    fn can_add(&mut self, range: PhysRange, _node: u32) -> bool {
         mm_can_add(&self.mm, range)
     }
-    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError> {
+    fn add_online(&mut self, range: PhysRange, node: u32) -> Result<(), MemError> {
         self.adds += 1;
         if self.fail_adds {
             return Err(MemError::NoMemory);
         }
         mm_add_online(&mut self.mm, range, node, ZoneType::Movable)
     }
-    fn offline(&mut self, range: Range) -> Result<u64, MemError> {
+    fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
         let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
         if self.pinned.iter().any(inside) {
             return Err(MemError::Pinned);
@@ -99,13 +99,13 @@ impl HotplugMemory for TestMem {
         self.offlined.push(range);
         Ok(moved)
     }
-    fn reonline(&mut self, range: Range) -> Result<(), MemError> {
+    fn reonline(&mut self, range: PhysRange) -> Result<(), MemError> {
         mm_reonline(&mut self.mm, range, ZoneType::Movable)
     }
-    fn remove(&mut self, range: Range) -> Result<(), MemError> {
+    fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
         mm_remove(&mut self.mm, range)
     }
-    fn used_pages(&mut self, range: Range) -> u64 {
+    fn used_pages(&mut self, range: PhysRange) -> u64 {
         mm_used_pages(&self.mm, range)
     }
 }
@@ -632,7 +632,7 @@ fn victims_empty_first_then_fewest_used_highest_address_first() {
     let part_base = 0x1_0000_0000 + part as u64 * 2 * MIB;
     assert_eq!(
         m.offlined.last(),
-        Some(&Range {
+        Some(&PhysRange {
             base: part_base,
             size: 2 * MIB
         })
