@@ -44,18 +44,18 @@ impl HotplugMemory for KernelMemory {
         let t0 = timer::now_ns();
         // Mapped first (not under the model's lock: table pages come from the model).
         // Nothing touches the range until the model hands out its pages.
-        if let Err(e) = mmu::map_linear(range.base, range.size, Attrs::RAM, Granule::Block2M) {
+        if let Err(e) = mmu::map_linear(range, Attrs::RAM, Granule::Block2M) {
             log::error!(
                 "vmem: cannot map 0x{:x}+0x{:x}: {e:?}",
                 range.base,
                 range.size
             );
-            let _ = mmu::unmap_linear(range.base, range.size);
+            let _ = mmu::unmap_linear(range);
             return Err(MemError::NoMemory);
         }
         let t1 = timer::now_ns();
         with(|m| vmem::mm_add_online(m, range, node, online_zone())).inspect_err(|_| {
-            let _ = mmu::unmap_linear(range.base, range.size);
+            let _ = mmu::unmap_linear(range);
         })?;
         log::debug!(
             "vmem: added 0x{:x}+{} MiB: map {} us, sections and online {} us",
@@ -100,7 +100,7 @@ impl HotplugMemory for KernelMemory {
 
     fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
         // Unmapped (and TLBs flushed on every CPU) before the model forgets the range.
-        mmu::unmap_linear(range.base, range.size).map_err(|_| MemError::Other("unmap"))?;
+        mmu::unmap_linear(range).map_err(|_| MemError::Other("unmap"))?;
         with(|m| vmem::mm_remove(m, range))
     }
 }

@@ -47,7 +47,11 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
     };
     // Only bus 0 is populated without bridges; map its 1 MiB of ECAM.
     let ecam_size = host.ecam.size.min(pci::ECAM_BUS_BYTES as u64);
-    if let Err(e) = mmu::map_linear(host.ecam.base, ecam_size, Attrs::MMIO, Granule::Block2M) {
+    let ecam = PhysRange {
+        base: host.ecam.base,
+        size: ecam_size,
+    };
+    if let Err(e) = mmu::map_linear(ecam, Attrs::MMIO, Granule::Block2M) {
         log::error!("pci: cannot map ECAM: {e:?}");
         return;
     }
