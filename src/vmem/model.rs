@@ -22,10 +22,6 @@ pub fn pfn_range(r: PhysRange) -> PfnRange {
     PfnRange::new(Pfn::down(PhysAddr(r.base)), Pfn::down(PhysAddr(r.end())))
 }
 
-fn node_id(node: u32) -> Result<NodeId, MemError> {
-    NodeId::new(node).ok_or(MemError::Other("node id out of range"))
-}
-
 /// The hotplug view of a memory-model error.
 pub fn mm_err(e: mm::Error) -> MemError {
     match e {
@@ -62,10 +58,10 @@ pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> bool {
 pub fn mm_add_online<S: MemMapStore>(
     m: &mut Mm<S>,
     range: PhysRange,
-    node: u32,
+    node: NodeId,
     zone: ZoneType,
 ) -> Result<(), MemError> {
-    m.add_online_range(pfn_range(range), node_id(node)?, zone)
+    m.add_online_range(pfn_range(range), node, zone)
         .map_err(mm_err)
 }
 

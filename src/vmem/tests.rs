@@ -55,10 +55,10 @@ impl TestMem {
 }
 
 impl HotplugMemory for TestMem {
-    fn can_add(&mut self, range: PhysRange, _node: u32) -> bool {
+    fn can_add(&mut self, range: PhysRange, _node: NodeId) -> bool {
         mm_can_add(&self.mm, range)
     }
-    fn add_online(&mut self, range: PhysRange, node: u32) -> Result<(), MemError> {
+    fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError> {
         self.adds += 1;
         if self.fail_adds {
             return Err(MemError::NoMemory);
@@ -522,6 +522,27 @@ fn failed_add_gives_the_blocks_back() {
     let (n, _) = converge(&mut v, &mut d, &mut m, 1);
     assert_eq!(n, Next::Idle);
     assert_eq!(d.plugged_bytes(), 64 * MIB);
+}
+
+#[test]
+fn node_the_model_cannot_hold_refuses_the_add() {
+    let mut d = FakeDevice::new(2 * MIB, GIB);
+    d.cfg.node_id = crate::mm::MAX_NODES as u16;
+    let cfg = d.config().unwrap();
+    let (mut v, mut m) = (Vmem::new(0, cfg), TestMem::new(GIB));
+    d.set_requested(64 * MIB);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!(
+        m.adds, 0,
+        "the memory side is not asked to add to a node it cannot hold"
+    );
+    assert_eq!(
+        d.plugged_bytes(),
+        0,
+        "unplugged again after the refused add"
+    );
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::NoMemory));
 }
 
 #[test]

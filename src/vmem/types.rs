@@ -4,7 +4,7 @@
 //! [`Resized`] for the log line). Plain data and traits, no state: the policy itself is
 //! [`Vmem`](super::Vmem).
 
-use crate::mm;
+use crate::mm::{self, NodeId};
 use core::fmt;
 use hotmem_arch::addr::PhysRange;
 use hotmem_drivers::virtio_mem::{Config, Request, Response};
@@ -44,11 +44,11 @@ pub trait HotplugMemory {
     /// while keeping a reserve. `node` is the node `range` would join; the model's
     /// implementation ([`mm_can_add`](super::mm_can_add)) does not use it: it counts the free Normal memory of
     /// all nodes together.
-    fn can_add(&mut self, range: PhysRange, node: u32) -> bool;
+    fn can_add(&mut self, range: PhysRange, node: NodeId) -> bool;
     /// Adds `range` to `node` (sections, mem_map, linear map) and onlines it (into the
     /// Movable zone unless the implementation is configured for Normal). On error nothing
     /// of `range` is left added.
-    fn add_online(&mut self, range: PhysRange, node: u32) -> Result<(), MemError>;
+    fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError>;
     /// Takes `range` offline: isolate it, move what can move out of it, and offline it once
     /// every page is free. On error the range is left online as it was (pages already moved
     /// stay moved). Returns the number of pages it moved.

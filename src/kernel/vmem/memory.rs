@@ -16,7 +16,7 @@
 use crate::kernel::mem::{self, mm_lock};
 use crate::kernel::migrate;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hotmem::mm::ZoneType;
+use hotmem::mm::{NodeId, ZoneType};
 use hotmem::vmem::{self, HotplugMemory, MemError};
 use hotmem_arch::addr::PhysRange;
 use hotmem_arch::mmu;
@@ -34,13 +34,13 @@ fn with<R>(f: impl FnOnce(&mut mem::KernelMm) -> Result<R, MemError>) -> Result<
 }
 
 impl HotplugMemory for KernelMemory {
-    fn can_add(&mut self, range: PhysRange, _node: u32) -> bool {
+    fn can_add(&mut self, range: PhysRange, _node: NodeId) -> bool {
         mm_lock()
             .as_ref()
             .is_some_and(|m| vmem::mm_can_add(m, range))
     }
 
-    fn add_online(&mut self, range: PhysRange, node: u32) -> Result<(), MemError> {
+    fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError> {
         let t0 = timer::now_ns();
         // Mapped first (not under the model's lock: table pages come from the model).
         // Nothing touches the range until the model hands out its pages.
