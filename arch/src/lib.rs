@@ -4,7 +4,9 @@
 //! (`src/`) calls in with addresses it took from the device tree.
 //!
 //! Split:
-//! - Pure logic that runs under host `cargo test`: [`layout`] (the virtual memory map),
+//! - Pure logic that runs under host `cargo test`: [`addr`] (physical and virtual
+//!   addresses, half-open physical ranges: the vocabulary of every crate above this one),
+//!   [`layout`] (the virtual memory map),
 //!   [`pgtable`] (descriptor encoding and the table walker over the `unsafe trait
 //!   TableMemory`, table pages named by `TablePa`),
 //!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry).
@@ -22,6 +24,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod esr;
 pub mod irq;
 pub mod layout;

@@ -16,6 +16,7 @@
 //! by a trampoline that runs from the boot identity map so no instruction it executes is
 //! translated through TTBR1 while the switch happens.
 
+use crate::addr::{PhysRange, VirtAddr};
 use crate::cpu::IrqSpinLock;
 use crate::layout::{phys_to_virt, KIMAGE_VA, PAGE_SIZE, TEXT_OFFSET};
 use crate::pgtable::{self, Attrs, Granule, MapError, TableMemory, TablePa, ENTRIES};
@@ -108,19 +109,23 @@ pub fn image_virt_to_phys(va: u64) -> u64 {
 }
 
 /// Physical range the image mapping covers: from `_start` (KIMAGE_VA's physical base plus
-/// the Image header's text_offset) to the end of .bss. The text_offset gap below `_start` is
-/// ordinary free RAM, reached only through the linear map.
-pub fn image_phys_range() -> (u64, u64) {
+/// the Image header's text_offset) to the end of .bss (empty before [`init`]). The
+/// text_offset gap below `_start` is ordinary free RAM, reached only through the linear map.
+pub fn image_phys_range() -> PhysRange {
     let pa = KIMAGE_PA.load(Ordering::Relaxed);
-    (pa + TEXT_OFFSET, pa + KIMAGE_LEN.load(Ordering::Relaxed))
+    PhysRange {
+        base: pa + TEXT_OFFSET,
+        size: KIMAGE_LEN
+            .load(Ordering::Relaxed)
+            .saturating_sub(TEXT_OFFSET),
+    }
 }
 
 /// Where the walker reads a table page: the image mapping for the early pool (inside the
 /// image), the linear map for everything else — including pages in the text_offset gap,
 /// which the image mapping does not cover.
 fn table_va(pa: u64) -> u64 {
-    let (start, end) = image_phys_range();
-    if pa >= start && pa < end {
+    if image_phys_range().contains(pa) {
         pa - KIMAGE_PA.load(Ordering::Relaxed) + KIMAGE_VA
     } else {
         phys_to_virt(pa)
@@ -153,32 +158,33 @@ pub unsafe fn init(kimage_pa: u64) -> Result<(), MapError> {
     let mut pt = KERNEL_PT.lock();
     let root = pt.mem.alloc_table().ok_or(MapError::OutOfTables)?;
     pt.root = Some(root);
-    let p = |va| image_virt_to_phys(va);
+    // The image's pages from `va` to `va_end`, where they are.
+    let p = |va, va_end| PhysRange {
+        base: image_virt_to_phys(va),
+        size: va_end - va,
+    };
     // The 512 KiB below _start (text_offset gap) is left unmapped.
     pgtable::map(
         &mut pt.mem,
         root,
-        start,
-        p(start),
-        text_end - start,
+        VirtAddr(start),
+        p(start, text_end),
         Attrs::TEXT,
         Granule::Page4K,
     )?;
     pgtable::map(
         &mut pt.mem,
         root,
-        text_end,
-        p(text_end),
-        ro_end - text_end,
+        VirtAddr(text_end),
+        p(text_end, ro_end),
         Attrs::RODATA,
         Granule::Page4K,
     )?;
     pgtable::map(
         &mut pt.mem,
         root,
-        ro_end,
-        p(ro_end),
-        end - ro_end,
+        VirtAddr(ro_end),
+        p(ro_end, end),
         Attrs::RAM,
         Granule::Page4K,
     )?;
@@ -215,43 +221,49 @@ pub fn early_pool_used() -> usize {
     KERNEL_PT.lock().mem.pool_used
 }
 
-/// Maps `[pa, pa + size)` into the linear map with leaves of at most `max`.
-pub fn map_linear(pa: u64, size: u64, attrs: Attrs, max: Granule) -> Result<(), MapError> {
+/// Maps `range` into the linear map with leaves of at most `max`.
+pub fn map_linear(range: PhysRange, attrs: Attrs, max: Granule) -> Result<(), MapError> {
     let mut pt = KERNEL_PT.lock();
     let root = pt.root();
-    let r = pgtable::map(&mut pt.mem, root, phys_to_virt(pa), pa, size, attrs, max);
+    let va = VirtAddr(phys_to_virt(range.base));
+    let r = pgtable::map(&mut pt.mem, root, va, range, attrs, max);
     // Make the new entries visible to the walkers before anyone uses the mapping.
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
     crate::cpu::isb();
     r
 }
 
-/// Unmaps `[pa, pa + size)` from the linear map and invalidates the TLBs of all CPUs.
+/// Unmaps `range` from the linear map and invalidates the TLBs of all CPUs.
 /// Fails (changing nothing) if that would split a block mapping.
-pub fn unmap_linear(pa: u64, size: u64) -> Result<u64, MapError> {
+pub fn unmap_linear(range: PhysRange) -> Result<u64, MapError> {
     let mut pt = KERNEL_PT.lock();
     let root = pt.root();
-    let va = phys_to_virt(pa);
-    let n = pgtable::unmap(&mut pt.mem, root, va, size)?;
-    flush_tlb_range(va, size);
+    let va = phys_to_virt(range.base);
+    let n = pgtable::unmap(&mut pt.mem, root, VirtAddr(va), range.size)?;
+    flush_tlb_range(va, range.size);
     Ok(n)
 }
 
 /// Maps an MMIO range (rounded out to pages) into the linear map if it is not mapped yet,
 /// and returns its virtual address.
-pub fn map_mmio(pa: u64, size: u64) -> Result<u64, MapError> {
+pub fn map_mmio(range: PhysRange) -> Result<VirtAddr, MapError> {
+    let (pa, size) = (range.base, range.size);
     let start = pa & !(PAGE_SIZE - 1);
     let end = (pa + size + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
     let mut p = start;
     while p < end {
         // Map page by page, skipping pages already mapped (device ranges may share a page).
-        match map_linear(p, PAGE_SIZE, Attrs::MMIO, Granule::Page4K) {
+        let page = PhysRange {
+            base: p,
+            size: PAGE_SIZE,
+        };
+        match map_linear(page, Attrs::MMIO, Granule::Page4K) {
             Ok(()) | Err(MapError::AlreadyMapped(_)) => {}
             Err(e) => return Err(e),
         }
         p += PAGE_SIZE;
     }
-    Ok(phys_to_virt(pa))
+    Ok(VirtAddr(phys_to_virt(pa)))
 }
 
 /// What the linear map holds at `pa`, if anything.

@@ -1,5 +1,6 @@
 //! Stage-1 translation tables (4 KiB granule, 4 levels, 48-bit VA): descriptor encoding and a
-//! walker that maps and unmaps physical ranges.
+//! walker that maps and unmaps physical ranges: [`map`] places a [`PhysRange`] at a
+//! [`VirtAddr`], [`unmap`] clears `size` bytes from a `VirtAddr` on.
 //!
 //! The walker is plain logic over [`TableMemory`], which hands out zeroed table pages and
 //! lets the walker read and write their 512 entries. The kernel implements it over the linear
@@ -25,6 +26,7 @@
 //!
 //! Callers serialise all changes to one table tree (the kernel holds the page-table lock).
 
+use crate::addr::{PhysRange, VirtAddr};
 use core::sync::atomic::{AtomicU64, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_bitfields;
@@ -251,18 +253,18 @@ fn leaf_desc(pa: u64, attrs: Attrs, level: usize) -> u64 {
     (pa & OA_MASK) | attrs.leaf_bits() | ty
 }
 
-/// Maps `[va, va + size)` to `[pa, pa + size)` with leaves no larger than `max`, using the
-/// largest leaf that alignment allows. Nothing that is already mapped is changed; on error
-/// the part mapped so far stays mapped (the caller unmaps it if it wants to undo).
+/// Maps `[va, va + pa.size)` to the physical range `pa` with leaves no larger than `max`,
+/// using the largest leaf that alignment allows. Nothing that is already mapped is changed;
+/// on error the part mapped so far stays mapped (the caller unmaps it if it wants to undo).
 pub fn map(
     mem: &mut impl TableMemory,
     root: TablePa,
-    va: u64,
-    pa: u64,
-    size: u64,
+    va: VirtAddr,
+    pa: PhysRange,
     attrs: Attrs,
     max: Granule,
 ) -> Result<(), MapError> {
+    let (va, pa, size) = (va.0, pa.base, pa.size);
     if (va | pa | size) & 0xfff != 0 || va.checked_add(size - 1).is_none() && size != 0 {
         return Err(MapError::Misaligned);
     }
@@ -310,9 +312,10 @@ pub fn map(
 pub fn unmap(
     mem: &mut impl TableMemory,
     root: TablePa,
-    va: u64,
+    va: VirtAddr,
     size: u64,
 ) -> Result<u64, MapError> {
+    let va = va.0;
     if (va | size) & 0xfff != 0 {
         return Err(MapError::Misaligned);
     }
@@ -527,6 +530,10 @@ mod tests {
 
     const VA: u64 = 0xffff_0000_4000_0000;
 
+    fn phys(base: u64, size: u64) -> PhysRange {
+        PhysRange { base, size }
+    }
+
     #[test]
     fn largest_leaves_and_translate() {
         let (mut m, root) = FakeMem::new();
@@ -535,9 +542,8 @@ mod tests {
         map(
             &mut m,
             root,
-            VA,
-            0x4000_0000,
-            size,
+            VirtAddr(VA),
+            phys(0x4000_0000, size),
             Attrs::RAM,
             Granule::Block1G,
         )
@@ -557,9 +563,8 @@ mod tests {
         map(
             &mut m,
             root,
-            VA,
-            0x4000_0000,
-            8 << 20,
+            VirtAddr(VA),
+            phys(0x4000_0000, 8 << 20),
             Attrs::RAM,
             Granule::Block2M,
         )
@@ -567,12 +572,15 @@ mod tests {
         assert_eq!(lookup(&m, root, VA).unwrap().0, 2);
         // Removing half a 2 MiB block would split it: refused, nothing changed.
         assert_eq!(
-            unmap(&mut m, root, VA, 1 << 20),
+            unmap(&mut m, root, VirtAddr(VA), 1 << 20),
             Err(MapError::WouldSplitBlock(VA))
         );
         assert!(lookup(&m, root, VA).is_some());
         // Removing a whole block in the middle works and leaves the neighbours.
-        assert_eq!(unmap(&mut m, root, VA + (2 << 20), 2 << 20), Ok(2 << 20));
+        assert_eq!(
+            unmap(&mut m, root, VirtAddr(VA + (2 << 20)), 2 << 20),
+            Ok(2 << 20)
+        );
         assert!(lookup(&m, root, VA + (2 << 20)).is_none());
         assert!(lookup(&m, root, VA).is_some());
         assert!(lookup(&m, root, VA + (4 << 20)).is_some());
@@ -580,9 +588,8 @@ mod tests {
         map(
             &mut m,
             root,
-            VA + (2 << 20),
-            0x4020_0000,
-            2 << 20,
+            VirtAddr(VA + (2 << 20)),
+            phys(0x4020_0000, 2 << 20),
             Attrs::RAM,
             Granule::Block2M,
         )
@@ -598,20 +605,18 @@ mod tests {
         map(
             &mut m,
             root,
-            VA + (8 << 20),
-            0x4080_0000,
-            4096,
+            VirtAddr(VA + (8 << 20)),
+            phys(0x4080_0000, 4096),
             Attrs::RAM,
             Granule::Page4K,
         )
         .unwrap();
-        unmap(&mut m, root, VA + (8 << 20), 4096).unwrap();
+        unmap(&mut m, root, VirtAddr(VA + (8 << 20)), 4096).unwrap();
         map(
             &mut m,
             root,
-            VA,
-            0x4000_0000,
-            1 << 30,
+            VirtAddr(VA),
+            phys(0x4000_0000, 1 << 30),
             Attrs::RAM,
             Granule::Block1G,
         )
@@ -634,9 +639,8 @@ mod tests {
         map(
             &mut m,
             root,
-            VA,
-            0x4000_0000,
-            2 << 20,
+            VirtAddr(VA),
+            phys(0x4000_0000, 2 << 20),
             Attrs::RAM,
             Granule::Page4K,
         )
@@ -645,28 +649,33 @@ mod tests {
             map(
                 &mut m,
                 root,
-                VA + 4096,
-                0,
-                4096,
+                VirtAddr(VA + 4096),
+                phys(0, 4096),
                 Attrs::RAM,
                 Granule::Page4K
             ),
             Err(MapError::AlreadyMapped(VA + 4096))
         );
         assert_eq!(
-            map(&mut m, root, VA + 1, 0, 4096, Attrs::RAM, Granule::Page4K),
+            map(
+                &mut m,
+                root,
+                VirtAddr(VA + 1),
+                phys(0, 4096),
+                Attrs::RAM,
+                Granule::Page4K
+            ),
             Err(MapError::Misaligned)
         );
         // Unmap over a range with holes counts only what was mapped.
-        assert_eq!(unmap(&mut m, root, VA, 64 << 20), Ok(2 << 20));
+        assert_eq!(unmap(&mut m, root, VirtAddr(VA), 64 << 20), Ok(2 << 20));
         m.limit = m.tables.len();
         assert_eq!(
             map(
                 &mut m,
                 root,
-                VA + (1 << 39),
-                0,
-                4096,
+                VirtAddr(VA + (1 << 39)),
+                phys(0, 4096),
                 Attrs::RAM,
                 Granule::Page4K
             ),

@@ -55,6 +55,7 @@
 
 use core::fmt;
 
+use hotmem_arch::addr::PhysRange;
 use log::{debug, warn};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
@@ -258,8 +259,8 @@ pub struct Limits<'a> {
     /// Bits of physical address the CPU (and the kernel's linear map) can reach.
     /// 64 or more means no limit beyond u64.
     pub pa_bits: u32,
-    /// RAM and other devices' ranges (base, size) the region must not overlap.
-    pub taken: &'a [(u64, u64)],
+    /// RAM and other devices' ranges the region must not overlap.
+    pub taken: &'a [PhysRange],
 }
 
 /// Everything that can go wrong talking to a virtio-mem device. One variant per cause.
@@ -283,8 +284,8 @@ pub enum VirtioMemError {
     EmptyRegion,
     /// addr + region_size overflows or ends above 2^pa_bits.
     RegionBeyondPhysLimit,
-    /// The region overlaps this (base, size) range from [`Limits::taken`].
-    RegionOverlaps(u64, u64),
+    /// The region overlaps this range from [`Limits::taken`].
+    RegionOverlaps(PhysRange),
     /// usable_region_size > region_size.
     UsableTooLarge,
     /// plugged_size > usable_region_size.
@@ -325,7 +326,7 @@ impl fmt::Display for VirtioMemError {
             Unaligned => f.write_str("config address or size not a multiple of block size"),
             EmptyRegion => f.write_str("region size is 0"),
             RegionBeyondPhysLimit => f.write_str("region beyond the physical address limit"),
-            RegionOverlaps(b, s) => write!(f, "region overlaps [{b:#x}, +{s:#x})"),
+            RegionOverlaps(r) => write!(f, "region overlaps [{:#x}, +{:#x})", r.base, r.size),
             UsableTooLarge => f.write_str("usable_region_size > region_size"),
             PluggedTooLarge => f.write_str("plugged_size > usable_region_size"),
             RequestedTooLarge => f.write_str("requested_size > usable_region_size"),
@@ -402,23 +403,16 @@ fn validate_region(raw: &Config, limits: &Limits) -> Result<(), VirtioMemError> 
     if raw.addr % bs != 0 || raw.region_size % bs != 0 {
         return Err(VirtioMemError::Unaligned);
     }
-    let end = raw
-        .addr
-        .checked_add(raw.region_size)
-        .ok_or(VirtioMemError::RegionBeyondPhysLimit)?;
-    if limits.pa_bits < 64 && end > 1u64 << limits.pa_bits {
+    let region =
+        PhysRange::new(raw.addr, raw.region_size).ok_or(VirtioMemError::RegionBeyondPhysLimit)?;
+    if limits.pa_bits < 64 && region.end() > 1u64 << limits.pa_bits {
         return Err(VirtioMemError::RegionBeyondPhysLimit);
     }
-    for &(base, size) in limits.taken {
-        if size == 0 {
-            continue;
-        }
-        let taken_end = base.saturating_add(size);
-        if base < end && raw.addr < taken_end {
-            return Err(VirtioMemError::RegionOverlaps(base, size));
-        }
+    // The first taken range in the caller's order; an empty one overlaps nothing.
+    match limits.taken.iter().find(|t| t.overlaps(region)) {
+        Some(&taken) => Err(VirtioMemError::RegionOverlaps(taken)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Checks the fields that may change at runtime against the (already validated) region.

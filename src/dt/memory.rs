@@ -104,21 +104,21 @@ impl<'a> Walk<'a> {
         if size == 0 {
             return None;
         }
-        if base.checked_add(size).is_none() {
-            warn_dt!(
-                self,
-                "{}: range {:#x}+{:#x} passes 2^64, cut",
-                what,
-                base,
-                size
-            );
-            return Some(PhysRange {
-                base,
-                size: u64::MAX - base,
-            })
-            .filter(|r| r.size != 0);
+        if let Some(range) = PhysRange::new(base, size) {
+            return Some(range);
         }
-        Some(PhysRange { base, size })
+        warn_dt!(
+            self,
+            "{}: range {:#x}+{:#x} passes 2^64, cut",
+            what,
+            base,
+            size
+        );
+        Some(PhysRange {
+            base,
+            size: u64::MAX - base,
+        })
+        .filter(|r| r.size != 0)
     }
 
     fn push_reserved(&mut self, range: PhysRange, kind: ReserveKind) {
@@ -140,7 +140,7 @@ impl<'a> Walk<'a> {
         let mut kept: ArrayVec<MemoryRegion, MAX_MEMORY_REGIONS> = ArrayVec::new();
         let mut end = 0u64; // End of the last kept range; 0 before the first.
         for mut region in core::mem::take(&mut self.info.memory) {
-            let region_end = region.range.base.saturating_add(region.range.size);
+            let region_end = region.range.end();
             if !kept.is_empty() && region.range.base < end {
                 warn_dt!(
                     self,

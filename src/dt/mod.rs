@@ -69,15 +69,10 @@ pub const MAX_WARNINGS: usize = 16;
 /// and silently ends the walk below that, so deeper trees are refused up front.
 pub const MAX_DEPTH: usize = 15;
 
-/// A half-open physical range `[base, base + size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PhysRange {
-    /// First byte.
-    pub base: u64,
-    /// Length in bytes. Memory and reservation ranges are cut so that `base + size` does
-    /// not pass 2^64; device ranges are as the tree gives them.
-    pub size: u64,
-}
+/// The ranges of the tree (`reg` entries, translated to CPU physical addresses): the
+/// kernel-wide half-open range. Memory and reservation ranges are cut so that
+/// `base + size` does not pass 2^64; device ranges are as the tree gives them.
+pub use hotmem_arch::addr::PhysRange;
 
 /// One contiguous range of RAM from a `memory` node (a node with several `reg` entries
 /// gives several regions).

@@ -20,7 +20,7 @@ use super::mem::{mm_held_here, mm_lock, MM_READY};
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::Ordering;
 use hotmem::mm::heap::{HeapBacking, SlabHeap};
-use hotmem::mm::{AllocFlags, PhysAddr, MAX_ORDER};
+use hotmem::mm::{AllocFlags, Pfn, PhysAddr, MAX_ORDER};
 use hotmem_arch::cpu::IrqSpinLock;
 use hotmem_arch::layout::{self, PAGE_SIZE};
 
@@ -127,7 +127,7 @@ fn give_back(freed: arrayvec::ArrayVec<(usize, u32), 8>) {
     if let Some(mm) = mm.as_mut() {
         for (va, order) in freed {
             if let Some(pa) = layout::linear_virt_to_phys(va as u64) {
-                let _ = mm.free_pages(PhysAddr(pa).pfn_down(), order);
+                let _ = mm.free_pages(Pfn::down(PhysAddr(pa)), order);
             }
         }
     }

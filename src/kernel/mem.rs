@@ -109,7 +109,7 @@ pub(super) fn mm_held_here() -> bool {
 pub fn init(info: &BootInfo, pa_bits: u32) {
     let mut regions: Vec<MemRegion> = Vec::new();
     for r in &info.memory {
-        if r.range.base + r.range.size > 1 << pa_bits {
+        if r.range.end() > 1 << pa_bits {
             continue; // Refused (and reported) when the linear map was built.
         }
         regions.push(MemRegion {
@@ -129,10 +129,10 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
             size_bytes: r.range.size,
         })
         .collect();
-    let (img_start, img_end) = mmu::image_phys_range();
+    let image = mmu::image_phys_range();
     reserved.push(Reservation {
-        base: PhysAddr(img_start),
-        size_bytes: img_end - img_start,
+        base: PhysAddr(image.base),
+        size_bytes: image.size,
     });
     reserved.push(Reservation {
         base: PhysAddr(info.dtb.base),

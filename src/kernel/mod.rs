@@ -54,6 +54,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cpus::{CPUS, NR_CPUS};
 use hotmem::dt::{self, BootInfo, GicInfo, PsciMethod};
 use hotmem::shell::BootArgs;
+use hotmem_arch::addr::PhysRange;
 use hotmem_arch::cpu;
 use hotmem_arch::gic::{self, GicConfig, Trigger};
 use hotmem_arch::layout::{self, MAX_CPUS, PAGE_SIZE};
@@ -97,9 +98,13 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     let Some(uart) = info.uart else {
         psci_off_any()
     };
-    match mmu::map_mmio(uart.range.base, uart.range.size.max(PAGE_SIZE)) {
+    let uart_regs = PhysRange {
+        base: uart.range.base,
+        size: uart.range.size.max(PAGE_SIZE),
+    };
+    match mmu::map_mmio(uart_regs) {
         // SAFETY: the UART's registers were just mapped as Device memory, permanently.
-        Ok(va) => unsafe { console::init(va as usize) },
+        Ok(va) => unsafe { console::init(va.0 as usize) },
         Err(_) => psci_off_any(),
     }
     // Unknown options are reported once the logger is up.
@@ -162,7 +167,11 @@ fn map_dtb(dtb_pa: u64) -> Option<&'static [u8]> {
         let start = pa & !(PAGE_SIZE - 1);
         let mut p = start;
         while p < pa + len {
-            match mmu::map_linear(p, PAGE_SIZE, Attrs::RAM, Granule::Page4K) {
+            let page = PhysRange {
+                base: p,
+                size: PAGE_SIZE,
+            };
+            match mmu::map_linear(page, Attrs::RAM, Granule::Page4K) {
                 Ok(()) | Err(MapError::AlreadyMapped(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -194,7 +203,7 @@ fn map_ram(info: &BootInfo) -> u32 {
     let bits = layout::usable_pa_bits(cpu_bits);
     log::info!("physical addresses: CPU {cpu_bits} bits, kernel supports {bits} bits");
     for r in &info.memory {
-        let (base, end) = (r.range.base, r.range.base + r.range.size);
+        let (base, end) = (r.range.base, r.range.end());
         if end > 1 << bits {
             log::error!(
                 "memory 0x{base:x}-0x{end:x} (node {}) lies above the {bits}-bit physical limit; not used",
@@ -224,7 +233,11 @@ fn map_ram(info: &BootInfo) -> u32 {
 
 fn map_skipping_mapped(mut b: u64, e: u64) -> Result<(), MapError> {
     while b < e {
-        match mmu::map_linear(b, e - b, Attrs::RAM, Granule::Block1G) {
+        let rest = PhysRange {
+            base: b,
+            size: e - b,
+        };
+        match mmu::map_linear(rest, Attrs::RAM, Granule::Block1G) {
             Ok(()) => return Ok(()),
             // `map` stops at the first mapped page, keeping what it mapped before it:
             // step over that page and go on.
@@ -238,7 +251,7 @@ fn map_skipping_mapped(mut b: u64, e: u64) -> Result<(), MapError> {
 }
 
 fn init_gic(info: &BootInfo) {
-    let map = |r: dt::PhysRange| mmu::map_mmio(r.base, r.size).map(|va| va as usize);
+    let map = |r: dt::PhysRange| mmu::map_mmio(r).map(|va| va.0 as usize);
     let cfg = match info.gic {
         Some(GicInfo::V2 { gicd, gicc, .. }) => match (map(gicd), map(gicc)) {
             (Ok(gicd_va), Ok(gicc_va)) => GicConfig::V2 { gicd_va, gicc_va },

@@ -281,7 +281,7 @@ impl<S: MemMapStore> Mm<S> {
             .filter_map(|(nr, s)| Some((nr, s.mem_map_base()?, MEM_MAP_BYTES)))
             .chain(t.chunks().map(|(nr, base)| (nr, base, CHUNK_BYTES)));
         for (nr, base, bytes) in meta {
-            let first = base.pfn_down();
+            let first = Pfn::down(base);
             for pfn in (first.0..first.0 + bytes / PAGE_SIZE).map(Pfn) {
                 if !t.pfn_online(pfn) || !t.pg(pfn).flags().contains(PageFlags::MEMMAP) {
                     fail!("section {nr}: metadata at {pfn} not in an online MEMMAP page");

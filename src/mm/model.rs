@@ -165,7 +165,7 @@ impl<S: MemMapStore> Mm<S> {
             if end > limit {
                 return Err(Error::BeyondPhysLimit);
             }
-            let range = PfnRange::new(r.base.pfn_up(), PhysAddr(end).pfn_down());
+            let range = PfnRange::new(Pfn::up(r.base), Pfn::down(PhysAddr(end)));
             if !range.is_empty() {
                 mem.push((range, r.node));
             }
@@ -181,7 +181,7 @@ impl<S: MemMapStore> Mm<S> {
         let mut early = EarlyAlloc::new(mem.clone());
         for r in reservations {
             let end = r.base.0.saturating_add(r.size_bytes).min(limit);
-            early.reserve(PfnRange::new(r.base.pfn_down(), PhysAddr(end).pfn_up()));
+            early.reserve(PfnRange::new(Pfn::down(r.base), Pfn::up(PhysAddr(end))));
         }
 
         // Present subsections per section, and the node of each section: that of its

@@ -41,7 +41,7 @@
 //! ```compile_fail,E0624
 //! use hotmem::mm::{MemMap, MetaPages, Page, PhysAddr};
 //! fn forge(items: &'static mut [Page]) -> MemMap<Page> {
-//!     MemMap::new(MetaPages::new(PhysAddr(0x4000_0000).pfn_down(), 8), items)
+//!     MemMap::new(MetaPages::new(Pfn::down(PhysAddr(0x4000_0000)), 8), items)
 //! }
 //! ```
 //!

@@ -1,5 +1,7 @@
-//! Units of the memory model: physical addresses, page frame numbers, section numbers,
-//! node ids, half-open ranges, and the size constants everything else is built from.
+//! Units of the memory model: page frame numbers, section numbers, node ids, half-open
+//! ranges of pages, and the size constants everything else is built from. Physical
+//! addresses are the kernel-wide [`PhysAddr`] of `hotmem_arch::addr`, re-exported here;
+//! [`Pfn::down`] and [`Pfn::up`] turn one into a page frame number.
 //!
 //! Model: physical memory is cut into 4 KiB pages (a [`Pfn`] names one), pages into
 //! 2 MiB subsections (also the pageblock, the unit of migrate types and of onlining),
@@ -69,9 +71,7 @@ const _: () = assert!(
 );
 const _: () = assert!(MAX_NODES <= 64, "node id is stored in 6 bits of a page");
 
-/// A physical address in bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PhysAddr(pub u64);
+pub use hotmem_arch::addr::PhysAddr;
 
 /// A page frame number: physical address >> `PAGE_SHIFT`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -104,18 +104,15 @@ impl NodeId {
     }
 }
 
-impl PhysAddr {
-    /// The page containing this address.
-    pub const fn pfn_down(self) -> Pfn {
-        Pfn(self.0 >> PAGE_SHIFT)
-    }
-    /// The first page starting at or above this address.
-    pub const fn pfn_up(self) -> Pfn {
-        Pfn(self.0.div_ceil(PAGE_SIZE))
-    }
-}
-
 impl Pfn {
+    /// The page containing `pa`.
+    pub const fn down(pa: PhysAddr) -> Pfn {
+        Pfn(pa.0 >> PAGE_SHIFT)
+    }
+    /// The first page starting at or above `pa`.
+    pub const fn up(pa: PhysAddr) -> Pfn {
+        Pfn(pa.0.div_ceil(PAGE_SIZE))
+    }
     /// First byte of the page.
     pub const fn addr(self) -> PhysAddr {
         PhysAddr(self.0 << PAGE_SHIFT)
@@ -175,7 +172,7 @@ impl PfnRange {
         if base.0 % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
             return None;
         }
-        Some(PfnRange::new(base.pfn_down(), PhysAddr(end).pfn_down()))
+        Some(PfnRange::new(Pfn::down(base), Pfn::down(PhysAddr(end))))
     }
     /// Number of pages.
     pub const fn nr_pages(self) -> u64 {
@@ -207,16 +204,6 @@ impl PfnRange {
     }
 }
 
-impl fmt::Debug for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PhysAddr({:#x})", self.0)
-    }
-}
-impl fmt::Display for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
 impl fmt::Debug for Pfn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pfn({:#x})", self.0)

@@ -52,8 +52,9 @@
 //! at a time (the worker); the memory side takes the memory-model lock inside each
 //! [`HotplugMemory`] call only.
 
-use crate::mm::{self, SECTION_SIZE, SUBSECTION_SIZE};
+use crate::mm::{self, NodeId, SECTION_SIZE, SUBSECTION_SIZE};
 use alloc::vec::Vec;
+use hotmem_arch::addr::PhysRange;
 use hotmem_drivers::virtio_mem::{BlockState, Config, Request, Response};
 
 mod model;
@@ -63,7 +64,7 @@ pub use model::{
     mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
     mm_reonline, mm_used_pages, pfn_range,
 };
-pub use types::{Device, HotplugMemory, MemError, Next, Progress, Range, Reason, Resized, State};
+pub use types::{Device, HotplugMemory, MemError, Next, Progress, Reason, Resized, State};
 
 /// Most blocks one request may cover (le16 nb_blocks).
 pub const MAX_BLOCKS_PER_REQUEST: u64 = u16::MAX as u64;
@@ -82,6 +83,9 @@ pub struct Vmem {
     /// The device's index (`vmemN` in logs and in the shell).
     pub id: usize,
     cfg: Config,
+    /// The device's node (`cfg.node_id`, fixed until a reset) as the memory model names it,
+    /// `None` when the model cannot hold that id: adding memory is then refused.
+    node: Option<NodeId>,
     /// Bytes per unit: max(block_size, 2 MiB).
     unit: u64,
     /// Plugged state per unit of the region.
@@ -120,6 +124,7 @@ impl Vmem {
         Vmem {
             id,
             cfg,
+            node: NodeId::new(u32::from(cfg.node_id)),
             unit,
             plugged: alloc::vec![false; nr_units],
             state: State::Ok,
@@ -182,14 +187,14 @@ impl Vmem {
         self.reason = Reason::DeviceError;
     }
 
-    fn unit_range(&self, first: usize, count: usize) -> Range {
-        Range {
+    fn unit_range(&self, first: usize, count: usize) -> PhysRange {
+        PhysRange {
             base: self.cfg.addr + first as u64 * self.unit,
             size: count as u64 * self.unit,
         }
     }
 
-    fn blocks(&self, r: Range) -> u16 {
+    fn blocks(&self, r: PhysRange) -> u16 {
         // Runs are split so this fits; see `split_runs`.
         (r.size / self.cfg.block_size) as u16
     }
@@ -381,11 +386,13 @@ impl Vmem {
                 count: 1,
             });
         let range = self.unit_range(run.first, run.count);
-        let node = u32::from(self.cfg.node_id);
-        if !mem.can_add(range, node) {
+        // A node the model cannot hold has nothing to check: adding refuses it.
+        let node = self.node;
+        let mut fits = |r| node.is_none_or(|node| mem.can_add(r, node));
+        if !fits(range) {
             // Try a smaller piece before giving up: one unit.
             let one = self.unit_range(run.first, 1);
-            if run.count == 1 || !mem.can_add(one, node) {
+            if run.count == 1 || !fits(one) {
                 log::warn!(
                     "vmem{}: stopping at {} MiB plugged: no free memory for more mem_maps",
                     self.id,
@@ -444,7 +451,11 @@ impl Vmem {
         self.nacks = 0;
         self.mark(run, true);
         let range = self.unit_range(run.first, run.count);
-        match mem.add_online(range, u32::from(self.cfg.node_id)) {
+        let added = match self.node {
+            Some(node) => mem.add_online(range, node),
+            None => Err(MemError::Other("node id out of range")),
+        };
+        match added {
             Ok(()) => {
                 self.progress.plugged_bytes += range.size;
                 self.state = State::Ok;

@@ -8,8 +8,8 @@
 //! keep their meaning (the policy reacts to them), every other refusal is carried as it is
 //! in [`MemError::Mm`].
 
-use super::{MemError, Range};
-use crate::mm::{self, MemMapStore, Mm, NodeId, PfnRange, PhysAddr, ZoneType, SECTION_SIZE};
+use super::{MemError, PhysRange};
+use crate::mm::{self, MemMapStore, Mm, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE};
 use alloc::vec::Vec;
 
 /// Free Normal memory that plugging never uses for mem_maps.
@@ -18,12 +18,8 @@ pub fn mem_map_reserve_bytes(managed_normal_bytes: u64) -> u64 {
 }
 
 /// The pfns of a physical range.
-pub fn pfn_range(r: Range) -> PfnRange {
-    PfnRange::new(PhysAddr(r.base).pfn_down(), PhysAddr(r.end()).pfn_down())
-}
-
-fn node_id(node: u32) -> Result<NodeId, MemError> {
-    NodeId::new(node).ok_or(MemError::Other("node id out of range"))
+pub fn pfn_range(r: PhysRange) -> PfnRange {
+    PfnRange::new(Pfn::down(PhysAddr(r.base)), Pfn::down(PhysAddr(r.end())))
 }
 
 /// The hotplug view of a memory-model error.
@@ -38,7 +34,7 @@ pub fn mm_err(e: mm::Error) -> MemError {
 /// [`HotplugMemory::can_add`](super::HotplugMemory::can_add) over the model: the mem_maps
 /// of the sections `range` would add against the free Normal memory of all nodes together,
 /// minus the reserve ([`mem_map_reserve_bytes`]).
-pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
+pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> bool {
     let first = range.base / SECTION_SIZE;
     let last = (range.end() - 1) / SECTION_SIZE;
     let present: Vec<u64> = m
@@ -61,16 +57,16 @@ pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: Range) -> bool {
 /// descriptors. On error nothing changed.
 pub fn mm_add_online<S: MemMapStore>(
     m: &mut Mm<S>,
-    range: Range,
-    node: u32,
+    range: PhysRange,
+    node: NodeId,
     zone: ZoneType,
 ) -> Result<(), MemError> {
-    m.add_online_range(pfn_range(range), node_id(node)?, zone)
+    m.add_online_range(pfn_range(range), node, zone)
         .map_err(mm_err)
 }
 
 /// Whether taking `range` out (moving its used pages elsewhere) keeps `floor_bytes` free.
-pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: Range, floor_bytes: u64) -> bool {
+pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: PhysRange, floor_bytes: u64) -> bool {
     let r = pfn_range(range);
     let free_here = m.free_pages_in(r);
     let used_here = r.nr_pages().saturating_sub(free_here);
@@ -79,7 +75,7 @@ pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: Range, floor_bytes: u64
 }
 
 /// Allocated pages of an online `range` (its present pages minus its free pages).
-pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: Range) -> u64 {
+pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> u64 {
     let r = pfn_range(range);
     r.nr_pages().saturating_sub(m.free_pages_in(r))
 }
@@ -88,7 +84,7 @@ pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: Range) -> u64 {
 /// `zone`).
 pub fn mm_reonline<S: MemMapStore>(
     m: &mut Mm<S>,
-    range: Range,
+    range: PhysRange,
     zone: ZoneType,
 ) -> Result<(), MemError> {
     m.online_range(pfn_range(range), zone).map_err(mm_err)
@@ -96,6 +92,6 @@ pub fn mm_reonline<S: MemMapStore>(
 
 /// [`HotplugMemory::remove`](super::HotplugMemory::remove) over the model (the caller
 /// unmaps first).
-pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: Range) -> Result<(), MemError> {
+pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: PhysRange) -> Result<(), MemError> {
     m.remove_sections(pfn_range(range)).map_err(mm_err)
 }

@@ -21,7 +21,7 @@ struct TestMem {
     held: Vec<Pfn>,
     pinned: Vec<Pfn>,
     /// Every unit offlined, in order.
-    offlined: Vec<Range>,
+    offlined: Vec<PhysRange>,
     /// Free bytes that must remain after an unplug (0: no floor).
     floor: u64,
 }
@@ -55,17 +55,17 @@ impl TestMem {
 }
 
 impl HotplugMemory for TestMem {
-    fn can_add(&mut self, range: Range, _node: u32) -> bool {
+    fn can_add(&mut self, range: PhysRange, _node: NodeId) -> bool {
         mm_can_add(&self.mm, range)
     }
-    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError> {
+    fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError> {
         self.adds += 1;
         if self.fail_adds {
             return Err(MemError::NoMemory);
         }
         mm_add_online(&mut self.mm, range, node, ZoneType::Movable)
     }
-    fn offline(&mut self, range: Range) -> Result<u64, MemError> {
+    fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
         let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
         if self.pinned.iter().any(inside) {
             return Err(MemError::Pinned);
@@ -99,13 +99,13 @@ impl HotplugMemory for TestMem {
         self.offlined.push(range);
         Ok(moved)
     }
-    fn reonline(&mut self, range: Range) -> Result<(), MemError> {
+    fn reonline(&mut self, range: PhysRange) -> Result<(), MemError> {
         mm_reonline(&mut self.mm, range, ZoneType::Movable)
     }
-    fn remove(&mut self, range: Range) -> Result<(), MemError> {
+    fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
         mm_remove(&mut self.mm, range)
     }
-    fn used_pages(&mut self, range: Range) -> u64 {
+    fn used_pages(&mut self, range: PhysRange) -> u64 {
         mm_used_pages(&self.mm, range)
     }
 }
@@ -525,6 +525,27 @@ fn failed_add_gives_the_blocks_back() {
 }
 
 #[test]
+fn node_the_model_cannot_hold_refuses_the_add() {
+    let mut d = FakeDevice::new(2 * MIB, GIB);
+    d.cfg.node_id = crate::mm::MAX_NODES as u16;
+    let cfg = d.config().unwrap();
+    let (mut v, mut m) = (Vmem::new(0, cfg), TestMem::new(GIB));
+    d.set_requested(64 * MIB);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!(
+        m.adds, 0,
+        "the memory side is not asked to add to a node it cannot hold"
+    );
+    assert_eq!(
+        d.plugged_bytes(),
+        0,
+        "unplugged again after the refused add"
+    );
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::NoMemory));
+}
+
+#[test]
 fn unplug_skips_memory_in_use_and_reports_unmovable() {
     let (mut v, mut d, mut m) = setup(2 * MIB, GIB, 64 * MIB);
     d.set_requested(64 * MIB);
@@ -632,7 +653,7 @@ fn victims_empty_first_then_fewest_used_highest_address_first() {
     let part_base = 0x1_0000_0000 + part as u64 * 2 * MIB;
     assert_eq!(
         m.offlined.last(),
-        Some(&Range {
+        Some(&PhysRange {
             base: part_base,
             size: 2 * MIB
         })

@@ -1,11 +1,12 @@
 //! The policy's vocabulary: what it needs from the driver ([`Device`]) and from the memory
-//! side ([`HotplugMemory`], [`Range`], [`MemError`]), and what it reports to the kernel
+//! side ([`HotplugMemory`], [`PhysRange`], [`MemError`]), and what it reports to the kernel
 //! glue ([`Next`] after each step; [`State`], [`Reason`] and [`Progress`] for `vmem`;
 //! [`Resized`] for the log line). Plain data and traits, no state: the policy itself is
 //! [`Vmem`](super::Vmem).
 
-use crate::mm;
+use crate::mm::{self, NodeId};
 use core::fmt;
+use hotmem_arch::addr::PhysRange;
 use hotmem_drivers::virtio_mem::{Config, Request, Response};
 
 /// The driver as the policy sees it.
@@ -16,22 +17,6 @@ pub trait Device {
     fn config(&mut self) -> Result<Config, Self::Error>;
     /// Sends one request and waits for the response.
     fn request(&mut self, req: Request) -> Result<Response, Self::Error>;
-}
-
-/// A physical range `[base, base + size)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    /// First byte.
-    pub base: u64,
-    /// Length in bytes.
-    pub size: u64,
-}
-
-impl Range {
-    /// One past the last byte.
-    pub fn end(&self) -> u64 {
-        self.base + self.size
-    }
 }
 
 /// Why the memory side refused.
@@ -59,21 +44,21 @@ pub trait HotplugMemory {
     /// while keeping a reserve. `node` is the node `range` would join; the model's
     /// implementation ([`mm_can_add`](super::mm_can_add)) does not use it: it counts the free Normal memory of
     /// all nodes together.
-    fn can_add(&mut self, range: Range, node: u32) -> bool;
+    fn can_add(&mut self, range: PhysRange, node: NodeId) -> bool;
     /// Adds `range` to `node` (sections, mem_map, linear map) and onlines it (into the
     /// Movable zone unless the implementation is configured for Normal). On error nothing
     /// of `range` is left added.
-    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError>;
+    fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError>;
     /// Takes `range` offline: isolate it, move what can move out of it, and offline it once
     /// every page is free. On error the range is left online as it was (pages already moved
     /// stay moved). Returns the number of pages it moved.
-    fn offline(&mut self, range: Range) -> Result<u64, MemError>;
+    fn offline(&mut self, range: PhysRange) -> Result<u64, MemError>;
     /// Pages of `range` that are allocated (victim choice: fewest first).
-    fn used_pages(&mut self, range: Range) -> u64;
+    fn used_pages(&mut self, range: PhysRange) -> u64;
     /// Undoes [`HotplugMemory::offline`].
-    fn reonline(&mut self, range: Range) -> Result<(), MemError>;
+    fn reonline(&mut self, range: PhysRange) -> Result<(), MemError>;
     /// Unmaps and removes the offline `range` (after the device unplugged it).
-    fn remove(&mut self, range: Range) -> Result<(), MemError>;
+    fn remove(&mut self, range: PhysRange) -> Result<(), MemError>;
 }
 
 /// Device state as the shell shows it.

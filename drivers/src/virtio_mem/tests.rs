@@ -39,7 +39,16 @@ fn qemu_config() -> Config {
 }
 
 /// RAM at 0x4000_0000 (1 GiB) and a device window below it.
-const TAKEN: &[(u64, u64)] = &[(0x4000_0000, GIB), (0x0800_0000, 0x0100_0000)];
+const TAKEN: &[PhysRange] = &[
+    PhysRange {
+        base: 0x4000_0000,
+        size: GIB,
+    },
+    PhysRange {
+        base: 0x0800_0000,
+        size: 0x0100_0000,
+    },
+];
 
 fn limits() -> Limits<'static> {
     Limits {

@@ -9,7 +9,8 @@
 
 use crate::kernel::mem::mm_lock;
 use core::ptr::NonNull;
-use hotmem::mm::{AllocFlags, PhysAddr};
+use hotmem::mm::{AllocFlags, Pfn, PhysAddr};
+use hotmem_arch::addr::PhysRange;
 use hotmem_arch::layout::{self, PAGE_SIZE};
 use hotmem_arch::mmu;
 use virtio_drivers::{BufferDirection, Hal};
@@ -47,7 +48,7 @@ unsafe impl Hal for KernelHal {
         let order = pages.next_power_of_two().trailing_zeros();
         match mm_lock()
             .as_mut()
-            .map(|m| m.free_pages(PhysAddr(paddr).pfn_down(), order))
+            .map(|m| m.free_pages(Pfn::down(PhysAddr(paddr)), order))
         {
             Some(Ok(())) => 0,
             _ => -1,
@@ -56,7 +57,11 @@ unsafe impl Hal for KernelHal {
 
     unsafe fn mmio_phys_to_virt(paddr: u64, size: usize) -> NonNull<u8> {
         // PCI bus addresses equal CPU addresses on this board (the DT `ranges` are 1:1).
-        let va = mmu::map_mmio(paddr, size as u64).unwrap_or(0);
+        let regs = PhysRange {
+            base: paddr,
+            size: size as u64,
+        };
+        let va = mmu::map_mmio(regs).map_or(0, |va| va.0);
         NonNull::new(va as *mut u8).unwrap_or(NonNull::dangling())
     }
 

@@ -16,8 +16,9 @@
 use crate::kernel::mem::{self, mm_lock};
 use crate::kernel::migrate;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hotmem::mm::ZoneType;
-use hotmem::vmem::{self, HotplugMemory, MemError, Range};
+use hotmem::mm::{NodeId, ZoneType};
+use hotmem::vmem::{self, HotplugMemory, MemError};
+use hotmem_arch::addr::PhysRange;
 use hotmem_arch::mmu;
 use hotmem_arch::pgtable::{Attrs, Granule};
 use hotmem_arch::timer;
@@ -33,28 +34,28 @@ fn with<R>(f: impl FnOnce(&mut mem::KernelMm) -> Result<R, MemError>) -> Result<
 }
 
 impl HotplugMemory for KernelMemory {
-    fn can_add(&mut self, range: Range, _node: u32) -> bool {
+    fn can_add(&mut self, range: PhysRange, _node: NodeId) -> bool {
         mm_lock()
             .as_ref()
             .is_some_and(|m| vmem::mm_can_add(m, range))
     }
 
-    fn add_online(&mut self, range: Range, node: u32) -> Result<(), MemError> {
+    fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError> {
         let t0 = timer::now_ns();
         // Mapped first (not under the model's lock: table pages come from the model).
         // Nothing touches the range until the model hands out its pages.
-        if let Err(e) = mmu::map_linear(range.base, range.size, Attrs::RAM, Granule::Block2M) {
+        if let Err(e) = mmu::map_linear(range, Attrs::RAM, Granule::Block2M) {
             log::error!(
                 "vmem: cannot map 0x{:x}+0x{:x}: {e:?}",
                 range.base,
                 range.size
             );
-            let _ = mmu::unmap_linear(range.base, range.size);
+            let _ = mmu::unmap_linear(range);
             return Err(MemError::NoMemory);
         }
         let t1 = timer::now_ns();
         with(|m| vmem::mm_add_online(m, range, node, online_zone())).inspect_err(|_| {
-            let _ = mmu::unmap_linear(range.base, range.size);
+            let _ = mmu::unmap_linear(range);
         })?;
         log::debug!(
             "vmem: added 0x{:x}+{} MiB: map {} us, sections and online {} us",
@@ -66,7 +67,7 @@ impl HotplugMemory for KernelMemory {
         Ok(())
     }
 
-    fn offline(&mut self, range: Range) -> Result<u64, MemError> {
+    fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
         let floor = FLOOR_BYTES.load(Ordering::Relaxed);
         let pfns = vmem::pfn_range(range);
         with(|m| {
@@ -87,19 +88,19 @@ impl HotplugMemory for KernelMemory {
         r
     }
 
-    fn used_pages(&mut self, range: Range) -> u64 {
+    fn used_pages(&mut self, range: PhysRange) -> u64 {
         mm_lock()
             .as_ref()
             .map_or(0, |m| vmem::mm_used_pages(m, range))
     }
 
-    fn reonline(&mut self, range: Range) -> Result<(), MemError> {
+    fn reonline(&mut self, range: PhysRange) -> Result<(), MemError> {
         with(|m| vmem::mm_reonline(m, range, online_zone()))
     }
 
-    fn remove(&mut self, range: Range) -> Result<(), MemError> {
+    fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
         // Unmapped (and TLBs flushed on every CPU) before the model forgets the range.
-        mmu::unmap_linear(range.base, range.size).map_err(|_| MemError::Other("unmap"))?;
+        mmu::unmap_linear(range).map_err(|_| MemError::Other("unmap"))?;
         with(|m| vmem::mm_remove(m, range))
     }
 }

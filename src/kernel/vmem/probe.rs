@@ -12,6 +12,7 @@ use super::hal::KernelHal;
 use alloc::vec::Vec;
 use hotmem::dt::BootInfo;
 use hotmem::vmem::Vmem;
+use hotmem_arch::addr::PhysRange;
 use hotmem_arch::gic::{self, Trigger};
 use hotmem_arch::irq;
 use hotmem_arch::layout;
@@ -46,7 +47,11 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
     };
     // Only bus 0 is populated without bridges; map its 1 MiB of ECAM.
     let ecam_size = host.ecam.size.min(pci::ECAM_BUS_BYTES as u64);
-    if let Err(e) = mmu::map_linear(host.ecam.base, ecam_size, Attrs::MMIO, Granule::Block2M) {
+    let ecam = PhysRange {
+        base: host.ecam.base,
+        size: ecam_size,
+    };
+    if let Err(e) = mmu::map_linear(ecam, Attrs::MMIO, Granule::Block2M) {
         log::error!("pci: cannot map ECAM: {e:?}");
         return;
     }
@@ -85,13 +90,12 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         }
     };
     // What a device region must not overlap: RAM, the bridge's windows and ECAM.
-    let mut taken: Vec<(u64, u64)> = info
-        .memory
-        .iter()
-        .map(|m| (m.range.base, m.range.size))
-        .collect();
-    taken.extend(windows.iter().map(|w| (w.cpu_addr, w.size)));
-    taken.push((host.ecam.base, host.ecam.size));
+    let mut taken: Vec<PhysRange> = info.memory.iter().map(|m| m.range).collect();
+    taken.extend(windows.iter().map(|w| PhysRange {
+        base: w.cpu_addr,
+        size: w.size,
+    }));
+    taken.push(host.ecam);
     let mut devs = Vec::new();
     for f in pci.enumerate() {
         if f.virtio != Some(virtio_drivers::transport::DeviceType::Memory) {
@@ -131,7 +135,10 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
                 continue;
             }
         };
-        taken.push((cfg.addr, cfg.region_size));
+        taken.push(PhysRange {
+            base: cfg.addr,
+            size: cfg.region_size,
+        });
         log::info!(
             "vmem{id}: {} region 0x{:x}+{} MiB, block {} KiB, node {}, plugged {} MiB, requested {} MiB",
             f.df,

@@ -85,10 +85,10 @@ fn boot_with_ragged_edges_and_48_bit_pa() {
     ];
     let mm = Mm::boot(&regions, &[resv(GIB, 4 * MIB)], 48, FakeStore::default()).unwrap();
     ok(&mm);
-    assert!(!mm.pfn_valid(PhysAddr(GIB + 12 * MIB).pfn_down()));
-    assert!(mm.pfn_valid(PhysAddr(GIB).pfn_down())); // subsection present, page is a hole
+    assert!(!mm.pfn_valid(Pfn::down(PhysAddr(GIB + 12 * MIB))));
+    assert!(mm.pfn_valid(Pfn::down(PhysAddr(GIB)))); // subsection present, page is a hole
     assert_eq!(
-        mm.pfn_to_page(PhysAddr(GIB).pfn_down()).unwrap().flags(),
+        mm.pfn_to_page(Pfn::down(PhysAddr(GIB))).unwrap().flags(),
         PageFlags::HOLE
     );
     let secs: Vec<_> = mm.sections().collect();
@@ -99,15 +99,15 @@ fn boot_with_ragged_edges_and_48_bit_pa() {
 fn pfn_valid_and_page_lookup() {
     let mm = holes_layout();
     let base = 512 * GIB;
-    assert!(!mm.pfn_valid(PhysAddr(base).pfn_down()));
-    assert!(!mm.pfn_valid(PhysAddr(base + 2 * MIB - 4096).pfn_down()));
-    assert!(mm.pfn_valid(PhysAddr(base + 2 * MIB).pfn_down()));
-    assert!(mm.pfn_valid(PhysAddr(base + 202 * MIB - 4096).pfn_down()));
-    assert!(!mm.pfn_valid(PhysAddr(base + 202 * MIB).pfn_down()));
-    assert!(!mm.pfn_valid(PhysAddr(100 * GIB).pfn_down()));
+    assert!(!mm.pfn_valid(Pfn::down(PhysAddr(base))));
+    assert!(!mm.pfn_valid(Pfn::down(PhysAddr(base + 2 * MIB - 4096))));
+    assert!(mm.pfn_valid(Pfn::down(PhysAddr(base + 2 * MIB))));
+    assert!(mm.pfn_valid(Pfn::down(PhysAddr(base + 202 * MIB - 4096))));
+    assert!(!mm.pfn_valid(Pfn::down(PhysAddr(base + 202 * MIB))));
+    assert!(!mm.pfn_valid(Pfn::down(PhysAddr(100 * GIB))));
     assert!(!mm.pfn_valid(Pfn(u64::MAX >> 12)));
     for pa in [GIB, GIB + 77 * 4096, base + 150 * MIB] {
-        let pfn = PhysAddr(pa).pfn_down();
+        let pfn = Pfn::down(PhysAddr(pa));
         let page = mm.pfn_to_page(pfn).unwrap();
         assert_eq!(mm.page_to_pfn(page), Some(pfn));
     }
@@ -133,8 +133,8 @@ fn alloc_and_free_respect_zones_and_nodes() {
     assert_eq!(mm.free_pages(b, 9), Err(Error::BadFree(b)));
     assert_eq!(mm.free_pages(b.add(1), 0), Err(Error::BadFree(b.add(1))));
     assert_eq!(
-        mm.free_pages(PhysAddr(GIB + 2 * MIB).pfn_down(), 0),
-        Err(Error::BadFree(PhysAddr(GIB + 2 * MIB).pfn_down()))
+        mm.free_pages(Pfn::down(PhysAddr(GIB + 2 * MIB)), 0),
+        Err(Error::BadFree(Pfn::down(PhysAddr(GIB + 2 * MIB))))
     );
     mm.free_pages(b, 10).unwrap();
     assert_eq!(mm.free_pages(b, 10), Err(Error::BadFree(b)));

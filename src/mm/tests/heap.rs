@@ -20,11 +20,11 @@ impl HeapBacking for MmBacking {
     }
     fn free_pages(&mut self, addr: usize, order: u32) {
         self.mm
-            .free_pages(PhysAddr(addr as u64).pfn_down(), order)
+            .free_pages(Pfn::down(PhysAddr(addr as u64)), order)
             .unwrap();
     }
     fn read_word(&self, addr: usize) -> usize {
-        assert!(self.mm.pfn_valid(PhysAddr(addr as u64).pfn_down()));
+        assert!(self.mm.pfn_valid(Pfn::down(PhysAddr(addr as u64))));
         self.words.get(&addr).copied().unwrap_or(0xdead_beef)
     }
     fn write_word(&mut self, addr: usize, value: usize) {

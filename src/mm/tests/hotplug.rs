@@ -115,14 +115,14 @@ fn isolation_splits_and_rejoins_max_order_blocks() {
     // mem_map (1 MiB) and chunk sit at the top; the low blocks are order 10.
     let start = fingerprint(&mm);
     let pb = prange(GIB + 2 * MIB, 2 * MIB);
-    assert!(mm.pfn_to_page(PhysAddr(GIB).pfn_down()).unwrap().is_buddy());
+    assert!(mm.pfn_to_page(Pfn::down(PhysAddr(GIB))).unwrap().is_buddy());
     mm.isolate_range(pb).unwrap();
     ok(&mm);
     let z = zone(&mm, 0, ZoneType::Normal);
     assert_eq!(z.free_pages_by_type[MigrateType::Isolate.index()], 512);
     // The other half of the split block stays allocatable.
     let lower = mm.alloc_pages(9, AllocFlags::UNMOVABLE).unwrap();
-    assert_eq!(lower, PhysAddr(GIB).pfn_down());
+    assert_eq!(lower, Pfn::down(PhysAddr(GIB)));
     mm.free_pages(lower, 9).unwrap();
     // A free landing in an isolated pageblock stays isolated.
     mm.unisolate_range(pb).unwrap();
@@ -139,7 +139,7 @@ fn isolation_splits_and_rejoins_max_order_blocks() {
     );
     assert_eq!(
         mm.unisolate_range(prange(GIB, 2 * MIB)),
-        Err(Error::NotIsolated(PhysAddr(GIB).pfn_down()))
+        Err(Error::NotIsolated(Pfn::down(PhysAddr(GIB))))
     );
     mm.unisolate_range(xb).unwrap();
     ok(&mm);
@@ -165,29 +165,29 @@ fn runtime_errors_leave_state_unchanged() {
     );
     assert_eq!(
         mm.online_range(prange(4 * GIB, 2 * MIB), ZoneType::Movable),
-        Err(Error::NotPresent(PhysAddr(4 * GIB).pfn_down()))
+        Err(Error::NotPresent(Pfn::down(PhysAddr(4 * GIB))))
     );
     assert_eq!(
         mm.online_range(prange(GIB, 2 * MIB), ZoneType::Movable),
-        Err(Error::AlreadyOnline(PhysAddr(GIB).pfn_down()))
+        Err(Error::AlreadyOnline(Pfn::down(PhysAddr(GIB))))
     );
     assert_eq!(
         mm.offline_range(prange(GIB, 2 * MIB)),
-        Err(Error::NotIsolated(PhysAddr(GIB).pfn_down()))
+        Err(Error::NotIsolated(Pfn::down(PhysAddr(GIB))))
     );
     assert_eq!(
         mm.unisolate_range(prange(GIB, 2 * MIB)),
-        Err(Error::NotIsolated(PhysAddr(GIB).pfn_down()))
+        Err(Error::NotIsolated(Pfn::down(PhysAddr(GIB))))
     );
     assert_eq!(
         mm.remove_sections(prange(GIB, 2 * MIB)),
-        Err(Error::AlreadyOnline(PhysAddr(GIB).pfn_down()))
+        Err(Error::AlreadyOnline(Pfn::down(PhysAddr(GIB))))
     );
     // Boot memory holding the kernel image cannot go offline.
     mm.isolate_range(prange(GIB + 2 * MIB, 2 * MIB)).unwrap();
     assert_eq!(
         mm.offline_range(prange(GIB + 2 * MIB, 2 * MIB)),
-        Err(Error::Busy(PhysAddr(GIB + 2 * MIB).pfn_down()))
+        Err(Error::Busy(Pfn::down(PhysAddr(GIB + 2 * MIB))))
     );
     mm.unisolate_range(prange(GIB + 2 * MIB, 2 * MIB)).unwrap();
     // A section can't mix zones: a Movable subsection next to Normal boot memory.

@@ -96,7 +96,7 @@ fn qemu_two_nodes_share_a_section() {
     let s11 = mm.sections().find(|s| s.nr == SectionNr(11)).unwrap();
     assert_eq!(s11.node, NodeId::new(1).unwrap());
     // Pages carry their own node across the boundary.
-    let edge = PhysAddr(0x5400_0000).pfn_down();
+    let edge = Pfn::down(PhysAddr(0x5400_0000));
     assert_eq!(
         nodes_in(&mm, PfnRange::new(Pfn(edge.0 - 2), edge.add(2))),
         [0, 0, 1, 1]

@@ -65,7 +65,7 @@ proptest! {
         ops in proptest::collection::vec(alloc_op(), 1..120),
     ) {
         let mut mm = mixed_layout(split);
-        let node1 = PfnRange::new(PhysAddr(GIB + split).pfn_down(), PhysAddr(GIB + 160 * MIB).pfn_down());
+        let node1 = PfnRange::new(Pfn::down(PhysAddr(GIB + split)), Pfn::down(PhysAddr(GIB + 160 * MIB)));
         prop_assert_eq!(zone(&mm, 0, ZoneType::Normal).present_pages, split / 4096);
         prop_assert_eq!(zone(&mm, 1, ZoneType::Normal).present_pages, node1.nr_pages() + 60 * MIB / 4096);
         let start = fingerprint(&mm);
@@ -213,7 +213,7 @@ fn hp_boot(split: u64) -> Mm<FakeStore> {
 fn run_hotplug(split: u64, ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
     let mut mm = hp_boot(split);
     let start = fingerprint(&mm);
-    let split_pfn = PhysAddr(WINDOWS[1].0 + split).pfn_down();
+    let split_pfn = Pfn::down(PhysAddr(WINDOWS[1].0 + split));
     let split_sub = (!split_pfn.is_aligned(PAGES_PER_SUBSECTION)).then_some(split_pfn);
     // Node of boot subsection `s` of window 1 (whole subsections only).
     let boot_node = |s: u64| NodeId::new(u32::from(s * 2 * MIB >= split)).unwrap();

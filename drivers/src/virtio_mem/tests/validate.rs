@@ -139,7 +139,10 @@ fn validate_overlaps() {
     };
     assert_eq!(
         check(on_ram),
-        Err(VirtioMemError::RegionOverlaps(0x4000_0000, GIB))
+        Err(VirtioMemError::RegionOverlaps(PhysRange {
+            base: 0x4000_0000,
+            size: GIB
+        }))
     );
     // The device window [0x0800_0000, +16 MiB) inside the region.
     let on_dev = Config {
@@ -151,12 +154,23 @@ fn validate_overlaps() {
     };
     assert_eq!(
         check(on_dev),
-        Err(VirtioMemError::RegionOverlaps(0x0800_0000, 0x0100_0000))
+        Err(VirtioMemError::RegionOverlaps(PhysRange {
+            base: 0x0800_0000,
+            size: 0x0100_0000
+        }))
+    );
+    // The message names the range it hit.
+    assert_eq!(
+        check(on_ram).unwrap_err().to_string(),
+        "region overlaps [0x40000000, +0x40000000)"
     );
     // Zero-sized taken entries never overlap.
     let l = Limits {
         pa_bits: 48,
-        taken: &[(0x9000_0000, 0)],
+        taken: &[PhysRange {
+            base: 0x9000_0000,
+            size: 0,
+        }],
     };
     assert!(validate(&q, &l).is_ok());
 }

@@ -132,8 +132,8 @@ fn setup() -> (SharedMm, Rmap, Fake) {
 /// `[2 GiB + lo MiB, 2 GiB + hi MiB)`.
 fn movable(lo: u64, hi: u64) -> PfnRange {
     PfnRange::new(
-        PhysAddr(2 * GIB + lo * MIB).pfn_down(),
-        PhysAddr(2 * GIB + hi * MIB).pfn_down(),
+        Pfn::down(PhysAddr(2 * GIB + lo * MIB)),
+        Pfn::down(PhysAddr(2 * GIB + hi * MIB)),
     )
 }
 

@@ -27,7 +27,7 @@ fn references_and_pins() {
     assert_eq!(m.put_page(big), Ok(true));
     assert_eq!(m.total_stats().free_pages, free_before + 4);
     // Reserved memory is not an allocation.
-    let reserved = PhysAddr(GIB).pfn_down();
+    let reserved = Pfn::down(PhysAddr(GIB));
     assert_eq!(m.get_page(reserved), Err(Error::NotAllocated(reserved)));
     m.check().unwrap();
 }
@@ -191,7 +191,7 @@ fn migrate_reports_each_cause() {
     mm.borrow_mut().offline_range(range).unwrap();
     checked(&mm, &rmap);
     // Kernel memory in the Normal zone is unmovable.
-    let boot = PfnRange::new(PhysAddr(GIB).pfn_down(), PhysAddr(GIB + 2 * MIB).pfn_down());
+    let boot = PfnRange::new(Pfn::down(PhysAddr(GIB)), Pfn::down(PhysAddr(GIB + 2 * MIB)));
     mm.borrow_mut().isolate_range(boot).unwrap();
     let r = run(&mm, &mut rmap, &mut pt, boot);
     assert_eq!(r.unmovable_pages, mm.borrow().used_pages_in(boot));
@@ -395,9 +395,9 @@ fn used_pages_in_counts_allocated_and_reserved() {
     let a = m.alloc_pages(2, AllocFlags::MOVABLE).unwrap();
     assert_eq!(m.used_pages_in(movable(0, 32)), 4);
     assert_eq!(m.used_pages_in(PfnRange::new(a.add(1), a.add(3))), 2);
-    let boot = PfnRange::new(PhysAddr(GIB).pfn_down(), PhysAddr(GIB + 2 * MIB).pfn_down());
+    let boot = PfnRange::new(Pfn::down(PhysAddr(GIB)), Pfn::down(PhysAddr(GIB + 2 * MIB)));
     assert_eq!(m.used_pages_in(boot), 512); // the reservation
                                             // Outside memory: nothing.
-    let nothing = PfnRange::new(PhysAddr(8 * GIB).pfn_down(), PhysAddr(9 * GIB).pfn_down());
+    let nothing = PfnRange::new(Pfn::down(PhysAddr(8 * GIB)), Pfn::down(PhysAddr(9 * GIB)));
     assert_eq!(m.used_pages_in(nothing), 0);
 }
