@@ -28,8 +28,6 @@
 //! Plain values: no state, no locks, no hardware; host-tested below.
 #![forbid(unsafe_code)]
 
-use core::fmt;
-
 /// A physical address in bytes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PhysAddr(pub u64);
@@ -77,25 +75,28 @@ impl PhysRange {
     }
 }
 
-impl fmt::Debug for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PhysAddr({:#x})", self.0)
-    }
+/// `Debug` and `Display` for single-field newtypes (`struct T(pub X)`), each from one format
+/// string applied to the field: `fmt_newtype! { T: debug "T({:#x})", display "{:#x}"; }`. Used
+/// for the address types here and the page, section and node numbers of the memory model.
+#[macro_export]
+macro_rules! fmt_newtype {
+    ($($ty:ident: debug $debug:literal, display $display:literal;)*) => {$(
+        impl core::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, $debug, self.0)
+            }
+        }
+        impl core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, $display, self.0)
+            }
+        }
+    )*};
 }
-impl fmt::Display for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
-impl fmt::Debug for VirtAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VirtAddr({:#x})", self.0)
-    }
-}
-impl fmt::Display for VirtAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
+
+fmt_newtype! {
+    PhysAddr: debug "PhysAddr({:#x})", display "{:#x}";
+    VirtAddr: debug "VirtAddr({:#x})", display "{:#x}";
 }
 
 #[cfg(test)]

@@ -204,35 +204,10 @@ impl PfnRange {
     }
 }
 
-impl fmt::Debug for Pfn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pfn({:#x})", self.0)
-    }
-}
-impl fmt::Display for Pfn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pfn {:#x}", self.0)
-    }
-}
-impl fmt::Debug for SectionNr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SectionNr({})", self.0)
-    }
-}
-impl fmt::Display for SectionNr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({})", self.0)
-    }
-}
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
+hotmem_arch::fmt_newtype! {
+    Pfn: debug "Pfn({:#x})", display "pfn {:#x}";
+    SectionNr: debug "SectionNr({})", display "{}";
+    NodeId: debug "NodeId({})", display "{}";
 }
 impl fmt::Debug for PfnRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
