@@ -1,11 +1,24 @@
 //! Per-CPU basics: identity (MPIDR, index in TPIDR_EL1), interrupt masking, an IRQ-safe
-//! spin lock, waiting.
+//! spin lock that measures how long it is held, waiting.
+//!
+//! Hold times: every [`IrqSpinLock`] belongs to a [`LockClass`] (named with
+//! [`lock_class!`](crate::lock_class) and [`IrqSpinLock::with_class`]; `"other"` without). The holder notes
+//! the counter once it has the lock, and the release records the ticks since then in the
+//! class ([`crate::lockstat`]). IRQs are masked from before the lock is taken until it is
+//! released, so the hold is the masked time minus the spinning. A hold that crosses a
+//! context switch ([`IrqSpinGuard::into_raw`], [`IrqSpinLock::adopt`]) is one hold.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{Readable, Writeable, DAIF, MPIDR_EL1, TPIDR_EL1};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::lockstat::LockClass;
+use crate::timer;
+
+/// The class of locks made with [`IrqSpinLock::new`].
+static OTHER: LockClass = LockClass::new("other");
 
 /// MPIDR affinity bits (Aff3, Aff2, Aff1, Aff0): the value the DT's cpu `reg` holds.
 pub fn mpidr_affinity() -> u64 {
@@ -72,9 +85,13 @@ pub fn clean_dcache_range(va: u64, len: u64) {
 }
 
 /// A spin lock that masks IRQs on the local CPU while held, so it can be taken from both
-/// thread and interrupt context without deadlocking against itself.
+/// thread and interrupt context without deadlocking against itself. Its holds are measured
+/// in its [`LockClass`] (see the module doc).
 pub struct IrqSpinLock<T> {
     locked: AtomicBool,
+    class: &'static LockClass,
+    /// Counter value when the current holder took the lock (written only by the holder).
+    since: AtomicU64,
     data: UnsafeCell<T>,
 }
 
@@ -91,12 +108,21 @@ pub struct IrqSpinGuard<'a, T> {
 }
 
 impl<T> IrqSpinLock<T> {
-    /// An unlocked lock holding `v`.
+    /// An unlocked lock holding `v`, in the class `"other"`.
     pub const fn new(v: T) -> Self {
         IrqSpinLock {
             locked: AtomicBool::new(false),
+            class: &OTHER,
+            since: AtomicU64::new(0),
             data: UnsafeCell::new(v),
         }
+    }
+
+    /// The same lock with its holds counted in `class` (see
+    /// [`lock_class!`](crate::lock_class)): `IrqSpinLock::new(v).with_class(lock_class!("mm"))`.
+    pub const fn with_class(mut self, class: &'static LockClass) -> Self {
+        self.class = class;
+        self
     }
 
     /// Masks IRQs on this CPU, then spins until the lock is free.
@@ -109,6 +135,7 @@ impl<T> IrqSpinLock<T> {
         {
             core::hint::spin_loop();
         }
+        self.since.store(timer::counter(), Ordering::Relaxed);
         IrqSpinGuard { lock: self, daif }
     }
 
@@ -121,6 +148,7 @@ impl<T> IrqSpinLock<T> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
+            self.since.store(timer::counter(), Ordering::Relaxed);
             Some(IrqSpinGuard { lock: self, daif })
         } else {
             irq_restore(daif);
@@ -179,8 +207,10 @@ impl<T> DerefMut for IrqSpinGuard<'_, T> {
 
 impl<T> Drop for IrqSpinGuard<'_, T> {
     fn drop(&mut self) {
+        let held = timer::counter().wrapping_sub(self.lock.since.load(Ordering::Relaxed));
         self.lock.locked.store(false, Ordering::Release);
         irq_restore(self.daif);
+        self.lock.class.record(held);
     }
 }
 

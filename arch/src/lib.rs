@@ -7,7 +7,8 @@
 //! - Pure logic that runs under host `cargo test`: [`layout`] (the virtual memory map),
 //!   [`pgtable`] (descriptor encoding and the table walker over the `unsafe trait
 //!   TableMemory`, table pages named by `TablePa`),
-//!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry).
+//!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry), [`lockstat`]
+//!   (hold-time statistics of the IRQ-masking locks).
 //! - Hardware glue, only for `target_os = "none"`: [`boot`] (entry, EL2 -> EL1, first page
 //!   tables), [`exception`] (vectors, trap frame, fixup table), [`mmu`] (the live kernel
 //!   page table), [`gic`], [`timer`], [`psci`], [`cpu`],
@@ -25,6 +26,7 @@
 pub mod esr;
 pub mod irq;
 pub mod layout;
+pub mod lockstat;
 pub mod mmio;
 pub mod pgtable;
 

@@ -53,8 +53,10 @@ struct Hog {
     stop: Arc<AtomicBool>,
 }
 
-static HOG: IrqSpinLock<Option<Hog>> = IrqSpinLock::new(None);
-static PINS: IrqSpinLock<Vec<Pfn>> = IrqSpinLock::new(Vec::new());
+static HOG: IrqSpinLock<Option<Hog>> =
+    IrqSpinLock::new(None).with_class(hotmem_arch::lock_class!("hog"));
+static PINS: IrqSpinLock<Vec<Pfn>> =
+    IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("pins"));
 
 /// Pattern word at `va` for generation `gen`.
 pub fn pattern(va: u64, gen: u64) -> u64 {

@@ -66,7 +66,8 @@ unsafe fn linear_map<T: MemMapItem>(meta: MetaPages, mut fill: impl FnMut() -> T
 pub type KernelMm = Mm<KernelStore>;
 
 /// The memory model. `None` until [`init`]. Take it with [`mm_lock`].
-static MM: IrqSpinLock<Option<KernelMm>> = IrqSpinLock::new(None);
+static MM: IrqSpinLock<Option<KernelMm>> =
+    IrqSpinLock::new(None).with_class(hotmem_arch::lock_class!("mm"));
 /// CPU index + 1 of the holder of `MM`, 0 when free: lets the heap refuse (instead of
 /// deadlocking) an allocation made while this CPU holds `MM`.
 static MM_OWNER: AtomicUsize = AtomicUsize::new(0);

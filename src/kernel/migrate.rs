@@ -31,9 +31,11 @@ use hotmem_arch::pgtable;
 use hotmem_arch::uspace::AddressSpace;
 
 /// The reverse map of every mapped movable page.
-pub static RMAP: IrqSpinLock<Rmap> = IrqSpinLock::new(Rmap::new());
+pub static RMAP: IrqSpinLock<Rmap> =
+    IrqSpinLock::new(Rmap::new()).with_class(hotmem_arch::lock_class!("rmap"));
 /// Address spaces that map movable pages, by id.
-static SPACES: IrqSpinLock<BTreeMap<AsId, Arc<AddressSpace>>> = IrqSpinLock::new(BTreeMap::new());
+static SPACES: IrqSpinLock<BTreeMap<AsId, Arc<AddressSpace>>> =
+    IrqSpinLock::new(BTreeMap::new()).with_class(hotmem_arch::lock_class!("spaces"));
 static NEXT_AS_ID: AtomicU32 = AtomicU32::new(1);
 /// Tasks sleeping on a migration entry.
 pub static MIGRATION_WQ: WaitQueue = WaitQueue::new();
