@@ -11,6 +11,11 @@
 //!   reply showing all of it free in the Movable zone), `L_guest_s` (the kernel's own time from
 //!   its `resized to` log line) and, for the 0 -> 4 GiB plug, `memmap_overhead_kib_per_gib`.
 //!
+//! The scenario with 1 GiB to migrate also records, per lock class of the kernel's IRQ-masking
+//! locks ([`LOCK_CLASSES`]), the longest hold and the 99th percentile over the whole scenario
+//! (`lock_<class>_max_us`, `lock_<class>_p99_us`, from the shell's `locks`): under TCG a vCPU
+//! thread the host preempts counts as held, so these are figures to read, not to assert on.
+//!
 //! After every step the guest must agree with QMP (`vmem` converged, `mem` Movable free, `check:
 //! ok`); any `PANIC:` or early exit fails the run at once with the instance's report. Issue 5's
 //! unplug-with-hog metrics become more [`Step`] kinds and more entries of [`default_scenarios`].
@@ -484,13 +489,87 @@ pub enum Step {
     Hog(u64),
     /// `hog stop`; its errors must be 0.
     HogStop,
+    /// `locks reset`: lock holds count from here.
+    LocksReset,
+    /// `locks`: records `lock_<class>_max_us` and `lock_<class>_p99_us` for every class of
+    /// [`LOCK_CLASSES`] (0 for a class not held since the reset).
+    Locks,
+}
+
+/// The kernel's lock classes (`lock=` of the shell's `locks`) that [`Step::Locks`] records.
+pub const LOCK_CLASSES: &[&str] = &[
+    "mm",
+    "rmap",
+    "spaces",
+    "heap",
+    "sched",
+    "waitq",
+    "aspace",
+    "kernel_pt",
+    "asids",
+    "console",
+    "console_rx",
+    "vmem_devices",
+    "vmem_status",
+    "hog",
+    "pins",
+    "other",
+];
+
+/// One lock class's line of `locks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolds {
+    pub class: String,
+    pub holds: u64,
+    pub max_us: u64,
+    pub p99_us: u64,
+}
+
+/// The records of `locks`, one per class.
+pub fn parse_locks(records: &[Record]) -> Result<Vec<LockHolds>> {
+    records
+        .iter()
+        .map(|r| {
+            Ok(LockHolds {
+                class: r.str("lock")?.to_string(),
+                holds: r.u64("holds")?,
+                max_us: r.u64("max_us")?,
+                p99_us: r.u64("p99_us")?,
+            })
+        })
+        .collect()
 }
 
 impl Step {
     fn metrics(&self) -> Vec<Metric> {
         match self {
             Step::Resize(r) => r.metrics(),
-            Step::Hog(_) | Step::HogStop => Vec::new(),
+            Step::Locks => LOCK_CLASSES
+                .iter()
+                .flat_map(|c| {
+                    let what = format!(
+                        "`{c}` lock class (shell `locks`) over the scenario: from `locks reset` \
+                         after boot to `locks` at its end; a vCPU thread the host preempts while \
+                         holding counts as held, so this is a figure, not a bound"
+                    );
+                    [
+                        Metric::new(
+                            &format!("lock_{c}_max_us"),
+                            "us",
+                            &format!("longest hold (IRQs masked) of the {what}"),
+                        ),
+                        Metric::new(
+                            &format!("lock_{c}_p99_us"),
+                            "us",
+                            &format!(
+                                "99th percentile of the holds (the end of its log2 bucket, at \
+                                 most the longest) of the {what}"
+                            ),
+                        ),
+                    ]
+                })
+                .collect(),
+            Step::Hog(_) | Step::HogStop | Step::LocksReset => Vec::new(),
         }
     }
 
@@ -498,7 +577,7 @@ impl Step {
     fn max_bytes(&self) -> u64 {
         match self {
             Step::Resize(r) => r.from_bytes.max(r.to_bytes),
-            Step::Hog(_) | Step::HogStop => 0,
+            Step::Hog(_) | Step::HogStop | Step::LocksReset | Step::Locks => 0,
         }
     }
 }
@@ -521,7 +600,7 @@ impl Scenario {
 
 /// The scenarios of `bench`, each on a fresh boot: 0 -> 4 GiB -> 0 (idle), 0 -> 1 GiB -> 0
 /// (idle), 4 -> 1 GiB with 1 GiB of hog data, 4 GiB -> 0 with 1 GiB of hog data and 2 GiB of
-/// boot RAM (all of it migrates).
+/// boot RAM (all of it migrates; the lock holds of this whole scenario are recorded).
 pub fn default_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -594,6 +673,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
             name: "unplug_4g_0_hog1g_ram2g",
             ram_bytes: Some(2 * GIB),
             steps: vec![
+                Step::LocksReset,
                 setup_resize(0, 4 * GIB),
                 Step::Hog(1024),
                 Step::Resize(Resize {
@@ -606,6 +686,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     migration: true,
                 }),
                 Step::HogStop,
+                Step::Locks,
             ],
         },
     ]
@@ -814,6 +895,31 @@ fn run_scenario(
                     return Err(Error::Protocol(format!("hog stop: {:?}", out.text())));
                 }
                 hog = false;
+            }
+            Step::LocksReset => {
+                let out = vm.console().command("locks reset", COMMAND_TIMEOUT)?;
+                if out.text().trim() != "locks: reset" {
+                    return Err(Error::Protocol(format!("locks reset: {:?}", out.text())));
+                }
+            }
+            Step::Locks => {
+                let out = vm.console().command("locks", COMMAND_TIMEOUT)?;
+                let holds = parse_locks(&out.records()?)?;
+                for c in LOCK_CLASSES {
+                    let (max, p99) = holds
+                        .iter()
+                        .find(|h| h.class == *c)
+                        .map_or((0, 0), |h| (h.max_us, h.p99_us));
+                    record(metrics, &format!("lock_{c}_max_us"), max as f64);
+                    record(metrics, &format!("lock_{c}_p99_us"), p99 as f64);
+                }
+                let worst = holds.iter().max_by_key(|h| h.max_us);
+                if let Some(w) = worst {
+                    progress.push(format!(
+                        "longest lock hold: {} {} us (p99 {} us)",
+                        w.class, w.max_us, w.p99_us
+                    ));
+                }
             }
         }
     }
@@ -1322,6 +1428,28 @@ mod tests {
     }
 
     #[test]
+    fn locks_lines_parse() {
+        let recs = crate::record::parse_records(&[
+            "lock=mm holds=120 max_us=950 p99_us=64",
+            "lock=rmap holds=3 max_us=12 p99_us=12",
+        ])
+        .unwrap();
+        let h = parse_locks(&recs).unwrap();
+        assert_eq!(
+            h[0],
+            LockHolds {
+                class: "mm".into(),
+                holds: 120,
+                max_us: 950,
+                p99_us: 64
+            }
+        );
+        assert_eq!(h[1].class, "rmap");
+        let bad = crate::record::parse_records(&["lock=mm holds=1"]).unwrap();
+        assert!(parse_locks(&bad).is_err());
+    }
+
+    #[test]
     fn default_scenarios_declare_the_issue_metrics() {
         let names: Vec<String> = default_scenarios()
             .iter()
@@ -1351,6 +1479,14 @@ mod tests {
                 "unplug_4g_0_hog1g_ram2g_migrated_mib",
                 "unplug_4g_0_hog1g_ram2g_migrate_mib_per_s",
             ]
+            .into_iter()
+            .map(String::from)
+            .chain(
+                LOCK_CLASSES
+                    .iter()
+                    .flat_map(|c| [format!("lock_{c}_max_us"), format!("lock_{c}_p99_us")])
+            )
+            .collect::<Vec<_>>()
         );
         let all: Vec<Metric> = default_scenarios()
             .iter()
