@@ -69,6 +69,8 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+pub use super::model::MmLock;
+
 use super::model::Mm;
 use super::page::{MigrateType, PageFlags};
 use super::refs::Prepare;
@@ -105,20 +107,6 @@ pub trait PageTables {
     fn copy_page(&mut self, from: Pfn, to: Pfn);
     /// Wakes every task sleeping on a migration entry (they re-check their entry).
     fn wake_waiters(&mut self);
-}
-
-/// Runs code under the kernel's `Mm` lock. A plain `Mm` implements it (no lock).
-pub trait MmLock {
-    type Store: MemMapStore;
-    /// Calls `f` with the lock held.
-    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<Self::Store>) -> T) -> T;
-}
-
-impl<S: MemMapStore> MmLock for Mm<S> {
-    type Store = S;
-    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<S>) -> T) -> T {
-        f(self)
-    }
 }
 
 /// Runs code under the kernel's rmap lock. A plain `Rmap` implements it (no lock).
