@@ -22,7 +22,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hotmem::mm::migrate::{self, MigrateFailure, MmLock, PageTables, Pte, RmapLock};
 use hotmem::mm::rmap::{AsId, Mapping, Rmap};
-use hotmem::mm::{Mm, Pfn, PfnRange};
+use hotmem::mm::{MemMap, MemMapItem, MemMapStore, MetaPages, Mm, Pfn, PfnRange};
 use hotmem::vmem::MemError;
 use hotmem_arch::cpu::IrqSpinLock;
 use hotmem_arch::esr::{Esr, TrapFrame};
@@ -134,17 +134,25 @@ impl PageTables for KernelPageTables {
     }
 }
 
-struct KernelMm;
+/// The one memory model behind `mm_lock()`, for the model's calls that take the lock once
+/// per step (the migration engine, the chunked hotplug calls). They run only once the model
+/// exists (hotplug and migration start after `mem::init`).
+pub(crate) struct ModelLock;
 
-impl MmLock for KernelMm {
+impl MmLock for ModelLock {
     type Store = KernelStore;
     fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<KernelStore>) -> T) -> T {
         let mut g = mm_lock();
         match g.as_mut() {
             Some(m) => f(m),
-            // The engine only runs after the model exists (it is what gives pages out).
-            None => panic!("migration without a memory model"),
+            None => panic!("memory model used before it exists"),
         }
+    }
+
+    /// Without the lock: the kernel's store only writes the given pages through the linear
+    /// map, and nothing else reaches them until a later hold installs the mapping.
+    fn map_filled<T: MemMapItem + Copy>(&mut self, meta: MetaPages, value: T) -> MemMap<T> {
+        KernelStore.map_filled(meta, value)
     }
 }
 
@@ -158,9 +166,13 @@ impl RmapLock for KernelRmap {
 
 /// Moves every movable page out of the isolated `range`. `Ok` when nothing used is left.
 pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> {
-    let report =
-        migrate::migrate_range(&mut KernelMm, &mut KernelRmap, &mut KernelPageTables, range)
-            .map_err(MemError::Mm)?;
+    let report = migrate::migrate_range(
+        &mut ModelLock,
+        &mut KernelRmap,
+        &mut KernelPageTables,
+        range,
+    )
+    .map_err(MemError::Mm)?;
     if report.is_complete() {
         return Ok(report);
     }
