@@ -7,12 +7,15 @@
 //! by migration entries (invalid descriptors naming the page), the TLBs of all CPUs are
 //! flushed, the page is copied, and the new mappings go in. A task touching the page in
 //! between faults, sleeps on [`MIGRATION_WQ`], and retries the access (see
-//! `hotmem::mm::migrate` for the ordering that keeps every write).
+//! `hotmem::mm::migrate` for the ordering that keeps every write). The flush and the copy
+//! run with no lock held (interrupts enabled); meanwhile the engine owns the migration
+//! entries, and an unmap that finds one waits on the same queue ([`unmap_movable`]).
 //!
 //! Locks, in order: `RMAP` (the reverse map; also serialises every page-table change of a
-//! movable page: map, unmap, migrate) → `SPACES` (id → address space) → heap → `mm_lock()`.
-//! Nothing holding `mm_lock()` takes `RMAP` or `SPACES`. The fault handler takes none of
-//! them: it reads its own entry and sleeps.
+//! movable page: map, unmap, and the engine's two short holds per batch) → `SPACES` (id →
+//! address space) → heap → `mm_lock()`. Nothing holding `mm_lock()` takes `RMAP` or
+//! `SPACES`. The fault handler takes none of them: it reads its own entry and sleeps;
+//! [`unmap_movable`] sleeps with `RMAP` released.
 
 use super::mem::{mm_lock, KernelStore};
 use super::task::{self, WaitQueue};
@@ -161,6 +164,30 @@ struct KernelRmap;
 impl RmapLock for KernelRmap {
     fn with_rmap<T>(&mut self, f: impl FnOnce(&mut Rmap) -> T) -> T {
         f(&mut RMAP.lock())
+    }
+}
+
+/// Unmaps the movable page at `va` of `aspace` (id `as_id`) under `RMAP` and returns it
+/// (`None`: nothing mapped there). Its reverse-map entry goes with the mapping; the caller
+/// flushes the TLB before it drops the page's references. A page under migration is
+/// waited for with `RMAP` released: the engine owns its migration entry until the new
+/// entry is in (the contract in `hotmem::mm::migrate`). Thread context only (it may sleep).
+pub fn unmap_movable(aspace: &AddressSpace, as_id: AsId, va: u64) -> Option<Pfn> {
+    let migrating = || matches!(decode(aspace.entry(va)), Pte::Migrating { .. });
+    loop {
+        let mut rmap = RMAP.lock();
+        match decode(aspace.entry(va)) {
+            Pte::Present { pfn, .. } => {
+                aspace.replace_entry(va, 0);
+                let _ = rmap.remove(pfn, as_id, va);
+                return Some(pfn);
+            }
+            Pte::Migrating { .. } => {
+                drop(rmap);
+                MIGRATION_WQ.wait_until(|| !migrating());
+            }
+            Pte::None => return None,
+        }
     }
 }
 
