@@ -105,6 +105,8 @@ unsafe impl<T: Send> Send for IrqSpinLock<T> {}
 pub struct IrqSpinGuard<'a, T> {
     lock: &'a IrqSpinLock<T>,
     daif: u64,
+    /// Where this hold is recorded: the lock's class unless [`IrqSpinGuard::count_in`].
+    class: &'static LockClass,
 }
 
 impl<T> IrqSpinLock<T> {
@@ -136,7 +138,11 @@ impl<T> IrqSpinLock<T> {
             core::hint::spin_loop();
         }
         self.since.store(timer::counter(), Ordering::Relaxed);
-        IrqSpinGuard { lock: self, daif }
+        IrqSpinGuard {
+            lock: self,
+            daif,
+            class: self.class,
+        }
     }
 
     /// Takes the lock if it is free (IRQs masked while held); `None`, with the IRQ mask
@@ -149,7 +155,11 @@ impl<T> IrqSpinLock<T> {
             .is_ok()
         {
             self.since.store(timer::counter(), Ordering::Relaxed);
-            Some(IrqSpinGuard { lock: self, daif })
+            Some(IrqSpinGuard {
+                lock: self,
+                daif,
+                class: self.class,
+            })
         } else {
             irq_restore(daif);
             None
@@ -166,6 +176,13 @@ impl<T> IrqSpinLock<T> {
 }
 
 impl<'a, T> IrqSpinGuard<'a, T> {
+    /// Records this hold in `class` instead of the lock's own: for a hold known to be
+    /// long that is not on a run-time path (a diagnostic walk), so that the lock's figures
+    /// show the run-time holds and this one is still shown under its own name.
+    pub fn count_in(&mut self, class: &'static LockClass) {
+        self.class = class;
+    }
+
     /// Keeps the lock held but forgets the guard (IRQs stay masked); returns the DAIF value
     /// the guard would have restored. Used by the scheduler, which holds its lock across a
     /// context switch and releases it on the other side with [`IrqSpinLock::adopt`].
@@ -185,7 +202,11 @@ impl<T> IrqSpinLock<T> {
     /// other guard of it may exist; IRQs must be masked on this CPU.
     pub unsafe fn adopt(&self, daif: u64) -> IrqSpinGuard<'_, T> {
         debug_assert!(self.locked.load(Ordering::Relaxed));
-        IrqSpinGuard { lock: self, daif }
+        IrqSpinGuard {
+            lock: self,
+            daif,
+            class: self.class,
+        }
     }
 }
 
@@ -210,7 +231,7 @@ impl<T> Drop for IrqSpinGuard<'_, T> {
         let held = timer::counter().wrapping_sub(self.lock.since.load(Ordering::Relaxed));
         self.lock.locked.store(false, Ordering::Release);
         irq_restore(self.daif);
-        self.lock.class.record(held);
+        self.class.record(held);
     }
 }
 

@@ -499,6 +499,7 @@ pub enum Step {
 /// The kernel's lock classes (`lock=` of the shell's `locks`) that [`Step::Locks`] records.
 pub const LOCK_CLASSES: &[&str] = &[
     "mm",
+    "mm_check",
     "rmap",
     "spaces",
     "heap",
