@@ -2,9 +2,10 @@
 //! spin lock that measures how long it is held, waiting.
 //!
 //! Hold times: every [`IrqSpinLock`] belongs to a [`LockClass`] (named with
-//! [`lock_class!`](crate::lock_class) and [`IrqSpinLock::with_class`]; `"other"` without). The holder notes
-//! the counter once it has the lock, and the release records the ticks since then in the
-//! class ([`crate::lockstat`]). IRQs are masked from before the lock is taken until it is
+//! [`lock_class!`](crate::lock_class) and [`IrqSpinLock::with_class`]; `"other"` without).
+//! The holder notes the counter once it has the lock, and the release records the ticks
+//! since then in the class ([`crate::lockstat`]), or in the one its guard was given
+//! ([`IrqSpinGuard::count_in`]). IRQs are masked from before the lock is taken until it is
 //! released, so the hold is the masked time minus the spinning. A hold that crosses a
 //! context switch ([`IrqSpinGuard::into_raw`], [`IrqSpinLock::adopt`]) is one hold.
 
