@@ -286,6 +286,18 @@ impl<S: MemMapStore> Mm<S> {
         node: NodeId,
     ) -> Result<Option<(MetaPages, Page)>, Error> {
         let nr = range.start.section();
+        Ok(self
+            .alloc_section_meta(nr, node)?
+            .map(|meta| (meta, Page::init(nr, node, PageFlags::HOLE))))
+    }
+
+    /// Installs the table chunk of section `nr` if it has none, and allocates the pages of
+    /// its mem_map if it has none (`None`: it has one).
+    fn alloc_section_meta(
+        &mut self,
+        nr: SectionNr,
+        node: NodeId,
+    ) -> Result<Option<MetaPages>, Error> {
         if self.buddy.table.needs_chunk(nr) {
             let meta = self.alloc_meta(CHUNK_ORDER, node)?;
             let chunk = self.store.map::<Section>(meta);
@@ -294,8 +306,7 @@ impl<S: MemMapStore> Mm<S> {
         if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
             return Ok(None);
         }
-        let meta = self.alloc_meta(MEM_MAP_ORDER, node)?;
-        Ok(Some((meta, Page::init(nr, node, PageFlags::HOLE))))
+        self.alloc_meta(MEM_MAP_ORDER, node).map(Some)
     }
 
     /// Second half: installs `map` (from [`Mm::prepare_mem_map`], every descriptor a hole)
@@ -351,15 +362,9 @@ impl<S: MemMapStore> Mm<S> {
         adding: PfnRange,
         fill: Page,
     ) -> Result<bool, Error> {
-        if self.buddy.table.needs_chunk(nr) {
-            let meta = self.alloc_meta(CHUNK_ORDER, node)?;
-            let chunk = self.store.map::<Section>(meta);
-            self.buddy.table.install_chunk(nr, chunk);
-        }
-        if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
+        let Some(meta) = self.alloc_section_meta(nr, node)? else {
             return Ok(false);
-        }
-        let meta = self.alloc_meta(MEM_MAP_ORDER, node)?;
+        };
         let lo = adding.start.index_in_section();
         let hi = lo + adding.nr_pages() as usize;
         let hole = Page::init(nr, node, PageFlags::HOLE);
