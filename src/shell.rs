@@ -119,6 +119,10 @@ pub enum Command {
     },
     /// `unpin`.
     Unpin,
+    /// `locks`: hold times of the IRQ-masking locks, one line per lock class.
+    Locks,
+    /// `locks reset`: forget the hold times recorded so far.
+    LocksReset,
     /// Blank line.
     Empty,
 }
@@ -143,6 +147,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("cpus", "CPUs, their MPIDR and timer ticks"),
     ("ps", "tasks: cpu, state, switches"),
+    (
+        "locks [reset]",
+        "IRQ-masking lock holds per lock: count, longest, 99th percentile (us)",
+    ),
     (
         "hog <MiB>|status|stop",
         "movable workload that verifies every byte while memory moves",
@@ -224,6 +232,11 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             _ => Err(ParseError::Usage("pin <MiB>")),
         },
         "unpin" => no_args(Command::Unpin, "unpin"),
+        "locks" => match args.as_slice() {
+            [] => Ok(Command::Locks),
+            ["reset"] => Ok(Command::LocksReset),
+            _ => Err(ParseError::Usage("locks [reset]")),
+        },
         "spin" => match args.as_slice() {
             [t, m] => match (parse_u64(t), parse_u64(m)) {
                 (Some(tasks @ 1..=MAX_SPIN_TASKS), Some(ms @ 1..=60_000)) => Ok(Command::Spin {
@@ -439,6 +452,10 @@ mod tests {
         assert_eq!(parse("pin 64"), Ok(Command::Pin { mib: 64 }));
         assert!(matches!(parse("pin"), Err(ParseError::Usage(_))));
         assert_eq!(parse("unpin"), Ok(Command::Unpin));
+        assert_eq!(parse("locks"), Ok(Command::Locks));
+        assert_eq!(parse("locks reset"), Ok(Command::LocksReset));
+        assert!(matches!(parse("locks x"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("locks reset 1"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("ps 1"), Err(ParseError::Usage("ps"))));
         assert_eq!(parse("spin 4 500"), Ok(Command::Spin { tasks: 4, ms: 500 }));
         for bad in [

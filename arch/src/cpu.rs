@@ -1,11 +1,25 @@
 //! Per-CPU basics: identity (MPIDR, index in TPIDR_EL1), interrupt masking, an IRQ-safe
-//! spin lock, waiting.
+//! spin lock that measures how long it is held, waiting.
+//!
+//! Hold times: every [`IrqSpinLock`] belongs to a [`LockClass`] (named with
+//! [`lock_class!`](crate::lock_class) and [`IrqSpinLock::with_class`]; `"other"` without).
+//! The holder notes the counter once it has the lock, and the release records the ticks
+//! since then in the class ([`crate::lockstat`]), or in the one its guard was given
+//! ([`IrqSpinGuard::count_in`]). IRQs are masked from before the lock is taken until it is
+//! released, so the hold is the masked time minus the spinning. A hold that crosses a
+//! context switch ([`IrqSpinGuard::into_raw`], [`IrqSpinLock::adopt`]) is one hold.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{Readable, Writeable, DAIF, MPIDR_EL1, TPIDR_EL1};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::lockstat::LockClass;
+use crate::timer;
+
+/// The class of locks made with [`IrqSpinLock::new`].
+static OTHER: LockClass = LockClass::new("other");
 
 /// MPIDR affinity bits (Aff3, Aff2, Aff1, Aff0): the value the DT's cpu `reg` holds.
 pub fn mpidr_affinity() -> u64 {
@@ -72,9 +86,13 @@ pub fn clean_dcache_range(va: u64, len: u64) {
 }
 
 /// A spin lock that masks IRQs on the local CPU while held, so it can be taken from both
-/// thread and interrupt context without deadlocking against itself.
+/// thread and interrupt context without deadlocking against itself. Its holds are measured
+/// in its [`LockClass`] (see the module doc).
 pub struct IrqSpinLock<T> {
     locked: AtomicBool,
+    class: &'static LockClass,
+    /// Counter value when the current holder took the lock (written only by the holder).
+    since: AtomicU64,
     data: UnsafeCell<T>,
 }
 
@@ -88,15 +106,26 @@ unsafe impl<T: Send> Send for IrqSpinLock<T> {}
 pub struct IrqSpinGuard<'a, T> {
     lock: &'a IrqSpinLock<T>,
     daif: u64,
+    /// Where this hold is recorded: the lock's class unless [`IrqSpinGuard::count_in`].
+    class: &'static LockClass,
 }
 
 impl<T> IrqSpinLock<T> {
-    /// An unlocked lock holding `v`.
+    /// An unlocked lock holding `v`, in the class `"other"`.
     pub const fn new(v: T) -> Self {
         IrqSpinLock {
             locked: AtomicBool::new(false),
+            class: &OTHER,
+            since: AtomicU64::new(0),
             data: UnsafeCell::new(v),
         }
+    }
+
+    /// The same lock with its holds counted in `class` (see
+    /// [`lock_class!`](crate::lock_class)): `IrqSpinLock::new(v).with_class(lock_class!("mm"))`.
+    pub const fn with_class(mut self, class: &'static LockClass) -> Self {
+        self.class = class;
+        self
     }
 
     /// Masks IRQs on this CPU, then spins until the lock is free.
@@ -109,7 +138,12 @@ impl<T> IrqSpinLock<T> {
         {
             core::hint::spin_loop();
         }
-        IrqSpinGuard { lock: self, daif }
+        self.since.store(timer::counter(), Ordering::Relaxed);
+        IrqSpinGuard {
+            lock: self,
+            daif,
+            class: self.class,
+        }
     }
 
     /// Takes the lock if it is free (IRQs masked while held); `None`, with the IRQ mask
@@ -121,7 +155,12 @@ impl<T> IrqSpinLock<T> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            Some(IrqSpinGuard { lock: self, daif })
+            self.since.store(timer::counter(), Ordering::Relaxed);
+            Some(IrqSpinGuard {
+                lock: self,
+                daif,
+                class: self.class,
+            })
         } else {
             irq_restore(daif);
             None
@@ -138,6 +177,13 @@ impl<T> IrqSpinLock<T> {
 }
 
 impl<'a, T> IrqSpinGuard<'a, T> {
+    /// Records this hold in `class` instead of the lock's own: for a hold known to be
+    /// long that is not on a run-time path (a diagnostic walk), so that the lock's figures
+    /// show the run-time holds and this one is still shown under its own name.
+    pub fn count_in(&mut self, class: &'static LockClass) {
+        self.class = class;
+    }
+
     /// Keeps the lock held but forgets the guard (IRQs stay masked); returns the DAIF value
     /// the guard would have restored. Used by the scheduler, which holds its lock across a
     /// context switch and releases it on the other side with [`IrqSpinLock::adopt`].
@@ -157,7 +203,11 @@ impl<T> IrqSpinLock<T> {
     /// other guard of it may exist; IRQs must be masked on this CPU.
     pub unsafe fn adopt(&self, daif: u64) -> IrqSpinGuard<'_, T> {
         debug_assert!(self.locked.load(Ordering::Relaxed));
-        IrqSpinGuard { lock: self, daif }
+        IrqSpinGuard {
+            lock: self,
+            daif,
+            class: self.class,
+        }
     }
 }
 
@@ -179,8 +229,10 @@ impl<T> DerefMut for IrqSpinGuard<'_, T> {
 
 impl<T> Drop for IrqSpinGuard<'_, T> {
     fn drop(&mut self) {
+        let held = timer::counter().wrapping_sub(self.lock.since.load(Ordering::Relaxed));
         self.lock.locked.store(false, Ordering::Release);
         irq_restore(self.daif);
+        self.class.record(held);
     }
 }
 

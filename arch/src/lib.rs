@@ -9,7 +9,8 @@
 //!   [`layout`] (the virtual memory map),
 //!   [`pgtable`] (descriptor encoding and the table walker over the `unsafe trait
 //!   TableMemory`, table pages named by `TablePa`),
-//!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry).
+//!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry), [`lockstat`]
+//!   (hold-time statistics of the IRQ-masking locks).
 //! - Hardware glue, only for `target_os = "none"`: [`boot`] (entry, EL2 -> EL1, first page
 //!   tables), [`exception`] (vectors, trap frame, fixup table), [`mmu`] (the live kernel
 //!   page table), [`gic`], [`timer`], [`psci`], [`cpu`],
@@ -28,6 +29,7 @@ pub mod addr;
 pub mod esr;
 pub mod irq;
 pub mod layout;
+pub mod lockstat;
 pub mod mmio;
 pub mod pgtable;
 

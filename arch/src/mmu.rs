@@ -90,7 +90,8 @@ static KERNEL_PT: IrqSpinLock<KernelPt> = IrqSpinLock::new(KernelPt {
         pool_used: 0,
         alloc: None,
     },
-});
+})
+.with_class(crate::lock_class!("kernel_pt"));
 
 unsafe extern "C" {
     static __kernel_start: u8;

@@ -85,7 +85,8 @@ struct AsidMap {
 static ASIDS: IrqSpinLock<AsidMap> = IrqSpinLock::new(AsidMap {
     used: [1; 65536 / 64], // ASID 0 reserved
     next: 1,
-});
+})
+.with_class(crate::lock_class!("asids"));
 
 fn alloc_asid() -> Option<u16> {
     let limit = 1usize << asid_bits();
@@ -169,7 +170,8 @@ impl AddressSpace {
             // until `Drop` frees it.
             root: unsafe { TablePa::new(root) },
             asid,
-            tables: IrqSpinLock::new(Tables { spare: [None; 3] }),
+            tables: IrqSpinLock::new(Tables { spare: [None; 3] })
+                .with_class(crate::lock_class!("aspace")),
             alloc,
             free,
         })

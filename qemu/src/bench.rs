@@ -15,6 +15,11 @@
 //!   its `resized to` log line), with data to migrate `L_migrated_mib` and
 //!   `L_migrate_mib_per_s`, and, for the 0 -> 4 GiB plug, `memmap_overhead_kib_per_gib`.
 //!
+//! The scenario with 1 GiB to migrate also records, per lock class of the kernel's IRQ-masking
+//! locks ([`LOCK_CLASSES`]), the longest hold and the 99th percentile over the whole scenario
+//! (`lock_<class>_max_us`, `lock_<class>_p99_us`, from the shell's `locks`): under TCG a vCPU
+//! thread the host preempts counts as held, so these are figures to read, not to assert on.
+//!
 //! [`measure_mm_init`] adds the boot-time cost of the memory model per GiB of RAM. After every
 //! step the guest must agree with QMP (`vmem` converged, `mem` Movable free, or present with a
 //! hog running, the hog without errors, `check: ok`); any `PANIC:` or early exit fails the run
@@ -26,7 +31,7 @@ pub mod scenario;
 
 pub use report::{default_out, git_commit, git_dirty, Metric, Reference, Report};
 pub use scenario::{
-    default_scenarios, Resize, Scenario, Step, BOOT_METRIC, MEMMAP_OVERHEAD_METRIC,
+    default_scenarios, Resize, Scenario, Step, BOOT_METRIC, LOCK_CLASSES, MEMMAP_OVERHEAD_METRIC,
     MEM_ROUND_TRIP_METRIC, VMEM_QEMU_ID,
 };
 
@@ -240,6 +245,30 @@ fn run_scenario(
             Step::HogStop => {
                 guest::hog_stop(vm.console(), STEP_TIMEOUT)?;
                 hog = false;
+            }
+            Step::LocksReset => {
+                let out = vm.console().command("locks reset", COMMAND_TIMEOUT)?;
+                if out.text().trim() != "locks: reset" {
+                    return Err(Error::Protocol(format!("locks reset: {:?}", out.text())));
+                }
+            }
+            Step::Locks => {
+                let out = vm.console().command("locks", COMMAND_TIMEOUT)?;
+                let holds = guest::parse_locks(&out.records()?)?;
+                for c in LOCK_CLASSES {
+                    let (max, p99) = holds
+                        .iter()
+                        .find(|h| h.class == *c)
+                        .map_or((0, 0), |h| (h.max_us, h.p99_us));
+                    record(metrics, &format!("lock_{c}_max_us"), max as f64);
+                    record(metrics, &format!("lock_{c}_p99_us"), p99 as f64);
+                }
+                if let Some(w) = holds.iter().max_by_key(|h| h.max_us) {
+                    progress.push(format!(
+                        "longest lock hold: {} {} us (p99 {} us)",
+                        w.class, w.max_us, w.p99_us
+                    ));
+                }
             }
         }
     }

@@ -36,7 +36,8 @@ impl Out {
 static OUT: IrqSpinLock<Out> = IrqSpinLock::new(Out {
     partial: arrayvec::ArrayVec::new_const(),
     lost: false,
-});
+})
+.with_class(hotmem_arch::lock_class!("console"));
 
 const RX_SIZE: usize = 1024;
 struct Rx {
@@ -48,7 +49,8 @@ static RX: IrqSpinLock<Rx> = IrqSpinLock::new(Rx {
     buf: [0; RX_SIZE],
     head: 0,
     len: 0,
-});
+})
+.with_class(hotmem_arch::lock_class!("console_rx"));
 
 /// Installs the UART (already mapped at `base_va`).
 ///

@@ -103,7 +103,8 @@ static HEAP: IrqSpinLock<HeapState> = IrqSpinLock::new(HeapState {
         wanted: None,
         arena_used: 0,
     },
-});
+})
+.with_class(hotmem_arch::lock_class!("heap"));
 
 /// The kernel heap: [`SlabHeap`] over pages from `MM` (see the module doc for locking).
 pub struct KernelHeap;

@@ -53,8 +53,10 @@ struct Hog {
     stop: Arc<AtomicBool>,
 }
 
-static HOG: IrqSpinLock<Option<Hog>> = IrqSpinLock::new(None);
-static PINS: IrqSpinLock<Vec<Pfn>> = IrqSpinLock::new(Vec::new());
+static HOG: IrqSpinLock<Option<Hog>> =
+    IrqSpinLock::new(None).with_class(hotmem_arch::lock_class!("hog"));
+static PINS: IrqSpinLock<Vec<Pfn>> =
+    IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("pins"));
 
 /// Pattern word at `va` for generation `gen`.
 pub fn pattern(va: u64, gen: u64) -> u64 {
@@ -270,11 +272,9 @@ fn unmap_all(w: &Worker, pages: u64) {
         let mut freed: Vec<Pfn> = Vec::with_capacity((end - first) as usize);
         for i in first..end {
             let va = HOG_VA_BASE + i * PAGE_SIZE;
-            // Under RMAP the page cannot be mid-migration; once its reverse-map entry is gone
-            // the engine no longer sees the mapping.
-            let mut rmap = RMAP.lock();
-            if let Pte::Present { pfn, .. } = migrate::decode(w.aspace.replace_entry(va, 0)) {
-                let _ = rmap.remove(pfn, w.as_id, va);
+            // Waits out a migration of the page; once its reverse-map entry is gone the
+            // engine no longer sees the mapping.
+            if let Some(pfn) = migrate::unmap_movable(&w.aspace, w.as_id, va) {
                 freed.push(pfn);
             }
         }
@@ -330,7 +330,8 @@ pub fn pin(mib: u64) -> Option<Pinned> {
         Some(h) => h.workers.clone(),
         None => return None,
     };
-    // Under RMAP no page is mid-migration, so the entries read here are stable.
+    // Under RMAP the present entries read here are stable (a page under migration has a
+    // migration entry instead, and is skipped).
     let rmap = RMAP.lock();
     let mut pfns: Vec<Pfn> = Vec::new();
     for w in &workers {

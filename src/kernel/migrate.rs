@@ -7,12 +7,15 @@
 //! by migration entries (invalid descriptors naming the page), the TLBs of all CPUs are
 //! flushed, the page is copied, and the new mappings go in. A task touching the page in
 //! between faults, sleeps on [`MIGRATION_WQ`], and retries the access (see
-//! `hotmem::mm::migrate` for the ordering that keeps every write).
+//! `hotmem::mm::migrate` for the ordering that keeps every write). The flush and the copy
+//! run with no lock held (interrupts enabled); meanwhile the engine owns the migration
+//! entries, and an unmap that finds one waits on the same queue ([`unmap_movable`]).
 //!
 //! Locks, in order: `RMAP` (the reverse map; also serialises every page-table change of a
-//! movable page: map, unmap, migrate) → `SPACES` (id → address space) → heap → `mm_lock()`.
-//! Nothing holding `mm_lock()` takes `RMAP` or `SPACES`. The fault handler takes none of
-//! them: it reads its own entry and sleeps.
+//! movable page: map, unmap, and the engine's two short holds per batch) → `SPACES` (id →
+//! address space) → heap → `mm_lock()`. Nothing holding `mm_lock()` takes `RMAP` or
+//! `SPACES`. The fault handler takes none of them: it reads its own entry and sleeps;
+//! [`unmap_movable`] sleeps with `RMAP` released.
 
 use super::mem::{mm_lock, KernelStore};
 use super::task::{self, WaitQueue};
@@ -22,7 +25,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hotmem::mm::migrate::{self, MigrateFailure, MmLock, PageTables, Pte, RmapLock};
 use hotmem::mm::rmap::{AsId, Mapping, Rmap};
-use hotmem::mm::{Mm, Pfn, PfnRange};
+use hotmem::mm::{MemMap, MemMapItem, MemMapStore, MetaPages, Mm, Pfn, PfnRange};
 use hotmem::vmem::MemError;
 use hotmem_arch::cpu::IrqSpinLock;
 use hotmem_arch::esr::{Esr, TrapFrame};
@@ -31,9 +34,11 @@ use hotmem_arch::pgtable;
 use hotmem_arch::uspace::AddressSpace;
 
 /// The reverse map of every mapped movable page.
-pub static RMAP: IrqSpinLock<Rmap> = IrqSpinLock::new(Rmap::new());
+pub static RMAP: IrqSpinLock<Rmap> =
+    IrqSpinLock::new(Rmap::new()).with_class(hotmem_arch::lock_class!("rmap"));
 /// Address spaces that map movable pages, by id.
-static SPACES: IrqSpinLock<BTreeMap<AsId, Arc<AddressSpace>>> = IrqSpinLock::new(BTreeMap::new());
+static SPACES: IrqSpinLock<BTreeMap<AsId, Arc<AddressSpace>>> =
+    IrqSpinLock::new(BTreeMap::new()).with_class(hotmem_arch::lock_class!("spaces"));
 static NEXT_AS_ID: AtomicU32 = AtomicU32::new(1);
 /// Tasks sleeping on a migration entry.
 pub static MIGRATION_WQ: WaitQueue = WaitQueue::new();
@@ -132,17 +137,25 @@ impl PageTables for KernelPageTables {
     }
 }
 
-struct KernelMm;
+/// The one memory model behind `mm_lock()`, for the model's calls that take the lock once
+/// per step (the migration engine, the chunked hotplug calls). They run only once the model
+/// exists (hotplug and migration start after `mem::init`).
+pub(crate) struct ModelLock;
 
-impl MmLock for KernelMm {
+impl MmLock for ModelLock {
     type Store = KernelStore;
     fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<KernelStore>) -> T) -> T {
         let mut g = mm_lock();
         match g.as_mut() {
             Some(m) => f(m),
-            // The engine only runs after the model exists (it is what gives pages out).
-            None => panic!("migration without a memory model"),
+            None => panic!("memory model used before it exists"),
         }
+    }
+
+    /// Without the lock: the kernel's store only writes the given pages through the linear
+    /// map, and nothing else reaches them until a later hold installs the mapping.
+    fn map_filled<T: MemMapItem + Copy>(&mut self, meta: MetaPages, value: T) -> MemMap<T> {
+        KernelStore.map_filled(meta, value)
     }
 }
 
@@ -154,11 +167,39 @@ impl RmapLock for KernelRmap {
     }
 }
 
+/// Unmaps the movable page at `va` of `aspace` (id `as_id`) under `RMAP` and returns it
+/// (`None`: nothing mapped there). Its reverse-map entry goes with the mapping; the caller
+/// flushes the TLB before it drops the page's references. A page under migration is
+/// waited for with `RMAP` released: the engine owns its migration entry until the new
+/// entry is in (the contract in `hotmem::mm::migrate`). Thread context only (it may sleep).
+pub fn unmap_movable(aspace: &AddressSpace, as_id: AsId, va: u64) -> Option<Pfn> {
+    let migrating = || matches!(decode(aspace.entry(va)), Pte::Migrating { .. });
+    loop {
+        let mut rmap = RMAP.lock();
+        match decode(aspace.entry(va)) {
+            Pte::Present { pfn, .. } => {
+                aspace.replace_entry(va, 0);
+                let _ = rmap.remove(pfn, as_id, va);
+                return Some(pfn);
+            }
+            Pte::Migrating { .. } => {
+                drop(rmap);
+                MIGRATION_WQ.wait_until(|| !migrating());
+            }
+            Pte::None => return None,
+        }
+    }
+}
+
 /// Moves every movable page out of the isolated `range`. `Ok` when nothing used is left.
 pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> {
-    let report =
-        migrate::migrate_range(&mut KernelMm, &mut KernelRmap, &mut KernelPageTables, range)
-            .map_err(MemError::Mm)?;
+    let report = migrate::migrate_range(
+        &mut ModelLock,
+        &mut KernelRmap,
+        &mut KernelPageTables,
+        range,
+    )
+    .map_err(MemError::Mm)?;
     if report.is_complete() {
         return Ok(report);
     }

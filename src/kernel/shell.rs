@@ -20,7 +20,7 @@ use hotmem::mm::{SectionInfo, ZoneStats, ZoneType};
 use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
 use hotmem_arch::layout::{self, PAGE_SIZE};
 use hotmem_arch::pgtable::MemType;
-use hotmem_arch::{exception, mmu, psci};
+use hotmem_arch::{exception, lockstat, mmu, psci};
 
 pub fn run() -> ! {
     let mut ed = LineEditor::default();
@@ -102,6 +102,29 @@ fn execute(cmd: Command) {
         Command::Pin { mib } => cmd_pin(mib),
         Command::Unpin => cmd_unpin(),
         Command::Spin { tasks, ms } => cmd_spin(tasks as usize, ms),
+        Command::Locks => cmd_locks(),
+        Command::LocksReset => {
+            lockstat::reset_all();
+            println!("locks: reset");
+        }
+    }
+}
+
+/// `locks`: one record per lock class, in the order of their first hold. The summaries are
+/// taken first (lock-free reads of the counters), then printed.
+fn cmd_locks() {
+    let hz = hotmem_arch::timer::frequency_hz();
+    let mut all: arrayvec::ArrayVec<lockstat::Summary, { lockstat::MAX_CLASSES }> =
+        arrayvec::ArrayVec::new();
+    all.extend(lockstat::classes().map(|c| c.summary()));
+    for s in &all {
+        println!(
+            "lock={} holds={} max_us={} p99_us={}",
+            s.name,
+            s.holds,
+            lockstat::ticks_to_us_ceil(s.max_ticks, hz),
+            lockstat::ticks_to_us_ceil(s.p99_ticks, hz)
+        );
     }
 }
 

@@ -145,7 +145,8 @@ impl Drop for Task {
 
 type TaskSched = Sched<Box<Task>>;
 
-static SCHED: IrqSpinLock<TaskSched> = IrqSpinLock::new(Sched::new());
+static SCHED: IrqSpinLock<TaskSched> =
+    IrqSpinLock::new(Sched::new()).with_class(hotmem_arch::lock_class!("sched"));
 /// Per CPU: switch at the next IRQ exit (set by the tick and by wake-ups).
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Per CPU: the task the last switch on this CPU left (for `finish_switch`).
@@ -428,7 +429,8 @@ impl Default for WaitQueue {
 impl WaitQueue {
     pub const fn new() -> WaitQueue {
         WaitQueue {
-            waiters: IrqSpinLock::new(ArrayVec::new_const()),
+            waiters: IrqSpinLock::new(ArrayVec::new_const())
+                .with_class(hotmem_arch::lock_class!("waitq")),
         }
     }
 

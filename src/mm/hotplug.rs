@@ -19,16 +19,32 @@
 //! on one node if it is removed and added again: run-time calls work in whole 2 MiB
 //! subsections of one node.
 //!
+//! Isolated onlining: the same calls can put pages online with their pageblocks isolated
+//! (free, but on the `Isolate` lists nothing allocates from), the state `isolate_range`
+//! would leave; [`super::chunked`] adds a range that way so that no page of it is handed
+//! out until all of it is in.
+//!
 //! Locks: `&mut Mm`, under the kernel's `Mm` lock. The calls walk descriptors
-//! (O(pages in range)); hotplug calls them from deferred work, never from an interrupt.
+//! (O(pages in range)); hotplug calls them from deferred work, never from an interrupt,
+//! through [`super::chunked`], one chunk per hold. Adding a chunk to a section without a
+//! mem_map has two halves for it (`prepare_mem_map`, `add_online_chunk`): the new
+//! mem_map is filled between them, outside the lock.
 #![forbid(unsafe_code)]
 
 use super::model::Mm;
 use super::page::{MigrateType, Page, PageFlags, ZoneType};
 use super::section::{Section, CHUNK_ORDER, MEM_MAP_ORDER};
-use super::store::{MemMapStore, MetaPages};
+use super::store::{MemMap, MemMapStore, MetaPages};
 use super::types::*;
 use super::{AllocFlags, Error};
+
+/// How [`Mm::online_piece`] puts pages online: allocatable (the zone's migrate type) or
+/// isolated (free but on the `Isolate` lists, which nothing allocates from).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Online {
+    Allocatable,
+    Isolated,
+}
 
 /// One section's share of a range: the section, the range piece and its subsection mask.
 #[derive(Clone, Copy)]
@@ -170,6 +186,39 @@ impl<S: MemMapStore> Mm<S> {
         node: NodeId,
         zone: ZoneType,
     ) -> Result<(), Error> {
+        self.add_online_as(range, node, zone, Online::Allocatable)
+    }
+
+    /// [`Mm::add_online_range`] with `online` saying whether the pages go online isolated.
+    pub(super) fn add_online_as(
+        &mut self,
+        range: PfnRange,
+        node: NodeId,
+        zone: ZoneType,
+        online: Online,
+    ) -> Result<(), Error> {
+        self.check_zone(range, zone)?;
+        self.add_sections_as(range, node, Some(zone))?;
+        for p in pieces(range) {
+            self.online_piece(&p, zone, Some(node), online);
+        }
+        Ok(())
+    }
+
+    /// What [`Mm::add_online_range`] checks before it allocates anything: the range is
+    /// valid, absent, and its sections hold no zone but `zone`.
+    pub(super) fn check_add_online(&self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
+        self.check_zone(range, zone)?;
+        self.check_absent(range)
+    }
+
+    /// The zone of the section holding `pfn` (`None`: nothing online there).
+    pub(super) fn zone_at(&self, pfn: Pfn) -> Option<ZoneType> {
+        self.buddy.table.get(pfn.section()).and_then(|s| s.zone())
+    }
+
+    /// Checks that `range` is a valid run-time range whose sections hold no zone but `zone`.
+    fn check_zone(&self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
             if let Some(sec) = self.buddy.table.get(p.nr) {
@@ -177,10 +226,6 @@ impl<S: MemMapStore> Mm<S> {
                     return Err(Error::ZoneConflict(p.nr));
                 }
             }
-        }
-        self.add_sections_as(range, node, Some(zone))?;
-        for p in pieces(range) {
-            self.online_piece(&p, zone, Some(node));
         }
         Ok(())
     }
@@ -194,16 +239,7 @@ impl<S: MemMapStore> Mm<S> {
         online_as: Option<ZoneType>,
     ) -> Result<(), Error> {
         self.check_range(range)?;
-        for p in pieces(range) {
-            if let Some(sec) = self.buddy.table.get(p.nr) {
-                if sec.present() & p.mask != 0 {
-                    return Err(Error::AlreadyPresent(first_pfn(
-                        p.nr,
-                        sec.present() & p.mask,
-                    )));
-                }
-            }
-        }
+        self.check_absent(range)?;
         // Metadata first; on failure give back the mem_maps of this call.
         let mut failed = None;
         // Sections whose mem_map this call creates (already initialised for the range).
@@ -239,6 +275,83 @@ impl<S: MemMapStore> Mm<S> {
         Ok(())
     }
 
+    /// First half of adding a chunk in bounded holds ([`super::chunked`]): gives the section
+    /// of `range` (inside one section) its table chunk, and allocates its mem_map if it has
+    /// none. Returns the mem_map's pages and the value (a hole on `node`) every descriptor
+    /// must hold before [`Mm::add_online_chunk`] installs them; the caller writes it outside
+    /// the lock, since nothing reaches the pages until then.
+    pub(super) fn prepare_mem_map(
+        &mut self,
+        range: PfnRange,
+        node: NodeId,
+    ) -> Result<Option<(MetaPages, Page)>, Error> {
+        let nr = range.start.section();
+        Ok(self
+            .alloc_section_meta(nr, node)?
+            .map(|meta| (meta, Page::init(nr, node, PageFlags::HOLE))))
+    }
+
+    /// Installs the table chunk of section `nr` if it has none, and allocates the pages of
+    /// its mem_map if it has none (`None`: it has one).
+    fn alloc_section_meta(
+        &mut self,
+        nr: SectionNr,
+        node: NodeId,
+    ) -> Result<Option<MetaPages>, Error> {
+        if self.buddy.table.needs_chunk(nr) {
+            let meta = self.alloc_meta(CHUNK_ORDER, node)?;
+            let chunk = self.store.map::<Section>(meta);
+            self.buddy.table.install_chunk(nr, chunk);
+        }
+        if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
+            return Ok(None);
+        }
+        self.alloc_meta(MEM_MAP_ORDER, node).map(Some)
+    }
+
+    /// Second half: installs `map` (from [`Mm::prepare_mem_map`], every descriptor a hole)
+    /// as the section's mem_map, then adds `range` on `node` and puts it online into `zone`
+    /// in one pass, `online` saying whether isolated. The range's descriptors are rewritten,
+    /// the rest of the mem_map stays holes. On error the section is as before the call (a
+    /// mem_map it installed is freed again).
+    pub(super) fn add_online_chunk(
+        &mut self,
+        range: PfnRange,
+        node: NodeId,
+        zone: ZoneType,
+        map: Option<MemMap<Page>>,
+        online: Online,
+    ) -> Result<(), Error> {
+        let nr = range.start.section();
+        if let Some(map) = map {
+            match self.buddy.table.get_mut(nr) {
+                Some(sec) if !sec.has_mem_map() => sec.set_mem_map(map, node, false),
+                // Prepared but no longer needed (the section got one meanwhile).
+                _ => {
+                    let meta = self.store.release(map);
+                    self.free_meta(meta);
+                }
+            }
+        }
+        self.add_online_as(range, node, zone, online)
+            .inspect_err(|_| self.drop_mem_map(nr))
+    }
+
+    /// Checks that no subsection of `range` is present.
+    fn check_absent(&self, range: PfnRange) -> Result<(), Error> {
+        for p in pieces(range) {
+            if let Some(sec) = self.buddy.table.get(p.nr) {
+                if sec.present() & p.mask != 0 {
+                    return Err(Error::AlreadyPresent(first_pfn(
+                        p.nr,
+                        sec.present() & p.mask,
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Gives section `nr` a table chunk and a mem_map if it lacks them. A new mem_map is
     /// initialised in one pass: pages in `adding` (the range this call makes present) as
     /// `fill`, every other page as a hole. Returns whether it created one.
@@ -249,15 +362,9 @@ impl<S: MemMapStore> Mm<S> {
         adding: PfnRange,
         fill: Page,
     ) -> Result<bool, Error> {
-        if self.buddy.table.needs_chunk(nr) {
-            let meta = self.alloc_meta(CHUNK_ORDER, node)?;
-            let chunk = self.store.map::<Section>(meta);
-            self.buddy.table.install_chunk(nr, chunk);
-        }
-        if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
+        let Some(meta) = self.alloc_section_meta(nr, node)? else {
             return Ok(false);
-        }
-        let meta = self.alloc_meta(MEM_MAP_ORDER, node)?;
+        };
         let lo = adding.start.index_in_section();
         let hi = lo + adding.nr_pages() as usize;
         let hole = Page::init(nr, node, PageFlags::HOLE);
@@ -296,6 +403,25 @@ impl<S: MemMapStore> Mm<S> {
     /// Puts the present, offline, 2 MiB-aligned `range` online into `zone` of each
     /// page's node; its pages become free.
     pub fn online_range(&mut self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
+        self.online_range_as(range, zone, Online::Allocatable)
+    }
+
+    /// [`Mm::online_range`] with `online` saying whether the pages go online isolated.
+    pub(super) fn online_range_as(
+        &mut self,
+        range: PfnRange,
+        zone: ZoneType,
+        online: Online,
+    ) -> Result<(), Error> {
+        self.check_online(range, zone)?;
+        for p in pieces(range) {
+            self.online_piece(&p, zone, None, online);
+        }
+        Ok(())
+    }
+
+    /// What [`Mm::online_range`] checks: present, offline, no other zone in its sections.
+    pub(super) fn check_online(&self, range: PfnRange, zone: ZoneType) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
             let sec = self.present_offline(&p)?;
@@ -303,18 +429,19 @@ impl<S: MemMapStore> Mm<S> {
                 return Err(Error::ZoneConflict(p.nr));
             }
         }
-        for p in pieces(range) {
-            self.online_piece(&p, zone, None);
-        }
         Ok(())
     }
 
-    /// Puts the validated, present, offline piece `p` online into `zone`. Without `fresh`
-    /// every descriptor is rewritten from a template (flags clear, zone set, no references,
-    /// no owner, unlinked). `fresh = Some(node)` says the caller just wrote them so, all on
-    /// `node` (`add_online_range`), and skips the pass.
-    fn online_piece(&mut self, p: &Piece, zone: ZoneType, fresh: Option<NodeId>) {
-        let mt = zone.default_migrate_type();
+    /// Puts the validated, present, offline piece `p` online into `zone`, its pageblocks of
+    /// the zone's migrate type or isolated (`online`). Without `fresh` every descriptor is
+    /// rewritten from a template (flags clear, zone set, no references, no owner, unlinked).
+    /// `fresh = Some(node)` says the caller just wrote them so, all on `node`
+    /// (`add_online_range`), and skips the pass.
+    fn online_piece(&mut self, p: &Piece, zone: ZoneType, fresh: Option<NodeId>, online: Online) {
+        let mt = match online {
+            Online::Allocatable => zone.default_migrate_type(),
+            Online::Isolated => MigrateType::Isolate,
+        };
         let Some(sec) = self.buddy.table.get_mut(p.nr) else {
             return;
         };
@@ -370,14 +497,28 @@ impl<S: MemMapStore> Mm<S> {
         Ok(())
     }
 
-    /// Isolates every pageblock of the online, 2 MiB-aligned `range`: its free pages leave
-    /// the allocatable lists and pages freed there stay isolated.
-    pub fn isolate_range(&mut self, range: PfnRange) -> Result<(), Error> {
+    /// What [`Mm::isolate_range`] checks: every pageblock online and not isolated.
+    pub(super) fn check_isolate(&self, range: PfnRange) -> Result<(), Error> {
         self.check_range(range)?;
         self.each_pageblock(range, |pb, mt| match mt {
             MigrateType::Isolate => Err(Error::AlreadyIsolated(pb)),
             _ => Ok(()),
-        })?;
+        })
+    }
+
+    /// What [`Mm::unisolate_range`] checks: every pageblock online and isolated.
+    pub(super) fn check_unisolate(&self, range: PfnRange) -> Result<(), Error> {
+        self.check_range(range)?;
+        self.each_pageblock(range, |pb, mt| match mt {
+            MigrateType::Isolate => Ok(()),
+            _ => Err(Error::NotIsolated(pb)),
+        })
+    }
+
+    /// Isolates every pageblock of the online, 2 MiB-aligned `range`: its free pages leave
+    /// the allocatable lists and pages freed there stay isolated.
+    pub fn isolate_range(&mut self, range: PfnRange) -> Result<(), Error> {
+        self.check_isolate(range)?;
         let mut pb = range.start;
         while pb.0 < range.end_exclusive.0 {
             self.buddy.isolate_pageblock(pb);
@@ -389,11 +530,7 @@ impl<S: MemMapStore> Mm<S> {
     /// Undoes [`Mm::isolate_range`]: every pageblock of `range` must be isolated; they get
     /// their zone's migrate type back and their free pages merge again.
     pub fn unisolate_range(&mut self, range: PfnRange) -> Result<(), Error> {
-        self.check_range(range)?;
-        self.each_pageblock(range, |pb, mt| match mt {
-            MigrateType::Isolate => Ok(()),
-            _ => Err(Error::NotIsolated(pb)),
-        })?;
+        self.check_unisolate(range)?;
         let mut pb = range.start;
         while pb.0 < range.end_exclusive.0 {
             let zone = self
@@ -412,16 +549,7 @@ impl<S: MemMapStore> Mm<S> {
     /// Takes the isolated, entirely free, 2 MiB-aligned `range` out of its zone
     /// (online -> offline).
     pub fn offline_range(&mut self, range: PfnRange) -> Result<(), Error> {
-        self.check_range(range)?;
-        self.each_pageblock(range, |pb, mt| {
-            if mt != MigrateType::Isolate {
-                return Err(Error::NotIsolated(pb));
-            }
-            match self.buddy.pageblock_first_busy(pb) {
-                Some(busy) => Err(Error::Busy(busy)),
-                None => Ok(()),
-            }
-        })?;
+        self.check_offline(range)?;
         for p in pieces(range) {
             let mut pb = p.range.start;
             while pb.0 < p.range.end_exclusive.0 {
@@ -455,13 +583,33 @@ impl<S: MemMapStore> Mm<S> {
         Ok(())
     }
 
-    /// Makes the present, offline, 2 MiB-aligned `range` absent. A run-time section whose
-    /// last subsection goes loses its mem_map (released to the store, then freed).
-    pub fn remove_sections(&mut self, range: PfnRange) -> Result<(), Error> {
+    /// What [`Mm::offline_range`] checks: every pageblock online, isolated and free.
+    pub(super) fn check_offline(&self, range: PfnRange) -> Result<(), Error> {
+        self.check_range(range)?;
+        self.each_pageblock(range, |pb, mt| {
+            if mt != MigrateType::Isolate {
+                return Err(Error::NotIsolated(pb));
+            }
+            match self.buddy.pageblock_first_busy(pb) {
+                Some(busy) => Err(Error::Busy(busy)),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// What [`Mm::remove_sections`] checks: present and offline.
+    pub(super) fn check_remove(&self, range: PfnRange) -> Result<(), Error> {
         self.check_range(range)?;
         for p in pieces(range) {
             self.present_offline(&p)?;
         }
+        Ok(())
+    }
+
+    /// Makes the present, offline, 2 MiB-aligned `range` absent. A run-time section whose
+    /// last subsection goes loses its mem_map (released to the store, then freed).
+    pub fn remove_sections(&mut self, range: PfnRange) -> Result<(), Error> {
+        self.check_remove(range)?;
         for p in pieces(range) {
             let Some(sec) = self.buddy.table.get_mut(p.nr) else {
                 continue;

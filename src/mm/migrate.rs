@@ -24,42 +24,59 @@
 //! Pages move in batches of up to [`MIGRATE_BATCH`], each step done for the whole batch
 //! before the next, so one TLB broadcast serves the batch (under QEMU's TCG every
 //! broadcast invalidation stops all vCPUs: one per page made it the main cost of a
-//! migration). With the rmap lock held for the whole batch (so no mapping of its pages
-//! appears or goes), for each page `old`:
-//! 1. `Mm` lock: `old` must be unpinned; allocate `new` (movable, `old`'s node first).
-//!    The range is isolated, and isolated pageblocks are never allocated from, so `new`
-//!    is outside it (asserted).
-//! 2. For every mapping: replace the entry with [`Pte::Migrating`]; then one flush of
-//!    all the batch's entries (TLB invalidation broadcast to all CPUs, completed before
-//!    `flush` returns).
-//! 3. `Mm` lock: freeze `old` unless a pin arrived since step 1 (then put its mappings
+//! migration). The rmap lock is held only for the steps that read or change the reverse
+//! map or turn entries from present to migrating and back: two short holds per batch, none
+//! across the TLB flush or the copies. For each page `old`:
+//! 1. Rmap lock (first hold) and `Mm` lock: `old` must be unpinned; allocate `new`
+//!    (movable, `old`'s node first). The range is isolated, and isolated pageblocks are
+//!    never allocated from, so `new` is outside it (asserted).
+//! 2. Still in the first hold: for every mapping, replace the entry with
+//!    [`Pte::Migrating`]. Then the rmap lock is released.
+//! 3. No lock: one flush of all the batch's entries (TLB invalidation broadcast to all
+//!    CPUs, completed before `flush` returns).
+//! 4. `Mm` lock: freeze `old` unless a pin arrived since step 1 (then put its mappings
 //!    back and fail it with `Pinned`). Frozen, `get_page` on it is refused.
-//! 4. Copy `old` to `new`.
-//! 5. For every mapping: install `Present(new)` with the old permission (an invalid ->
-//!    valid change needs no TLB flush, only the barrier `replace` already issues).
-//! 6. Move the reverse-map entries; `Mm` lock: `new` takes `old`'s references, `old` is
-//!    freed (it lands on its isolated pageblock's free list).
-//! 7. After the rmap lock is dropped: wake the tasks that faulted on a migration entry
+//! 5. No lock: copy `old` to `new`.
+//! 6. Rmap lock (second hold): for every mapping, install `Present(new)` with the old
+//!    permission (an invalid -> valid change needs no TLB flush, only the barrier
+//!    `replace` already issues).
+//! 7. Still in the second hold: move the reverse-map entries; `Mm` lock: `new` takes
+//!    `old`'s references, `old` is freed (it lands on its isolated pageblock's free list).
+//! 8. After the rmap lock is dropped: wake the tasks that waited on a migration entry
 //!    (once per batch).
 //!
+//! The scan for the next used page also runs in bounded holds of the `Mm` lock: at most
+//! [`SCAN_BLOCKS`] blocks per hold, so an empty stretch of a large range is not walked
+//! under one hold.
+//!
 //! # Concurrency contract for the kernel
-//! - The `Mm` lock is held only inside steps 1, 3 and 6 (and the short scan for the next
-//!   used page), never across the copy, a TLB flush or a page-table walk.
-//! - A task touching `old` after step 2 takes a translation fault on the migration entry;
-//!   the fault handler reads the entry, sees `Migrating`, and sleeps on the migration wait
-//!   queue until the entry is no longer `Migrating` (re-checked after each wake-up), then
-//!   retries the access. It must not take the rmap lock.
-//! - No write is lost: the copy (4) starts only after every entry is invalid *and* every
-//!   CPU's TLB entries for it are gone (2), so no CPU can write `old` during or after the
-//!   copy; a DMA writer would hold a pin, which step 3 rejects and `get_page` can't take
+//! - The `Mm` lock is held only inside steps 1, 4 and 7 and the bounded scan; the rmap
+//!   lock only in the two holds (1-2, 6-7), each O(pages in the batch × their mappings),
+//!   never across a copy, a TLB flush or more than one batch.
+//! - Between the two holds the engine owns the batch's migration entries: only it rewrites
+//!   them (step 4's put-back or step 6). Everyone else who finds one waits instead of
+//!   changing it: a task touching the page takes a translation fault, and an unmap or a
+//!   page-table teardown of the mapping (which finds the entry under the rmap lock) drops
+//!   the rmap lock; both sleep on the migration wait queue until the entry is no longer
+//!   `Migrating` (re-checked after each wake-up), then retry. Neither may hold the rmap
+//!   lock while it waits. A map never targets an entry that is not empty, and a pin looks
+//!   pages up through present entries only, so neither touches a migration entry. The
+//!   reverse map is therefore unchanged for the batch's pages between the holds, and the
+//!   mappings the first hold read are the ones the second hold rewrites.
+//! - No write is lost: the copy (5) starts only after every entry is invalid *and* every
+//!   CPU's TLB entries for it are gone (3), so no CPU can write `old` during or after the
+//!   copy; a DMA writer would hold a pin, which step 4 rejects and `get_page` can't take
 //!   while frozen. Copying before the flush would let a CPU with a stale TLB entry write
-//!   `old` after its bytes were copied.
+//!   `old` after its bytes were copied. The copy needs no lock: `old` is frozen and
+//!   unreachable, `new` is the engine's own allocation, reachable by nobody until step 6.
 //! - `old` may be freed only after no page-table entry and no TLB entry can reach it: the
-//!   migration entries still name it until step 5 rewrites them, and a waiter re-reads
-//!   the entry after waking. So it is freed in step 6, after every new entry is in
-//!   place. Waking (7) comes after, so a waiter always finds the new entry.
+//!   migration entries still name it until step 6 rewrites them, and a waiter re-reads
+//!   the entry after waking. So it is freed in step 7, after every new entry is in place.
+//!   Waking (8) comes after, so a waiter always finds the new entry (or, after step 4's
+//!   put-back, the old one).
 //! - Map, unmap and page-table teardown of movable pages take the rmap lock, so they
-//!   never see a half-moved page; an unmap that finds a migration entry can't happen.
+//!   never see a page whose entries are half rewritten: steps 2 and 6-7 each run in one
+//!   hold.
 //!
 //! # Locks
 //! Order: rmap -> page tables (inside [`PageTables`]) -> heap -> `Mm`. `migrate_range`
@@ -68,6 +85,8 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+
+pub use super::model::MmLock;
 
 use super::model::Mm;
 use super::page::{MigrateType, PageFlags};
@@ -105,20 +124,6 @@ pub trait PageTables {
     fn copy_page(&mut self, from: Pfn, to: Pfn);
     /// Wakes every task sleeping on a migration entry (they re-check their entry).
     fn wake_waiters(&mut self);
-}
-
-/// Runs code under the kernel's `Mm` lock. A plain `Mm` implements it (no lock).
-pub trait MmLock {
-    type Store: MemMapStore;
-    /// Calls `f` with the lock held.
-    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<Self::Store>) -> T) -> T;
-}
-
-impl<S: MemMapStore> MmLock for Mm<S> {
-    type Store = S;
-    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<S>) -> T) -> T {
-        f(self)
-    }
 }
 
 /// Runs code under the kernel's rmap lock. A plain `Rmap` implements it (no lock).
@@ -249,6 +254,20 @@ impl fmt::Display for MigrateReport {
     }
 }
 
+/// What one bounded hold of the scan found.
+enum Scan {
+    /// A used page.
+    Used(Used),
+    /// Only free blocks up to this pfn; scan on from there.
+    Free(Pfn),
+    /// Nothing used up to the end of the range.
+    Done,
+}
+
+/// Most free blocks the scan for the next used page steps over under one hold of the `Mm`
+/// lock (each step a few descriptor reads).
+pub const SCAN_BLOCKS: usize = 512;
+
 /// A used page found by the scan: its first pfn, its size in pages, and whether it may
 /// be a movable page (an order-0 allocated head).
 struct Used {
@@ -329,13 +348,18 @@ impl<S: MemMapStore> Mm<S> {
         })
     }
 
-    /// The first used page at or after `from` and before `end` (inside one checked range).
-    /// Free blocks may start before `from` (pages freed and merged while the engine
-    /// worked), so the walk looks up the block covering each pfn.
-    fn next_used(&self, from: Pfn, end: Pfn) -> Option<Used> {
+    /// The first used page at or after `from` and before `end` (inside one checked range),
+    /// looking at most at [`SCAN_BLOCKS`] free blocks: [`Scan::Free`] says where to go on
+    /// when the blocks seen were all free. Free blocks may start before `from` (pages
+    /// freed and merged while the engine worked), so the walk looks up the block covering
+    /// each pfn.
+    fn next_used(&self, from: Pfn, end: Pfn) -> Scan {
         let mut pfn = from;
-        while pfn.0 < end.0 {
-            return Some(match self.block_at(pfn) {
+        for _ in 0..SCAN_BLOCKS {
+            if pfn.0 >= end.0 {
+                return Scan::Done;
+            }
+            return Scan::Used(match self.block_at(pfn) {
                 Some((head, order, true)) => {
                     pfn = head.add(1 << order);
                     continue;
@@ -352,13 +376,19 @@ impl<S: MemMapStore> Mm<S> {
                 },
             });
         }
-        None
+        if pfn.0 >= end.0 {
+            Scan::Done
+        } else {
+            Scan::Free(pfn)
+        }
     }
 }
 
-/// Most pages moved under one hold of the rmap lock and one TLB broadcast. Bigger
-/// batches flush less often; smaller ones hold the lock (the kernel's is IRQ-safe)
-/// for shorter: 32 pages is 128 KiB of copying per hold.
+/// Most pages moved per TLB broadcast, and per pair of rmap-lock holds. Bigger batches
+/// flush less often; smaller ones keep the two holds (the kernel's rmap lock masks
+/// interrupts) and the time a faulting task waits shorter. The holds do per page only
+/// page-table, reverse-map and allocator updates (the copies and the flush run unlocked),
+/// so 32 pages are a few dozen entry rewrites per hold.
 pub const MIGRATE_BATCH: usize = 32;
 
 /// Moves every movable page out of `range` (pageblock aligned, every pageblock isolated
@@ -379,9 +409,16 @@ pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
         // Collect the next batch of candidates; anything else used fails right away.
         batch.clear();
         while batch.len() < MIGRATE_BATCH && pfn.0 < range.end_exclusive.0 {
-            let Some(used) = mm.with_mm(|m| m.next_used(pfn, range.end_exclusive)) else {
-                pfn = range.end_exclusive;
-                break;
+            let used = match mm.with_mm(|m| m.next_used(pfn, range.end_exclusive)) {
+                Scan::Used(used) => used,
+                Scan::Free(next) => {
+                    pfn = next;
+                    continue;
+                }
+                Scan::Done => {
+                    pfn = range.end_exclusive;
+                    break;
+                }
             };
             pfn = used.pfn.add(used.nr_pages);
             if used.candidate {
@@ -393,7 +430,8 @@ pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
         if batch.is_empty() {
             break;
         }
-        let (results, touched) = rmap.with_rmap(|r| migrate_batch(mm, r, pt, &batch, range));
+        let (results, touched) = migrate_batch(mm, rmap, pt, &batch, range);
+        // 8. Wake the waiters, once per batch.
         if touched {
             pt.wake_waiters();
         }
@@ -419,12 +457,12 @@ struct Move {
     maps: core::ops::Range<usize>,
 }
 
-/// Moves the order-0 pages `olds` (steps 1-6 of the module doc, each step for the whole
-/// batch, with one TLB flush) under the rmap lock. Returns each page's outcome, in order,
-/// and whether any page-table entry was changed (waiters to wake).
-fn migrate_batch<M: MmLock, P: PageTables>(
+/// Moves the order-0 pages `olds` (steps 1-7 of the module doc, each step for the whole
+/// batch, with one TLB flush and two holds of the rmap lock). Returns each page's outcome,
+/// in order, and whether any page-table entry was changed (waiters to wake).
+fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     mm: &mut M,
-    rmap: &mut Rmap,
+    rmap: &mut R,
     pt: &mut P,
     olds: &[Pfn],
     range: PfnRange,
@@ -433,78 +471,82 @@ fn migrate_batch<M: MmLock, P: PageTables>(
     // (index in `olds`, the move) for the pages still going.
     let mut moves: Vec<(usize, Move)> = Vec::with_capacity(olds.len());
     let mut maps: Vec<Mapping> = Vec::with_capacity(olds.len());
+    let mut flushed: Vec<Mapping> = Vec::new();
     let mut touched = false;
-    // 1. Pin check and destination.
-    for (i, &old) in olds.iter().enumerate() {
-        let n = rmap.map_count(old);
-        let prepared = if n == 0 {
-            Err(MigrateFailure::Unmovable)
-        } else {
-            mm.with_mm(|m| m.migrate_prepare(old, n))
-                .map_err(|e| match e {
-                    Prepare::Pinned => MigrateFailure::Pinned,
-                    Prepare::Unmovable => MigrateFailure::Unmovable,
-                    Prepare::NoMemory => MigrateFailure::NoMemory,
-                })
-        };
-        results.push(prepared.map(|_| ()));
-        if let Ok(new) = prepared {
-            assert!(
-                !range.contains(new),
-                "mm: migration target {new:?} inside the isolated range {range:?}"
-            );
-            let first = maps.len();
-            maps.extend_from_slice(rmap.mappings(old));
-            let m = Move {
-                old,
-                new,
-                map_count: n,
-                maps: first..maps.len(),
+    rmap.with_rmap(|rmap| {
+        // 1. Pin check and destination.
+        for (i, &old) in olds.iter().enumerate() {
+            let n = rmap.map_count(old);
+            let prepared = if n == 0 {
+                Err(MigrateFailure::Unmovable)
+            } else {
+                mm.with_mm(|m| m.migrate_prepare(old, n))
+                    .map_err(|e| match e {
+                        Prepare::Pinned => MigrateFailure::Pinned,
+                        Prepare::Unmovable => MigrateFailure::Unmovable,
+                        Prepare::NoMemory => MigrateFailure::NoMemory,
+                    })
             };
-            moves.push((i, m));
-        }
-    }
-    // 2. Migration entries for every page, then one flush for all of them.
-    let mut flushed: Vec<Mapping> = Vec::with_capacity(maps.len());
-    moves.retain(|(i, mv)| {
-        let mine = &maps[mv.maps.clone()];
-        let mut done = 0;
-        for m in mine {
-            match pt.entry(m.as_id, m.va) {
-                Pte::Present { pfn, writable } if pfn == mv.old => {
-                    pt.replace(
-                        m.as_id,
-                        m.va,
-                        Pte::Migrating {
-                            pfn: mv.old,
-                            writable,
-                        },
-                    );
-                    done += 1;
-                }
-                _ => break,
+            results.push(prepared.map(|_| ()));
+            if let Ok(new) = prepared {
+                assert!(
+                    !range.contains(new),
+                    "mm: migration target {new:?} inside the isolated range {range:?}"
+                );
+                let first = maps.len();
+                maps.extend_from_slice(rmap.mappings(old));
+                let m = Move {
+                    old,
+                    new,
+                    map_count: n,
+                    maps: first..maps.len(),
+                };
+                moves.push((i, m));
             }
         }
-        flushed.extend_from_slice(&mine[..done]);
-        touched |= done > 0;
-        if done == mine.len() {
-            return true;
-        }
-        // The reverse map disagrees with the page tables: leave the page alone.
-        log::error!(
-            "mm: {:?} mapping {:?} not in the page tables",
-            mv.old,
-            mine[done]
-        );
-        restore(pt, &mine[..done], mv.old, mv.old);
-        mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
-        results[*i] = Err(MigrateFailure::Unmovable);
-        false
+        // 2. Migration entries for every page.
+        flushed.reserve(maps.len());
+        moves.retain(|(i, mv)| {
+            let mine = &maps[mv.maps.clone()];
+            let mut done = 0;
+            for m in mine {
+                match pt.entry(m.as_id, m.va) {
+                    Pte::Present { pfn, writable } if pfn == mv.old => {
+                        pt.replace(
+                            m.as_id,
+                            m.va,
+                            Pte::Migrating {
+                                pfn: mv.old,
+                                writable,
+                            },
+                        );
+                        done += 1;
+                    }
+                    _ => break,
+                }
+            }
+            flushed.extend_from_slice(&mine[..done]);
+            touched |= done > 0;
+            if done == mine.len() {
+                return true;
+            }
+            // The reverse map disagrees with the page tables: leave the page alone.
+            log::error!(
+                "mm: {:?} mapping {:?} not in the page tables",
+                mv.old,
+                mine[done]
+            );
+            restore(pt, &mine[..done], mv.old, mv.old);
+            mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
+            results[*i] = Err(MigrateFailure::Unmovable);
+            false
+        });
     });
+    // 3. One flush for all of them, unlocked: the entries are the engine's now.
     if !flushed.is_empty() {
         pt.flush(&flushed);
     }
-    // 3. Freeze, unless a pin came in before the entries went invalid.
+    // 4. Freeze, unless a pin came in before the entries went invalid.
     moves.retain(|(i, mv)| {
         if mm.with_mm(|m| m.migrate_freeze(mv.old, mv.map_count)) {
             return true;
@@ -514,17 +556,21 @@ fn migrate_batch<M: MmLock, P: PageTables>(
         results[*i] = Err(MigrateFailure::Pinned);
         false
     });
+    // 5. Copy, unlocked: nothing can write `old` any more, nothing reaches `new` yet.
     for (_, mv) in &moves {
-        // 4. Copy: nothing can write `old` any more.
         pt.copy_page(mv.old, mv.new);
-        // 5. New entries.
-        restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
-        // 6. Reverse map and references; `old` is freed.
-        if let Err(e) = rmap.move_page(mv.old, mv.new) {
-            panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
-        }
-        mm.with_mm(|m| m.migrate_finish(mv.old, mv.new));
     }
+    rmap.with_rmap(|rmap| {
+        for (_, mv) in &moves {
+            // 6. New entries.
+            restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
+            // 7. Reverse map and references; `old` is freed.
+            if let Err(e) = rmap.move_page(mv.old, mv.new) {
+                panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
+            }
+            mm.with_mm(|m| m.migrate_finish(mv.old, mv.new));
+        }
+    });
     (results, touched)
 }
 
@@ -536,8 +582,9 @@ fn restore<P: PageTables>(pt: &mut P, maps: &[Mapping], old: Pfn, to: Pfn) {
             Pte::Migrating { pfn, writable } if pfn == old => {
                 pt.replace(m.as_id, m.va, Pte::Present { pfn: to, writable });
             }
+            // Only the engine rewrites its migration entries (see the contract).
             other => panic!(
-                "mm: migration entry for {old:?} at {m:?} changed under the rmap lock: {other:?}"
+                "mm: migration entry for {old:?} at {m:?} changed during the migration: {other:?}"
             ),
         }
     }

@@ -38,7 +38,9 @@
 //! Ranges of the run-time calls are pfn ranges aligned to 2 MiB; they need not be
 //! section aligned. A call checks the whole range first and either does all of it or
 //! returns an [`Error`] and changes nothing (except `add_sections`, which may keep a
-//! section-table chunk it allocated).
+//! section-table chunk it allocated). Each call is O(pages in the range); [`chunked`] runs
+//! the same calls one chunk (16 MiB) per hold of the kernel's lock, which is how the
+//! kernel's hotplug makes them.
 //!
 //! # Invariants (checked by [`Mm::check`])
 //! Every free block is on exactly one free list, the one of its node, zone, order and
@@ -57,7 +59,11 @@
 //! # Locks
 //! `Mm` is plain `&mut self` logic. The kernel keeps the one `Mm` behind one spin lock that
 //! masks interrupts; that lock guards everything here: the section table, every mem_map
-//! and page descriptor, the free lists and counts. The kernel heap has its own lock and
+//! and page descriptor, the free lists and counts. Holds stay short whatever the size of
+//! memory: the calls that take the lock several times reach it through [`MmLock`] (one
+//! hold per step) and bound each step: [`chunked`] one chunk of a hotplug range,
+//! [`migrate`] one page of a batch or a bounded scan. Only the checker walks everything
+//! under one hold (a diagnostic). The kernel heap has its own lock and
 //! may call into `Mm` (heap -> Mm); `Mm` never allocates from the heap after boot (its
 //! run-time metadata comes from its own page allocator), so the order never reverses.
 //! The reverse map is not part of `Mm`: it lives on the heap behind its own lock, taken
@@ -67,6 +73,7 @@
 
 pub mod buddy;
 pub mod check;
+pub mod chunked;
 pub mod early;
 pub mod heap;
 pub mod hotplug;
@@ -88,9 +95,11 @@ use core::fmt;
 
 pub use check::CheckError;
 pub use migrate::{
-    migrate_range, MigrateFailure, MigrateReport, MmLock, PageTables, Pte, RmapLock, MIGRATE_BATCH,
+    migrate_range, MigrateFailure, MigrateReport, PageTables, Pte, RmapLock, MIGRATE_BATCH,
 };
-pub use model::{MemRegion, Mm, NodeStats, Reservation, SectionInfo, SectionState, ZoneStats};
+pub use model::{
+    MemRegion, Mm, MmLock, NodeStats, Reservation, SectionInfo, SectionState, ZoneStats,
+};
 pub use page::{MigrateType, Page, PageFlags, ZoneType};
 pub use rmap::{AsId, Mapping, Rmap};
 pub use section::{Section, MEM_MAP_BYTES};

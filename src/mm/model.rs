@@ -39,7 +39,7 @@ use super::buddy::Buddy;
 use super::early::EarlyAlloc;
 use super::page::{MigrateType, Page, PageFlags, ZoneType};
 use super::section::{Section, SectionTable, CHUNK_ORDER, MEM_MAP_ORDER};
-use super::store::{MemMapStore, MetaPages};
+use super::store::{MemMap, MemMapItem, MemMapStore, MetaPages};
 use super::types::*;
 use super::{AllocError, AllocFlags, Error};
 
@@ -125,6 +125,31 @@ pub struct SectionInfo {
     pub pageblocks_isolated: u32,
     /// Its mem_map came from the early allocator.
     pub boot: bool,
+}
+
+/// Runs code under the kernel's `Mm` lock: how the calls that take the lock several times
+/// (the migration engine, the chunked hotplug calls) reach the model, one hold per call of
+/// `with_mm`. A plain `Mm` implements it (no lock); host tests wrap one to act between holds.
+pub trait MmLock {
+    type Store: MemMapStore;
+    /// Calls `f` with the lock held.
+    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<Self::Store>) -> T) -> T;
+
+    /// [`MemMapStore::map_filled`] of the model's store, for metadata pages the model has
+    /// allocated and nothing reaches until a later hold installs the mapping. The default
+    /// takes the lock; an implementation whose store keeps no shared state (the kernel's:
+    /// writes through the linear map) maps without it, which is the point: filling a
+    /// section's 1 MiB mem_map is the longest step of adding memory.
+    fn map_filled<T: MemMapItem + Copy>(&mut self, meta: MetaPages, value: T) -> MemMap<T> {
+        self.with_mm(|m| m.store.map_filled(meta, value))
+    }
+}
+
+impl<S: MemMapStore> MmLock for Mm<S> {
+    type Store = S;
+    fn with_mm<T>(&mut self, f: impl FnOnce(&mut Mm<S>) -> T) -> T {
+        f(self)
+    }
 }
 
 /// The memory model (see the module docs of [`super`]).

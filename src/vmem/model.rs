@@ -2,14 +2,19 @@
 //! policy's memory side expressed over one [`Mm`], shared by the kernel glue and the host
 //! tests. The kernel glue adds what the model does not know (the linear map, mapped before
 //! [`mm_add_online`] and unmapped before [`mm_remove`]) and takes the model's lock around
-//! each call; these functions take the model by reference and hold no lock of their own.
+//! each call. The calls that walk a range's descriptors (add and online, re-online, remove)
+//! take the model as an [`MmLock`] and run in bounded holds ([`mm::chunked`]), so a plug of
+//! gigabytes never masks interrupts for long; the others take it by reference, under one
+//! hold the caller takes.
 //!
 //! Errors of the model reach the policy through [`mm_err`]: out of memory and a busy page
 //! keep their meaning (the policy reacts to them), every other refusal is carried as it is
 //! in [`MemError::Mm`].
 
 use super::{MemError, PhysRange};
-use crate::mm::{self, MemMapStore, Mm, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE};
+use crate::mm::{
+    self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE,
+};
 use alloc::vec::Vec;
 
 /// Free Normal memory that plugging never uses for mem_maps.
@@ -54,15 +59,15 @@ pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> bool {
 
 /// [`HotplugMemory::add_online`](super::HotplugMemory::add_online) over the model:
 /// sections, mem_maps, and the pages online in `zone`, in one pass over the new
-/// descriptors. On error nothing changed.
-pub fn mm_add_online<S: MemMapStore>(
-    m: &mut Mm<S>,
+/// descriptors, in bounded holds ([`mm::chunked::add_online`]). On error nothing of the
+/// range is left added.
+pub fn mm_add_online<M: MmLock>(
+    mm: &mut M,
     range: PhysRange,
     node: NodeId,
     zone: ZoneType,
 ) -> Result<(), MemError> {
-    m.add_online_range(pfn_range(range), node, zone)
-        .map_err(mm_err)
+    mm::chunked::add_online(mm, pfn_range(range), node, zone).map_err(mm_err)
 }
 
 /// Whether taking `range` out (moving its used pages elsewhere) keeps `floor_bytes` free.
@@ -81,17 +86,17 @@ pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> u64 {
 }
 
 /// [`HotplugMemory::reonline`](super::HotplugMemory::reonline) over the model (into
-/// `zone`).
-pub fn mm_reonline<S: MemMapStore>(
-    m: &mut Mm<S>,
+/// `zone`), in bounded holds.
+pub fn mm_reonline<M: MmLock>(
+    mm: &mut M,
     range: PhysRange,
     zone: ZoneType,
 ) -> Result<(), MemError> {
-    m.online_range(pfn_range(range), zone).map_err(mm_err)
+    mm::chunked::online(mm, pfn_range(range), zone).map_err(mm_err)
 }
 
 /// [`HotplugMemory::remove`](super::HotplugMemory::remove) over the model (the caller
-/// unmaps first).
-pub fn mm_remove<S: MemMapStore>(m: &mut Mm<S>, range: PhysRange) -> Result<(), MemError> {
-    m.remove_sections(pfn_range(range)).map_err(mm_err)
+/// unmaps first), in bounded holds.
+pub fn mm_remove<M: MmLock>(mm: &mut M, range: PhysRange) -> Result<(), MemError> {
+    mm::chunked::remove(mm, pfn_range(range)).map_err(mm_err)
 }

@@ -139,13 +139,64 @@ pub enum Step {
     Hog(u64),
     /// `hog stop`; its errors must be 0.
     HogStop,
+    /// `locks reset`: lock holds count from here.
+    LocksReset,
+    /// `locks`: records `lock_<class>_max_us` and `lock_<class>_p99_us` for every class of
+    /// [`LOCK_CLASSES`] (0 for a class not held since the reset).
+    Locks,
+}
+
+/// The kernel's lock classes (`lock=` of the shell's `locks`) that [`Step::Locks`] records.
+pub const LOCK_CLASSES: &[&str] = &[
+    "mm",
+    "mm_check",
+    "rmap",
+    "spaces",
+    "heap",
+    "sched",
+    "waitq",
+    "aspace",
+    "kernel_pt",
+    "asids",
+    "console",
+    "console_rx",
+    "vmem_devices",
+    "vmem_status",
+    "hog",
+    "pins",
+    "other",
+];
+
+/// The two metrics of one lock class.
+fn lock_metrics(class: &str) -> [Metric; 2] {
+    let what = format!(
+        "`{class}` lock class (shell `locks`) over the scenario: from `locks reset` after boot \
+         to `locks` at its end; a vCPU thread the host preempts while holding counts as held, \
+         so this is a figure, not a bound"
+    );
+    [
+        Metric::new(
+            &format!("lock_{class}_max_us"),
+            "us",
+            &format!("longest hold (IRQs masked) of the {what}"),
+        ),
+        Metric::new(
+            &format!("lock_{class}_p99_us"),
+            "us",
+            &format!(
+                "99th percentile of the holds (the end of its log2 bucket, at most the longest) \
+                 of the {what}"
+            ),
+        ),
+    ]
 }
 
 impl Step {
     fn metrics(&self) -> Vec<Metric> {
         match self {
             Step::Resize(r) => r.metrics(),
-            Step::Hog(_) | Step::HogStop => Vec::new(),
+            Step::Locks => LOCK_CLASSES.iter().flat_map(|c| lock_metrics(c)).collect(),
+            Step::Hog(_) | Step::HogStop | Step::LocksReset => Vec::new(),
         }
     }
 
@@ -153,7 +204,7 @@ impl Step {
     pub fn max_bytes(&self) -> u64 {
         match self {
             Step::Resize(r) => r.from_bytes.max(r.to_bytes),
-            Step::Hog(_) | Step::HogStop => 0,
+            Step::Hog(_) | Step::HogStop | Step::LocksReset | Step::Locks => 0,
         }
     }
 }
@@ -178,7 +229,7 @@ impl Scenario {
 
 /// The scenarios of `bench`, each on a fresh boot: 0 -> 4 GiB -> 0 (idle), 0 -> 1 GiB -> 0
 /// (idle), 4 -> 1 GiB with 1 GiB of hog data, 4 GiB -> 0 with 1 GiB of hog data and 2 GiB of
-/// boot RAM (all of it migrates).
+/// boot RAM (all of it migrates; the lock holds of this whole scenario are recorded).
 pub fn default_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -251,6 +302,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
             name: "unplug_4g_0_hog1g_ram2g",
             ram_bytes: Some(2 * GIB),
             steps: vec![
+                Step::LocksReset,
                 setup_resize(0, 4 * GIB),
                 Step::Hog(1024),
                 Step::Resize(Resize {
@@ -263,6 +315,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     migration: true,
                 }),
                 Step::HogStop,
+                Step::Locks,
             ],
         },
     ]
@@ -315,6 +368,14 @@ mod tests {
                 "unplug_4g_0_hog1g_ram2g_migrated_mib",
                 "unplug_4g_0_hog1g_ram2g_migrate_mib_per_s",
             ]
+            .into_iter()
+            .map(String::from)
+            .chain(
+                LOCK_CLASSES
+                    .iter()
+                    .flat_map(|c| [format!("lock_{c}_max_us"), format!("lock_{c}_p99_us")])
+            )
+            .collect::<Vec<_>>()
         );
         let all: Vec<Metric> = default_scenarios()
             .iter()

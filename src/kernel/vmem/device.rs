@@ -47,7 +47,8 @@ impl Device for DriverDevice<'_> {
 }
 
 /// The probed devices; see the module doc for who takes the lock.
-pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> = IrqSpinLock::new(Vec::new());
+pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> =
+    IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("vmem_devices"));
 
 /// What `vmem` prints about one device, replaced after every pass.
 #[derive(Clone, Copy)]
@@ -60,7 +61,8 @@ pub struct Status {
     pub reason: vmem::Reason,
 }
 
-static STATUS: IrqSpinLock<Vec<Status>> = IrqSpinLock::new(Vec::new());
+static STATUS: IrqSpinLock<Vec<Status>> =
+    IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("vmem_status"));
 
 /// The convergence pass, run by the worker once registered (`kernel/mod.rs`): scheduled
 /// by the interrupt handler, by probe, by a back-off deadline, and by commands that free

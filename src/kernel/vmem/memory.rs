@@ -9,14 +9,18 @@
 //! (`migrate::migrate_out`), then offlines it; on failure the range is un-isolated and
 //! stays online.
 //!
-//! Locks: each call takes `mm_lock()` for the model's part only (see [`with`]); offlining
-//! takes the migration locks in between, with the model's lock released. The boot options
-//! are atomics written once by [`configure`] before any device is probed.
+//! Locks: each call takes `mm_lock()` for the model's part only. The calls that walk a
+//! range's descriptors (add and online, isolate, offline, un-isolate, re-online, remove)
+//! take it once per chunk of at most [`chunked::CHUNK_PAGES`] pages, releasing it in
+//! between ([`hotmem::mm::chunked`] says why the model stays consistent between chunks); the
+//! rest take it once ([`with`]). Offlining takes the migration locks in between, with the
+//! model's lock released. The boot options are atomics written once by [`configure`] before
+//! any device is probed.
 
 use crate::kernel::mem::{self, mm_lock};
-use crate::kernel::migrate;
+use crate::kernel::migrate::{self, ModelLock};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hotmem::mm::{NodeId, ZoneType};
+use hotmem::mm::{chunked, NodeId, ZoneType};
 use hotmem::vmem::{self, HotplugMemory, MemError};
 use hotmem_arch::addr::PhysRange;
 use hotmem_arch::mmu;
@@ -26,10 +30,20 @@ use hotmem_arch::timer;
 /// The memory model plus the linear map as the policy's [`HotplugMemory`].
 pub(super) struct KernelMemory;
 
+/// Runs `f` on the model under one hold of its lock.
 fn with<R>(f: impl FnOnce(&mut mem::KernelMm) -> Result<R, MemError>) -> Result<R, MemError> {
     match mm_lock().as_mut() {
         Some(m) => f(m),
         None => Err(MemError::Other("no memory model")),
+    }
+}
+
+/// The model for the calls that take its lock once per chunk (it exists once booted, and
+/// stays).
+fn chunked_model() -> Result<ModelLock, MemError> {
+    match mm_lock().is_some() {
+        true => Ok(ModelLock),
+        false => Err(MemError::Other("no memory model")),
     }
 }
 
@@ -54,9 +68,11 @@ impl HotplugMemory for KernelMemory {
             return Err(MemError::NoMemory);
         }
         let t1 = timer::now_ns();
-        with(|m| vmem::mm_add_online(m, range, node, online_zone())).inspect_err(|_| {
-            let _ = mmu::unmap_linear(range);
-        })?;
+        chunked_model()
+            .and_then(|mut mm| vmem::mm_add_online(&mut mm, range, node, online_zone()))
+            .inspect_err(|_| {
+                let _ = mmu::unmap_linear(range);
+            })?;
         log::debug!(
             "vmem: added 0x{:x}+{} MiB: map {} us, sections and online {} us",
             range.base,
@@ -70,20 +86,19 @@ impl HotplugMemory for KernelMemory {
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
         let floor = FLOOR_BYTES.load(Ordering::Relaxed);
         let pfns = vmem::pfn_range(range);
-        with(|m| {
-            if !vmem::mm_floor_allows(m, range, floor) {
-                return Err(MemError::Floor);
-            }
-            m.isolate_range(pfns).map_err(vmem::mm_err)
-        })?;
+        let mut mm = chunked_model()?;
+        if !with(|m| Ok(vmem::mm_floor_allows(m, range, floor)))? {
+            return Err(MemError::Floor);
+        }
+        chunked::isolate(&mut mm, pfns).map_err(vmem::mm_err)?;
         // Isolated: nothing new lands here. Move what is mapped out, then offline.
         let moved = migrate::migrate_out(pfns);
         let r = moved.and_then(|report| {
-            with(|m| m.offline_range(pfns).map_err(vmem::mm_err))?;
+            chunked::offline(&mut mm, pfns).map_err(vmem::mm_err)?;
             Ok(report.moved_pages)
         });
         if r.is_err() {
-            let _ = with(|m| m.unisolate_range(pfns).map_err(vmem::mm_err));
+            let _ = chunked::unisolate(&mut mm, pfns);
         }
         r
     }
@@ -95,13 +110,13 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn reonline(&mut self, range: PhysRange) -> Result<(), MemError> {
-        with(|m| vmem::mm_reonline(m, range, online_zone()))
+        vmem::mm_reonline(&mut chunked_model()?, range, online_zone())
     }
 
     fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
         // Unmapped (and TLBs flushed on every CPU) before the model forgets the range.
         mmu::unmap_linear(range).map_err(|_| MemError::Other("unmap"))?;
-        with(|m| vmem::mm_remove(m, range))
+        vmem::mm_remove(&mut chunked_model()?, range)
     }
 }
 

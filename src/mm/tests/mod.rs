@@ -3,6 +3,8 @@
 //! - [`boot`]: boot from the device tree's view of memory, page lookup, allocation;
 //! - [`hotplug`]: the run-time section calls (add, online, isolate, offline, remove) and
 //!   their errors;
+//! - [`chunked`]: the same calls in bounded holds of the lock, and what another CPU can see
+//!   between two holds;
 //! - [`nodes`]: NUMA: node boundaries inside sections and pageblocks, node-local metadata;
 //! - [`heap`]: the slab heap over pages of the model;
 //! - [`proptests`]: property tests that run random sequences with the invariant checker
@@ -19,6 +21,7 @@ use super::testing::FakeStore;
 use super::*;
 
 mod boot;
+mod chunked;
 mod heap;
 mod hotplug;
 mod migrate;

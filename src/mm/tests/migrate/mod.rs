@@ -5,7 +5,7 @@
 //! and race, [`proptests`] runs random map / unmap / write / pin / unpin / isolate /
 //! migrate / offline sequences with every invariant checked after each step.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -27,6 +27,22 @@ impl MmLock for Locked {
     }
 }
 
+/// The rmap lock of the tests that watch it: whether it is held is visible to the fake
+/// page tables, which assert that the flush and the copies run without it.
+struct WatchedRmap {
+    rmap: Rc<RefCell<Rmap>>,
+    held: Rc<Cell<bool>>,
+}
+
+impl RmapLock for WatchedRmap {
+    fn with_rmap<T>(&mut self, f: impl FnOnce(&mut Rmap) -> T) -> T {
+        assert!(!self.held.replace(true), "rmap lock taken twice");
+        let r = f(&mut self.rmap.borrow_mut());
+        self.held.set(false);
+        r
+    }
+}
+
 #[derive(Default)]
 struct Fake {
     ptes: HashMap<(AsId, u64), Pte>,
@@ -35,6 +51,25 @@ struct Fake {
     mm: Option<SharedMm>,
     /// Take a pin on this page at the next flush (between unmap and freeze).
     pin_on_flush: Option<Pfn>,
+    /// Set while the engine holds the rmap lock ([`WatchedRmap`]).
+    rmap_held: Option<Rc<Cell<bool>>>,
+    /// Mappings a task touches while the engine copies: each must find a migration entry
+    /// (a fault) and joins `waiters`.
+    touch_on_copy: Vec<Mapping>,
+    /// Tasks asleep on a migration entry.
+    waiters: Vec<Mapping>,
+    /// What each woken waiter found on retrying: the mapping and the page it reached.
+    woken: Vec<(Mapping, Pfn)>,
+    /// The reverse map behind [`WatchedRmap`], for the unmaps below.
+    rmap: Option<Rc<RefCell<Rmap>>>,
+    /// Mappings an unmap takes down while the engine copies: under the rmap lock (which
+    /// must be free) it finds a migration entry, drops the lock and waits in
+    /// `unmap_waiters`; woken, it unmaps what it then finds.
+    unmap_on_copy: Vec<Mapping>,
+    unmap_waiters: Vec<Mapping>,
+    /// What the woken unmaps took down: the mapping and its page (the mapping's reference
+    /// already dropped, as the kernel's unmap does after its flush).
+    unmapped: Vec<(Mapping, Pfn)>,
     flushes: u64,
     copies: u64,
     wakes: u64,
@@ -54,6 +89,7 @@ impl PageTables for Fake {
         old
     }
     fn flush(&mut self, maps: &[Mapping]) {
+        self.assert_unlocked("flush");
         self.flushes += 1;
         for m in maps {
             self.tlb.remove(&(m.as_id, m.va));
@@ -64,6 +100,29 @@ impl PageTables for Fake {
         }
     }
     fn copy_page(&mut self, from: Pfn, to: Pfn) {
+        self.assert_unlocked("copy");
+        // A task touching a page of the batch faults on its migration entry and sleeps.
+        for m in core::mem::take(&mut self.touch_on_copy) {
+            let pte = self.entry(m.as_id, m.va);
+            assert!(
+                matches!(pte, Pte::Migrating { .. }),
+                "{m:?} during the copy: {pte:?}"
+            );
+            self.waiters.push(m);
+        }
+        for m in core::mem::take(&mut self.unmap_on_copy) {
+            let rmap = self
+                .rmap
+                .as_ref()
+                .expect("unmap hook needs the shared rmap");
+            let _lock = rmap.try_borrow_mut().expect("copy under the rmap lock");
+            let pte = self.entry(m.as_id, m.va);
+            assert!(
+                matches!(pte, Pte::Migrating { .. }),
+                "unmap of {m:?} during the copy: {pte:?}"
+            );
+            self.unmap_waiters.push(m);
+        }
         // No CPU may reach `from` any more: no present entry, no cached translation.
         for (k, pte) in &self.ptes {
             assert!(
@@ -85,10 +144,37 @@ impl PageTables for Fake {
     }
     fn wake_waiters(&mut self) {
         self.wakes += 1;
+        // Each waiter retries its access: the entry must be present again.
+        for m in core::mem::take(&mut self.waiters) {
+            let pfn = self.access(m.as_id, m.va);
+            self.woken.push((m, pfn));
+        }
+        for m in core::mem::take(&mut self.unmap_waiters) {
+            let rmap = self.rmap.clone().expect("unmap hook needs the shared rmap");
+            let mut rmap = rmap.borrow_mut();
+            let Pte::Present { pfn, .. } = self.replace(m.as_id, m.va, Pte::None) else {
+                panic!("{m:?} still not present after the wake-up");
+            };
+            self.flush(&[m]);
+            rmap.remove(pfn, m.as_id, m.va).unwrap();
+            let mm = self.mm.as_ref().expect("unmap hook needs the shared mm");
+            assert_eq!(mm.borrow_mut().put_page(pfn), Ok(false));
+            self.unmapped.push((m, pfn));
+        }
     }
 }
 
 impl Fake {
+    /// The flush and the copies run with neither the rmap lock nor the `Mm` lock held.
+    fn assert_unlocked(&self, what: &str) {
+        if let Some(held) = &self.rmap_held {
+            assert!(!held.get(), "{what} under the rmap lock");
+        }
+        if let Some(mm) = &self.mm {
+            assert!(mm.try_borrow_mut().is_ok(), "{what} under the Mm lock");
+        }
+    }
+
     /// A task touches `va`: through the TLB, else a walk that fills it. Returns the pfn.
     fn access(&mut self, as_id: AsId, va: u64) -> Pfn {
         let pte = self.entry(as_id, va);

@@ -343,6 +343,60 @@ fn pin_arriving_during_unmap_aborts_and_restores() {
     checked(&mm, &rmap);
 }
 
+/// The flush and the copies run outside both locks; meanwhile a task touching a page of
+/// the batch faults on its migration entry, waits, and after the wake-up reaches the new
+/// page with its contents; an unmap of another page of the batch takes the (free) rmap
+/// lock, finds the migration entry, waits too, and after the wake-up unmaps the new page.
+/// Nothing leaks and every invariant holds.
+#[test]
+fn fault_and_unmap_during_the_unlocked_copy_wait_for_the_new_page() {
+    let (mm, rmap, mut pt) = setup();
+    let rmap = Rc::new(RefCell::new(rmap));
+    let held = Rc::new(Cell::new(false));
+    pt.rmap_held = Some(held.clone());
+    pt.rmap = Some(rmap.clone());
+    let mut pages = Vec::new();
+    for i in 0..3u64 {
+        let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
+        let va = 0x80_0000 + i * PAGE_SIZE;
+        map(&mm, &mut rmap.borrow_mut(), &mut pt, pfn, 1, va, true);
+        pt.write(1, va, 7000 + i);
+        pages.push((pfn, va));
+    }
+    let range = pageblock_of(pages[0].0);
+    assert!(pages.iter().all(|(p, _)| range.contains(*p)));
+    mm.borrow_mut().isolate_range(range).unwrap();
+    let at = |va| Mapping { as_id: 1, va };
+    let (faulting, unmapping) = (pages[0].1, pages[1].1);
+    pt.touch_on_copy = vec![at(faulting)];
+    pt.unmap_on_copy = vec![at(unmapping)];
+    let mut lock = WatchedRmap {
+        rmap: rmap.clone(),
+        held,
+    };
+    let r = migrate_range(&mut Locked(mm.clone()), &mut lock, &mut pt, range).unwrap();
+    assert_eq!((r.moved_pages, pt.copies, pt.flushes), (3, 3, 2));
+    // The faulting task slept through the copy and retried against the new page.
+    assert_eq!(pt.woken.len(), 1);
+    let (m, reached) = pt.woken[0];
+    assert_eq!(m, at(faulting));
+    assert!(!range.contains(reached) && reached != pages[0].0);
+    assert_eq!(pt.read(1, faulting), 7000);
+    // The unmap that waited took down the new page's mapping, with its rmap entry.
+    assert_eq!(pt.unmapped.len(), 1);
+    let (m, gone) = pt.unmapped[0];
+    assert_eq!(m, at(unmapping));
+    assert!(!range.contains(gone));
+    assert_eq!(rmap.borrow().map_count(gone), 0);
+    assert_eq!(pt.entry(1, unmapping), Pte::None);
+    // The unmapper drops the allocation's reference: the page is free again.
+    assert_eq!(mm.borrow_mut().put_page(gone), Ok(true));
+    checked(&mm, &rmap.borrow());
+    assert_eq!(mm.borrow().used_pages_in(range), 0);
+    mm.borrow_mut().offline_range(range).unwrap();
+    checked(&mm, &rmap.borrow());
+}
+
 #[test]
 fn migrate_refuses_bad_ranges_and_stale_rmap() {
     let (mm, mut rmap, mut pt) = setup();
