@@ -536,6 +536,11 @@ impl Plan {
             .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
     }
 
+    /// The rule in `slot`, if any.
+    pub fn rule(&self, slot: usize) -> Option<&Rule> {
+        self.rules.get(slot)?.as_ref()
+    }
+
     /// Which kinds have an active rule.
     pub fn armed(&self) -> Armed {
         Armed(

@@ -289,3 +289,46 @@ fn help_names_every_form() {
         assert!(HELP.iter().any(|l| l.contains(form)), "{form}");
     }
 }
+
+/// The model's fault hook (`Mm::set_alloc_fault`) fails exactly the allocations the plan
+/// picks, as out-of-memory, and leaves the model consistent.
+#[test]
+fn model_alloc_hook_fails_what_the_plan_picks() {
+    use crate::mm::testing::FakeStore;
+    use crate::mm::{AllocError, AllocFlags, MemRegion, Mm, NodeId, PhysAddr};
+    use std::sync::Mutex;
+
+    static PLAN: Mutex<Plan> = Mutex::new(Plan::new());
+    fn hook(flags: AllocFlags) -> bool {
+        let site = if flags.movable {
+            AllocSite::Movable
+        } else {
+            AllocSite::Kernel
+        };
+        PLAN.lock().unwrap().alloc(site)
+    }
+    *PLAN.lock().unwrap() = armed(&["alloc movable count=2"]);
+    let region = MemRegion {
+        base: PhysAddr(1 << 30),
+        size_bytes: 128 << 20,
+        node: NodeId::ZERO,
+    };
+    let mut mm = Mm::boot(&[region], &[], 40, FakeStore::default()).unwrap();
+    let free = mm.total_stats().free_pages;
+    mm.set_alloc_fault(Some(hook));
+    assert_eq!(
+        mm.alloc_pages(0, AllocFlags::MOVABLE),
+        Err(AllocError::NoMemory)
+    );
+    let kernel = mm.alloc_pages(0, AllocFlags::UNMOVABLE).unwrap();
+    assert_eq!(
+        mm.alloc_pages(3, AllocFlags::MOVABLE),
+        Err(AllocError::NoMemory)
+    );
+    let movable = mm.alloc_pages(3, AllocFlags::MOVABLE).unwrap();
+    assert_eq!(mm.total_stats().free_pages, free - 1 - 8);
+    mm.free_pages(kernel, 0).unwrap();
+    mm.free_pages(movable, 3).unwrap();
+    mm.check().unwrap();
+    assert_eq!(mm.total_stats().free_pages, free);
+}
