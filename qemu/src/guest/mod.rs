@@ -12,7 +12,9 @@
 //!   `qom-set vmN requested-size` ([`resize`]), and the wait for its log line
 //!   ([`wait_resize_log`]);
 //! - [`hog`]: the `hog: started ...`, `hog: tasks=...` and `hog: stopped ...` lines
-//!   ([`HogLine`]) and the actions start, status, wait for a verify round, stop.
+//!   ([`HogLine`]) and the actions start, status, wait for a verify round, stop;
+//! - [`mod@inject`]: the fault-injection plan `inject` prints ([`InjectPlan`]) and the actions
+//!   arm and disarm.
 //!
 //! The actions take the [`Console`] (and the [`crate::Qmp`] where QMP is involved) rather than a
 //! whole [`crate::Qemu`], so a caller can run them on one thread while another polls QMP. Each
@@ -25,6 +27,7 @@
 //! [`crate::console`]'s; a command whose output is one line is read with [`one_line`].
 
 pub mod hog;
+pub mod inject;
 pub mod mem;
 pub mod vmem;
 
@@ -32,6 +35,7 @@ pub use hog::{
     hog_clean, hog_start, hog_status, hog_stop, wait_hog, HogLine, HogStarted, HogStatus,
     HogStopped,
 };
+pub use inject::{inject_arm, inject_off, inject_plan, InjectPlan};
 pub use mem::{check, mem, parse_mm_init_us, Mem, MemLine, MemNode};
 pub use vmem::{
     resize, vmem, vmem_if_ready, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,
