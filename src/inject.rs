@@ -37,7 +37,7 @@
 //!
 //! # Seeds
 //! Each rule draws from its own [`SplitMix64`] stream, derived from the plan's seed and the
-//! rule's arming number (the first rule armed after boot, `seed` or `off` is number 0, the next
+//! rule's arming number (the first rule armed after boot or `off` is number 0, the next
 //! 1, …). So a rule's decisions depend only on the seed, the order rules were armed in and the
 //! sequence of events it matched: the same seed and the same commands replay the same faults.
 //! `seed N` re-derives every armed rule's stream.

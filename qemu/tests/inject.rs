@@ -18,12 +18,12 @@
 //! allow a host 3x slower and more.
 
 mod common;
-use common::{boot, check_ok, poll, Vm, CMD, QMP};
+use common::{boot, check_ok, poll, qmp_dev, request, vmem_line, Vm, CMD};
 
 use std::time::Duration;
 
-use hotmem_qemu::guest::{self, InjectPlan, MemNode, VmemLine};
-use hotmem_qemu::{Machine, VirtioMemInfo, KIB, MIB};
+use hotmem_qemu::guest::{self, InjectPlan, MemNode};
+use hotmem_qemu::{Machine, KIB, MIB};
 
 /// From the end of a fault (`inject off`, or the last firing) to a converged, agreeing device
 /// (an unplug migrates up to ~400 MiB of hog data; a back-off may last up to 5 s).
@@ -44,30 +44,6 @@ const UNPLUG_FROM_MIB: u64 = 1536;
 const UNPLUG_TO_MIB: u64 = 128;
 /// Where the plug tests grow to.
 const PLUG_TO_MIB: u64 = 1024;
-
-fn qmp_dev(vm: &mut Vm) -> VirtioMemInfo {
-    let devs = vm
-        .qmp()
-        .virtio_mem_devices(QMP)
-        .unwrap_or_else(|e| panic!("query-memory-devices: {e}"));
-    match devs.as_slice() {
-        [d] => d.clone(),
-        _ => panic!("QMP: want one virtio-mem device, got {devs:?}"),
-    }
-}
-
-fn vmem_line(vm: &mut Vm) -> VmemLine {
-    let vmem = vm.vmem();
-    match vmem.devices.as_slice() {
-        [r] => r.clone(),
-        _ => panic!("vmem: want one line:\n{vmem}"),
-    }
-}
-
-fn request(vm: &mut Vm, bytes: u64) {
-    guest::resize(vm.qmp(), 0, bytes, QMP)
-        .unwrap_or_else(|e| panic!("qom-set vm0 requested-size {bytes}: {e}"));
-}
 
 fn plan(vm: &mut Vm) -> InjectPlan {
     guest::inject_plan(vm.console(), CMD).unwrap_or_else(|e| panic!("`inject`: {e}"))
