@@ -345,13 +345,13 @@ impl Runner<'_> {
             }
         };
         let mut fired = None;
-        if fault.is_some() {
+        if let Some(f) = fault {
             self.wait_settled(t0, false, true)?;
             let plan = guest::inject_plan(self.vm.console(), CMD)?;
             guest::inject_off(self.vm.console(), CMD)?;
             self.summary.injected += 1;
             self.summary.faults_fired += plan.fired();
-            fired = Some(plan.fired());
+            fired = Some((f, plan.fired()));
         }
         // A step with a fault is not a convergence time.
         let timed = fault.is_none()
@@ -372,7 +372,7 @@ impl Runner<'_> {
             }
         };
         let note = match fired {
-            Some(k) => format!("{note}, fault fired {k}x"),
+            Some((f, k)) => format!("{note}; inject {f}: fired {k}x"),
             None => note,
         };
         if let Some(last) = self.history.last_mut() {
