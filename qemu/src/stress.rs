@@ -63,6 +63,8 @@ use scenario::short_size;
 
 /// From the last action of a step to QMP size == requested-size (or an excused stall).
 const CONVERGE: Duration = Duration::from_secs(60);
+/// After a faulted step settled: how long its fault may still take to fire.
+const FIRE_GRACE: Duration = Duration::from_secs(2);
 /// From QMP converged to `vmem` agreeing with it.
 const AGREE: Duration = Duration::from_secs(30);
 /// One shell command.
@@ -347,7 +349,7 @@ impl Runner<'_> {
         let mut fired = None;
         if let Some(f) = fault {
             self.wait_settled(t0, false, true)?;
-            let plan = guest::inject_plan(self.vm.console(), CMD)?;
+            let plan = self.wait_fired()?;
             guest::inject_off(self.vm.console(), CMD)?;
             self.summary.injected += 1;
             self.summary.faults_fired += plan.fired();
@@ -484,6 +486,19 @@ impl Runner<'_> {
             });
         }
         Ok(outcome)
+    }
+
+    /// The plan, once its fault fired or [`FIRE_GRACE`] passed: QMP may show a PLUG done
+    /// before the guest has read the device's answer, which is when a replace fault fires.
+    fn wait_fired(&mut self) -> Result<guest::InjectPlan> {
+        let deadline = Deadline::after(FIRE_GRACE);
+        loop {
+            let plan = guest::inject_plan(self.vm.console(), CMD)?;
+            if plan.fired() > 0 || deadline.expired() {
+                return Ok(plan);
+            }
+            thread::sleep(POLL_EVERY);
+        }
     }
 
     /// The wait of [`Runner::settle`]: QMP size == requested on every device, or every device
