@@ -4,7 +4,8 @@
 #   make kernel   build target/hotmem.img (raw arm64 Image)
 #   make run      boot it on QEMU virt (console and monitor on this terminal; Ctrl-a c)
 #   make test     fmt + clippy + host unit tests + QEMU integration tests + a short stress run
-#   make stress   seeded random stress on the default and two-node topologies (SEED= STEPS= DURATION=)
+#   make stress   seeded random stress with fault injection on the default and two-node topologies
+#                 (SEED= STEPS= DURATION=)
 #   make debug    QEMU waiting for gdb on :1234
 
 RAM       ?= 512M
@@ -14,11 +15,12 @@ CPU       ?= max
 GIC       ?= 3
 BOOTARGS  ?=
 QEMU_EXTRA ?=
-# make stress: run length per topology, optional seed and step limit.
+# make stress: run length per topology, optional seed and step limit; faults ride along some
+# resizes (--inject).
 DURATION  ?= 15m
 SEED      ?=
 STEPS     ?=
-STRESS_ARGS = --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(if $(STEPS),--steps $(STEPS))
+STRESS_ARGS = --inject --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(if $(STEPS),--steps $(STEPS))
 # make test is deterministic: property tests draw from this seed (PROPTEST_RNG_SEED=<n> replays or
 # explores another), the unplug test from its own fixed seed (UNPLUG_SEED=<n>), the short stress
 # from --seed 1.

@@ -10,6 +10,7 @@ extern crate alloc;
 
 #[allow(missing_docs)] // documented separately
 pub mod dt;
+pub mod inject;
 #[allow(missing_docs)] // documented separately
 pub mod mm;
 pub mod sched;

@@ -123,6 +123,8 @@ pub enum Command {
     Locks,
     /// `locks reset`: forget the hold times recorded so far.
     LocksReset,
+    /// `inject …`: show or change the fault-injection plan ([`crate::inject`]).
+    Inject(crate::inject::Command),
     /// Blank line.
     Empty,
 }
@@ -170,6 +172,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("poweroff", "power the machine off"),
     ("reboot", "reset the machine"),
+    (
+        "inject [...]",
+        "fault injection: alone what is armed; 'inject help' for the grammar",
+    ),
 ];
 
 /// Why a command line was refused (printed as the reply).
@@ -237,6 +243,9 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             ["reset"] => Ok(Command::LocksReset),
             _ => Err(ParseError::Usage("locks [reset]")),
         },
+        "inject" => crate::inject::parse(args.as_slice())
+            .map(Command::Inject)
+            .map_err(ParseError::Usage),
         "spin" => match args.as_slice() {
             [t, m] => match (parse_u64(t), parse_u64(m)) {
                 (Some(tasks @ 1..=MAX_SPIN_TASKS), Some(ms @ 1..=60_000)) => Ok(Command::Spin {
@@ -328,6 +337,9 @@ pub struct BootArgs {
     /// `memhp_online=movable|normal`: the zone hot-plugged memory goes to (default
     /// movable). With `normal`, kernel allocations may land there and unplug is best effort.
     pub memhp_online_normal: bool,
+    /// `inject=<spec>;<spec>…`: fault injection armed from boot, the shell's `inject` specs
+    /// with `,` between words (see [`crate::inject`]).
+    pub inject: crate::inject::Plan,
 }
 
 impl Default for BootArgs {
@@ -336,6 +348,7 @@ impl Default for BootArgs {
             loglevel: log::LevelFilter::Info,
             unplug_floor_mib: 64,
             memhp_online_normal: false,
+            inject: crate::inject::Plan::new(),
         }
     }
 }
@@ -357,6 +370,10 @@ impl BootArgs {
                 },
                 Some(("memhp_online", "movable")) => out.memhp_online_normal = false,
                 Some(("memhp_online", "normal")) => out.memhp_online_normal = true,
+                Some(("inject", v)) => match crate::inject::parse_bootarg(v) {
+                    Ok(plan) => out.inject = plan,
+                    Err(_) => bad(opt),
+                },
                 _ => bad(opt),
             }
         }
@@ -471,6 +488,22 @@ mod tests {
     }
 
     #[test]
+    fn parsing_inject() {
+        use crate::inject;
+        assert_eq!(parse("inject"), Ok(Command::Inject(inject::Command::Show)));
+        assert_eq!(
+            parse("inject off"),
+            Ok(Command::Inject(inject::Command::Off))
+        );
+        assert!(matches!(
+            parse("inject reply refuse busy plug count=2"),
+            Ok(Command::Inject(inject::Command::Arm(_)))
+        ));
+        assert!(matches!(parse("inject now"), Err(ParseError::Usage(_))));
+        assert!(HELP.iter().any(|(c, _)| c.starts_with("inject")));
+    }
+
+    #[test]
     fn bootargs() {
         let mut bad = vec![];
         let a = BootArgs::parse("loglevel=debug foo loglevel=bogus", |s| bad.push(s));
@@ -483,5 +516,14 @@ mod tests {
         let a = BootArgs::parse("unplug_floor_mib=x memhp_online=zone", |s| bad.push(s));
         assert_eq!(bad, vec!["unplug_floor_mib=x", "memhp_online=zone"]);
         assert_eq!((a.unplug_floor_mib, a.memhp_online_normal), (64, false));
+        let a = BootArgs::parse("inject=seed,3;reply,refuse,nack,plug", |_| panic!());
+        assert_eq!(a.inject.seed(), 3);
+        assert_eq!(a.inject.rules().count(), 1);
+        let mut bad = vec![];
+        let a = BootArgs::parse("inject=reply,refuse", |s| bad.push(s));
+        assert_eq!(
+            (bad, a.inject),
+            (vec!["inject=reply,refuse"], Default::default())
+        );
     }
 }

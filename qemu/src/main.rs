@@ -9,7 +9,7 @@
 //! cargo run -p hotmem-qemu --release -- bench [MACHINE] [--runs N] [--out FILE]
 //!                                                          plug/unplug timings, table, JSON
 //! cargo run -p hotmem-qemu --release -- stress [--seed N] [--steps N] [--duration 15m]
-//!                      [--topology default|two-node] [--out DIR] [--plot FILE]
+//!                      [--topology default|two-node] [--inject] [--out DIR] [--plot FILE]
 //!                                                          seeded random resize/reset/hog/pin steps
 //! ```
 //! MACHINE options default to `make run`'s machine; see `--help`. `run` starts it on the
@@ -62,6 +62,8 @@ stress options (the machine comes from --topology; --image and --boot-timeout ap
   --steps N          stop after N steps (default: no limit)
   --duration D       start no step after D, e.g. 15m, 90s, 1h (default 15m)
   --topology T       default (512M, one 4G device) or two-node (2x512M, a 2G device per node)
+  --inject           arm a seeded fault along some resize steps (refused or replaced device
+                     replies, failing migrations), when the guest has `inject`
   --out DIR          failure directories <DIR>/<seed>-<step>/ (default: <workspace>/target/stress)
   --plot FILE        requested vs plugged SVG (default: target/bench/stress.svg, or
                      target/bench/stress-two-node.svg)";
@@ -91,6 +93,7 @@ struct StressArgs {
     duration: Duration,
     topology: Topology,
     plot: Option<PathBuf>,
+    inject: bool,
 }
 
 /// Default `--duration` of `stress`.
@@ -117,6 +120,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             duration: STRESS_DURATION,
             topology: Topology::Default,
             plot: None,
+            inject: false,
         },
         debug: false,
         qmp: None,
@@ -187,6 +191,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             "--duration" => cli.stress.duration = stress::parse_duration(&value()?)?,
             "--topology" => cli.stress.topology = Topology::parse(&value()?)?,
             "--plot" => cli.stress.plot = Some(value()?.into()),
+            "--inject" => cli.stress.inject = true,
             "--debug" => cli.debug = true,
             "--qmp" => cli.qmp = Some(value()?.into()),
             "--" => {
@@ -343,6 +348,7 @@ fn run_stress(cli: &Cli, options: LaunchOptions) -> Result<()> {
             .unwrap_or_else(|| hotmem_qemu::workspace_root().join("target").join("stress")),
         plot: a.plot.clone().unwrap_or_else(|| a.topology.default_plot()),
         boot_timeout: cli.boot_timeout,
+        inject: a.inject,
     };
     stress::run(&cfg).map(drop)
 }

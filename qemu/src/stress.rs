@@ -4,6 +4,7 @@
 //!
 //! The rooms:
 //! - [`scenario`]: the seeded [`Rng`] and the [`Scenario`] of [`Step`]s (pure data);
+//! - [`faults`]: the [`Fault`]s that ride along resize steps with `--inject` (pure data);
 //! - [`config`]: the [`Topology`] and the [`StressConfig`] of a run;
 //! - [`oracle`]: when a stall is [`excused`] and when `vmem` agrees with QMP (pure);
 //! - [`report`]: the progress line, the [`Summary`] table and the failure directory;
@@ -21,16 +22,24 @@
 //! wait fails at once on one). QMP is polled throughout; every change (and at least one per
 //! second) becomes a plot sample, and the bytes it saw plugged and unplugged go into the summary.
 //!
+//! With `--inject` (and `inject` in the guest's `help`), a resize step may carry a [`Fault`]:
+//! the runner arms it before the `qom-set`, waits as above with the fault's own excuses
+//! ([`oracle::excused_while_injecting`]: busy, device errors, pins) but without the checks,
+//! reads how often it fired, disarms it (`inject off`), and then settles and checks the step
+//! as any other: once the fault is gone, convergence is required.
+//!
 //! On failure, [`run`] saves the failure directory (see [`report`]), prints where and the console
 //! tail, and returns the error; it writes the plot either way. Everything but the runner itself
 //! is pure and unit tested.
 
 pub mod config;
+pub mod faults;
 pub mod oracle;
 pub mod report;
 pub mod scenario;
 
 pub use config::{parse_duration, StressConfig, Topology};
+pub use faults::{Fault, Faults};
 pub use oracle::excused;
 pub use report::Summary;
 pub use scenario::{
@@ -54,6 +63,8 @@ use scenario::short_size;
 
 /// From the last action of a step to QMP size == requested-size (or an excused stall).
 const CONVERGE: Duration = Duration::from_secs(60);
+/// After a faulted step settled: how long its fault may still take to fire.
+const FIRE_GRACE: Duration = Duration::from_secs(2);
 /// From QMP converged to `vmem` agreeing with it.
 const AGREE: Duration = Duration::from_secs(30);
 /// One shell command.
@@ -86,6 +97,8 @@ struct Runner<'a> {
     devices: Vec<VirtioMemInfo>,
     ids: Vec<String>,
     features: Features,
+    /// The fault stream, with `--inject` when the guest has `inject`.
+    faults: Option<Faults>,
     requested: Vec<u64>,
     hog_mib: Option<u64>,
     pinned_mib: Option<u64>,
@@ -130,6 +143,7 @@ pub fn run(cfg: &StressConfig) -> Result<Summary> {
             .map(Machine::virtio_mem_id)
             .collect(),
         features: Features::default(),
+        faults: None,
         requested: vec![0; machine.virtio_mem.len()],
         hog_mib: None,
         pinned_mib: None,
@@ -221,11 +235,16 @@ impl Runner<'_> {
             }
             n += 1;
             let step = scenario.next_step();
+            let hog = self.hog_mib.is_some();
+            let fault = self.faults.as_mut().and_then(|f| f.choose(&step, hog));
+            let with = fault
+                .as_ref()
+                .map_or(String::new(), |f| format!(" + inject {f}"));
             self.history.push(format!(
-                "{n:>5} {:>8.3}s {step}",
+                "{n:>5} {:>8.3}s {step}{with}",
                 self.started.elapsed().as_secs_f64()
             ));
-            self.do_step(n, &step).map_err(|e| (n, e))?;
+            self.do_step(n, &step, fault.as_ref()).map_err(|e| (n, e))?;
         }
         self.finish().map_err(|e| (n, e))
     }
@@ -235,6 +254,13 @@ impl Runner<'_> {
         let help = self.vm.console().command("help", CMD)?;
         self.features = Features::from_help(&help.lines);
         println!("stress: guest features: {}", self.features);
+        if self.cfg.inject {
+            if self.features.inject {
+                self.faults = Some(Faults::new(self.cfg.seed));
+            } else {
+                println!("stress: --inject, but the guest has no `inject`: no faults");
+            }
+        }
         self.devices = self.vm.qmp().virtio_mem_in_order(&self.ids, QMP)?;
         self.settle(Instant::now(), false)?;
         Ok(())
@@ -259,10 +285,13 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn do_step(&mut self, n: usize, step: &Step) -> Result<()> {
+    fn do_step(&mut self, n: usize, step: &Step, fault: Option<&Fault>) -> Result<()> {
         *self.summary.steps_by_kind.entry(step.kind()).or_default() += 1;
         self.summary.resizes += step.qom_sets();
         self.show(n, step, "");
+        if let Some(f) = fault {
+            guest::inject_arm(self.vm.console(), &f.command(), CMD)?;
+        }
         let t0 = match *step {
             Step::Resize { device, bytes, .. } => {
                 let t0 = Instant::now();
@@ -317,10 +346,21 @@ impl Runner<'_> {
                 Instant::now()
             }
         };
-        let timed = matches!(
-            step,
-            Step::Resize { .. } | Step::Overlap { .. } | Step::Reset
-        );
+        let mut fired = None;
+        if let Some(f) = fault {
+            self.wait_settled(t0, false, true)?;
+            let plan = self.wait_fired()?;
+            guest::inject_off(self.vm.console(), CMD)?;
+            self.summary.injected += 1;
+            self.summary.faults_fired += plan.fired();
+            fired = Some((f, plan.fired()));
+        }
+        // A step with a fault is not a convergence time.
+        let timed = fault.is_none()
+            && matches!(
+                step,
+                Step::Resize { .. } | Step::Overlap { .. } | Step::Reset
+            );
         let outcome = self.settle(t0, timed)?;
         let note = match &outcome {
             Settled::Converged(t) => format!("ok {:.0} ms", t.as_secs_f64() * 1e3),
@@ -332,6 +372,10 @@ impl Runner<'_> {
                     .collect();
                 why.join(", ")
             }
+        };
+        let note = match fired {
+            Some((f, k)) => format!("{note}; inject {f}: fired {k}x"),
+            None => note,
         };
         if let Some(last) = self.history.last_mut() {
             let _ = write!(last, "  [{note}]");
@@ -429,6 +473,38 @@ impl Runner<'_> {
     /// Waits until QMP size == requested on every device, or the guest explains the devices that
     /// did not get there; then checks that the guest agrees, `check: ok` and the hog.
     fn settle(&mut self, t0: Instant, timed: bool) -> Result<Settled> {
+        let outcome = self.wait_settled(t0, timed, false)?;
+        self.guest_agrees(&outcome)?;
+        guest::check(self.vm.console(), CMD)?;
+        if self.hog_mib.is_some() {
+            self.hog_errors_zero()?;
+        }
+        if let Some(line) = self.vm.console().panic_line() {
+            return Err(Error::GuestPanic {
+                what: "the step's checks".into(),
+                line,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// The plan, once its fault fired or [`FIRE_GRACE`] passed: QMP may show a PLUG done
+    /// before the guest has read the device's answer, which is when a replace fault fires.
+    fn wait_fired(&mut self) -> Result<guest::InjectPlan> {
+        let deadline = Deadline::after(FIRE_GRACE);
+        loop {
+            let plan = guest::inject_plan(self.vm.console(), CMD)?;
+            if plan.fired() > 0 || deadline.expired() {
+                return Ok(plan);
+            }
+            thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// The wait of [`Runner::settle`]: QMP size == requested on every device, or every device
+    /// that is not there stalled for an excused reason (with `injecting`, the armed fault's
+    /// excuses count too) while QMP stood still for a whole `vmem` interval.
+    fn wait_settled(&mut self, t0: Instant, timed: bool, injecting: bool) -> Result<Settled> {
         let deadline = Deadline::after(CONVERGE);
         let mut last_vmem: Option<Instant> = None;
         let mut last_vmem_text = String::new();
@@ -463,14 +539,17 @@ impl Runner<'_> {
                     let (state, reason) = (line.state.as_str(), line.reason.as_str());
                     let needs_mem = matches!(reason, "no_memory" | "floor");
                     let short = needs_mem && self.hog_mib.is_none() && self.memory_short()?;
-                    if excused(
-                        state,
-                        reason,
-                        devs[i].plugged_bytes > devs[i].requested_bytes,
-                        self.hog_mib.is_some(),
-                        self.pinned_mib.is_some(),
-                        short,
-                    ) {
+                    let by_fault = injecting && oracle::excused_while_injecting(state, reason);
+                    if by_fault
+                        || excused(
+                            state,
+                            reason,
+                            devs[i].plugged_bytes > devs[i].requested_bytes,
+                            self.hog_mib.is_some(),
+                            self.pinned_mib.is_some(),
+                            short,
+                        )
+                    {
                         why.push((i, reason.to_string()));
                     }
                 }
@@ -511,17 +590,6 @@ impl Runner<'_> {
             }
             thread::sleep(POLL_EVERY);
         };
-        self.guest_agrees(&outcome)?;
-        guest::check(self.vm.console(), CMD)?;
-        if self.hog_mib.is_some() {
-            self.hog_errors_zero()?;
-        }
-        if let Some(line) = self.vm.console().panic_line() {
-            return Err(Error::GuestPanic {
-                what: "the step's checks".into(),
-                line,
-            });
-        }
         Ok(outcome)
     }
 

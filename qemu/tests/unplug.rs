@@ -22,7 +22,7 @@
 //! One QEMU runs at a time (tests/common); each test boots its own machine (boots take < 1 s).
 
 mod common;
-use common::{check_ok, field};
+use common::{check_ok, field, qmp_dev, request, vmem_line as vmem};
 
 use std::time::{Duration, Instant};
 
@@ -71,32 +71,6 @@ const RANDOM_HOG_MIB: u64 = 384;
 /// MiB of the hog above it, so sizes below ~200 MiB stall at the floor (3 of the default seed's
 /// 20 steps) and what migrates (which is slow with 3 hog tasks on 4 vCPUs) stays bounded.
 const RANDOM_FLOOR_MIB: u64 = 256;
-
-/// The single virtio-mem device as QMP sees it.
-fn qmp_dev(vm: &mut Vm) -> VirtioMemInfo {
-    let devs = vm
-        .qmp()
-        .virtio_mem_devices(QMP)
-        .unwrap_or_else(|e| panic!("query-memory-devices: {e}"));
-    match devs.as_slice() {
-        [d] => d.clone(),
-        _ => panic!("QMP: want one virtio-mem device, got {devs:?}"),
-    }
-}
-
-/// The single `vmem` line.
-fn vmem(vm: &mut Vm) -> VmemLine {
-    let vmem = vm.vmem();
-    match vmem.devices.as_slice() {
-        [r] => r.clone(),
-        _ => panic!("vmem: want one line:\n{vmem}"),
-    }
-}
-
-fn request(vm: &mut Vm, bytes: u64) {
-    guest::resize(vm.qmp(), 0, bytes, QMP)
-        .unwrap_or_else(|e| panic!("qom-set vm0 requested-size {bytes}: {e}"));
-}
 
 /// Free KiB of zone Normal (all nodes) and present KiB of zone Movable (all nodes).
 fn normal_free_and_movable_present(vm: &mut Vm) -> (u64, u64) {

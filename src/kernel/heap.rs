@@ -139,6 +139,10 @@ fn give_back(freed: arrayvec::ArrayVec<(usize, u32), 8>) {
 // blocks to the slab heap with the same layout.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // Fault injection (`inject alloc heap`): fail as if memory had run out.
+        if super::inject::heap_fails() {
+            return core::ptr::null_mut();
+        }
         for _ in 0..4 {
             let (got, wanted, freed) = {
                 let mut h = HEAP.lock();

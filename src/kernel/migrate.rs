@@ -11,12 +11,17 @@
 //! run with no lock held (interrupts enabled); meanwhile the engine owns the migration
 //! entries, and an unmap that finds one waits on the same queue ([`unmap_movable`]).
 //!
+//! Fault injection (`inject migrate`): the engine's `flush` hook pins the pages of the batch
+//! that the plan picks, between the migration entries and the freeze, so each fails as a
+//! page pinned mid-move would; the pins are dropped once the batch is done.
+//!
 //! Locks, in order: `RMAP` (the reverse map; also serialises every page-table change of a
 //! movable page: map, unmap, and the engine's two short holds per batch) → `SPACES` (id →
 //! address space) → heap → `mm_lock()`. Nothing holding `mm_lock()` takes `RMAP` or
 //! `SPACES`. The fault handler takes none of them: it reads its own entry and sleeps;
 //! [`unmap_movable`] sleeps with `RMAP` released.
 
+use super::inject;
 use super::mem::{mm_lock, KernelStore};
 use super::task::{self, WaitQueue};
 use alloc::collections::BTreeMap;
@@ -25,7 +30,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hotmem::mm::migrate::{self, MigrateFailure, MmLock, PageTables, Pte, RmapLock};
 use hotmem::mm::rmap::{AsId, Mapping, Rmap};
-use hotmem::mm::{MemMap, MemMapItem, MemMapStore, MetaPages, Mm, Pfn, PfnRange};
+use hotmem::mm::{MemMap, MemMapItem, MemMapStore, MetaPages, Mm, Pfn, PfnRange, MIGRATE_BATCH};
 use hotmem::vmem::MemError;
 use hotmem_arch::cpu::IrqSpinLock;
 use hotmem_arch::esr::{Esr, TrapFrame};
@@ -94,7 +99,56 @@ pub fn decode(desc: Option<u64>) -> Pte {
 }
 
 /// The engine's view of the kernel's page tables.
-struct KernelPageTables;
+#[derive(Default)]
+struct KernelPageTables {
+    /// Pages of the batch in flight that fault injection pinned ([`Self::inject_pins`]),
+    /// released once the engine is done with the batch.
+    injected: arrayvec::ArrayVec<Pfn, MIGRATE_BATCH>,
+}
+
+impl KernelPageTables {
+    /// Fault injection (`inject migrate`): takes a reference on each page of the batch the
+    /// plan picks, after its mappings became migration entries and before the engine
+    /// freezes it. The freeze then sees a pin that arrived during the move, puts the
+    /// mappings back and fails the page as pinned: the engine's own path for in-flight DMA.
+    fn inject_pins(&mut self, maps: &[Mapping]) {
+        if !inject::migrate_armed() {
+            return;
+        }
+        let mut pages: arrayvec::ArrayVec<Pfn, MIGRATE_BATCH> = arrayvec::ArrayVec::new();
+        for m in maps {
+            if let Pte::Migrating { pfn, .. } = self.entry(m.as_id, m.va) {
+                if !pages.contains(&pfn) && pages.try_push(pfn).is_err() {
+                    break;
+                }
+            }
+        }
+        for pfn in pages {
+            if self.injected.is_full() || !inject::migrate_fails() {
+                continue;
+            }
+            if mm_lock()
+                .as_mut()
+                .is_some_and(|mm| mm.get_page(pfn).is_ok())
+            {
+                self.injected.push(pfn);
+            }
+        }
+    }
+
+    /// Drops the references [`Self::inject_pins`] took.
+    fn release_injected(&mut self) {
+        if self.injected.is_empty() {
+            return;
+        }
+        let mut g = mm_lock();
+        for pfn in self.injected.drain(..) {
+            if let Some(mm) = g.as_mut() {
+                let _ = mm.put_page(pfn);
+            }
+        }
+    }
+}
 
 impl PageTables for KernelPageTables {
     fn entry(&self, as_id: AsId, va: u64) -> Pte {
@@ -122,6 +176,7 @@ impl PageTables for KernelPageTables {
                 _ => a.flush_all(),
             }
         }
+        self.inject_pins(maps);
     }
 
     fn copy_page(&mut self, from: Pfn, to: Pfn) {
@@ -134,6 +189,8 @@ impl PageTables for KernelPageTables {
 
     fn wake_waiters(&mut self) {
         MIGRATION_WQ.wake_all();
+        // After the batch: the pins fault injection took have done their work.
+        self.release_injected();
     }
 }
 
@@ -193,13 +250,10 @@ pub fn unmap_movable(aspace: &AddressSpace, as_id: AsId, va: u64) -> Option<Pfn>
 
 /// Moves every movable page out of the isolated `range`. `Ok` when nothing used is left.
 pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> {
-    let report = migrate::migrate_range(
-        &mut ModelLock,
-        &mut KernelRmap,
-        &mut KernelPageTables,
-        range,
-    )
-    .map_err(MemError::Mm)?;
+    let mut pt = KernelPageTables::default();
+    let report = migrate::migrate_range(&mut ModelLock, &mut KernelRmap, &mut pt, range);
+    pt.release_injected();
+    let report = report.map_err(MemError::Mm)?;
     if report.is_complete() {
         return Ok(report);
     }

@@ -21,18 +21,19 @@
 //! ```text
 //! floor  module     holds                                           imports (kernel/)
 //!   5    mod.rs     boot, SMP bring-up, interrupt hooks, wiring     any
-//!   4    shell      executes commands, prints every record          console cpus hog mem
-//!                                                                   spin_test task vmem
-//!   3    vmem/      virtio-mem glue; inside it hal, memory < device mem migrate work
-//!                   < probe
+//!   4    shell      executes commands, prints every record          console cpus hog inject
+//!                                                                   mem spin_test task vmem
+//!   3    vmem/      virtio-mem glue; inside it hal, memory,         inject mem migrate work
+//!                   transport < device < probe
 //!        hog        the hog and pin workload                        cpus mem migrate task
-//!   2    migrate    rmap lock, engine page tables, fault hook       mem task
+//!   2    migrate    rmap lock, engine page tables, fault hook       inject mem task
 //!        work       the worker and its registry of Work items       task
 //!        console    PL011 output and input, the logger              task
 //!        spin_test  the spin test load                              mem task
 //!   1    task       threads, switching, wait queues, address spaces mem
-//!        heap       the global allocator                            mem
+//!        heap       the global allocator                            inject mem
 //!   0    mem        the memory model behind its lock, store, tables -
+//!        inject     the fault-injection plan behind its lock        -
 //!        cpus       per-CPU records                                 -
 //! ```
 //! `println!` belongs to `console`; only `shell` uses it (this module writes the panic line
@@ -42,6 +43,7 @@ pub mod console;
 mod cpus;
 mod heap;
 mod hog;
+mod inject;
 pub mod mem;
 mod migrate;
 mod shell;
@@ -118,6 +120,7 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
         log::warn!("bootargs: ignoring unknown option '{bad}'");
     }
     vmem::configure(&args);
+    inject::configure(&args);
     for w in &info.warnings {
         log::warn!("device tree: {}", w.0);
     }
@@ -125,6 +128,10 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     let pa_bits = map_ram(&info);
     let info = BOOT_INFO.call_once(|| info);
     mem::init(info, pa_bits);
+    // Fault injection of page allocations: the model asks the plan before each one.
+    if let Some(mm) = mem::mm_lock().as_mut() {
+        mm.set_alloc_fault(Some(inject::page_alloc_fails));
+    }
 
     // Deferred work: the worker runs these, in this order; an exited task schedules the
     // reaper.

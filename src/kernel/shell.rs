@@ -13,7 +13,7 @@
 
 use super::mem::{self, MemtestError};
 use super::spin_test::{self, SpinFailure};
-use super::{console, cpus, hog, task, vmem};
+use super::{console, cpus, hog, inject, task, vmem};
 use crate::println;
 use core::fmt::Display;
 use hotmem::mm::{SectionInfo, ZoneStats, ZoneType};
@@ -102,6 +102,7 @@ fn execute(cmd: Command) {
         Command::Pin { mib } => cmd_pin(mib),
         Command::Unpin => cmd_unpin(),
         Command::Spin { tasks, ms } => cmd_spin(tasks as usize, ms),
+        Command::Inject(c) => cmd_inject(c),
         Command::Locks => cmd_locks(),
         Command::LocksReset => {
             lockstat::reset_all();
@@ -345,5 +346,38 @@ fn cmd_unpin() {
     let n = hog::unpin();
     println!("unpin: released pages={n}");
     // Unplug that stalled on pins can go on now.
+    vmem::CONVERGE.schedule();
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault injection: `inject`
+
+fn cmd_inject(cmd: hotmem::inject::Command) {
+    use hotmem::inject::{Applied, Command, RuleRecord, HELP};
+    if cmd == Command::Help {
+        for line in HELP {
+            println!("{line}");
+        }
+        return;
+    }
+    match inject::apply(cmd) {
+        Err(e) => println!("inject: {e}"),
+        Ok(Applied::Armed(slot)) => {
+            let plan = inject::snapshot();
+            if let Some(r) = plan.rule(slot) {
+                println!("inject: armed {}", RuleRecord(slot, r));
+            }
+        }
+        Ok(Applied::Off) => println!("inject: off"),
+        Ok(Applied::Seed(seed)) => println!("inject: seed={seed}"),
+        Ok(Applied::Nothing) => {
+            let plan = inject::snapshot();
+            println!("{}", plan.header());
+            for (slot, r) in plan.rules() {
+                println!("{}", RuleRecord(slot, r));
+            }
+        }
+    }
+    // Faults that stopped may let a stalled device go on; new ones should be met at once.
     vmem::CONVERGE.schedule();
 }

@@ -13,7 +13,9 @@
 //!   ([`wait_resize_log`]);
 //! - [`hog`]: the `hog: started ...`, `hog: tasks=...` and `hog: stopped ...` lines
 //!   ([`HogLine`]) and the actions start, status, wait for a verify round, stop;
-//! - [`locks`]: `locks`, one [`LockHolds`] per lock class ([`parse_locks`]).
+//! - [`locks`]: `locks`, one [`LockHolds`] per lock class ([`parse_locks`]);
+//! - [`mod@inject`]: the fault-injection plan `inject` prints ([`InjectPlan`]) and the actions
+//!   arm and disarm.
 //!
 //! The actions take the [`Console`] (and the [`crate::Qmp`] where QMP is involved) rather than a
 //! whole [`crate::Qemu`], so a caller can run them on one thread while another polls QMP. Each
@@ -27,6 +29,7 @@
 
 pub mod hog;
 pub mod locks;
+pub mod inject;
 pub mod mem;
 pub mod vmem;
 
@@ -35,6 +38,7 @@ pub use hog::{
     HogStopped,
 };
 pub use locks::{parse_locks, LockHolds};
+pub use inject::{inject_arm, inject_off, inject_plan, InjectPlan};
 pub use mem::{check, mem, parse_mm_init_us, Mem, MemLine, MemNode};
 pub use vmem::{
     resize, vmem, vmem_if_ready, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,

@@ -84,6 +84,9 @@ pub struct StressConfig {
     pub plot: PathBuf,
     /// Deadline for the first prompt after a boot or reset.
     pub boot_timeout: Duration,
+    /// Arm faults along some resize steps (`--inject`; see [`super::faults`]), when the guest
+    /// has `inject`.
+    pub inject: bool,
 }
 
 /// Parses `15m`, `90s`, `1h`, `2m30s` or plain seconds.

@@ -35,6 +35,19 @@ pub fn excused(
         }
 }
 
+/// Whether a device that did not reach its requested size is explained by the fault armed
+/// right now ([`super::faults`]): a refused or replaced reply leaves it busy or stalled with
+/// `device_busy` or `device_error`, a failed migration stalled with `pinned` or `unmovable`.
+/// A `broken` device is never excused. Only while the fault is armed; once it is disarmed,
+/// only [`excused`] counts.
+pub fn excused_while_injecting(state: &str, reason: &str) -> bool {
+    matches!(state, "busy" | "stalled")
+        && matches!(
+            reason,
+            "device_busy" | "device_error" | "pinned" | "unmovable"
+        )
+}
+
 /// The `vmem` line of QMP device `d` (matched by address); a device `vmem` does not show is an
 /// error, not a disagreement to wait out.
 pub fn vmem_line<'r>(vmem: &'r Vmem, d: &VirtioMemInfo) -> Result<&'r VmemLine> {
@@ -116,6 +129,12 @@ mod tests {
         assert!(!excused("stalled", "floor", true, false, false, false));
         assert!(!excused("busy", "device_busy", true, true, true, true));
         assert!(!excused("broken", "none", true, true, true, true));
+        assert!(excused_while_injecting("busy", "device_busy"));
+        assert!(excused_while_injecting("stalled", "device_error"));
+        assert!(excused_while_injecting("stalled", "pinned"));
+        assert!(!excused_while_injecting("ok", "device_busy"));
+        assert!(!excused_while_injecting("broken", "device_error"));
+        assert!(!excused_while_injecting("stalled", "floor"));
     }
 
     fn qmp_dev(plugged_mib: u64, requested_mib: u64) -> VirtioMemInfo {

@@ -4,8 +4,8 @@
 //! - `Progress`: one terminal line updated in place per step, or a plain line per finished
 //!   step when stdout is not a terminal (CI logs).
 //! - [`Summary`]: steps per kind, `qom-set`s, bytes plugged and unplugged, excused stalls,
-//!   failures, `vmem` not ready after a boot, elapsed time and the median/maximum convergence
-//!   time; [`Summary::table`] is printed at the end of every run.
+//!   failures, `vmem` not ready after a boot, elapsed time, the median/maximum convergence
+//!   time, and with `--inject` the steps that carried a fault and how often faults fired; [`Summary::table`] is printed at the end of every run.
 //! - `save_failure`: `<out>/<seed>-<step>/` with everything needed to understand and replay a
 //!   failed step: `failure.txt` (seed, topology, devices, the failed step, the error, the command
 //!   that replays it and the steps so far), `seed`, `console-tail.txt`, `console.txt`, `qmp.txt`,
@@ -50,8 +50,13 @@ pub struct Summary {
     pub vmem_not_ready: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
-    /// From the last action of a resize or reset step to QMP size == requested on all devices.
+    /// From the last action of a resize or reset step to QMP size == requested on all devices
+    /// (steps that carried a fault left out).
     pub converge: Vec<Duration>,
+    /// Steps that carried a fault (`--inject`).
+    pub injected: usize,
+    /// Times those faults fired in the guest.
+    pub faults_fired: u64,
 }
 
 impl Summary {
@@ -92,6 +97,14 @@ impl Summary {
         ];
         for (name, value) in rows {
             let _ = writeln!(t, "  {name:<30} {value:>10}");
+        }
+        if self.injected > 0 {
+            let _ = writeln!(
+                t,
+                "  {:<30} {:>10}",
+                "faults: steps/fired",
+                format!("{}/{}", self.injected, self.faults_fired)
+            );
         }
         match self.converge_stats() {
             Some(s) => {

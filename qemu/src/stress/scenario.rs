@@ -73,6 +73,8 @@ pub struct Features {
     pub hog: bool,
     /// `pin <MiB>`, `unpin` (only used together with a hog).
     pub pin: bool,
+    /// `inject …`, the fault injection [`super::faults`] arms (the steps do not depend on it).
+    pub inject: bool,
 }
 
 impl Features {
@@ -86,6 +88,7 @@ impl Features {
         Features {
             hog: has("hog"),
             pin: has("hog") && has("pin") && has("unpin"),
+            inject: has("inject"),
         }
     }
 }
@@ -93,7 +96,13 @@ impl Features {
 impl fmt::Display for Features {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let on = |b| if b { "yes" } else { "no (not in help)" };
-        write!(f, "hog {}, pin {}", on(self.hog), on(self.pin))
+        write!(
+            f,
+            "hog {}, pin {}, inject {}",
+            on(self.hog),
+            on(self.pin),
+            on(self.inject)
+        )
     }
 }
 
@@ -449,9 +458,11 @@ mod tests {
         }
     }
 
+    /// Every feature the steps depend on.
     const ALL: Features = Features {
         hog: true,
         pin: true,
+        inject: false,
     };
 
     #[test]
@@ -581,7 +592,16 @@ mod tests {
             Features::from_help(&new[..1]),
             Features {
                 hog: true,
-                pin: false
+                pin: false,
+                inject: false
+            }
+        );
+        let inject = ["inject [...]     fault injection"];
+        assert_eq!(
+            Features::from_help(&inject),
+            Features {
+                inject: true,
+                ..Features::default()
             }
         );
     }

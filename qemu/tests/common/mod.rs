@@ -20,8 +20,8 @@ use std::process::ExitStatus;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use hotmem_qemu::guest::{self, Mem, MemLine, MemNode, Vmem};
-use hotmem_qemu::{CommandOutput, Machine, Qemu, Record, MIB};
+use hotmem_qemu::guest::{self, Mem, MemLine, MemNode, Vmem, VmemLine};
+use hotmem_qemu::{CommandOutput, Machine, Qemu, Record, VirtioMemInfo, MIB};
 
 /// Boot to the first prompt (TCG is slow; 16 GiB guests and 8 vCPUs on 2 host cores).
 pub const BOOT: Duration = Duration::from_secs(90);
@@ -132,6 +132,33 @@ impl Vm {
         }
         status
     }
+}
+
+/// The single virtio-mem device as QMP sees it.
+pub fn qmp_dev(vm: &mut Vm) -> VirtioMemInfo {
+    let devs = vm
+        .qmp()
+        .virtio_mem_devices(QMP)
+        .unwrap_or_else(|e| panic!("query-memory-devices: {e}"));
+    match devs.as_slice() {
+        [d] => d.clone(),
+        _ => panic!("QMP: want one virtio-mem device, got {devs:?}"),
+    }
+}
+
+/// The single `vmem` line.
+pub fn vmem_line(vm: &mut Vm) -> VmemLine {
+    let vmem = vm.vmem();
+    match vmem.devices.as_slice() {
+        [r] => r.clone(),
+        _ => panic!("vmem: want one line:\n{vmem}"),
+    }
+}
+
+/// QMP `qom-set vm0 requested-size <bytes>`.
+pub fn request(vm: &mut Vm, bytes: u64) {
+    guest::resize(vm.qmp(), 0, bytes, QMP)
+        .unwrap_or_else(|e| panic!("qom-set vm0 requested-size {bytes}: {e}"));
 }
 
 /// Checks a `mem` report against the machine QEMU was given and returns the total line.

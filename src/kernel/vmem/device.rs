@@ -15,6 +15,8 @@
 
 use super::hal::KernelHal;
 use super::memory::KernelMemory;
+use super::transport::InjectTransport;
+use crate::kernel::inject;
 use crate::kernel::work::Work;
 use alloc::vec::Vec;
 use hotmem::vmem::{self, Device, Next, Vmem};
@@ -24,7 +26,7 @@ use hotmem_arch::timer;
 use hotmem_drivers::virtio_mem::{Config, Request, Response, VirtioMem, VirtioMemError};
 use virtio_drivers::transport::pci::PciTransport;
 
-pub(super) type Driver = VirtioMem<KernelHal, PciTransport>;
+pub(super) type Driver = VirtioMem<KernelHal, InjectTransport<PciTransport>>;
 
 /// One probed device.
 pub(super) struct Dev {
@@ -33,7 +35,9 @@ pub(super) struct Dev {
     pub(super) intid: Option<u32>,
 }
 
-/// The driver as the policy's [`Device`].
+/// The driver as the policy's [`Device`], with the reply faults of fault injection: a
+/// refused request is not sent, a replaced answer is the device's ACK turned into another
+/// (`hotmem::inject`). The policy sees only answers.
 struct DriverDevice<'a>(&'a mut Driver);
 
 impl Device for DriverDevice<'_> {
@@ -42,7 +46,18 @@ impl Device for DriverDevice<'_> {
         self.0.config()
     }
     fn request(&mut self, req: Request) -> Result<Response, VirtioMemError> {
-        self.0.request(req, &mut cpu::wait_for_interrupt)
+        if let Some(answer) = inject::refuse(&req) {
+            log::warn!("inject: {req:?} not sent, answered {answer:?}");
+            return Ok(answer);
+        }
+        let real = self.0.request(req, &mut cpu::wait_for_interrupt)?;
+        Ok(match inject::replace(&req, &real) {
+            Some(answer) => {
+                log::warn!("inject: {req:?} answered {real:?}, replaced by {answer:?}");
+                answer
+            }
+            None => real,
+        })
     }
 }
 

@@ -5,6 +5,8 @@
 //! - `hal`: the virtio `Hal` (DMA memory from the model, MMIO mappings);
 //! - `memory`: the policy's `HotplugMemory` over the model and the linear map, and the boot
 //!   options that shape it;
+//! - `transport`: the PCI transport under the driver, with fault injection's torn
+//!   configuration reads;
 //! - `device`: the device list, the interrupt handler, the convergence work and the status
 //!   snapshot for `vmem`;
 //! - `probe`: PCI bring-up, which fills the device list.
@@ -25,6 +27,7 @@ mod device;
 mod hal;
 mod memory;
 mod probe;
+mod transport;
 
 pub use device::{status, CONVERGE};
 pub use memory::configure;

@@ -9,6 +9,7 @@
 
 use super::device::{self, Dev, CONVERGE, DEVICES};
 use super::hal::KernelHal;
+use super::transport::InjectTransport;
 use alloc::vec::Vec;
 use hotmem::dt::BootInfo;
 use hotmem::vmem::Vmem;
@@ -106,7 +107,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             .setup_bars(f.df)
             .and_then(|_| pci.virtio_transport::<KernelHal>(f.df))
         {
-            Ok(t) => t,
+            Ok(t) => InjectTransport::new(t),
             Err(e) => {
                 log::error!("vmem{id}: {}: {e}; device disabled", f.df);
                 continue;

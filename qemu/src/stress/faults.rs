@@ -1,0 +1,188 @@
+//! The faults the stress runner injects (with `--inject`, when the guest's `help` lists
+//! `inject`), as plain data: which resize steps meet a fault, and which fault.
+//!
+//! [`Faults`] draws from its own [`Rng`] stream (the run's seed mixed with a constant), so the
+//! scenario's steps are the same with and without `--inject`: a fault only rides along a step.
+//! A fault is chosen for one resize step in four ([`FAULT_PERCENT`]) and armed in the guest
+//! before the step's `qom-set`. The runner waits until the device converges or stalls for a
+//! reason the fault explains, disarms (`inject off`), and then requires the step to settle as
+//! any other step (see [`super::oracle::excused_while_injecting`]).
+//!
+//! What a resize can meet (each with a count of 1 or 2, so a fault is over quickly):
+//! - growing: PLUG refused with NACK or BUSY; PLUG replaced by ERROR;
+//! - shrinking: UNPLUG refused with NACK or BUSY; UNPLUG replaced by ERROR; and with a hog
+//!   running, migrations failing (1 to 64 pages, as if pinned mid-move).
+//!
+//! Held back until the policy handles them (each can leave the device unable to converge
+//! today, which the stress would report as a failure): PLUG replaced by NACK or BUSY (the
+//! guest never learns that the device plugged); UNPLUG replaced by NACK or BUSY (the unit
+//! goes back online although the device took it; a later UNPLUG of a run that overlaps it
+//! gets ERROR, STATE says MIXED, which the policy does not resolve block by block, and counts
+//! a contradiction); and ERROR in refuse mode (the device then contradicts itself). Three
+//! contradictions over a device's life disable it. Changing
+//! the table or the rates changes what a seed replays with `--inject`.
+
+use std::fmt;
+
+use super::scenario::{Kind, Rng, Step};
+
+/// Percentage of resize steps that meet a fault.
+pub const FAULT_PERCENT: u64 = 25;
+/// Mixed into the run's seed for the fault stream.
+const STREAM: u64 = 0x1f3a_c0de_fa17_5eed;
+
+/// One fault to arm: the words after `inject` ([`Fault::command`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `reply <mode> <answer> <request> count=<count>`.
+    Reply {
+        /// `replace` or `refuse`.
+        mode: &'static str,
+        /// `nack`, `busy` or `error`.
+        answer: &'static str,
+        /// `plug` or `unplug`.
+        request: &'static str,
+        /// Firings.
+        count: u32,
+    },
+    /// `migrate count=<count>`.
+    Migrate {
+        /// Pages that fail to move.
+        count: u32,
+    },
+}
+
+impl Fault {
+    /// The `inject` arguments that arm it.
+    pub fn command(&self) -> String {
+        match self {
+            Fault::Reply {
+                mode,
+                answer,
+                request,
+                count,
+            } => format!("reply {mode} {answer} {request} count={count}"),
+            Fault::Migrate { count } => format!("migrate count={count}"),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.command())
+    }
+}
+
+/// Faults a growing resize may meet: (mode, answer).
+const ON_PLUG: [(&str, &str); 3] = [("refuse", "nack"), ("refuse", "busy"), ("replace", "error")];
+/// Faults a shrinking resize may meet: (mode, answer).
+const ON_UNPLUG: [(&str, &str); 3] = [("refuse", "nack"), ("refuse", "busy"), ("replace", "error")];
+
+/// The fault stream of a run (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Faults {
+    rng: Rng,
+}
+
+impl Faults {
+    /// The stream for the run's `seed`.
+    pub fn new(seed: u64) -> Faults {
+        Faults {
+            rng: Rng::new(seed ^ STREAM),
+        }
+    }
+
+    /// The fault `step` meets, if any; `hog` says whether a hog is running before it.
+    pub fn choose(&mut self, step: &Step, hog: bool) -> Option<Fault> {
+        let Step::Resize { kind, .. } = step else {
+            return None;
+        };
+        if !self.rng.percent(FAULT_PERCENT) {
+            return None;
+        }
+        let count = self.rng.between(1, 2) as u32;
+        let growing = matches!(kind, Kind::Grow | Kind::Max);
+        if !growing && hog && self.rng.percent(30) {
+            return Some(Fault::Migrate {
+                count: self.rng.between(1, 64) as u32,
+            });
+        }
+        let (table, request): (&[(&'static str, &'static str)], _) = if growing {
+            (&ON_PLUG, "plug")
+        } else {
+            (&ON_UNPLUG, "unplug")
+        };
+        let (mode, answer) = table[self.rng.below(table.len() as u64) as usize];
+        Some(Fault::Reply {
+            mode,
+            answer,
+            request,
+            count,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resize(kind: Kind) -> Step {
+        Step::Resize {
+            kind,
+            device: 0,
+            bytes: 1 << 30,
+        }
+    }
+
+    #[test]
+    fn faults_ride_on_resizes_only_and_replay() {
+        let run = |seed| {
+            let mut f = Faults::new(seed);
+            let mut out = Vec::new();
+            for i in 0..2000 {
+                let kind = [Kind::Grow, Kind::Shrink, Kind::Zero, Kind::Max][i % 4];
+                out.push(f.choose(&resize(kind), i % 3 == 0));
+                assert_eq!(f.choose(&Step::Reset, true), None);
+                assert_eq!(f.choose(&Step::HogStop, true), None);
+            }
+            out
+        };
+        let a = run(5);
+        assert_eq!(a, run(5));
+        assert_ne!(a, run(6));
+        let n = a.iter().flatten().count();
+        assert!((400..600).contains(&n), "{n} faults in 2000 resizes");
+        for (i, f) in a.iter().enumerate() {
+            let growing = i % 4 == 0 || i % 4 == 3;
+            match f {
+                None => {}
+                Some(Fault::Reply {
+                    mode,
+                    answer,
+                    request,
+                    count,
+                }) => {
+                    assert!((1..=2).contains(count));
+                    assert_eq!(*request, if growing { "plug" } else { "unplug" });
+                    let table: &[_] = if growing { &ON_PLUG } else { &ON_UNPLUG };
+                    assert!(table.contains(&(*mode, *answer)), "{f:?}");
+                    assert!(!(*mode == "refuse" && *answer == "error"), "held back");
+                }
+                Some(Fault::Migrate { count }) => {
+                    assert!(!growing && i % 3 == 0 && (1..=64).contains(count), "{f:?}");
+                }
+            }
+        }
+        assert_eq!(
+            Fault::Reply {
+                mode: "refuse",
+                answer: "busy",
+                request: "plug",
+                count: 2
+            }
+            .command(),
+            "reply refuse busy plug count=2"
+        );
+        assert_eq!(Fault::Migrate { count: 7 }.to_string(), "migrate count=7");
+    }
+}
