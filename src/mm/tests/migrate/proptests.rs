@@ -179,7 +179,8 @@ impl World {
                         let mut m = self.mm.borrow_mut();
                         m.offline_range(range)
                             .map_err(|e| TestCaseError::fail(format!("offline: {e}")))?;
-                        m.check().map_err(|e| TestCaseError::fail(e.reason))?;
+                        m.check()
+                            .map_err(|e| TestCaseError::fail(e.reason.to_string()))?;
                         m.online_range(range, ZoneType::Movable).unwrap();
                         self.seen[3] += 1;
                     }
@@ -215,7 +216,7 @@ impl World {
 
     /// Every invariant the engine promises.
     fn verify(&mut self) -> Result<(), TestCaseError> {
-        let fail = |e: CheckError| TestCaseError::fail(e.reason);
+        let fail = |e: CheckError| TestCaseError::fail(e.reason.to_string());
         {
             let m = self.mm.borrow();
             m.check().map_err(fail)?;
