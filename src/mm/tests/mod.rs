@@ -8,7 +8,10 @@
 //! - [`proptests`]: property tests that run random sequences with the invariant checker
 //!   after every step;
 //! - [`migrate`]: references, the reverse map and the migration engine over fake page
-//!   tables, unit and property tests.
+//!   tables, unit and property tests;
+//! - [`pressure`]: the watermarks of the reserve and the floor, and allocation-failure
+//!   injection over random sequences of every call (nothing lost, nothing changed by a
+//!   failed call).
 //!
 //! This module holds what they share: layouts, a fingerprint of everything that must
 //! come back when all memory is returned, and the checker as an assertion.
@@ -23,6 +26,7 @@ mod heap;
 mod hotplug;
 mod migrate;
 mod nodes;
+mod pressure;
 mod proptests;
 
 pub(crate) const MIB: u64 = 1 << 20;

@@ -74,7 +74,7 @@ proptest! {
         for (step, op) in ops.iter().enumerate() {
             match *op {
                 AllocOp::Alloc { order, movable: mv, node } => {
-                    let flags = AllocFlags { movable: mv, node: NodeId::new(node) };
+                    let flags = AllocFlags { movable: mv, node: NodeId::new(node), class: AllocClass::Kernel };
                     if let Ok(p) = mm.alloc_pages(order, flags) {
                         prop_assert!(mv || !movable.contains(p), "unmovable in Movable");
                         prop_assert!(p.is_aligned(1 << order));
@@ -258,6 +258,7 @@ fn run_hotplug(split: u64, ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
                 AllocFlags {
                     movable: m,
                     node: None,
+                    class: AllocClass::Kernel,
                 },
             ) {
                 Ok(p) => {
