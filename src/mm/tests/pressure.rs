@@ -15,11 +15,11 @@ use super::migrate::{map, unmap, Fake, Locked, SharedMm};
 use super::*;
 use crate::mm::heap::{HeapBacking, SlabHeap};
 
-/// 96 MiB of boot memory at 1 GiB (2 MiB reserved for the "kernel") and a hot-plug window
+/// 48 MiB of boot memory at 1 GiB (2 MiB reserved for the "kernel") and a hot-plug window
 /// of two sections at 4 GiB, with 32 MiB of it added and onlined into Movable.
 fn world_mm(floor: u64) -> Mm<FakeStore> {
     let mut mm = Mm::boot(
-        &[region(GIB, 96 * MIB, 0)],
+        &[region(GIB, 48 * MIB, 0)],
         &[resv(GIB, 2 * MIB)],
         40,
         FakeStore::default(),
@@ -225,12 +225,17 @@ impl Unit {
     }
 }
 
+/// Units of 1, 4 or 16 subsections at their own alignment, and now and then 96 subsections
+/// from subsection 16: a unit that spans both sections of the window.
 fn unit() -> impl Strategy<Value = Unit> {
-    (
-        prop_oneof![Just(1u64), Just(4), Just(16)],
-        0..WINDOW_SUBSECTIONS,
-    )
-        .prop_map(|(n, i)| Unit { s: (i / n) * n, n })
+    prop_oneof![
+        6 => (
+            prop_oneof![Just(1u64), Just(4), Just(16)],
+            0..WINDOW_SUBSECTIONS,
+        )
+            .prop_map(|(n, i)| Unit { s: (i / n) * n, n }),
+        1 => Just(Unit { s: 16, n: 96 }),
+    ]
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -239,7 +244,11 @@ enum Op {
     FailFraction(u32, u64),
     NoFaults,
     Alloc(u32, u8, bool),
+    /// Allocate order-6 blocks of class `.0` (movable: `.1`) until the allocator refuses.
+    Drain(u8, bool),
     Free(usize),
+    /// Free every other block the test holds.
+    FreeHalf,
     MapNew(AsId),
     Unmap(usize),
     AddOnline(Unit),
@@ -267,7 +276,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::NoFaults),
         4 => (prop_oneof![3 => 0..=2u32, 1 => 3..=10u32], 0..3u8, any::<bool>())
             .prop_map(|(o, c, m)| Op::Alloc(o, c, m)),
+        1 => (0..3u8, any::<bool>()).prop_map(|(c, m)| Op::Drain(c, m)),
         2 => any::<usize>().prop_map(Op::Free),
+        1 => Just(Op::FreeHalf),
         6 => (1..4u32).prop_map(Op::MapNew),
         2 => any::<usize>().prop_map(Op::Unmap),
         2 => unit().prop_map(Op::AddOnline),
@@ -310,7 +321,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let mm: SharedMm = std::rc::Rc::new(std::cell::RefCell::new(world_mm(8 * MIB)));
+        let mm: SharedMm = std::rc::Rc::new(std::cell::RefCell::new(world_mm(16 * MIB)));
         World {
             pt: Fake::over(&mm),
             backing: Backing {
@@ -399,6 +410,33 @@ impl World {
         Ok(())
     }
 
+    /// One allocation of class number `class`; a page from Normal must leave its watermark.
+    fn alloc(&mut self, order: u32, class: u8, movable: bool) -> Result<bool, TestCaseError> {
+        let class = [
+            AllocClass::Kernel,
+            AllocClass::Transient,
+            AllocClass::Workload,
+        ][usize::from(class)];
+        let flags = AllocFlags {
+            movable,
+            node: None,
+            class,
+        };
+        let got = self.mm.borrow_mut().alloc_pages(order, flags);
+        let Ok(p) = got else { return Ok(false) };
+        let m = self.mm.borrow();
+        let in_normal = m.pfn_to_page(p).unwrap().zone() == ZoneType::Normal;
+        prop_assert!(
+            !in_normal || normal_free(&m) >= m.watermark_bytes(class),
+            "{:?} took Normal below its watermark",
+            class
+        );
+        drop(m);
+        self.held.push((p, order));
+        self.seen[0] += 1;
+        Ok(true)
+    }
+
     fn migrate(&mut self, range: PfnRange) -> Result<Option<MigrateReport>, TestCaseError> {
         let used = self.mm.borrow().used_pages_in(range);
         let normal_before = normal_free(&self.mm.borrow());
@@ -431,29 +469,18 @@ impl World {
             Op::FailFraction(p, seed) => self.mm.borrow_mut().faults().fail_fraction(p, seed),
             Op::NoFaults => self.mm.borrow_mut().faults().clear(),
             Op::Alloc(order, class, movable) => {
-                let class = [
-                    AllocClass::Kernel,
-                    AllocClass::Transient,
-                    AllocClass::Workload,
-                ][usize::from(class)];
-                let flags = AllocFlags {
-                    movable,
-                    node: None,
-                    class,
-                };
-                let got = self.mm.borrow_mut().alloc_pages(order, flags);
-                if let Ok(p) = got {
-                    let m = self.mm.borrow();
-                    let in_normal = m.pfn_to_page(p).unwrap().zone() == ZoneType::Normal;
-                    prop_assert!(
-                        !in_normal || normal_free(&m) >= m.watermark_bytes(class),
-                        "{:?} took Normal below its watermark",
-                        class
-                    );
-                    drop(m);
-                    self.held.push((p, order));
-                    self.seen[0] += 1;
-                }
+                self.alloc(order, class, movable)?;
+            }
+            Op::Drain(class, movable) => while self.alloc(6, class, movable)? {},
+            Op::FreeHalf => {
+                let mut i = 0;
+                self.held.retain(|&(p, o)| {
+                    i += 1;
+                    i % 2 == 1 || {
+                        self.mm.borrow_mut().free_pages(p, o).unwrap();
+                        false
+                    }
+                });
             }
             Op::Free(i) if !self.held.is_empty() => {
                 let (p, o) = self.held.swap_remove(i % self.held.len());
@@ -587,7 +614,7 @@ fn pressure_sequences_reach_every_state() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]),
     );
     let mut total = [0u64; 9];
-    for _ in 0..16 {
+    for _ in 0..24 {
         let ops = proptest::collection::vec(op(), 100)
             .new_tree(&mut runner)
             .unwrap()
