@@ -98,6 +98,24 @@ fn fingerprint(mm: &Mm<FakeStore>) -> Fingerprint {
     }
 }
 
+/// `runs` sequences of `len` values of `strategy`, drawn from a fixed `seed`: what the tests
+/// that check a property test reaches every state run.
+fn fixed_sequences<S: proptest::strategy::Strategy>(
+    seed: u8,
+    runs: usize,
+    len: usize,
+    strategy: S,
+) -> Vec<Vec<S::Value>> {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let seq = proptest::collection::vec(strategy, len);
+    (0..runs)
+        .map(|_| seq.new_tree(&mut runner).unwrap().current())
+        .collect()
+}
+
 fn ok(mm: &Mm<FakeStore>) {
     if let Err(e) = mm.check() {
         panic!("check: FAIL {e}");

@@ -607,18 +607,8 @@ proptest! {
 /// call succeeds many times and many failures are injected.
 #[test]
 fn pressure_sequences_reach_every_state() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]),
-    );
     let mut total = [0u64; 9];
-    for _ in 0..24 {
-        let ops = proptest::collection::vec(op(), 100)
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
+    for ops in fixed_sequences(11, 24, 100, op()) {
         let seen = run_pressure(&ops).unwrap();
         for (t, s) in total.iter_mut().zip(seen) {
             *t += s;

@@ -413,24 +413,14 @@ proptest! {
 /// kind of call must succeed many times.
 #[test]
 fn hotplug_sequences_reach_every_state() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
-    );
     let mut total = [0u32; 8];
-    for i in 0..20 {
+    for (i, ops) in fixed_sequences(7, 20, 80, hp_op()).into_iter().enumerate() {
         // Node boundary on a 2 MiB boundary or at an odd page inside a pageblock.
         let split = if i % 2 == 0 {
             64 * MIB
         } else {
             70 * MIB + 13 * 4096
         };
-        let ops = proptest::collection::vec(hp_op(), 80)
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
         let done = run_hotplug(split, &ops).unwrap();
         for (t, d) in total.iter_mut().zip(done) {
             *t += d;

@@ -301,16 +301,8 @@ proptest! {
 /// with the unmap wins, emptied ranges go offline.
 #[test]
 fn sequences_reach_every_outcome() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
-    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let mut seen = [0u64; 4];
-    for _ in 0..16 {
-        let ops = proptest::collection::vec(op(), 120)
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
+    for ops in fixed_sequences(7, 16, 120, op()) {
         let s = run_ops(&ops).unwrap();
         for (a, b) in seen.iter_mut().zip(s) {
             *a += b;
