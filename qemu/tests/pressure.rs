@@ -222,6 +222,15 @@ fn must_reach(vm: &mut Vm, requested: u64, what: &str) {
     assert_eq!(settle(vm, requested, &[], what), End::Reached, "{what}");
 }
 
+/// The machine of the workload tests: 1 GiB of boot RAM (Normal), the default 4 GiB device with
+/// 2G plugged (Movable).
+fn boot_1g_plugged_2g() -> Vm {
+    let mut vm = boot(&Machine::default().ram(GIB));
+    set_requested(&mut vm, 2 * GIB);
+    must_reach(&mut vm, 2 * GIB, "plug 2G");
+    vm
+}
+
 /// `mem` ends its total line with the kernel reserve (max(8 MiB, managed Normal / 64), in whole
 /// pages) and the floor (`unplug_floor_mib=`). About 1 s.
 #[test]
@@ -259,15 +268,13 @@ fn mem_reports_reserve_and_floor() {
 /// "memory allocation of 32768 bytes failed"), and then the device reaches 0. About 10 s.
 #[test]
 fn hog_grows_while_the_device_shrinks_to_0() {
-    let mut vm = boot(&Machine::default().ram(GIB));
+    let mut vm = boot_1g_plugged_2g();
     let (total, _, _) = mem_view(&mut vm);
     assert_eq!(
         field(&total, "floor_kib"),
         FLOOR_MIB * 1024,
         "default floor: `{total}`"
     );
-    set_requested(&mut vm, 2 * GIB);
-    must_reach(&mut vm, 2 * GIB, "plug 2G");
     hog_start(&mut vm, 1024);
     set_requested(&mut vm, 0);
     let short = hog_settled(&mut vm, "`hog 1024` while shrinking to 0");
@@ -320,9 +327,7 @@ fn memtest(vm: &mut Vm, mib: u64, when: &str) -> Result<(), u64> {
 /// memtest is done the device reaches 0 with the hog's data in Normal. About 20 s.
 #[test]
 fn memtest_of_most_of_memory_during_a_shrink() {
-    let mut vm = boot(&Machine::default().ram(GIB));
-    set_requested(&mut vm, 2 * GIB);
-    must_reach(&mut vm, 2 * GIB, "plug 2G");
+    let mut vm = boot_1g_plugged_2g();
     hog_start(&mut vm, 512);
     assert!(!hog_settled(&mut vm, "`hog 512`"), "512 MiB fits in 2G");
     let (total, _, _) = mem_view(&mut vm);
@@ -359,9 +364,7 @@ fn memtest_of_most_of_memory_during_a_shrink() {
 /// short, and the device reaches 0. About 20 s.
 #[test]
 fn pin_shrink_unpin_hog_stop() {
-    let mut vm = boot(&Machine::default().ram(GIB));
-    set_requested(&mut vm, 2 * GIB);
-    must_reach(&mut vm, 2 * GIB, "plug 2G");
+    let mut vm = boot_1g_plugged_2g();
     hog_start(&mut vm, 1100);
     assert!(!hog_settled(&mut vm, "`hog 1100`"), "1100 MiB fits in 2G");
     let pin = one_line(&mut vm, "pin 64", "pin: pinned", common::CMD);
