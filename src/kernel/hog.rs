@@ -13,6 +13,14 @@
 //! Each command's function returns what it did ([`Started`], [`Status`], [`Pinned`], ...);
 //! the shell prints it, and after `hog stop` and `unpin` lets a stalled unplug try again.
 //!
+//! Memory: the hog is a workload (`hotmem::mm::reserve`): its pages, its tasks' stacks and
+//! their page tables never take the kernel reserve or the floor, so when memory runs short
+//! (a shrink moved its data into Normal, or it asked for more than there is) a task stops
+//! mapping, logs `mapped N of M pages: out of memory`, and verifies what it has. What grows
+//! with the hog is allocated fallibly: the task list at start, each task's unmap buffer
+//! (before it maps anything, so `hog stop` allocates nothing), and the pin list; a pin
+//! that finds no memory pins nothing and says so.
+//!
 //! State: `HOG` (the running hog: per task its address space, page count and counters) and
 //! `PINS` (pinned pfns), each behind its own lock, taken before `RMAP` and `mm_lock()`.
 //! Mapping and unmapping a hog page happen under `RMAP` (see `migrate`).
@@ -20,8 +28,10 @@
 use super::mem::mm_lock;
 use super::migrate::{self, RMAP};
 use super::task::{self, Builder, SpawnError};
+use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hotmem::mm::migrate::Pte;
 use hotmem::mm::rmap::AsId;
@@ -69,6 +79,8 @@ pub struct AlreadyRunning;
 
 /// Why `hog start` started fewer tasks than it planned (it stops at the first failure).
 pub enum StartFailure {
+    /// No memory for the list of tasks.
+    NoMemory,
     /// No address space for the next task.
     AddressSpace(AsError),
     /// The next task could not be spawned.
@@ -98,6 +110,14 @@ pub struct Status {
     pub errors: u64,
 }
 
+/// Why `pin` pinned nothing.
+pub enum PinFailure {
+    /// No hog runs.
+    NotRunning,
+    /// No memory for the list of pages to pin.
+    NoMemory,
+}
+
 /// What `pin` did.
 pub struct Pinned {
     /// Pages pinned.
@@ -116,6 +136,13 @@ pub fn start(mib: u64) -> Result<Started, AlreadyRunning> {
     let total = mib * (1 << 20) / PAGE_SIZE;
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
+    if workers.try_reserve_exact(n as usize).is_err() {
+        return Ok(Started {
+            tasks: 0,
+            pages: total,
+            failure: Some(StartFailure::NoMemory),
+        });
+    }
     let mut failure = None;
     for i in 0..n {
         let want = total / n + u64::from(i < total % n);
@@ -138,6 +165,7 @@ pub fn start(mib: u64) -> Result<Started, AlreadyRunning> {
         });
         let (wc, sc) = (w.clone(), stop.clone());
         match Builder::new("hog")
+            .workload()
             .address_space(aspace)
             .spawn(move || run(&wc, &sc))
         {
@@ -211,8 +239,16 @@ pub fn stop() -> Option<u64> {
 
 /// Body of one hog task.
 fn run(w: &Worker, stop: &AtomicBool) {
+    // The buffer the unmapping needs, before anything is mapped: teardown never allocates.
+    let mut freed: Vec<Pfn> = Vec::new();
+    let want = if freed.try_reserve_exact(UNMAP_BATCH as usize).is_ok() {
+        w.want
+    } else {
+        log::warn!("hog: mapped 0 of {} pages: out of memory", w.want);
+        0
+    };
     // Map.
-    for i in 0..w.want {
+    for i in 0..want {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -236,7 +272,7 @@ fn run(w: &Worker, stop: &AtomicBool) {
         gen += 1;
         write_all(pages, gen);
     }
-    unmap_all(w, pages);
+    unmap_all(w, pages, &mut freed);
     w.finished.store(true, Ordering::Release);
 }
 
@@ -265,11 +301,13 @@ fn map_one(w: &Worker, va: u64) -> Result<(), &'static str> {
 /// Pages unmapped per TLB flush when the hog ends.
 const UNMAP_BATCH: u64 = 4096;
 
-fn unmap_all(w: &Worker, pages: u64) {
+/// Unmaps and frees the task's `pages`, in batches of [`UNMAP_BATCH`] collected in `freed`
+/// (which has room for a batch: nothing is allocated here).
+fn unmap_all(w: &Worker, pages: u64, freed: &mut Vec<Pfn>) {
     let mut first = 0;
     while first < pages {
         let end = (first + UNMAP_BATCH).min(pages);
-        let mut freed: Vec<Pfn> = Vec::with_capacity((end - first) as usize);
+        freed.clear();
         for i in first..end {
             let va = HOG_VA_BASE + i * PAGE_SIZE;
             // Waits out a migration of the page; once its reverse-map entry is gone the
@@ -281,7 +319,7 @@ fn unmap_all(w: &Worker, pages: u64) {
         // One flush for the batch, before any of its pages can be reused.
         w.aspace.flush_all();
         if let Some(m) = mm_lock().as_mut() {
-            for &pfn in &freed {
+            for &pfn in freed.iter() {
                 // The mapping's reference, then the allocation's (a pin may hold a third).
                 let _ = m.put_page(pfn);
                 let _ = m.put_page(pfn);
@@ -323,39 +361,64 @@ fn verify_all(w: &Worker, pages: u64, gen: u64, stop: &AtomicBool) -> bool {
     true
 }
 
-/// Pins `mib` of hog memory, highest physical addresses first (`None`: no hog runs).
-pub fn pin(mib: u64) -> Option<Pinned> {
+/// Pins `mib` of hog memory, highest physical addresses first. The list of pages is
+/// allocated (fallibly) before any lock is taken and holds only the pages to pin: the
+/// highest ones are kept in a bounded min-heap while the hog's mappings are read.
+pub fn pin(mib: u64) -> Result<Pinned, PinFailure> {
     let want = (mib * (1 << 20) / PAGE_SIZE) as usize;
-    let workers: Vec<Arc<Worker>> = match HOG.lock().as_ref() {
-        Some(h) => h.workers.clone(),
-        None => return None,
-    };
+    let mut workers: Vec<Arc<Worker>> = Vec::new();
+    {
+        let g = HOG.lock();
+        let h = g.as_ref().ok_or(PinFailure::NotRunning)?;
+        workers
+            .try_reserve_exact(h.workers.len())
+            .map_err(|_| PinFailure::NoMemory)?;
+        // Within capacity: no allocation under HOG.
+        workers.extend(h.workers.iter().cloned());
+    }
+    let mapped: u64 = workers
+        .iter()
+        .map(|w| w.mapped.load(Ordering::Relaxed))
+        .sum();
+    let keep = want.min(mapped as usize);
+    let mut highest: BinaryHeap<Reverse<Pfn>> = BinaryHeap::new();
+    highest
+        .try_reserve_exact(keep + 1)
+        .map_err(|_| PinFailure::NoMemory)?;
+    PINS.lock()
+        .try_reserve(keep)
+        .map_err(|_| PinFailure::NoMemory)?;
     // Under RMAP the present entries read here are stable (a page under migration has a
     // migration entry instead, and is skipped).
     let rmap = RMAP.lock();
-    let mut pfns: Vec<Pfn> = Vec::new();
-    for w in &workers {
-        for i in 0..w.mapped.load(Ordering::Relaxed) {
-            if let Pte::Present { pfn, .. } =
-                migrate::decode(w.aspace.entry(HOG_VA_BASE + i * PAGE_SIZE))
-            {
-                pfns.push(pfn);
+    if keep > 0 {
+        for w in &workers {
+            for i in 0..w.mapped.load(Ordering::Relaxed) {
+                if let Pte::Present { pfn, .. } =
+                    migrate::decode(w.aspace.entry(HOG_VA_BASE + i * PAGE_SIZE))
+                {
+                    // Within capacity (keep + 1): no allocation under RMAP.
+                    highest.push(Reverse(pfn));
+                    if highest.len() > keep {
+                        highest.pop();
+                    }
+                }
             }
         }
     }
-    pfns.sort_unstable_by(|a, b| b.cmp(a));
-    pfns.truncate(want);
-    // One hold of the model's lock for all the pins; `pinned` has its capacity already (no
-    // heap allocation under that lock).
-    let mut pinned = Vec::with_capacity(pfns.len());
+    let mut pfns = highest.into_vec();
+    pfns.sort_unstable_by(|Reverse(a), Reverse(b)| b.cmp(a));
+    // One hold of the model's lock for all the pins; nothing is allocated under it.
     if let Some(m) = mm_lock().as_mut() {
-        pinned.extend(pfns.into_iter().filter(|&pfn| m.get_page(pfn).is_ok()));
+        pfns.retain(|&Reverse(pfn)| m.get_page(pfn).is_ok());
     }
     drop(rmap);
-    let n = pinned.len();
-    let top = pinned.first().map_or(0, |p| p.0 * PAGE_SIZE);
-    PINS.lock().extend(pinned);
-    Some(Pinned {
+    let n = pfns.len();
+    let top = pfns.first().map_or(0, |Reverse(p)| p.0 * PAGE_SIZE);
+    // Room was reserved above (the shell runs one command at a time, so nobody pinned in
+    // between).
+    PINS.lock().extend(pfns.into_iter().map(|Reverse(p)| p));
+    Ok(Pinned {
         pages: n,
         highest: top,
     })

@@ -1,20 +1,27 @@
 //! Kernel glue of the memory model: the one `Mm` behind its lock, the `MemMapStore` over
-//! the linear map, page-table pages for the MMU code, and what the `mem` / `sections` /
-//! `check` / `memtest` commands need: snapshots taken under the lock (the shell prints them
-//! after releasing it) and the memtest itself.
+//! the linear map, page-table pages for the MMU code and for task address spaces, the
+//! floor (`unplug_floor_mib`), and what the `mem` / `sections` / `check` / `memtest`
+//! commands need: snapshots taken under the lock (the shell prints them after releasing
+//! it) and the memtest itself.
+//!
+//! Classes of memory ([`hotmem::mm::reserve`]): the kernel's own tables are kernel memory;
+//! the table pages of task address spaces (hog, spin) are workload memory, so a workload
+//! cannot grow its page tables into the kernel reserve or the floor; `memtest` is a
+//! transient workload (it may use the floor, never the reserve).
 //!
 //! Locks and their order: `MM` guards the whole memory model (section table, mem_maps,
-//! free lists). The heap's lock (`super::heap`) is never held together with it. The
-//! page-table lock (in `hotmem_arch::mmu`) may take `MM` to get table pages (order: page
-//! table -> MM).
+//! free lists). The heap's lock (`super::heap`) is never held together with it, and nothing
+//! allocates from the heap while `MM` is held: the heap counts any attempt (`check` fails
+//! then). The page-table lock (in `hotmem_arch::mmu`) may take `MM` to get table pages
+//! (order: page table -> MM).
 
 use alloc::vec::Vec;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use hotmem::dt::BootInfo;
 use hotmem::mm::{
     AllocFlags, CheckError, MemMap, MemMapItem, MemMapStore, MemRegion, MetaPages, Mm, NodeId, Pfn,
-    PhysAddr, Reservation, SectionInfo, ZoneStats, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
+    PhysAddr, Pressure, Reservation, SectionInfo, ZoneStats, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
 };
 use hotmem_arch::cpu::{IrqSpinGuard, IrqSpinLock};
 use hotmem_arch::layout::{self, PAGE_SIZE};
@@ -152,6 +159,8 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
                 MEM_MAP_BYTES_PER_PAGE,
                 ms
             );
+            let mut mm = mm;
+            mm.set_floor_bytes(FLOOR_BYTES.load(Ordering::Relaxed));
             *mm_lock() = Some(mm);
             MM_READY.store(true, Ordering::Release);
             // SAFETY: `alloc_table_page` returns zeroed, page-aligned pages the model just
@@ -167,17 +176,38 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
 /// The model exists: the heap takes pages from it instead of the boot arena.
 pub(super) static MM_READY: AtomicBool = AtomicBool::new(false);
 
-/// Physical address of a new zeroed page for page tables (unmovable, Normal): the kernel's
-/// tables and every task address space's.
-pub fn alloc_table_page() -> Option<u64> {
-    let pfn = mm_lock()
-        .as_mut()?
-        .alloc_pages(0, AllocFlags::UNMOVABLE)
-        .ok()?;
+/// The floor (bootarg `unplug_floor_mib=`), kept here until the model exists.
+static FLOOR_BYTES: AtomicU64 = AtomicU64::new(64 << 20);
+
+/// Sets the floor: free Normal memory that workloads and migration leave on top of the
+/// kernel reserve, and that unplug keeps. Called by the boot options, before or after
+/// [`init`].
+pub fn set_floor_bytes(bytes: u64) {
+    FLOOR_BYTES.store(bytes, Ordering::Relaxed);
+    if let Some(mm) = mm_lock().as_mut() {
+        mm.set_floor_bytes(bytes);
+    }
+}
+
+/// A new zeroed page of `flags` memory for page tables.
+fn alloc_zeroed_page(flags: AllocFlags) -> Option<u64> {
+    let pfn = mm_lock().as_mut()?.alloc_pages(0, flags).ok()?;
     let pa = pfn.addr().0;
     // SAFETY: the page was just allocated to us and RAM is in the linear map.
     unsafe { core::ptr::write_bytes(layout::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
     Some(pa)
+}
+
+/// Physical address of a new zeroed page for the kernel's own page tables (kernel memory,
+/// Normal).
+pub fn alloc_table_page() -> Option<u64> {
+    alloc_zeroed_page(AllocFlags::UNMOVABLE)
+}
+
+/// Physical address of a new zeroed page for a task address space's tables (workload
+/// memory: Normal above the reserve and the floor). Freed with [`free_table_page`].
+pub fn alloc_workload_table_page() -> Option<u64> {
+    alloc_zeroed_page(AllocFlags::WORKLOAD)
 }
 
 /// Gives back a page from [`alloc_table_page`].
@@ -195,15 +225,35 @@ fn with_mm<R>(f: impl FnOnce(&mut KernelMm) -> R) -> Option<R> {
     mm_lock().as_mut().map(f)
 }
 
-/// Every node's zones and the total, as `mem` prints them (`None`: no model). Collected
-/// under the lock, printed after (printing is slow and must not hold MM).
-pub fn zone_stats() -> Option<(arrayvec::ArrayVec<ZoneStats, 64>, ZoneStats)> {
+/// The kernel reserve and the floor, in bytes, as `mem` prints them.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub reserve_bytes: u64,
+    pub floor_bytes: u64,
+}
+
+/// Every node's zones, the total and the limits, as `mem` prints them (`None`: no model).
+/// Collected under the lock, printed after (printing is slow and must not hold MM).
+pub fn zone_stats() -> Option<(arrayvec::ArrayVec<ZoneStats, 64>, ZoneStats, Limits)> {
     with_mm(|mm| {
         (
             mm.stats().collect::<arrayvec::ArrayVec<ZoneStats, 64>>(),
             mm.total_stats(),
+            Limits {
+                reserve_bytes: mm.reserve_bytes(),
+                floor_bytes: mm.floor_bytes(),
+            },
         )
     })
+}
+
+/// The memory state that explains a failed allocation (`None`: no model, or this CPU
+/// holds MM already and cannot look).
+pub(super) fn pressure() -> Option<Pressure> {
+    if mm_held_here() {
+        return None;
+    }
+    with_mm(|mm| mm.pressure())
 }
 
 /// The next (at most 32) present sections numbered `from` or above, in order (`None`: no
@@ -217,9 +267,8 @@ pub fn sections_from(from: u64) -> Option<arrayvec::ArrayVec<SectionInfo, 32>> {
     })
 }
 
-/// Runs the model's invariant checker (`None`: no model). The checker builds its failure
-/// message on the heap while MM is held; on that rare path the heap serves from pages it
-/// already holds.
+/// Runs the model's invariant checker (`None`: no model). It allocates nothing (its
+/// message is a fixed-size string), so it runs under MM.
 pub fn check() -> Option<Result<(), CheckError>> {
     let mut g = mm_lock();
     // One pass over every descriptor in one hold: recorded as `mm_check`, apart from the
@@ -256,7 +305,10 @@ fn pattern(pa: u64) -> u64 {
 }
 
 /// Allocates `mib` of movable memory (largest blocks first), fills every word with a
-/// pattern of its address, verifies it, and frees it again.
+/// pattern of its address, verifies it, and frees it again. A transient workload: it may
+/// use the floor but never the kernel reserve, and it reports a shortfall as
+/// [`MemtestError::OutOfMemory`]. Its list of blocks grows fallibly (a list it cannot grow
+/// is a shortfall too); freeing allocates nothing.
 pub fn memtest(mib: u64) -> Result<(), MemtestError> {
     let want_pages = mib * 256;
     let mut blocks: Vec<(Pfn, u32)> = Vec::new();
@@ -266,9 +318,12 @@ pub fn memtest(mib: u64) -> Result<(), MemtestError> {
         while order > 0 && (1u64 << order) > want_pages - got {
             order -= 1;
         }
+        if blocks.len() == blocks.capacity() && blocks.try_reserve(blocks.len().max(64)).is_err() {
+            break;
+        }
         let r = mm_lock()
             .as_mut()
-            .map(|m| m.alloc_pages(order, AllocFlags::MOVABLE));
+            .map(|m| m.alloc_pages(order, AllocFlags::MOVABLE.transient()));
         match r {
             Some(Ok(pfn)) => {
                 blocks.push((pfn, order));

@@ -153,25 +153,39 @@ fn zone_name(z: Option<ZoneType>) -> &'static str {
     }
 }
 
-fn print_zone(node: &dyn Display, z: &ZoneStats) {
-    println!(
-        "node={} zone={} present_kib={} managed_kib={} free_kib={}",
-        node,
-        zone_name(z.zone),
-        kib(z.present_pages),
-        kib(z.managed_pages),
-        kib(z.free_pages)
-    );
+fn print_zone(node: &dyn Display, z: &ZoneStats, limits: Option<mem::Limits>) {
+    let limits = limits.map(|l| (l.reserve_bytes / 1024, l.floor_bytes / 1024));
+    match limits {
+        None => println!(
+            "node={} zone={} present_kib={} managed_kib={} free_kib={}",
+            node,
+            zone_name(z.zone),
+            kib(z.present_pages),
+            kib(z.managed_pages),
+            kib(z.free_pages)
+        ),
+        Some((reserve_kib, floor_kib)) => println!(
+            "node={} zone={} present_kib={} managed_kib={} free_kib={} reserve_kib={} floor_kib={}",
+            node,
+            zone_name(z.zone),
+            kib(z.present_pages),
+            kib(z.managed_pages),
+            kib(z.free_pages),
+            reserve_kib,
+            floor_kib
+        ),
+    }
 }
 
 fn cmd_mem() {
-    let Some((zones, total)) = mem::zone_stats() else {
+    let Some((zones, total, limits)) = mem::zone_stats() else {
         return no_model("mem");
     };
     for z in &zones {
-        print_zone(&z.node, z);
+        print_zone(&z.node, z, None);
     }
-    print_zone(&"all", &total);
+    // The total line also carries the kernel reserve and the floor.
+    print_zone(&"all", &total, Some(limits));
 }
 
 fn cmd_sections() {
@@ -208,11 +222,19 @@ fn print_sections(secs: &[SectionInfo]) {
     }
 }
 
+/// `check: ok`, or `check: FAIL <reason>` for a broken invariant of the model; heap
+/// allocations attempted while holding the memory-model lock fail it too
+/// (`heap_allocs_under_mm_lock=N` appended).
 fn cmd_check() {
-    match mem::check() {
-        Some(Ok(())) => println!("check: ok"),
-        Some(Err(reason)) => println!("check: FAIL {reason}"),
-        None => no_model("check"),
+    let under_lock = super::heap::allocs_under_mm_lock();
+    match (mem::check(), under_lock) {
+        (Some(Ok(())), 0) => println!("check: ok"),
+        (Some(Ok(())), n) => println!("check: FAIL heap_allocs_under_mm_lock={n}"),
+        (Some(Err(reason)), 0) => println!("check: FAIL {reason}"),
+        (Some(Err(reason)), n) => {
+            println!("check: FAIL {reason} heap_allocs_under_mm_lock={n}")
+        }
+        (None, _) => no_model("check"),
     }
 }
 
@@ -258,13 +280,30 @@ fn cmd_vmem() {
     }
 }
 
+/// The `stack_kib=` value of `ps`: `USED/64`, `boot` for idle tasks, `-` once an exited
+/// task's stack is freed.
+struct StackKib {
+    used: Option<u64>,
+    idle: bool,
+}
+
+impl Display for StackKib {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.used {
+            Some(b) => write!(f, "{}/{}", b / 1024, task::STACK_BYTES / 1024),
+            None if self.idle => f.write_str("boot"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 fn cmd_ps() {
-    for (t, used) in task::tasks() {
-        let stack = match used {
-            Some(b) => alloc::format!("{}/{}", b / 1024, task::STACK_BYTES / 1024),
-            None if t.idle => alloc::string::String::from("boot"),
-            None => alloc::string::String::from("-"), // exited, stack freed
-        };
+    let Some(tasks) = task::tasks() else {
+        println!("ps: FAIL out of memory");
+        return;
+    };
+    for (t, used) in tasks {
+        let stack = StackKib { used, idle: t.idle };
         println!(
             "task={} name={} cpu={} state={} switches={} stack_kib={stack}",
             t.id,
@@ -306,6 +345,7 @@ fn cmd_hog_start(mib: u64) {
     };
     match started.failure {
         None => {}
+        Some(hog::StartFailure::NoMemory) => println!("hog: cannot start: out of memory"),
         Some(hog::StartFailure::AddressSpace(e)) => {
             println!("hog: cannot create an address space: {e:?}")
         }
@@ -337,8 +377,9 @@ fn cmd_hog_stop() {
 
 fn cmd_pin(mib: u64) {
     match hog::pin(mib) {
-        Some(p) => println!("pin: pinned pages={} highest=0x{:x}", p.pages, p.highest),
-        None => println!("pin: no hog running"),
+        Ok(p) => println!("pin: pinned pages={} highest=0x{:x}", p.pages, p.highest),
+        Err(hog::PinFailure::NotRunning) => println!("pin: no hog running"),
+        Err(hog::PinFailure::NoMemory) => println!("pin: FAIL out of memory"),
     }
 }
 

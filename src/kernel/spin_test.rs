@@ -9,6 +9,11 @@
 //! saw its own page at the shared address (TTBR0 switching), progress on one CPU shows
 //! preemption, several CPUs show SMP. The shell prints the [`SpinReport`]. No lock of its
 //! own: the results are atomics, each written by its task only.
+//!
+//! Memory: `spin` is a workload (`hotmem::mm::reserve`): counter pages, stacks and page
+//! tables leave the kernel reserve and the floor alone. Every list is allocated (fallibly,
+//! for all `n` tasks) before the first task starts, so a shortfall stops the command at
+//! once with [`SpinFailure::NoMemory`] and the teardown allocates nothing.
 
 use super::mem::mm_lock;
 use super::task::{new_address_space, Builder, SpawnError, WaitQueue};
@@ -70,25 +75,36 @@ pub struct SpinReport {
 /// holds its own count afterwards).
 pub fn spin(n: usize, ms: u64) -> SpinReport {
     let deadline = timer::counter() + timer::frequency_hz() * ms / 1000;
-    let results: Arc<Vec<SpinResult>> = Arc::new(
-        (0..n)
-            .map(|_| SpinResult {
-                iterations: AtomicU64::new(0),
-                cpus: AtomicU64::new(0),
-                last_cpu: AtomicUsize::new(0),
-            })
-            .collect(),
-    );
+    let mut results: Vec<SpinResult> = Vec::new();
+    let mut spaces = Vec::new();
+    let mut tasks = Vec::new();
+    if results.try_reserve_exact(n).is_err()
+        || spaces.try_reserve_exact(n).is_err()
+        || tasks.try_reserve_exact(n).is_err()
+    {
+        return SpinReport {
+            failure: Some(SpinFailure::NoMemory { task: 0 }),
+            tasks,
+        };
+    }
+    results.extend((0..n).map(|_| SpinResult {
+        iterations: AtomicU64::new(0),
+        cpus: AtomicU64::new(0),
+        last_cpu: AtomicUsize::new(0),
+    }));
+    let results = Arc::new(results);
     let done = Arc::new(AtomicUsize::new(0));
     let wq = Arc::new(WaitQueue::new());
-    let mut spaces = Vec::new();
     let mut failure = None;
     for i in 0..n {
         let page = mm_lock()
             .as_mut()
-            .and_then(|m| m.alloc_pages(0, AllocFlags::UNMOVABLE).ok());
+            .and_then(|m| m.alloc_pages(0, AllocFlags::WORKLOAD).ok());
         let space = new_address_space();
         let (Some(page), Ok(space)) = (page, space) else {
+            if let Some(p) = page {
+                super::mem::free_table_page(p.addr().0);
+            }
             failure = Some(SpinFailure::NoMemory { task: i });
             break;
         };
@@ -118,6 +134,7 @@ pub fn spin(n: usize, ms: u64) -> SpinReport {
             wq2.wake_all();
         };
         match Builder::new("spin")
+            .workload()
             .address_space(space.clone())
             .spawn(body)
         {
@@ -132,7 +149,6 @@ pub fn spin(n: usize, ms: u64) -> SpinReport {
     }
     let started = spaces.len();
     wq.wait_until(|| done.load(Ordering::Acquire) == started);
-    let mut tasks = Vec::with_capacity(started);
     for (i, (space, pa)) in spaces.into_iter().enumerate() {
         let r = &results[i];
         let iters = r.iterations.load(Ordering::Relaxed);

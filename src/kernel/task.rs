@@ -56,10 +56,18 @@
 //! - Stacks and address spaces are allocated and freed with no scheduler lock held
 //!   (`mm_lock()` is taken then, so don't spawn while holding `mm_lock()`).
 //!
+//! Memory: a task's stack is kernel memory, or workload memory for tasks built with
+//! [`Builder::workload`] (hog, spin), which then cannot take the kernel reserve or the floor
+//! (`hotmem::mm::reserve`); so are the table pages of the address spaces
+//! [`new_address_space`] makes. Spawning allocates fallibly (stack pages from the model,
+//! task and closure boxes through `heap::try_box`) and fails with
+//! [`SpawnError::NoMemory`]; exit and reaping only free.
+//!
 //! Rules for callers: never sleep ([`WaitQueue::wait_until`], [`sleep_ms`], [`yield_now`] is
 //! fine anywhere preemption is) while holding a spin lock, in an IRQ handler, or in an idle
 //! task (idle tasks and code that runs before tasks exist poll with `wfi` instead).
 
+use super::heap::try_box;
 use super::mem::mm_lock;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -279,6 +287,7 @@ pub struct Builder {
     name: &'static str,
     cpu: Option<usize>,
     aspace: Option<Arc<AddressSpace>>,
+    stack_flags: AllocFlags,
 }
 
 impl Builder {
@@ -287,7 +296,15 @@ impl Builder {
             name,
             cpu: None,
             aspace: None,
+            stack_flags: AllocFlags::UNMOVABLE,
         }
+    }
+
+    /// The task belongs to a workload: its stack is workload memory (it leaves the kernel
+    /// reserve and the floor alone, and spawning fails instead).
+    pub fn workload(mut self) -> Builder {
+        self.stack_flags = AllocFlags::WORKLOAD;
+        self
     }
 
     /// Runs the task only on CPU `cpu`.
@@ -308,7 +325,7 @@ impl Builder {
         reap();
         let pfn = mm_lock()
             .as_mut()
-            .and_then(|m| m.alloc_pages(STACK_ORDER, AllocFlags::UNMOVABLE).ok())
+            .and_then(|m| m.alloc_pages(STACK_ORDER, self.stack_flags).ok())
             .ok_or(SpawnError::NoMemory)?;
         let stack_pa = pfn.addr().0;
         let bottom = layout::phys_to_virt(stack_pa);
@@ -321,12 +338,18 @@ impl Builder {
             words.fill(STACK_FILL);
             words[0] = STACK_CANARY;
         }
-        let task = Box::new(Task {
+        let mut task = Task {
             ctx: UnsafeCell::new(Context::default()),
             stack_pa: Some(stack_pa),
-            entry: UnsafeCell::new(Some(Box::new(f))),
+            entry: UnsafeCell::new(None),
             aspace: self.aspace,
-        });
+        };
+        // Dropping `task` on a failure frees the stack.
+        let Ok(entry) = try_box(f) else {
+            return Err(SpawnError::NoMemory);
+        };
+        *task.entry.get_mut() = Some(entry);
+        let task = try_box(task).map_err(|_| SpawnError::NoMemory)?;
         let arg = &*task as *const Task as usize;
         // SAFETY: the task is not published yet: nothing else can see `ctx`.
         unsafe { *task.ctx.get() = Context::new_thread(top, finish_switch, task_entry, arg) };
@@ -502,23 +525,31 @@ impl WaitQueue {
 // ---------------------------------------------------------------------------------------
 // Address spaces: table pages from the memory model.
 
-/// A new, empty address space whose table pages come from the memory model.
+/// A new, empty address space for a workload task: its table pages are workload memory
+/// from the memory model (they leave the kernel reserve and the floor alone).
 pub fn new_address_space() -> Result<Arc<AddressSpace>, AsError> {
-    // SAFETY: `alloc_table_page` returns zeroed, page-aligned pages the memory model just
-    // allocated (so nothing else uses them until `free_table_page`), and all RAM the model
-    // hands out is in the linear map.
-    unsafe { AddressSpace::new(super::mem::alloc_table_page, super::mem::free_table_page) }
-        .map(Arc::new)
+    // SAFETY: `alloc_workload_table_page` returns zeroed, page-aligned pages the memory model
+    // just allocated (so nothing else uses them until `free_table_page`), and all RAM the
+    // model hands out is in the linear map.
+    unsafe {
+        AddressSpace::new(
+            super::mem::alloc_workload_table_page,
+            super::mem::free_table_page,
+        )
+    }
+    .map(Arc::new)
 }
 
 // ---------------------------------------------------------------------------------------
 // Snapshot for `ps` (printed by the shell).
 
 /// Snapshot of every task, by id, with the high-water mark of its stack in bytes (`None`
-/// for idle tasks, which run on their CPU's boot stack, and for reaped ones).
-pub fn tasks() -> Vec<(TaskInfo, Option<u64>)> {
+/// for idle tasks, which run on their CPU's boot stack, and for reaped ones). `None` when
+/// there is no memory for the snapshot.
+pub fn tasks() -> Option<Vec<(TaskInfo, Option<u64>)>> {
     reap();
-    let mut v = Vec::with_capacity(MAX_TASKS);
+    let mut v = Vec::new();
+    v.try_reserve_exact(MAX_TASKS).ok()?;
     {
         // Within capacity: no allocation under SCHED. The stacks are scanned with SCHED
         // held so none can be freed meanwhile (a scan is at most 8 Ki words).
@@ -528,6 +559,6 @@ pub fn tasks() -> Vec<(TaskInfo, Option<u64>)> {
             (t, used)
         }));
     }
-    v.sort_by_key(|t| t.0.id);
-    v
+    v.sort_unstable_by_key(|t| t.0.id);
+    Some(v)
 }

@@ -29,6 +29,9 @@
 //! requests try the Movable zone then Normal, unmovable ones Normal only. In a zone a
 //! request takes the smallest block of its own migrate type (Movable for movable,
 //! Unmovable otherwise), falling back to the other non-isolate type, and splits it.
+//! Normal gives a request pages only above the watermark of its class (kernel: none;
+//! workloads and migration destinations: the kernel reserve plus the floor; see
+//! [`super::reserve`]); the Movable zone has no watermark.
 //!
 //! Counts: per zone, free pages per migrate type; `present_pages` (RAM pages online in the
 //! zone) and `managed_pages` (present minus boot reservations and mem_maps).
@@ -89,13 +92,24 @@ type ZoneIdx = (usize, usize);
 pub(crate) struct Buddy {
     pub(crate) table: SectionTable,
     pub(crate) nodes: Vec<Node>,
+    /// The floor in pages (see [`super::reserve`]); 0 until the kernel sets it.
+    pub(crate) floor_pages: u64,
+    /// Failures to inject (host tests only, see [`super::faults`]).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) faults: super::faults::AllocFaults,
 }
 
 impl Buddy {
     pub(crate) fn new(table: SectionTable) -> Buddy {
         let mut nodes = Vec::with_capacity(MAX_NODES);
         nodes.resize_with(MAX_NODES, Node::default);
-        Buddy { table, nodes }
+        Buddy {
+            table,
+            nodes,
+            floor_pages: 0,
+            #[cfg(any(test, feature = "testing"))]
+            faults: super::faults::AllocFaults::default(),
+        }
     }
 
     fn zone_of(&self, pfn: Pfn) -> ZoneIdx {
@@ -259,6 +273,10 @@ impl Buddy {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder);
         }
+        #[cfg(any(test, feature = "testing"))]
+        if self.faults.fail_now() {
+            return Err(AllocError::NoMemory);
+        }
         let first = flags.node.unwrap_or(NodeId::ZERO);
         let want = if flags.movable {
             MigrateType::Movable
@@ -273,11 +291,23 @@ impl Buddy {
         let others = (0..MAX_NODES as u32)
             .filter_map(NodeId::new)
             .filter(|n| *n != first);
+        // Whether Normal may give this request its pages: decided once, on the first Normal
+        // zone reached (the watermark compares all nodes' Normal memory together).
+        let mut normal_ok: Option<bool> = None;
         for node in core::iter::once(first).chain(others) {
             if !self.nodes[node.index()].seen {
                 continue;
             }
             for &zone in zones {
+                if zone == ZoneType::Normal {
+                    let ok = match normal_ok {
+                        Some(ok) => ok,
+                        None => *normal_ok.insert(self.normal_allows(order, flags.class)),
+                    };
+                    if !ok {
+                        continue;
+                    }
+                }
                 if let Some(pfn) = self.alloc_from_zone(node, zone, order, want) {
                     return Ok(pfn);
                 }

@@ -19,14 +19,14 @@
 //! - counts: present, managed, offline, mem_map and reserved pages per node and zone, each
 //!   page counted on its own node (not its section's).
 //!
-//! Cost: O(pages with a descriptor); meant for tests and the shell's `check`. It allocates
-//! nothing until it has found an error.
+//! Cost: O(pages with a descriptor); meant for tests and the shell's `check`. It never
+//! allocates from the heap, not even for its message (a fixed-size string, cut at
+//! [`CHECK_REASON_BYTES`]), so it may run under the kernel's `Mm` lock.
 //! Locks: `&Mm`, under the kernel's `Mm` lock.
 #![forbid(unsafe_code)]
 
-use alloc::format;
-use alloc::string::String;
-use core::fmt;
+use arrayvec::ArrayString;
+use core::fmt::{self, Write};
 
 use super::model::Mm;
 use super::page::{MigrateType, PageFlags, ZoneType};
@@ -34,10 +34,35 @@ use super::section::{CHUNK_BYTES, MEM_MAP_BYTES};
 use super::store::MemMapStore;
 use super::types::*;
 
+/// Longest message of a [`CheckError`], in bytes; longer ones are cut.
+pub const CHECK_REASON_BYTES: usize = 120;
+
 /// A broken invariant, in words.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct CheckError {
-    pub reason: String,
+    pub reason: ArrayString<CHECK_REASON_BYTES>,
+}
+
+impl CheckError {
+    /// The error with `args` as its message, cut at [`CHECK_REASON_BYTES`] (on a character
+    /// boundary).
+    pub fn new(args: fmt::Arguments) -> CheckError {
+        /// Writes what fits and drops the rest.
+        struct Cut(ArrayString<CHECK_REASON_BYTES>);
+        impl Write for Cut {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for c in s.chars() {
+                    if self.0.try_push(c).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+        let mut cut = Cut(ArrayString::new());
+        let _ = cut.write_fmt(args);
+        CheckError { reason: cut.0 }
+    }
 }
 
 impl fmt::Display for CheckError {
@@ -48,7 +73,7 @@ impl fmt::Display for CheckError {
 
 macro_rules! fail {
     ($($arg:tt)*) => {
-        return Err(CheckError { reason: format!($($arg)*) })
+        return Err(CheckError::new(format_args!($($arg)*)))
     };
 }
 

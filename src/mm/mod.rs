@@ -56,6 +56,13 @@
 //! address spaces are listed in the reverse map ([`rmap`], a separate object); the
 //! migration engine ([`migrate`]) empties an isolated range by moving its movable pages.
 //!
+//! # Free memory under pressure
+//! Every allocation has a class ([`AllocClass`]): the kernel's own memory may take every
+//! free page; a transient workload (`memtest`) leaves the kernel reserve of free Normal
+//! memory alone; workloads and migration destinations leave the reserve and the floor
+//! ([`reserve`]: the formula, and why). They get a clean [`AllocError::NoMemory`] instead,
+//! so the kernel's next allocation always finds a page.
+//!
 //! # Locks
 //! `Mm` is plain `&mut self` logic. The kernel keeps the one `Mm` behind one spin lock that
 //! masks interrupts; that lock guards everything here: the section table, every mem_map
@@ -75,12 +82,15 @@ pub mod buddy;
 pub mod check;
 pub mod chunked;
 pub mod early;
+#[cfg(any(test, feature = "testing"))]
+pub mod faults;
 pub mod heap;
 pub mod hotplug;
 pub mod migrate;
 pub mod model;
 pub mod page;
 pub mod refs;
+pub mod reserve;
 pub mod rmap;
 pub mod section;
 pub mod store;
@@ -101,6 +111,7 @@ pub use model::{
     MemRegion, Mm, MmLock, NodeStats, Reservation, SectionInfo, SectionState, ZoneStats,
 };
 pub use page::{MigrateType, Page, PageFlags, ZoneType};
+pub use reserve::{kernel_reserve_bytes, Pressure, ZonePressure};
 pub use rmap::{AsId, Mapping, Rmap};
 pub use section::{Section, MEM_MAP_BYTES};
 pub use store::{MemMap, MemMapItem, MemMapStore, MetaPages};
@@ -207,6 +218,22 @@ impl fmt::Display for AllocError {
     }
 }
 
+/// Who an allocation is for, which decides how much of free Normal memory it must leave
+/// (the watermarks of [`reserve`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum AllocClass {
+    /// The kernel's own memory (heap, kernel page tables, mem_maps, DMA buffers, stacks of
+    /// kernel tasks): may take every free page, the kernel reserve included.
+    #[default]
+    Kernel,
+    /// A short-lived workload that gives everything back before its command returns
+    /// (`memtest`): may take the floor, never the kernel reserve.
+    Transient,
+    /// Workloads (hog pages, their tasks' stacks and page tables, `spin`) and migration
+    /// destinations: never take the kernel reserve or the floor.
+    Workload,
+}
+
 /// What an allocation may use.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct AllocFlags {
@@ -215,18 +242,29 @@ pub struct AllocFlags {
     pub movable: bool,
     /// Node to try first (node 0 when `None`); other nodes follow in ascending order.
     pub node: Option<NodeId>,
+    /// Whose memory it is: how much free Normal memory it must leave ([`reserve`]).
+    pub class: AllocClass,
 }
 
 impl AllocFlags {
-    /// Unmovable (kernel) memory, any node.
+    /// Unmovable kernel memory, any node.
     pub const UNMOVABLE: AllocFlags = AllocFlags {
         movable: false,
         node: None,
+        class: AllocClass::Kernel,
     };
-    /// Movable memory, any node.
+    /// Movable workload memory (also what migration moves pages to), any node.
     pub const MOVABLE: AllocFlags = AllocFlags {
         movable: true,
         node: None,
+        class: AllocClass::Workload,
+    };
+    /// Unmovable memory a workload needs (its task stacks, page tables, private pages),
+    /// any node: Normal only, above the reserve and the floor.
+    pub const WORKLOAD: AllocFlags = AllocFlags {
+        movable: false,
+        node: None,
+        class: AllocClass::Workload,
     };
 
     /// The same flags, preferring `node`.
@@ -234,6 +272,16 @@ impl AllocFlags {
         AllocFlags {
             movable: self.movable,
             node: Some(node),
+            class: self.class,
+        }
+    }
+
+    /// The same flags for a short-lived workload ([`AllocClass::Transient`]).
+    pub const fn transient(self) -> AllocFlags {
+        AllocFlags {
+            movable: self.movable,
+            node: self.node,
+            class: AllocClass::Transient,
         }
     }
 }

@@ -25,8 +25,8 @@
 #![forbid(unsafe_code)]
 
 use alloc::collections::btree_map::{self, BTreeMap};
-use alloc::format;
 use alloc::vec::Vec;
+use core::fmt;
 
 use super::check::CheckError;
 use super::model::Mm;
@@ -180,18 +180,21 @@ impl Rmap {
     /// only the kernel sees): each mapped page is an allocated order-0 head whose
     /// reference count covers its mappings; counts add up; no duplicate entries.
     pub fn check<S: MemMapStore>(&self, mm: &Mm<S>) -> Result<(), CheckError> {
-        let fail = |reason: alloc::string::String| Err(CheckError { reason });
+        let fail = |reason: fmt::Arguments| Err(CheckError::new(reason));
         let mut total = 0u64;
         for (pfn, maps) in self.iter() {
             total += maps.len() as u64;
             let Ok(p) = mm.allocated_head(pfn) else {
-                return fail(format!("rmap: {pfn} is mapped but not allocated"));
+                return fail(format_args!("rmap: {pfn} is mapped but not allocated"));
             };
             if p.order() != 0 {
-                return fail(format!("rmap: {pfn} is mapped but has order {}", p.order()));
+                return fail(format_args!(
+                    "rmap: {pfn} is mapped but has order {}",
+                    p.order()
+                ));
             }
             if u64::from(p.refcount()) < maps.len() as u64 {
-                return fail(format!(
+                return fail(format_args!(
                     "rmap: {pfn} has {} mappings but refcount {}",
                     maps.len(),
                     p.refcount()
@@ -199,12 +202,12 @@ impl Rmap {
             }
             for (i, m) in maps.iter().enumerate() {
                 if m.va % PAGE_SIZE != 0 || maps[..i].contains(m) {
-                    return fail(format!("rmap: {pfn}: bad or duplicate entry {m:?}"));
+                    return fail(format_args!("rmap: {pfn}: bad or duplicate entry {m:?}"));
                 }
             }
         }
         if total != self.nr_mappings {
-            return fail(format!(
+            return fail(format_args!(
                 "rmap: {} mappings counted, {total} found",
                 self.nr_mappings
             ));

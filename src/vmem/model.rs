@@ -10,16 +10,23 @@
 //! Errors of the model reach the policy through [`mm_err`]: out of memory and a busy page
 //! keep their meaning (the policy reacts to them), every other refusal is carried as it is
 //! in [`MemError::Mm`].
+//!
+//! The two limits here are the memory model's reserve and floor ([`crate::mm::reserve`])
+//! seen from hotplug: plugging keeps twice the kernel reserve of Normal free after the new
+//! mem_maps ([`mem_map_reserve_bytes`]), and unplug keeps the reserve plus the floor free
+//! after moving a unit's pages out ([`mm_floor_allows`]), which is exactly the room the
+//! migration destinations leave. Both are computed under the model's lock without
+//! allocating (the heap must not be used while that lock is held).
 
 use super::{MemError, PhysRange};
 use crate::mm::{
     self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE,
 };
-use alloc::vec::Vec;
 
-/// Free Normal memory that plugging never uses for mem_maps.
+/// Free Normal memory that plugging never uses for mem_maps: twice the kernel reserve,
+/// `max(16 MiB, managed Normal / 32)` (see the module doc).
 pub fn mem_map_reserve_bytes(managed_normal_bytes: u64) -> u64 {
-    (16 << 20).max(managed_normal_bytes / 32)
+    2 * mm::kernel_reserve_bytes(managed_normal_bytes)
 }
 
 /// The pfns of a physical range.
@@ -38,16 +45,16 @@ pub fn mm_err(e: mm::Error) -> MemError {
 
 /// [`HotplugMemory::can_add`](super::HotplugMemory::can_add) over the model: the mem_maps
 /// of the sections `range` would add against the free Normal memory of all nodes together,
-/// minus the reserve ([`mem_map_reserve_bytes`]).
+/// minus the reserve ([`mem_map_reserve_bytes`]). Allocates nothing (it runs under the
+/// model's lock).
 pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> bool {
     let first = range.base / SECTION_SIZE;
     let last = (range.end() - 1) / SECTION_SIZE;
-    let present: Vec<u64> = m
+    let present = m
         .sections()
-        .map(|s| s.nr.0)
-        .filter(|&n| n >= first && n <= last)
-        .collect();
-    let new_sections = (last - first + 1) - present.len() as u64;
+        .filter(|s| (first..=last).contains(&s.nr.0))
+        .count() as u64;
+    let new_sections = (last - first + 1) - present;
     let cost = new_sections * mm::MEM_MAP_BYTES;
     let (mut free, mut managed) = (0u64, 0u64);
     for z in m.stats().filter(|z| z.zone == Some(ZoneType::Normal)) {
@@ -70,13 +77,16 @@ pub fn mm_add_online<M: MmLock>(
     mm::chunked::add_online(mm, pfn_range(range), node, zone).map_err(mm_err)
 }
 
-/// Whether taking `range` out (moving its used pages elsewhere) keeps `floor_bytes` free.
+/// Whether taking `range` out (moving its used pages elsewhere) keeps `floor_bytes` free on
+/// top of the kernel reserve: the free memory left afterwards (all zones) must be at least
+/// reserve + floor, which is what migration destinations leave in Normal.
 pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: PhysRange, floor_bytes: u64) -> bool {
     let r = pfn_range(range);
     let free_here = m.free_pages_in(r);
     let used_here = r.nr_pages().saturating_sub(free_here);
     let free_total = m.total_stats().free_pages;
-    free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE >= floor_bytes
+    free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE
+        >= floor_bytes + m.reserve_bytes()
 }
 
 /// Allocated pages of an online `range` (its present pages minus its free pages).

@@ -28,8 +28,8 @@
 //! [`crate::console`]'s; a command whose output is one line is read with [`one_line`].
 
 pub mod hog;
-pub mod locks;
 pub mod inject;
+pub mod locks;
 pub mod mem;
 pub mod vmem;
 
@@ -37,8 +37,8 @@ pub use hog::{
     hog_clean, hog_start, hog_status, hog_stop, wait_hog, HogLine, HogStarted, HogStatus,
     HogStopped,
 };
-pub use locks::{parse_locks, LockHolds};
 pub use inject::{inject_arm, inject_off, inject_plan, InjectPlan};
+pub use locks::{parse_locks, LockHolds};
 pub use mem::{check, mem, parse_mm_init_us, Mem, MemLine, MemNode};
 pub use vmem::{
     resize, vmem, vmem_if_ready, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,

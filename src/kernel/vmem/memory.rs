@@ -1,6 +1,11 @@
 //! The memory side of the hotplug policy in the kernel: [`KernelMemory`] is the policy's
 //! [`HotplugMemory`] over the one memory model and the linear map, plus the boot options
-//! that shape it (the unplug floor, the zone hot-plugged memory goes to).
+//! that shape it (the floor, the zone hot-plugged memory goes to).
+//!
+//! The floor (`unplug_floor_mib=`) lives in the memory model (`mem::set_floor_bytes`):
+//! workloads and migration destinations leave it free on top of the kernel reserve, and an
+//! unplug goes ahead only if that much stays free after the unit's pages moved out
+//! ([`vmem::mm_floor_allows`] with the model's own floor).
 //!
 //! Order of the two halves: memory is mapped in the linear map before the model adds it
 //! (the mapping is not taken under the model's lock: table pages come from the model) and
@@ -14,12 +19,12 @@
 //! take it once per chunk of at most [`chunked::CHUNK_PAGES`] pages, releasing it in
 //! between ([`hotmem::mm::chunked`] says why the model stays consistent between chunks); the
 //! rest take it once ([`with`]). Offlining takes the migration locks in between, with the
-//! model's lock released. The boot options are atomics written once by [`configure`] before
-//! any device is probed.
+//! model's lock released. The boot options are written once by [`configure`] before any
+//! device is probed.
 
 use crate::kernel::mem::{self, mm_lock};
 use crate::kernel::migrate::{self, ModelLock};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use hotmem::mm::{chunked, NodeId, ZoneType};
 use hotmem::vmem::{self, HotplugMemory, MemError};
 use hotmem_arch::addr::PhysRange;
@@ -84,10 +89,9 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
-        let floor = FLOOR_BYTES.load(Ordering::Relaxed);
         let pfns = vmem::pfn_range(range);
         let mut mm = chunked_model()?;
-        if !with(|m| Ok(vmem::mm_floor_allows(m, range, floor)))? {
+        if !with(|m| Ok(vmem::mm_floor_allows(m, range, m.floor_bytes())))? {
             return Err(MemError::Floor);
         }
         chunked::isolate(&mut mm, pfns).map_err(vmem::mm_err)?;
@@ -120,8 +124,6 @@ impl HotplugMemory for KernelMemory {
     }
 }
 
-/// Free memory unplug keeps (bootarg `unplug_floor_mib=`).
-static FLOOR_BYTES: AtomicU64 = AtomicU64::new(64 << 20);
 /// Hot-plugged memory goes to Normal instead of Movable (bootarg `memhp_online=normal`).
 static ONLINE_NORMAL: AtomicBool = AtomicBool::new(false);
 
@@ -135,7 +137,7 @@ fn online_zone() -> ZoneType {
 
 /// Applies the boot arguments that shape hotplug.
 pub fn configure(args: &hotmem::shell::BootArgs) {
-    FLOOR_BYTES.store(args.unplug_floor_mib << 20, Ordering::Relaxed);
+    mem::set_floor_bytes(args.unplug_floor_mib << 20);
     ONLINE_NORMAL.store(args.memhp_online_normal, Ordering::Relaxed);
     if args.memhp_online_normal {
         log::warn!("vmem: hot-plugged memory goes to the Normal zone: unplug is best effort");

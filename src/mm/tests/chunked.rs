@@ -6,6 +6,14 @@
 use super::*;
 use crate::mm::chunked::{self, CHUNK_PAGES};
 
+/// What the probe allocates: movable data (it prefers the Movable zone, so it would take pages
+/// of a range that was released too early) of the kernel's class, so that the reserve and the
+/// floor, which a workload leaves free, do not keep it from Normal once that is nearly full.
+const PROBE: AllocFlags = AllocFlags {
+    class: AllocClass::Kernel,
+    ..AllocFlags::MOVABLE
+};
+
 /// The `Mm` lock of these tests: after every hold it runs the checker, and (with `probe`)
 /// allocates a movable page, as another CPU could between two holds.
 struct Between<'a> {
@@ -45,7 +53,7 @@ impl MmLock for Between<'_> {
             self.online_after.push(online);
         }
         if self.probe {
-            if let Ok(p) = self.mm.alloc_pages(0, AllocFlags::MOVABLE) {
+            if let Ok(p) = self.mm.alloc_pages(0, PROBE) {
                 self.got.push(p);
             }
         }

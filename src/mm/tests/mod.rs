@@ -10,7 +10,10 @@
 //! - [`proptests`]: property tests that run random sequences with the invariant checker
 //!   after every step;
 //! - [`migrate`]: references, the reverse map and the migration engine over fake page
-//!   tables, unit and property tests.
+//!   tables, unit and property tests;
+//! - [`pressure`]: the watermarks of the reserve and the floor, and allocation-failure
+//!   injection over random sequences of every call (nothing lost, nothing changed by a
+//!   failed call).
 //!
 //! This module holds what they share: layouts, a fingerprint of everything that must
 //! come back when all memory is returned, and the checker as an assertion.
@@ -26,6 +29,7 @@ mod heap;
 mod hotplug;
 mod migrate;
 mod nodes;
+mod pressure;
 mod proptests;
 
 pub(crate) const MIB: u64 = 1 << 20;
@@ -95,6 +99,24 @@ fn fingerprint(mm: &Mm<FakeStore>) -> Fingerprint {
         sections: mm.sections().collect(),
         lists,
     }
+}
+
+/// `runs` sequences of `len` values of `strategy`, drawn from a fixed `seed`: what the tests
+/// that check a property test reaches every state run.
+fn fixed_sequences<S: proptest::strategy::Strategy>(
+    seed: u8,
+    runs: usize,
+    len: usize,
+    strategy: S,
+) -> Vec<Vec<S::Value>> {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let seq = proptest::collection::vec(strategy, len);
+    (0..runs)
+        .map(|_| seq.new_tree(&mut runner).unwrap().current())
+        .collect()
 }
 
 fn ok(mm: &Mm<FakeStore>) {

@@ -74,7 +74,7 @@ proptest! {
         for (step, op) in ops.iter().enumerate() {
             match *op {
                 AllocOp::Alloc { order, movable: mv, node } => {
-                    let flags = AllocFlags { movable: mv, node: NodeId::new(node) };
+                    let flags = AllocFlags { movable: mv, node: NodeId::new(node), class: AllocClass::Kernel };
                     if let Ok(p) = mm.alloc_pages(order, flags) {
                         prop_assert!(mv || !movable.contains(p), "unmovable in Movable");
                         prop_assert!(p.is_aligned(1 << order));
@@ -258,6 +258,7 @@ fn run_hotplug(split: u64, ops: &[HpOp]) -> Result<[u32; 8], TestCaseError> {
                 AllocFlags {
                     movable: m,
                     node: None,
+                    class: AllocClass::Kernel,
                 },
             ) {
                 Ok(p) => {
@@ -412,24 +413,14 @@ proptest! {
 /// kind of call must succeed many times.
 #[test]
 fn hotplug_sequences_reach_every_state() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
-    );
     let mut total = [0u32; 8];
-    for i in 0..20 {
+    for (i, ops) in fixed_sequences(7, 20, 80, hp_op()).into_iter().enumerate() {
         // Node boundary on a 2 MiB boundary or at an odd page inside a pageblock.
         let split = if i % 2 == 0 {
             64 * MIB
         } else {
             70 * MIB + 13 * 4096
         };
-        let ops = proptest::collection::vec(hp_op(), 80)
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
         let done = run_hotplug(split, &ops).unwrap();
         for (t, d) in total.iter_mut().zip(done) {
             *t += d;

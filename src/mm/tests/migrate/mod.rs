@@ -14,11 +14,11 @@ use super::*;
 mod proptests;
 mod unit;
 
-type SharedMm = Rc<RefCell<Mm<FakeStore>>>;
+pub(super) type SharedMm = Rc<RefCell<Mm<FakeStore>>>;
 
 /// The `Mm` lock of the tests: a `RefCell` the fake page tables can reach too, so they
 /// can act "concurrently" (take a pin mid-migration).
-struct Locked(SharedMm);
+pub(super) struct Locked(pub(super) SharedMm);
 
 impl MmLock for Locked {
     type Store = FakeStore;
@@ -44,10 +44,10 @@ impl RmapLock for WatchedRmap {
 }
 
 #[derive(Default)]
-struct Fake {
-    ptes: HashMap<(AsId, u64), Pte>,
+pub(super) struct Fake {
+    pub(super) ptes: HashMap<(AsId, u64), Pte>,
     tlb: HashMap<(AsId, u64), Pfn>,
-    mem: HashMap<u64, u64>,
+    pub(super) mem: HashMap<u64, u64>,
     mm: Option<SharedMm>,
     /// Take a pin on this page at the next flush (between unmap and freeze).
     pin_on_flush: Option<Pfn>,
@@ -175,6 +175,14 @@ impl Fake {
         }
     }
 
+    /// Fake page tables whose race hooks reach `mm`.
+    pub(super) fn over(mm: &SharedMm) -> Fake {
+        Fake {
+            mm: Some(mm.clone()),
+            ..Fake::default()
+        }
+    }
+
     /// A task touches `va`: through the TLB, else a walk that fills it. Returns the pfn.
     fn access(&mut self, as_id: AsId, va: u64) -> Pfn {
         let pte = self.entry(as_id, va);
@@ -189,7 +197,7 @@ impl Fake {
         let pfn = self.access(as_id, va);
         self.mem.insert(pfn.0, tag);
     }
-    fn read(&mut self, as_id: AsId, va: u64) -> u64 {
+    pub(super) fn read(&mut self, as_id: AsId, va: u64) -> u64 {
         let pfn = self.access(as_id, va);
         self.mem.get(&pfn.0).copied().unwrap_or(0)
     }
@@ -231,7 +239,15 @@ fn pageblock_of(pfn: Pfn) -> PfnRange {
 
 /// Maps `pfn` at `va` of `as_id` the way the kernel does: rmap entry, a reference, the
 /// page-table entry.
-fn map(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, pfn: Pfn, as_id: AsId, va: u64, w: bool) {
+pub(super) fn map(
+    mm: &SharedMm,
+    rmap: &mut Rmap,
+    pt: &mut Fake,
+    pfn: Pfn,
+    as_id: AsId,
+    va: u64,
+    w: bool,
+) {
     rmap.add(pfn, as_id, va).unwrap();
     mm.borrow_mut().get_page(pfn).unwrap();
     pt.replace(as_id, va, Pte::Present { pfn, writable: w });
@@ -239,7 +255,7 @@ fn map(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, pfn: Pfn, as_id: AsId, va:
 
 /// Unmaps `va` of `as_id`: page-table entry, flush, rmap entry, the reference. Returns
 /// whether the page was freed.
-fn unmap(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, as_id: AsId, va: u64) -> bool {
+pub(super) fn unmap(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, as_id: AsId, va: u64) -> bool {
     let Pte::Present { pfn, .. } = pt.replace(as_id, va, Pte::None) else {
         panic!("unmap of an unmapped address");
     };
