@@ -29,6 +29,17 @@
 //! even when the waiter is preempted in between: only a real wake-up of a sleeper (or
 //! the next `prepare_wait`) clears the token, never being put back on the run queue.
 //!
+//! Wake-up placement: [`Sched::wake_target`] says which CPU should be asked to reschedule
+//! for a task a wake-up just made ready: the waking CPU itself when it runs its idle task
+//! and the task may run there; otherwise another CPU the task may run on that runs its
+//! idle task ([`Sched::idle_cpu_for`]), so the waker's current task keeps its CPU; and
+//! only when there is none, the waking CPU (its current task is preempted). The choice
+//! never changes where the task is: it is on the shared run queue either way, and any
+//! CPU allowed to run it may pick it. So a target that stops being idle before it
+//! reschedules, or a request that never arrives, delays the task until the next pick on
+//! an allowed CPU (at the latest that CPU's next tick), and the lost-wake-up argument
+//! above is untouched: placement reads the table, it never touches wake tokens.
+//!
 //! Invariants: a task is on the run queue iff it is `Ready` and not idle; each CPU's
 //! current task is `Running` (or is the one that just left `Running` until the switch is
 //! done); no operation allocates (the kernel calls them with IRQs masked under a leaf lock).
@@ -101,6 +112,15 @@ pub struct TaskInfo {
     pub switches: u64,
     /// An idle task (one per CPU, never on the run queue).
     pub idle: bool,
+}
+
+/// A decision of [`Sched::wake_target`]: which CPU should reschedule for a woken task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeTarget {
+    /// The waking CPU (its current task is preempted, or it was idle).
+    Here,
+    /// Another CPU, which runs its idle task: ask it to reschedule.
+    Cpu(usize),
 }
 
 /// A decision of [`Sched::pick`]: stop `prev`, run `next` on this CPU.
@@ -364,6 +384,36 @@ impl<P> Sched<P> {
         self.slot(i).affinity.is_none_or(|c| c == cpu)
     }
 
+    /// Is `cpu` running its idle task? (False for a CPU with no idle task yet.)
+    pub fn runs_idle(&self, cpu: usize) -> bool {
+        let (Some(Some(cur)), Some(Some(idle))) = (self.current.get(cpu), self.idle.get(cpu))
+        else {
+            return false;
+        };
+        cur == idle
+    }
+
+    /// The lowest-numbered CPU, other than `here` and those in the bit mask `skip`, that
+    /// runs its idle task and may run task `id`.
+    pub fn idle_cpu_for(&self, id: TaskId, here: usize, skip: u32) -> Option<usize> {
+        let i = self.find(id)?;
+        (0..MAX_CPUS)
+            .find(|&c| c != here && skip & (1 << c) == 0 && self.runs_idle(c) && self.allowed(i, c))
+    }
+
+    /// Where to ask for a reschedule after a wake-up made `id` ready on CPU `here`; `skip`
+    /// holds the CPUs already asked for other tasks of the same wake-up (see the module doc).
+    pub fn wake_target(&self, id: TaskId, here: usize, skip: u32) -> WakeTarget {
+        let here_fits = self.find(id).is_some_and(|i| self.allowed(i, here));
+        if here_fits && self.runs_idle(here) {
+            return WakeTarget::Here;
+        }
+        match self.idle_cpu_for(id, here, skip) {
+            Some(c) => WakeTarget::Cpu(c),
+            None => WakeTarget::Here,
+        }
+    }
+
     /// Is a task (other than the current one) ready to run on `cpu`?
     pub fn has_ready(&self, cpu: usize) -> bool {
         self.ready.iter().any(|&i| self.allowed(i as usize, cpu))
@@ -541,6 +591,46 @@ mod tests {
         assert_eq!(s.pick(0).map(|w| w.next), Some(a));
         assert!(!s.block_current(0), "the token survived the preemption");
         assert_eq!(state(&s, a), TaskState::Running);
+    }
+
+    #[test]
+    fn wake_targets_an_idle_cpu() {
+        let (mut s, _, _) = two_cpus();
+        let worker = s.spawn("worker", None, 0).unwrap();
+        let shell = s.spawn("shell", None, 0).unwrap();
+        let pinned0 = s.spawn("pinned0", Some(0), 0).unwrap();
+        // Both CPUs idle: the waking CPU takes the task itself.
+        assert!(s.runs_idle(0) && s.runs_idle(1));
+        assert_eq!(s.wake_target(shell, 0, 0), WakeTarget::Here);
+        assert_eq!(s.idle_cpu_for(shell, 0, 0), Some(1));
+        assert_eq!(
+            s.idle_cpu_for(shell, 0, 1 << 1),
+            None,
+            "cpu 1 already asked"
+        );
+        assert_eq!(s.idle_cpu_for(pinned0, 0, 0), None, "pinned to the waker");
+        // The worker runs on cpu 0: a wake-up there goes to idle cpu 1.
+        assert_eq!(s.pick(0).unwrap().next, worker);
+        assert!(!s.runs_idle(0));
+        assert_eq!(s.wake_target(shell, 0, 0), WakeTarget::Cpu(1));
+        assert_eq!(s.wake_target(shell, 0, 1 << 1), WakeTarget::Here);
+        assert_eq!(s.wake_target(pinned0, 0, 0), WakeTarget::Here);
+        // A task pinned to cpu 0, woken on busy cpu 1 while cpu 0 idles, goes to cpu 0.
+        assert_eq!(s.pick(1).unwrap().next, shell);
+        s.prepare_wait(0);
+        assert!(s.block_current(0));
+        s.pick(0); // the worker sleeps: cpu 0 idles (pinned0 is still queued)
+        assert_eq!(s.current(0), Some(pinned0));
+        s.exit_current(0);
+        s.pick(0);
+        assert!(s.runs_idle(0));
+        let late = s.spawn("late", Some(0), 0).unwrap();
+        assert_eq!(s.wake_target(late, 1, 0), WakeTarget::Cpu(0));
+        // No allowed CPU idles: preempt on the waker.
+        assert_eq!(s.pick(0).unwrap().next, late);
+        assert_eq!(s.wake_target(worker, 0, 0), WakeTarget::Here);
+        assert_eq!(s.wake_target(worker, 1, 0), WakeTarget::Here);
+        assert_eq!(s.idle_cpu_for(TaskId(999), 0, 0), None, "unknown task");
     }
 
     #[test]

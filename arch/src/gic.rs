@@ -8,10 +8,16 @@
 //! The IRQ vector calls [`handle_irq`], which acknowledges, dispatches through
 //! [`crate::irq`], and ends each interrupt until none is pending.
 //!
+//! SGIs: [`send_sgi`] raises one on another CPU, named by its CPU index. [`init_cpu`]
+//! records, per CPU index, what the GIC calls that CPU: its CPU interface mask on v2 (the
+//! banked GICD_ITARGETSR0 reads back the caller's own bit; GICD_SGIR takes it as the
+//! target list), its MPIDR affinity on v3 (ICC_SGI1R_EL1 names the target by Aff3.Aff2.Aff1
+//! and a bit for Aff0). A CPU that has not run [`init_cpu`] cannot be targeted.
+//!
 //! References: Arm IHI 0048B (GICv2), Arm IHI 0069 (GICv3/v4).
 
 use crate::mmio::Mmio;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
@@ -35,7 +41,9 @@ register_structs! {
         (0x800 => itargetsr: [ReadWrite<u32>; 255]),
         (0xbfc => _reserved2),
         (0xc00 => icfgr: [ReadWrite<u32>; 64]),
-        (0xd00 => @END),
+        (0xd00 => _reserved3),
+        (0xf00 => sgir: WriteOnly<u32>),
+        (0xf04 => @END),
     },
     /// GICD_IROUTER<n> (v3), at distributor + 0x6000; index n = INTID.
     pub GicdRouter {
@@ -127,6 +135,11 @@ static GIC: spin::Once<Gic> = spin::Once::new();
 /// Per-CPU redistributor RD_base (v3), indexed by CPU index.
 static GICR_OF_CPU: [AtomicUsize; crate::layout::MAX_CPUS] =
     [const { AtomicUsize::new(0) }; crate::layout::MAX_CPUS];
+/// Per CPU index, how SGIs address it: v2, its CPU interface mask (bits 7:0); v3, its
+/// MPIDR affinity. Bit 63 is set once the CPU ran [`init_cpu`].
+static SGI_TARGET_OF_CPU: [AtomicU64; crate::layout::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::layout::MAX_CPUS];
+const SGI_TARGET_VALID: u64 = 1 << 63;
 
 fn gic() -> Result<&'static Gic, GicError> {
     GIC.get().ok_or(GicError::NotInitialised)
@@ -158,6 +171,7 @@ mod icc {
     sysreg!(eoir1, set_eoir1, "S3_0_C12_C12_1");
     sysreg!(bpr1, set_bpr1, "S3_0_C12_C12_3");
     sysreg!(igrpen1, set_igrpen1, "S3_0_C12_C12_7");
+    sysreg!(sgi1r, set_sgi1r, "S3_0_C12_C11_5");
 }
 
 /// Initialises the distributor. Call once, on the boot CPU, before [`init_cpu`].
@@ -241,6 +255,18 @@ fn wait_rwp(gicd: &Mmio<GicdRegs>) {
 /// Initialises this CPU's interface (and redistributor on v3). Call on every CPU after
 /// [`crate::cpu::set_index`].
 pub fn init_cpu() -> Result<(), GicError> {
+    let target = match gic()? {
+        Gic::V2 { gicd, .. } => u64::from(gicd.itargetsr[0].get() & 0xff),
+        Gic::V3 { .. } => crate::cpu::mpidr_affinity(),
+    };
+    init_cpu_interface()?;
+    if let Some(slot) = SGI_TARGET_OF_CPU.get(crate::cpu::index()) {
+        slot.store(target | SGI_TARGET_VALID, Ordering::Release);
+    }
+    Ok(())
+}
+
+fn init_cpu_interface() -> Result<(), GicError> {
     match gic()? {
         Gic::V2 { gicd, gicc } => {
             // Banked SGI/PPI registers of this CPU.
@@ -275,6 +301,42 @@ pub fn init_cpu() -> Result<(), GicError> {
             icc::set_pmr(0xf0);
             icc::set_bpr1(0);
             icc::set_igrpen1(1);
+            crate::cpu::isb();
+        }
+    }
+    Ok(())
+}
+
+/// Raises SGI `intid` (0-15) on the CPU with index `cpu` (which may be the caller). Earlier
+/// memory writes of this CPU are visible to the target before it takes the interrupt.
+pub fn send_sgi(intid: u32, cpu: usize) -> Result<(), GicError> {
+    let g = gic()?;
+    let target = SGI_TARGET_OF_CPU
+        .get(cpu)
+        .map(|t| t.load(Ordering::Acquire))
+        .filter(|t| t & SGI_TARGET_VALID != 0)
+        .ok_or(GicError::NotInitialised)?
+        & !SGI_TARGET_VALID;
+    let intid = intid & 0xf;
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+    match g {
+        // TargetListFilter = 0 (the list), CPUTargetList [23:16], NSATT = 0, INTID [3:0].
+        Gic::V2 { gicd, .. } => gicd.sgir.set(((target as u32 & 0xff) << 16) | intid),
+        Gic::V3 { .. } => {
+            let aff0 = target & 0xff;
+            let aff1 = (target >> 8) & 0xff;
+            let aff2 = (target >> 16) & 0xff;
+            let aff3 = (target >> 32) & 0xff;
+            // TargetList [15:0] holds Aff0 % 16; RS [47:44] selects the range Aff0 / 16;
+            // IRM [40] = 0: only the listed CPUs.
+            icc::set_sgi1r(
+                (1 << (aff0 % 16))
+                    | (aff1 << 16)
+                    | (u64::from(intid) << 24)
+                    | (aff2 << 32)
+                    | ((aff0 / 16) << 44)
+                    | (aff3 << 48),
+            );
             crate::cpu::isb();
         }
     }

@@ -7,7 +7,8 @@
 //! 3. check the memory ranges against the physical-address limit, map RAM in the linear
 //!    map, boot the memory model (from then on the heap and the page tables draw from it);
 //! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence) and
-//!    the task-exit hook; exception hooks, GIC, timer tick, UART receive interrupt;
+//!    the task-exit hook; exception hooks, GIC, timer tick, the reschedule SGI, UART
+//!    receive interrupt;
 //! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
 //!    CPU_ON (each boot context becomes that CPU's idle task);
 //! 6. probe virtio-mem; start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
@@ -148,6 +149,7 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
         TIMER_INTID.store(t.virt_intid as u64, Ordering::Relaxed);
     }
     let _ = irq::register(TIMER_INTID.load(Ordering::Relaxed) as u32, timer_irq);
+    let _ = irq::register(task::RESCHED_SGI, task::resched_interrupt);
     if let Some(intid) = uart.intid {
         if irq::register(intid, console::rx_interrupt).is_ok() {
             if let Err(e) = gic::enable(intid, Trigger::Level) {
@@ -308,6 +310,9 @@ fn cpu_online(idx: usize) {
     let intid = TIMER_INTID.load(Ordering::Relaxed) as u32;
     if let Err(e) = gic::enable(intid, Trigger::Level) {
         log::error!("cpu{idx}: cannot enable timer interrupt: {e:?}");
+    }
+    if let Err(e) = gic::enable(task::RESCHED_SGI, Trigger::Edge) {
+        log::error!("cpu{idx}: cannot enable the reschedule SGI: {e:?}");
     }
     timer::start_tick(TICK_HZ);
     task::init_cpu(idx);

@@ -27,6 +27,14 @@
 //! `IrqSpinLock`. The preempted task's registers are in the trap frame on its own stack; it
 //! resumes through the normal exception return.
 //!
+//! Cross-CPU wake-ups: [`WaitQueue::wake_all`] asks `Sched::wake_target` where each woken
+//! task should be picked. When the waking CPU is busy and another CPU the task may run on
+//! runs its idle task, the waker sends that CPU the reschedule SGI ([`RESCHED_SGI`]) instead
+//! of preempting its own task; the SGI's handler ([`resched_interrupt`]) only sets that
+//! CPU's `NEED_RESCHED`, and its IRQ exit switches (an idle task always runs with IRQs
+//! unmasked, even in `wfi`). Otherwise, or if the SGI cannot be sent, the waking CPU sets
+//! its own `NEED_RESCHED`, as the tick does.
+//!
 //! Blocking in a synchronous exception (for page migration): a sync hook (see
 //! `exception::set_sync_hook`) runs on the faulting task's stack with the full trap frame
 //! saved, so it may call [`WaitQueue::wait_until`] (or [`sleep_ms`]) and then return true:
@@ -76,10 +84,11 @@ use arrayvec::ArrayVec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hotmem::mm::{AllocFlags, Pfn};
-use hotmem::sched::{Sched, SchedError, TaskId, TaskInfo, MAX_TASKS};
+use hotmem::sched::{Sched, SchedError, TaskId, TaskInfo, WakeTarget, MAX_TASKS};
 use hotmem_arch::context::{self, Context};
 use hotmem_arch::cpu::{self, IrqSpinGuard, IrqSpinLock};
 use hotmem_arch::esr::TrapFrame;
+use hotmem_arch::gic;
 use hotmem_arch::layout::{self, MAX_CPUS, PAGE_SIZE};
 use hotmem_arch::timer;
 use hotmem_arch::uspace::{self, AddressSpace, AsError};
@@ -425,6 +434,14 @@ pub fn irq_exit(frame: &TrapFrame) {
     switch_locked(SCHED.lock());
 }
 
+/// The SGI a waker sends a CPU that idles while a task it may run became ready.
+pub const RESCHED_SGI: u32 = 1;
+
+/// Handler of [`RESCHED_SGI`]: switch at this IRQ's exit.
+pub fn resched_interrupt(_intid: u32) {
+    NEED_RESCHED[cpu::index()].store(true, Ordering::Relaxed);
+}
+
 /// From the timer tick: wake timed sleepers; ask for a switch if others are ready here.
 pub fn tick() {
     let cpu = cpu::index();
@@ -511,13 +528,26 @@ impl WaitQueue {
         if ids.is_empty() {
             return;
         }
-        let mut g = SCHED.lock();
-        let mut woke = false;
-        for id in ids {
-            woke |= g.wake(id);
+        let here = cpu::index();
+        // CPUs to send the reschedule SGI (bit per CPU), and whether this one switches.
+        let mut kick = 0u32;
+        let mut local = false;
+        {
+            let mut g = SCHED.lock();
+            for id in ids {
+                if g.wake(id) {
+                    match g.wake_target(id, here, kick) {
+                        WakeTarget::Here => local = true,
+                        WakeTarget::Cpu(c) => kick |= 1 << c,
+                    }
+                }
+            }
         }
-        if woke {
-            NEED_RESCHED[cpu::index()].store(true, Ordering::Relaxed);
+        for c in (0..MAX_CPUS).filter(|c| kick & (1 << c) != 0) {
+            local |= gic::send_sgi(RESCHED_SGI, c).is_err();
+        }
+        if local {
+            NEED_RESCHED[here].store(true, Ordering::Relaxed);
         }
     }
 }
