@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::mm::{AllocFlags, Pfn, ZoneType};
+use hotmem_drivers::virtio_mem::BlockState;
 
+mod errors;
 mod fake;
 use fake::{FakeDevice, TestMem};
 
@@ -31,10 +33,14 @@ fn converge(v: &mut Vmem, d: &mut FakeDevice, m: &mut TestMem, max_retries: u32)
     panic!("no convergence");
 }
 
+/// A policy, a fake device of `region` bytes in `block`s at 0x1_0000_0000, and `boot`
+/// bytes of boot memory; device and memory share one trace.
 fn setup(block: u64, region: u64, boot: u64) -> (Vmem, FakeDevice, TestMem) {
     let mut d = FakeDevice::new(block, region);
     let cfg = d.config().unwrap();
-    (Vmem::new(0, cfg), d, TestMem::new(boot))
+    let m = TestMem::new(boot);
+    d.trace = m.trace.clone();
+    (Vmem::new(0, cfg), d, m)
 }
 
 #[test]
@@ -114,15 +120,29 @@ fn partially_plugged_sections_fill_first_then_lowest_address() {
     );
 }
 
+/// BUSY to a single unit backs off on a timer that doubles. (BUSY to a longer run first
+/// halves it, down to one unit: `busy_splits_the_run_*` in `tests/errors.rs`.)
 #[test]
 fn busy_backs_off_on_a_timer_and_doubles() {
     let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
     d.set_requested(64 * MIB);
-    d.script.extend([Response::Busy, Response::Busy]);
+    // 32 units: five halvings (32 -> 1), then BUSY to one unit, then again after the
+    // back-off.
+    d.script.extend([Response::Busy; 7]);
     let t0 = 1_000;
-    let n1 = v.step(&mut d, &mut m, t0);
+    let mut n1 = Next::Again;
+    for _ in 0..6 {
+        n1 = v.step(&mut d, &mut m, t0);
+        if n1 != Next::Again {
+            break;
+        }
+    }
     assert_eq!(n1, Next::RetryAt(t0 + BACKOFF_MIN_NS));
-    assert_eq!((v.state(), v.reason()), (State::Busy, Reason::DeviceBusy));
+    assert_eq!(d.log.len(), 6, "{:?}", d.log);
+    assert_eq!(
+        (v.state(), v.reason()),
+        (State::Stalled, Reason::DeviceBusy)
+    );
     // Too early: nothing is sent.
     let sent = d.log.len();
     assert_eq!(
@@ -299,25 +319,28 @@ fn failed_add_gives_the_blocks_back() {
     assert_eq!(d.plugged_bytes(), 64 * MIB);
 }
 
+/// A node the memory model cannot hold is refused when the policy is created: broken at
+/// once with `unsupported_node`, nothing sent, nothing added.
 #[test]
 fn node_the_model_cannot_hold_refuses_the_add() {
     let mut d = FakeDevice::new(2 * MIB, GIB);
     d.cfg.node_id = crate::mm::MAX_NODES as u16;
     let cfg = d.config().unwrap();
     let (mut v, mut m) = (Vmem::new(0, cfg), TestMem::new(GIB));
+    assert_eq!(
+        (v.state(), v.reason()),
+        (State::Broken, Reason::UnsupportedNode)
+    );
     d.set_requested(64 * MIB);
     let (n, _) = converge(&mut v, &mut d, &mut m, 0);
-    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!(n, Next::Idle);
     assert_eq!(
         m.adds, 0,
         "the memory side is not asked to add to a node it cannot hold"
     );
-    assert_eq!(
-        d.plugged_bytes(),
-        0,
-        "unplugged again after the refused add"
-    );
-    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::NoMemory));
+    assert!(d.log.is_empty(), "no request: {:?}", d.log);
+    assert_eq!(d.plugged_bytes(), 0);
+    assert_eq!(v.reason().name(), "unsupported_node");
 }
 
 #[test]

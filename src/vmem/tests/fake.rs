@@ -1,13 +1,38 @@
 //! The fakes the policy tests run against: [`TestMem`], the memory side over the real
 //! model (no linear map), with a stand-in for migration; and [`FakeDevice`], a device that
-//! behaves like QEMU's virtio-mem, plus scripted answers.
+//! behaves like QEMU's virtio-mem, plus scripted answers: refused requests (`script`: the
+//! answer replaces the request, which is not done), requests done in part or in full under
+//! another answer (`partial`), and a host that can back only so much (`capacity`: BUSY, as
+//! QEMU's `prealloc=on` answers when it cannot allocate a request's range).
+//!
+//! Both record into one shared [`Trace`], so a test sees the order of device requests and
+//! of the memory calls that change what is online.
 
 use super::super::*;
 use crate::mm::testing::FakeStore;
 use crate::mm::{AllocFlags, MemRegion, Mm, NodeId, Pfn, PhysAddr, ZoneType};
+use hotmem_drivers::virtio_mem::BlockState;
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use super::GIB;
+
+/// One thing the device or the memory side saw, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Event {
+    /// A request and the device's answer.
+    Req(Request, Response),
+    /// A memory call that changed what is online: `add_online`, `offline` (when it
+    /// succeeded), `reonline`, `remove`.
+    Mem(&'static str, PhysRange),
+}
+
+/// The shared record of [`Event`]s.
+pub(super) type Trace = Rc<RefCell<Vec<Event>>>;
+
+/// Which blocks of a request a `partial` answer does (index within the request).
+pub(super) type Blocks = fn(usize) -> bool;
 
 /// The memory side for tests: the real model, no linear map.
 pub(super) struct TestMem {
@@ -22,6 +47,8 @@ pub(super) struct TestMem {
     pub(super) offlined: Vec<PhysRange>,
     /// Free bytes that must remain after an unplug (0: no floor).
     pub(super) floor: u64,
+    /// Shared with the device (see [`super::setup`]).
+    pub(super) trace: Trace,
 }
 
 impl TestMem {
@@ -40,7 +67,11 @@ impl TestMem {
             pinned: vec![],
             offlined: vec![],
             floor: 0,
+            trace: Trace::default(),
         }
+    }
+    fn record(&self, call: &'static str, range: PhysRange) {
+        self.trace.borrow_mut().push(Event::Mem(call, range));
     }
     pub(super) fn movable_free_bytes(&self) -> u64 {
         self.mm
@@ -61,7 +92,9 @@ impl HotplugMemory for TestMem {
         if self.fail_adds {
             return Err(MemError::NoMemory);
         }
-        mm_add_online(&mut self.mm, range, node, ZoneType::Movable)
+        mm_add_online(&mut self.mm, range, node, ZoneType::Movable)?;
+        self.record("add_online", range);
+        Ok(())
     }
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
         let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
@@ -95,13 +128,18 @@ impl HotplugMemory for TestMem {
             mm_err(e)
         })?;
         self.offlined.push(range);
+        self.record("offline", range);
         Ok(moved)
     }
     fn reonline(&mut self, range: PhysRange) -> Result<(), MemError> {
-        mm_reonline(&mut self.mm, range, ZoneType::Movable)
+        mm_reonline(&mut self.mm, range, ZoneType::Movable)?;
+        self.record("reonline", range);
+        Ok(())
     }
     fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
-        mm_remove(&mut self.mm, range)
+        mm_remove(&mut self.mm, range)?;
+        self.record("remove", range);
+        Ok(())
     }
     fn used_pages(&mut self, range: PhysRange) -> u64 {
         mm_used_pages(&self.mm, range)
@@ -118,6 +156,15 @@ pub(super) struct FakeDevice {
     pub(super) change_requested: Option<(usize, u64)>,
     /// Answer ERROR to PLUG while still doing it (a device lying about failure).
     pub(super) lie_on_plug: bool,
+    /// For the next PLUGs and UNPLUGs (before `script`): do them for the blocks the
+    /// function picks (by index in the request) and answer this.
+    pub(super) partial: VecDeque<(Response, Blocks)>,
+    /// Most bytes the host can back: a PLUG beyond it answers BUSY and plugs nothing.
+    pub(super) capacity: Option<u64>,
+    /// Added to the `plugged_size` the config reports (a device whose count is wrong).
+    pub(super) plugged_size_error: u64,
+    /// Shared with the memory side (see [`super::setup`]).
+    pub(super) trace: Trace,
 }
 
 impl FakeDevice {
@@ -138,6 +185,10 @@ impl FakeDevice {
             log: vec![],
             change_requested: None,
             lie_on_plug: false,
+            partial: VecDeque::new(),
+            capacity: None,
+            plugged_size_error: 0,
+            trace: Trace::default(),
         };
         d.set_requested(0);
         d
@@ -171,10 +222,18 @@ impl FakeDevice {
 impl Device for FakeDevice {
     type Error = ();
     fn config(&mut self) -> Result<Config, ()> {
-        self.cfg.plugged_size = self.plugged_bytes();
+        self.cfg.plugged_size = self.plugged_bytes() + self.plugged_size_error;
         Ok(self.cfg)
     }
     fn request(&mut self, req: Request) -> Result<Response, ()> {
+        let resp = self.answer(req);
+        self.trace.borrow_mut().push(Event::Req(req, resp));
+        Ok(resp)
+    }
+}
+
+impl FakeDevice {
+    fn answer(&mut self, req: Request) -> Response {
         self.log.push(req);
         if let Some((after, bytes)) = self.change_requested {
             if self.log.len() > after {
@@ -182,16 +241,36 @@ impl Device for FakeDevice {
                 self.change_requested = None;
             }
         }
+        if let Request::Plug { addr, nb_blocks } | Request::Unplug { addr, nb_blocks } = req {
+            if let Some((answer, pick)) = self.partial.pop_front() {
+                let plug = matches!(req, Request::Plug { .. });
+                if let Some(r) = self.blocks(addr, nb_blocks) {
+                    for (i, b) in r.enumerate() {
+                        if pick(i) {
+                            self.plugged[b] = plug;
+                        }
+                    }
+                }
+                return answer;
+            }
+        }
         if let Some(r) = self.script.pop_front() {
-            return Ok(r);
+            return r;
         }
         let bs = self.cfg.block_size;
-        Ok(match req {
+        match req {
             Request::Plug { addr, nb_blocks } => match self.blocks(addr, nb_blocks) {
                 None => Response::Error,
                 Some(r) if self.plugged[r.clone()].iter().any(|&p| p) => Response::Error,
                 Some(r) if self.plugged_bytes() + r.len() as u64 * bs > self.cfg.requested_size => {
                     Response::Nack
+                }
+                Some(r)
+                    if self
+                        .capacity
+                        .is_some_and(|c| self.plugged_bytes() + r.len() as u64 * bs > c) =>
+                {
+                    Response::Busy
                 }
                 Some(r) => {
                     self.plugged[r].iter_mut().for_each(|p| *p = true);
@@ -229,7 +308,7 @@ impl Device for FakeDevice {
                     })
                 }
             },
-        })
+        }
     }
 }
 
