@@ -7,7 +7,8 @@
 //! [`Device`] (the driver) and [`HotplugMemory`] (the memory model plus the linear map) — so
 //! host tests run it against a fake device and the real memory model.
 //!
-//! Files: this one holds the policy state and its steps; `reconcile.rs` what happens when the
+//! Files: this one holds the policy state, its step and the plug path; `unplug.rs` the
+//! unplug path (victim choice, offline, UNPLUG); `reconcile.rs` what happens when the
 //! device's answers and the policy's view part (ERROR, a `plugged_size` that disagrees);
 //! `types.rs` the traits and the data it exchanges with the kernel glue; `model.rs` the
 //! memory-model half of [`HotplugMemory`]; `tests.rs` (fakes in `tests/fake.rs`, the error
@@ -62,7 +63,7 @@
 //!    the current run limit, see BUSY below). Before plugging, [`HotplugMemory::can_add`] must
 //!    agree that free Normal memory can hold the new mem_maps and keep a reserve; otherwise
 //!    the device stalls with `no_memory`.
-//! 5. Unplug (of free memory first): see [`Vmem::unplug`].
+//! 5. Unplug (of free memory first; `unplug.rs`).
 //!
 //! Responses: ACK applies; NACK re-reads the config and retries (the requested size changed
 //! under us, or we asked for too much); ERROR is reconciled with STATE (`reconcile.rs`). BUSY
@@ -88,6 +89,7 @@ use hotmem_drivers::virtio_mem::{Config, Request, Response};
 mod model;
 mod reconcile;
 mod types;
+mod unplug;
 
 pub use model::{
     mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
@@ -621,186 +623,6 @@ impl Vmem {
             return self.backoff(now, State::Busy, Reason::DeviceBusy);
         }
         Next::Again
-    }
-
-    /// Unplugs at most `excess` units. Victims: units with nothing allocated first, then
-    /// those with the fewest used pages, higher addresses first. A run of contiguous empty
-    /// victims goes in one request; a used unit goes alone after its pages moved.
-    /// `victims`: the order the previous unplug step left, if it succeeded (see
-    /// [`Vmem::victims`]).
-    fn unplug<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        excess: usize,
-        victims: Option<Vec<(u64, usize)>>,
-        now: u64,
-    ) -> Next {
-        let mut order = victims.unwrap_or_else(|| {
-            let mut order: Vec<(u64, usize)> = (0..self.plugged.len())
-                .filter(|&u| self.plugged[u])
-                .map(|u| (mem.used_pages(self.unit_range(u, 1)), u))
-                .collect();
-            order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            order
-        });
-        order.retain(|&(_, u)| self.plugged[u]);
-        let empty: Vec<usize> = order
-            .iter()
-            .take(excess)
-            .take_while(|(used, _)| *used == 0)
-            .map(|&(_, u)| u)
-            .collect();
-        if let Some(&first) = empty.first() {
-            // The run of empty victims that holds the best (highest) one.
-            if let Some(run) = self
-                .runs(empty)
-                .into_iter()
-                .find(|r| (r.first..r.end()).contains(&first))
-            {
-                match mem.offline(self.unit_range(run.first, run.count)) {
-                    Ok(moved) => return self.unplug_offlined(dev, mem, run, moved, order, now),
-                    Err(e) => log::debug!("vmem{}: empty run refused: {e:?}", self.id),
-                }
-            }
-        }
-        // One unit at a time, in victim order, moving its pages out.
-        let mut worst: Option<MemError> = None;
-        for &(_, u) in &order {
-            match mem.offline(self.unit_range(u, 1)) {
-                Ok(moved) => {
-                    let run = Run { first: u, count: 1 };
-                    return self.unplug_offlined(dev, mem, run, moved, order, now);
-                }
-                Err(e) => {
-                    worst = Some(match (worst, e) {
-                        (Some(MemError::Floor), _) | (_, MemError::Floor) => MemError::Floor,
-                        (Some(MemError::Pinned), _) | (_, MemError::Pinned) => MemError::Pinned,
-                        (Some(MemError::NoMemory), _) | (_, MemError::NoMemory) => {
-                            MemError::NoMemory
-                        }
-                        _ => e,
-                    });
-                    // The floor, and a lack of memory to migrate to, hold for every unit
-                    // alike: no point trying the others now.
-                    if matches!(e, MemError::Floor | MemError::NoMemory) {
-                        break;
-                    }
-                }
-            }
-        }
-        let reason = match worst {
-            Some(MemError::Floor) => Reason::Floor,
-            Some(MemError::Pinned) => Reason::Pinned,
-            Some(MemError::NoMemory) => Reason::NoMemory,
-            Some(MemError::InUse) => Reason::Unmovable,
-            _ => Reason::DeviceError,
-        };
-        if self.state != State::Stalled || self.reason != reason {
-            log::warn!(
-                "vmem{}: unplug stalled at {} MiB (requested {} MiB): {}",
-                self.id,
-                self.plugged_bytes() >> 20,
-                self.cfg.requested_size >> 20,
-                reason.name()
-            );
-        }
-        self.backoff(now, State::Stalled, reason)
-    }
-
-    /// `run` went offline after `moved` pages moved out: count them, then
-    /// [`Vmem::unplug_run`]; on success the victim order is kept for the next step.
-    fn unplug_offlined<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        moved: u64,
-        order: Vec<(u64, usize)>,
-        now: u64,
-    ) -> Next {
-        self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
-        let next = self.unplug_run(dev, mem, run, now);
-        if next == Next::Again {
-            self.victims = Some(order);
-        }
-        next
-    }
-
-    /// Sends UNPLUG for the offline `run`. ACK: remove it. NACK or BUSY with `plugged_size`
-    /// unchanged: back online at once. Anything else (ERROR, or a `plugged_size` that moved
-    /// although the device said no): the run stays offline in [`Vmem::pending`] until STATE
-    /// says what the device holds. A transport failure leaves it offline for good.
-    fn unplug_run<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        now: u64,
-    ) -> Next {
-        let range = self.unit_range(run.first, run.count);
-        let req = Request::Unplug {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
-        match self.send(dev, req) {
-            Some(Response::Ack) => {
-                self.nacks = 0;
-                self.removed(mem, run);
-                self.state = State::Ok;
-                self.reason = Reason::None;
-                Next::Again
-            }
-            Some(r @ (Response::Nack | Response::Busy)) if self.device_unchanged(dev) => {
-                if let Err(e) = mem.reonline(range) {
-                    log::error!("vmem{}: re-online 0x{:x}: {e:?}", self.id, range.base);
-                }
-                if r == Response::Nack {
-                    self.nack(now)
-                } else {
-                    self.backoff(now, State::Busy, Reason::DeviceBusy)
-                }
-            }
-            Some(r) => {
-                log::error!(
-                    "vmem{}: {req:?} answered {r:?}; the memory stays offline until STATE \
-                     says what the device holds",
-                    self.id
-                );
-                self.pending.push(run);
-                self.resolve_pending(dev, mem, now)
-            }
-            None => {
-                log::error!(
-                    "vmem{}: 0x{:x}+{} MiB stays offline: the outcome of its UNPLUG is unknown",
-                    self.id,
-                    range.base,
-                    range.size >> 20
-                );
-                Next::Idle
-            }
-        }
-    }
-
-    /// Whether the device's `plugged_size` still equals what the policy holds (re-read).
-    fn device_unchanged<D: Device>(&self, dev: &mut D) -> bool {
-        dev.config()
-            .is_ok_and(|c| c.plugged_size == self.plugged_bytes())
-    }
-
-    /// The device unplugged the offline `run`: unmap and remove it.
-    fn removed<M: HotplugMemory>(&mut self, mem: &mut M, run: Run) {
-        self.mark(run, false);
-        let range = self.unit_range(run.first, run.count);
-        if let Err(e) = mem.remove(range) {
-            log::error!(
-                "vmem{}: remove 0x{:x}+{} MiB: {e:?}",
-                self.id,
-                range.base,
-                range.size >> 20
-            );
-        }
-        self.progress.unplugged_bytes += range.size;
     }
 }
 
