@@ -162,6 +162,14 @@ impl Run {
     }
 }
 
+/// The requests that cover a range of blocks ([`Vmem::request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Plug,
+    Unplug,
+    State,
+}
+
 impl Vmem {
     /// Policy for a device whose driver validated `cfg`. A device the kernel cannot drive
     /// (see "Validation at probe" in the module doc) starts broken, with the reason.
@@ -273,6 +281,16 @@ impl Vmem {
     fn blocks(&self, r: PhysRange) -> u16 {
         // Runs are capped at `max_units`, so this fits.
         (r.size / self.cfg.block_size) as u16
+    }
+
+    /// The request `op` over the blocks of `range`.
+    fn request(&self, op: Op, range: PhysRange) -> Request {
+        let (addr, nb_blocks) = (range.base, self.blocks(range));
+        match op {
+            Op::Plug => Request::Plug { addr, nb_blocks },
+            Op::Unplug => Request::Unplug { addr, nb_blocks },
+            Op::State => Request::State { addr, nb_blocks },
+        }
     }
 
     /// Most units one request may cover.
@@ -517,10 +535,7 @@ impl Vmem {
         now: u64,
     ) -> Next {
         let range = self.unit_range(run.first, run.count);
-        let req = Request::Plug {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
+        let req = self.request(Op::Plug, range);
         match self.send(dev, req) {
             Some(Response::Ack) => {
                 self.plug_limit = self.plug_limit.saturating_mul(2).min(self.max_units());
@@ -604,10 +619,7 @@ impl Vmem {
                     range.size >> 20
                 );
                 // Nothing used it: give it back to the device.
-                let req = Request::Unplug {
-                    addr: range.base,
-                    nb_blocks: self.blocks(range),
-                };
+                let req = self.request(Op::Unplug, range);
                 if self.send(dev, req) == Some(Response::Ack) {
                     self.mark(run, false);
                 }

@@ -38,10 +38,12 @@
 //! ([`Vmem::contradiction`]); after `MAX_CONTRADICTIONS` the device is broken. BUSY to a
 //! STATE or to a repair request backs off and leaves the work for the next step.
 
-use super::{Device, HotplugMemory, Next, PhysRange, Reason, Run, State, Vmem, MAX_CONTRADICTIONS};
+use super::{
+    Device, HotplugMemory, Next, Op, PhysRange, Reason, Run, State, Vmem, MAX_CONTRADICTIONS,
+};
 use crate::mm;
 use alloc::vec::Vec;
-use hotmem_drivers::virtio_mem::{BlockState, Request, Response};
+use hotmem_drivers::virtio_mem::{BlockState, Response};
 
 /// What STATE says about a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +94,7 @@ impl Vmem {
         range: PhysRange,
         now: u64,
     ) -> Result<BlockState, Next> {
-        let req = Request::State {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
+        let req = self.request(Op::State, range);
         match self.send(dev, req) {
             Some(Response::AckState(s)) => Ok(s),
             Some(Response::Busy) => Err(self.backoff(now, State::Busy, Reason::DeviceBusy)),
@@ -279,12 +278,7 @@ impl Vmem {
         plug: bool,
         now: u64,
     ) -> Result<(), Next> {
-        let (addr, nb_blocks) = (range.base, self.blocks(range));
-        let req = if plug {
-            Request::Plug { addr, nb_blocks }
-        } else {
-            Request::Unplug { addr, nb_blocks }
-        };
+        let req = self.request(if plug { Op::Plug } else { Op::Unplug }, range);
         match self.send(dev, req) {
             Some(Response::Ack) => Ok(()),
             Some(Response::Busy) => Err(self.backoff(now, State::Busy, Reason::DeviceBusy)),

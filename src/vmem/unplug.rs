@@ -13,10 +13,10 @@
 //! for `reconcile.rs`, so memory the device may have unplugged is never used again before
 //! STATE says it is still plugged.
 
-use super::{Device, HotplugMemory, MemError, Next, Reason, Run, State, Vmem};
+use super::{Device, HotplugMemory, MemError, Next, Op, Reason, Run, State, Vmem};
 use crate::mm;
 use alloc::vec::Vec;
-use hotmem_drivers::virtio_mem::{Request, Response};
+use hotmem_drivers::virtio_mem::Response;
 
 impl Vmem {
     /// Unplugs at most `excess` units. Victims: units with nothing allocated first, then
@@ -135,10 +135,7 @@ impl Vmem {
         now: u64,
     ) -> Next {
         let range = self.unit_range(run.first, run.count);
-        let req = Request::Unplug {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
+        let req = self.request(Op::Unplug, range);
         match self.send(dev, req) {
             Some(Response::Ack) => {
                 self.nacks = 0;

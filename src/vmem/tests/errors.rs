@@ -23,6 +23,15 @@ fn req_range(r: &Request, block: u64) -> Option<PhysRange> {
     }
 }
 
+/// UNPLUG and STATE of one 2 MiB block at `r`.
+fn unplug_and_state(r: PhysRange) -> (Request, Request) {
+    let (addr, nb_blocks) = (r.base, 1);
+    (
+        Request::Unplug { addr, nb_blocks },
+        Request::State { addr, nb_blocks },
+    )
+}
+
 /// The events that touch `range`, from the first `offline` of it on.
 fn from_offline(m: &TestMem, range: PhysRange, block: u64) -> Vec<Event> {
     let touches = |e: &Event| match e {
@@ -95,14 +104,7 @@ fn unplug_error_keeps_the_unit_offline_until_state_says_plugged() {
         (State::Stalled, Reason::DeviceError)
     );
     assert_eq!(m.movable_free_bytes(), 64 * MIB);
-    let unplug = Request::Unplug {
-        addr: victim.base,
-        nb_blocks: 1,
-    };
-    let state = Request::State {
-        addr: victim.base,
-        nb_blocks: 1,
-    };
+    let (unplug, state) = unplug_and_state(victim);
     assert_eq!(
         from_offline(&m, victim, 2 * MIB),
         [
@@ -134,24 +136,13 @@ fn unplug_error_then_state_unplugged_removes_without_onlining() {
         (d.plugged_bytes(), v.plugged_bytes(), m.movable_free_bytes()),
         (62 * MIB, 62 * MIB, 62 * MIB)
     );
+    let (unplug, state) = unplug_and_state(victim);
     assert_eq!(
         from_offline(&m, victim, 2 * MIB),
         [
             Event::Mem("offline", victim),
-            Event::Req(
-                Request::Unplug {
-                    addr: victim.base,
-                    nb_blocks: 1
-                },
-                Response::Error
-            ),
-            Event::Req(
-                Request::State {
-                    addr: victim.base,
-                    nb_blocks: 1
-                },
-                Response::AckState(BlockState::Unplugged)
-            ),
+            Event::Req(unplug, Response::Error),
+            Event::Req(state, Response::AckState(BlockState::Unplugged)),
             Event::Mem("remove", victim),
         ]
     );
@@ -249,10 +240,7 @@ fn nack_to_unplug_goes_back_online_at_once_unless_plugged_size_moved() {
     // Refused (nothing done): back online at once, no STATE needed.
     d.script.push_back(Response::Nack);
     assert_eq!(v.step(&mut d, &mut m, 1_000), Next::Again);
-    let unplug = Request::Unplug {
-        addr: victim.base,
-        nb_blocks: 1,
-    };
+    let (unplug, state) = unplug_and_state(victim);
     assert_eq!(
         from_offline(&m, victim, 2 * MIB),
         [
@@ -271,13 +259,7 @@ fn nack_to_unplug_goes_back_online_at_once_unless_plugged_size_moved() {
         [
             Event::Mem("offline", victim),
             Event::Req(unplug, Response::Nack),
-            Event::Req(
-                Request::State {
-                    addr: victim.base,
-                    nb_blocks: 1
-                },
-                Response::AckState(BlockState::Unplugged)
-            ),
+            Event::Req(state, Response::AckState(BlockState::Unplugged)),
             Event::Mem("remove", victim),
         ]
     );
