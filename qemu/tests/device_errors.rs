@@ -29,8 +29,8 @@ use common::{boot, boot_with, poll, Vm, QMP};
 use hotmem_qemu::guest::{self, VmemLine};
 use hotmem_qemu::{Backend, LaunchOptions, Machine, VirtioMem, VirtioMemInfo, GIB, KIB, MIB};
 
-/// From `qom-set` to the guest showing what the test waits for (a resize of 1-3 GiB, or a
-/// stall after the halvings; ~10 s here, so 3x slower hosts fit with room).
+/// From `qom-set` to the guest showing what the test waits for (a resize of up to 3 GiB, or
+/// a stall after the halvings: at most 2.5 s here, so a host 3x slower fits with room).
 const RESIZE: Duration = Duration::from_secs(90);
 /// Between two polls of QMP and the shell.
 const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -107,8 +107,8 @@ fn require_unshare_and_root(dir: &Path) {
 
 /// A host that can back 1100 MiB of a 4 GiB device: asked for 3 GiB, the guest plugs
 /// about 1100 MiB, stalls with `device_busy`, stays healthy, and converges on a smaller
-/// request. ~15 s here (boot, the halvings while QEMU preallocates up to 1.1 GB per
-/// refused request, one resize down).
+/// request. 4.6 s here (2.3 s from the request to the stall: the halvings, while QEMU
+/// preallocates up to 1.1 GB per refused request; then a 2 s hold and two resizes down).
 #[test]
 fn prealloc_on_a_small_tmpfs_plugs_what_fits_and_says_device_busy() {
     let dir = tempfile::Builder::new()
@@ -184,7 +184,7 @@ fn prealloc_on_a_small_tmpfs_plugs_what_fits_and_says_device_busy() {
 
 /// A region at an odd MiB and a node beyond the memory model: both `broken` with their
 /// reason from the prompt on, no request changes that; a valid device next to them plugs and
-/// unplugs. ~10 s here.
+/// unplugs. 1.5 s here.
 #[test]
 fn unaligned_region_and_unsupported_node_are_broken_and_others_work() {
     const ODD_MIB_ADDR: u64 = 0x8010_0000;
