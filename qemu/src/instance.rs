@@ -8,7 +8,9 @@
 //!
 //! The image is `$HOTMEM_IMAGE`, else `<workspace>/target/hotmem.img`; a missing image is an
 //! error that says to run `make kernel`. The QEMU binary is `$HOTMEM_QEMU`, else
-//! `qemu-system-aarch64` from `PATH`.
+//! `qemu-system-aarch64` from `PATH`. [`LaunchOptions::wrapper`] runs QEMU through another
+//! command (e.g. `unshare -m sh -c '<set-up> && exec "$@"' sh`, which must end by exec'ing its
+//! arguments so that the pid the harness kills is QEMU's).
 //!
 //! Dropping a [`Qemu`] kills the process and removes the temporary directory. [`Qemu::report`]
 //! gathers what a failing test prints: the command line, QEMU's stderr and exit status, the QMP
@@ -64,6 +66,9 @@ pub struct LaunchOptions {
     pub qemu: Option<String>,
     /// Deadline for the QMP connection.
     pub qmp_timeout: Duration,
+    /// A command (program and arguments) that QEMU's command line is appended to, empty for
+    /// none. It must exec its arguments (see the module doc).
+    pub wrapper: Vec<String>,
 }
 
 impl Default for LaunchOptions {
@@ -72,6 +77,7 @@ impl Default for LaunchOptions {
             image: None,
             qemu: None,
             qmp_timeout: QMP_CONNECT_TIMEOUT,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -122,17 +128,18 @@ impl Qemu {
             ]
             .map(String::from),
         );
-        let mut command_line = vec![program.clone()];
+        let mut command_line = options.wrapper.clone();
+        command_line.push(program.clone());
         command_line.extend(args.iter().cloned());
 
-        let mut child = Command::new(&program)
-            .args(&args)
+        let mut child = Command::new(&command_line[0])
+            .args(&command_line[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| Error::Spawn {
-                program: program.clone(),
+                program: command_line[0].clone(),
                 source,
             })?;
         let started = Instant::now();

@@ -57,6 +57,8 @@ pub use console::{CommandOutput, Console, PANIC_MARKER, PROMPT};
 pub use deadline::Deadline;
 pub use error::{Error, Result};
 pub use instance::{default_image, workspace_root, LaunchOptions, Qemu};
-pub use machine::{format_size, parse_size, Gic, Machine, NumaNode, VirtioMem, GIB, KIB, MIB};
+pub use machine::{
+    format_size, parse_size, Backend, Gic, Machine, NumaNode, VirtioMem, GIB, KIB, MIB,
+};
 pub use qmp::{MemorySummary, Qmp, VirtioMemInfo};
 pub use record::{parse_records, Record};

@@ -9,7 +9,8 @@
 //! ([`crate::Qemu`]) adds the console, monitor and QMP wiring. The rules it follows:
 //! - RAM is the sum of the NUMA node sizes when nodes are given, else [`Machine::ram_bytes`].
 //! - `maxmem` is RAM plus the sum of the virtio-mem backend sizes (QEMU refuses a virtio-mem device
-//!   without it) and is left out when there is no device.
+//!   without it), plus 1 GiB for each device placed with an explicit `memaddr` (room for the gap
+//!   its placement leaves before the next device), and is left out when there is no device.
 //! - NUMA node `N` gets backend `rN`; virtio-mem device `N` gets backend `memN` and id `vmN`, so
 //!   the first device is always `vm0` (the id QMP `qom-set` uses).
 //! - With NUMA nodes that each own the same number of CPUs, `-smp` gets one socket per node so that
@@ -84,7 +85,26 @@ pub struct NumaNode {
     pub cpus: Vec<u32>,
 }
 
-/// A `virtio-mem-pci` device with its own `memory-backend-ram`.
+/// The memory backend of a virtio-mem device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `memory-backend-ram` (anonymous memory; QEMU aligns it to 2 MiB on x86-64 hosts, so a
+    /// device on it cannot start at an odd MiB).
+    Ram,
+    /// `memory-backend-memfd` (aligned to the host page: allows any block-aligned `memaddr`).
+    Memfd,
+    /// `memory-backend-file,mem-path=…,share=…`. The path must not contain a comma. With
+    /// `share` on, writes (and the device's `prealloc`) land in the file itself, so a
+    /// size-limited filesystem under it bounds what the device can back.
+    File {
+        /// `mem-path`.
+        path: std::path::PathBuf,
+        /// `share=on`.
+        share: bool,
+    },
+}
+
+/// A `virtio-mem-pci` device with its own memory backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioMem {
     /// Size of the backend: the most the device can ever plug.
@@ -95,6 +115,13 @@ pub struct VirtioMem {
     pub block_size_bytes: Option<u64>,
     /// NUMA node the device's memory belongs to.
     pub node: Option<u32>,
+    /// The backend (`memory-backend-ram` unless set).
+    pub backend: Backend,
+    /// `prealloc=on`: QEMU allocates each range before it acknowledges its PLUG (and answers
+    /// BUSY when it cannot).
+    pub prealloc: bool,
+    /// `memaddr`: where the region starts, or QEMU's choice.
+    pub memaddr: Option<u64>,
 }
 
 impl VirtioMem {
@@ -105,7 +132,28 @@ impl VirtioMem {
             requested_bytes: 0,
             block_size_bytes: None,
             node: None,
+            backend: Backend::Ram,
+            prealloc: false,
+            memaddr: None,
         }
+    }
+
+    /// Sets the backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Sets `prealloc=on`.
+    pub fn prealloc(mut self) -> Self {
+        self.prealloc = true;
+        self
+    }
+
+    /// Sets `memaddr`.
+    pub fn memaddr(mut self, addr: u64) -> Self {
+        self.memaddr = Some(addr);
+        self
     }
 
     /// Sets `requested-size`.
@@ -259,6 +307,17 @@ impl Machine {
         self.virtio_mem.iter().map(|d| d.size_bytes).sum()
     }
 
+    /// `maxmem`: boot RAM, the virtio-mem backends, and 1 GiB of room per device with an
+    /// explicit `memaddr`.
+    pub fn maxmem_bytes(&self) -> u64 {
+        let placed = self
+            .virtio_mem
+            .iter()
+            .filter(|d| d.memaddr.is_some())
+            .count() as u64;
+        self.boot_ram_bytes() + self.virtio_mem_bytes() + placed * GIB
+    }
+
     /// QEMU id of virtio-mem device `index` (`vm0`, `vm1`, ...).
     pub fn virtio_mem_id(index: usize) -> String {
         format!("vm{index}")
@@ -324,10 +383,7 @@ impl Machine {
         let ram = self.boot_ram_bytes();
         let mut mem = format_size(ram);
         if !self.virtio_mem.is_empty() {
-            mem.push_str(&format!(
-                ",maxmem={}",
-                format_size(ram + self.virtio_mem_bytes())
-            ));
+            mem.push_str(&format!(",maxmem={}", format_size(self.maxmem_bytes())));
         }
         push("-m", mem);
 
@@ -352,13 +408,17 @@ impl Machine {
         }
 
         for (i, dev) in self.virtio_mem.iter().enumerate() {
-            push(
-                "-object",
-                format!(
-                    "memory-backend-ram,id=mem{i},size={}",
-                    format_size(dev.size_bytes)
+            let size = format_size(dev.size_bytes);
+            let backend = match &dev.backend {
+                Backend::Ram => format!("memory-backend-ram,id=mem{i},size={size}"),
+                Backend::Memfd => format!("memory-backend-memfd,id=mem{i},size={size}"),
+                Backend::File { path, share } => format!(
+                    "memory-backend-file,id=mem{i},size={size},mem-path={},share={}",
+                    path.display(),
+                    if *share { "on" } else { "off" }
                 ),
-            );
+            };
+            push("-object", backend);
             let mut spec = format!(
                 "virtio-mem-pci,id={},memdev=mem{i},requested-size={}",
                 Self::virtio_mem_id(i),
@@ -369,6 +429,12 @@ impl Machine {
             }
             if let Some(node) = dev.node {
                 spec.push_str(&format!(",node={node}"));
+            }
+            if dev.prealloc {
+                spec.push_str(",prealloc=on");
+            }
+            if let Some(addr) = dev.memaddr {
+                spec.push_str(&format!(",memaddr={addr:#x}"));
             }
             push("-device", spec);
         }
@@ -470,6 +536,42 @@ mod tests {
              -nic none -display none -kernel k -append loglevel=debug"
         );
         m.validate().unwrap();
+    }
+
+    #[test]
+    fn backends_prealloc_and_memaddr() {
+        let m = Machine::default()
+            .ram(GIB)
+            .without_virtio_mem()
+            .with_virtio_mem(
+                VirtioMem::new(4 * GIB)
+                    .backend(Backend::File {
+                        path: "/t/backing".into(),
+                        share: true,
+                    })
+                    .prealloc(),
+            )
+            .with_virtio_mem(
+                VirtioMem::new(GIB)
+                    .backend(Backend::Memfd)
+                    .block_size(MIB)
+                    .memaddr(0x1_4010_0000),
+            );
+        assert_eq!(
+            m.maxmem_bytes(),
+            7 * GIB,
+            "1 GiB of room for the placed device"
+        );
+        assert_eq!(
+            m.args(Path::new("k")).join(" "),
+            "-M virt,gic-version=3 -cpu max -smp 2 -m 1G,maxmem=7G \
+             -object memory-backend-file,id=mem0,size=4G,mem-path=/t/backing,share=on \
+             -device virtio-mem-pci,id=vm0,memdev=mem0,requested-size=0,prealloc=on \
+             -object memory-backend-memfd,id=mem1,size=1G \
+             -device virtio-mem-pci,id=vm1,memdev=mem1,requested-size=0,block-size=1M,\
+             memaddr=0x140100000 \
+             -nic none -display none -kernel k"
+        );
     }
 
     #[test]

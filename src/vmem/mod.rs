@@ -7,9 +7,12 @@
 //! [`Device`] (the driver) and [`HotplugMemory`] (the memory model plus the linear map) — so
 //! host tests run it against a fake device and the real memory model.
 //!
-//! Files: this one holds the policy state and its steps; `types.rs` the traits and the
-//! data it exchanges with the kernel glue; `model.rs` the memory-model half of
-//! [`HotplugMemory`]; `tests.rs` the policy against a fake device and the real model.
+//! Files: this one holds the policy state, its step and the plug path; `unplug.rs` the
+//! unplug path (victim choice, offline, UNPLUG); `reconcile.rs` what happens when the
+//! device's answers and the policy's view part (ERROR, a `plugged_size` that disagrees);
+//! `types.rs` the traits and the data it exchanges with the kernel glue; `model.rs` the
+//! memory-model half of [`HotplugMemory`]; `tests.rs` (fakes in `tests/fake.rs`, the error
+//! paths in `tests/errors.rs`) the policy against a fake device and the real model.
 //!
 //! # Units
 //! The device plugs blocks of `block_size` (1 MiB .. 1 GiB and more). The memory model works
@@ -19,33 +22,59 @@
 //! spans whole sections. A requested size that is not a multiple of the unit is approached
 //! from below and the rest reported as pending.
 //!
+//! # Validation at probe ([`Vmem::new`])
+//! The driver checked what the spec promises (block-aligned region, sizes in bounds, no
+//! overlap). The policy adds what the kernel needs, once: the region's address and size are
+//! multiples of the unit (with 1 MiB blocks a region may start at an odd MiB, and no unit of
+//! it would fill whole pageblocks), and the device's node is one the kernel supports, i.e.
+//! one the memory model can hold (`node_id < MAX_NODES`; every such node may receive plugged
+//! memory, including one the device tree gives neither memory nor CPUs, as QEMU's memory-only
+//! nodes; the driver reports node 0 when ACPI_PXM is not negotiated). Otherwise the device is
+//! broken from the start, with [`Reason::UnalignedRegion`] or [`Reason::UnsupportedNode`],
+//! and never sent a request; the other devices are not affected.
+//!
 //! # Life of a unit
 //! ```text
 //!   unplugged --PLUG ack--> plugged --add+online--> online (zone chosen by the memory side)
 //!      ^                                                |
 //!      +---- UNPLUG ack <-- offline (isolated, free) <--+ (only when every page is free)
+//!                             |  ^
+//!            UNPLUG ERROR --> pending: stays offline until STATE says what the device holds
 //! ```
 //! Unplugged units are never read or written: memory is added to the linear map only after
-//! the device acknowledged the PLUG. Offlined memory is unmapped only after the device
-//! acknowledged the UNPLUG (nothing touches it in between: it is offline); if the device
-//! refuses, the unit goes back online. The memory side onlines into the Movable zone of the
-//! device's node, or into Normal when the kernel is booted with `memhp_online=normal`.
+//! the device acknowledged the PLUG (or STATE said plugged). Offlined memory is unmapped only
+//! after the device acknowledged the UNPLUG (or STATE said unplugged); nothing touches it in
+//! between: it is offline. NACK or BUSY to an UNPLUG leave the device unchanged, so the unit
+//! goes back online at once — after checking that `plugged_size` did not move, else it is
+//! treated as ERROR. After ERROR the unit stays offline until STATE answers
+//! (`reconcile.rs`).
 //!
 //! # Convergence ([`Vmem::step`])
-//! Each call re-reads the configuration and does at most one request, then says whether to
-//! call again at once, at a time (back-off), or to wait for the next config-change interrupt.
-//! - Plug: units in sections that already have plugged units first, then lowest address
-//!   first; contiguous units are batched into one request (at most 65535 blocks).
-//! - Unplug (of free memory): highest address first.
-//! - Before plugging, [`HotplugMemory::can_add`] must agree that free Normal memory can hold
-//!   the new mem_maps and keep a reserve; otherwise the device stalls with `no_memory`.
-//! - Responses: ACK applies; NACK re-reads the config and retries (the requested size changed
-//!   under us, or we asked for too much); BUSY backs off on a timer (doubling, capped);
-//!   ERROR is logged and reconciled with a STATE request. A device that keeps contradicting
-//!   itself (ERROR while STATE says we were right) is marked broken; memory already online
-//!   stays usable.
-//! - Start-up: a device with `plugged_size > 0` (leftovers of a previous boot) is reset with
-//!   UNPLUG_ALL (retried on BUSY) before the first plug.
+//! Each call re-reads the configuration and does at most one request (a few when reconciling),
+//! then says whether to call again at once, at a time (back-off), or to wait for the next
+//! config-change interrupt. In order:
+//! 1. Start-up: a device with `plugged_size > 0` (leftovers of a previous boot) is reset with
+//!    UNPLUG_ALL (retried on BUSY) before anything else.
+//! 2. Units left offline by an UNPLUG error are resolved with STATE.
+//! 3. The device's `plugged_size` is compared with the units the policy holds plugged; a
+//!    mismatch is logged and reconciled with STATE over the usable region.
+//! 4. Plug: units in sections that already have plugged units first, then lowest address
+//!    first; contiguous units are batched into one request (at most 65535 blocks, and at most
+//!    the current run limit, see BUSY below). Before plugging, [`HotplugMemory::can_add`] must
+//!    agree that free Normal memory can hold the new mem_maps and keep a reserve; otherwise
+//!    the device stalls with `no_memory`.
+//! 5. Unplug (of free memory first; `unplug.rs`).
+//!
+//! Responses: ACK applies; NACK re-reads the config and retries (the requested size changed
+//! under us, or we asked for too much); ERROR is reconciled with STATE (`reconcile.rs`). BUSY
+//! to a PLUG of several units halves the run limit and retries at once, so the guest plugs
+//! what the host can back (QEMU answers BUSY when `prealloc=on` cannot allocate a request's
+//! range, and during a migration); each ACK doubles the limit again, so one busy period does
+//! not leave plugging slow. BUSY to a single unit stalls (`state=stalled reason=device_busy`)
+//! and retries on the back-off timer (doubling, capped); BUSY to other requests backs off the
+//! same way (`state=busy`). A device that keeps contradicting itself (ERROR while STATE says
+//! we were right, a `plugged_size` STATE does not bear out) is marked broken; memory already
+//! online stays usable.
 //!
 //! # Locks
 //! None here. One `Vmem` per device, owned by the kernel glue, which steps it from one task
@@ -55,10 +84,12 @@
 use crate::mm::{self, NodeId, SECTION_SIZE, SUBSECTION_SIZE};
 use alloc::vec::Vec;
 use hotmem_arch::addr::PhysRange;
-use hotmem_drivers::virtio_mem::{BlockState, Config, Request, Response};
+use hotmem_drivers::virtio_mem::{Config, Request, Response};
 
 mod model;
+mod reconcile;
 mod types;
+mod unplug;
 
 pub use model::{
     mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
@@ -83,13 +114,22 @@ pub struct Vmem {
     /// The device's index (`vmemN` in logs and in the shell).
     pub id: usize,
     cfg: Config,
-    /// The device's node (`cfg.node_id`, fixed until a reset) as the memory model names it,
-    /// `None` when the model cannot hold that id: adding memory is then refused.
-    node: Option<NodeId>,
+    /// The device's node (`cfg.node_id`, fixed until a reset) as the memory model names it;
+    /// validated in [`Vmem::new`] (node 0 on a device broken there).
+    node: NodeId,
     /// Bytes per unit: max(block_size, 2 MiB).
     unit: u64,
-    /// Plugged state per unit of the region.
+    /// Plugged state per unit of the region, as the policy holds it: plugged units are
+    /// online, or offline while in [`Vmem::pending`].
     plugged: Vec<bool>,
+    /// How many of `plugged` are set.
+    nr_plugged: usize,
+    /// Most units one PLUG covers now: halved on BUSY, doubled after each ACK, between 1
+    /// and [`Vmem::max_units`].
+    plug_limit: usize,
+    /// Runs of plugged units taken offline for an UNPLUG whose outcome is unknown (ERROR):
+    /// they stay offline, untouched, until STATE says what the device holds.
+    pending: Vec<Run>,
     state: State,
     reason: Reason,
     startup_reset: bool,
@@ -116,17 +156,36 @@ struct Run {
     count: usize,
 }
 
+impl Run {
+    fn end(self) -> usize {
+        self.first + self.count
+    }
+}
+
+/// The requests that cover a range of blocks ([`Vmem::request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Plug,
+    Unplug,
+    State,
+}
+
 impl Vmem {
-    /// Policy for a device whose driver validated `cfg`.
+    /// Policy for a device whose driver validated `cfg`. A device the kernel cannot drive
+    /// (see "Validation at probe" in the module doc) starts broken, with the reason.
     pub fn new(id: usize, cfg: Config) -> Vmem {
         let unit = cfg.block_size.max(SUBSECTION_SIZE);
         let nr_units = (cfg.region_size / unit) as usize;
-        Vmem {
+        let node = NodeId::new(u32::from(cfg.node_id));
+        let mut v = Vmem {
             id,
             cfg,
-            node: NodeId::new(u32::from(cfg.node_id)),
+            node: node.unwrap_or(NodeId::ZERO),
             unit,
             plugged: alloc::vec![false; nr_units],
+            nr_plugged: 0,
+            plug_limit: 1,
+            pending: Vec::new(),
             state: State::Ok,
             reason: Reason::None,
             startup_reset: cfg.plugged_size > 0,
@@ -137,7 +196,31 @@ impl Vmem {
             progress: Progress::default(),
             victims: None,
             resized: None,
+        };
+        v.plug_limit = v.max_units();
+        let refused = if cfg.addr % unit != 0 || cfg.region_size % unit != 0 {
+            log::error!(
+                "vmem{id}: region 0x{:x}+{} KiB is not aligned to the {} KiB plug unit; device disabled",
+                cfg.addr,
+                cfg.region_size >> 10,
+                unit >> 10
+            );
+            Some(Reason::UnalignedRegion)
+        } else if node.is_none() {
+            log::error!(
+                "vmem{id}: node {} is not a node the memory model holds (fewer than {}); device disabled",
+                cfg.node_id,
+                mm::MAX_NODES
+            );
+            Some(Reason::UnsupportedNode)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            v.state = State::Broken;
+            v.reason = reason;
         }
+        v
     }
 
     /// The resize that finished since the last call, if any (log it with `{}`).
@@ -165,9 +248,10 @@ impl Vmem {
     pub fn progress(&self) -> Progress {
         self.progress
     }
-    /// Bytes the kernel has plugged (and onlined) through this device.
+    /// Bytes the kernel holds plugged through this device (online, or offline while the
+    /// outcome of an UNPLUG is being asked for).
     pub fn plugged_bytes(&self) -> u64 {
-        self.plugged.iter().filter(|&&p| p).count() as u64 * self.unit
+        self.nr_plugged as u64 * self.unit
     }
     /// Distance between the requested and the plugged size.
     pub fn pending_bytes(&self) -> u64 {
@@ -195,8 +279,23 @@ impl Vmem {
     }
 
     fn blocks(&self, r: PhysRange) -> u16 {
-        // Runs are split so this fits; see `split_runs`.
+        // Runs are capped at `max_units`, so this fits.
         (r.size / self.cfg.block_size) as u16
+    }
+
+    /// The request `op` over the blocks of `range`.
+    fn request(&self, op: Op, range: PhysRange) -> Request {
+        let (addr, nb_blocks) = (range.base, self.blocks(range));
+        match op {
+            Op::Plug => Request::Plug { addr, nb_blocks },
+            Op::Unplug => Request::Unplug { addr, nb_blocks },
+            Op::State => Request::State { addr, nb_blocks },
+        }
+    }
+
+    /// Most units one request may cover.
+    fn max_units(&self) -> usize {
+        ((MAX_BLOCKS_PER_REQUEST * self.cfg.block_size) / self.unit).max(1) as usize
     }
 
     fn backoff(&mut self, now: u64, state: State, reason: Reason) -> Next {
@@ -209,8 +308,15 @@ impl Vmem {
     }
 
     fn mark(&mut self, run: Run, plugged: bool) {
-        for p in &mut self.plugged[run.first..run.first + run.count] {
-            *p = plugged;
+        for p in &mut self.plugged[run.first..run.end()] {
+            if *p != plugged {
+                *p = plugged;
+                if plugged {
+                    self.nr_plugged += 1;
+                } else {
+                    self.nr_plugged -= 1;
+                }
+            }
         }
     }
 
@@ -242,18 +348,24 @@ impl Vmem {
             }
         };
         self.cfg = cfg;
+        let victims = self.victims.take();
         if self.startup_reset {
             return self.unplug_all(dev, now);
         }
+        if !self.pending.is_empty() {
+            return self.resolve_pending(dev, mem, now);
+        }
+        if cfg.plugged_size != self.plugged_bytes() {
+            return self.audit(dev, mem, now);
+        }
         let target_units = (cfg.requested_size.min(cfg.usable_region_size) / self.unit) as usize;
-        let plugged_units = self.plugged.iter().filter(|&&p| p).count();
+        let plugged_units = self.nr_plugged;
         if plugged_units != target_units && self.progress.started_ns.is_none() {
             self.progress = Progress {
                 started_ns: Some(now),
                 ..Progress::default()
             };
         }
-        let victims = self.victims.take();
         if plugged_units < target_units {
             self.plug(dev, mem, target_units - plugged_units, now)
         } else if plugged_units > target_units {
@@ -306,7 +418,13 @@ impl Vmem {
                     self.cfg.plugged_size >> 20
                 );
                 self.startup_reset = false;
-                self.plugged.iter_mut().for_each(|p| *p = false);
+                self.mark(
+                    Run {
+                        first: 0,
+                        count: self.plugged.len(),
+                    },
+                    false,
+                );
                 Next::Again
             }
             Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
@@ -352,12 +470,11 @@ impl Vmem {
     /// Contiguous runs of the given units (sorted), each at most `MAX_BLOCKS_PER_REQUEST`.
     fn runs(&self, mut units: Vec<usize>) -> Vec<Run> {
         units.sort_unstable();
-        let max_units =
-            ((MAX_BLOCKS_PER_REQUEST * self.cfg.block_size) / self.unit).max(1) as usize;
+        let max_units = self.max_units();
         let mut runs: Vec<Run> = Vec::new();
         for u in units {
             match runs.last_mut() {
-                Some(r) if r.first + r.count == u && r.count < max_units => r.count += 1,
+                Some(r) if r.end() == u && r.count < max_units => r.count += 1,
                 _ => runs.push(Run { first: u, count: 1 }),
             }
         }
@@ -377,22 +494,27 @@ impl Vmem {
             // Nothing plugable inside the usable region.
             return self.backoff(now, State::Stalled, Reason::DeviceError);
         };
-        let run = self
+        let mut run = self
             .runs(candidates)
             .into_iter()
-            .find(|r| (r.first..r.first + r.count).contains(&pref))
+            .find(|r| (r.first..r.end()).contains(&pref))
             .unwrap_or(Run {
                 first: pref,
                 count: 1,
             });
+        if run.count > self.plug_limit {
+            // At most the run limit, still holding the preferred unit.
+            run = Run {
+                first: pref.min(run.end() - self.plug_limit),
+                count: self.plug_limit,
+            };
+        }
         let range = self.unit_range(run.first, run.count);
-        // A node the model cannot hold has nothing to check: adding refuses it.
         let node = self.node;
-        let mut fits = |r| node.is_none_or(|node| mem.can_add(r, node));
-        if !fits(range) {
+        if !mem.can_add(range, node) {
             // Try a smaller piece before giving up: one unit.
             let one = self.unit_range(run.first, 1);
-            if run.count == 1 || !fits(one) {
+            if run.count == 1 || !mem.can_add(one, node) {
                 log::warn!(
                     "vmem{}: stopping at {} MiB plugged: no free memory for more mem_maps",
                     self.id,
@@ -400,15 +522,7 @@ impl Vmem {
                 );
                 return self.backoff(now, State::Stalled, Reason::NoMemory);
             }
-            return self.plug_run(
-                dev,
-                mem,
-                Run {
-                    first: run.first,
-                    count: 1,
-                },
-                now,
-            );
+            run.count = 1;
         }
         self.plug_run(dev, mem, run, now)
     }
@@ -421,20 +535,42 @@ impl Vmem {
         now: u64,
     ) -> Next {
         let range = self.unit_range(run.first, run.count);
-        let req = Request::Plug {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
+        let req = self.request(Op::Plug, range);
         match self.send(dev, req) {
-            Some(Response::Ack) => self.plugged_ok(dev, mem, run, now),
+            Some(Response::Ack) => {
+                self.plug_limit = self.plug_limit.saturating_mul(2).min(self.max_units());
+                self.plugged_ok(dev, mem, run, now)
+            }
             Some(Response::Nack) => self.nack(now),
-            Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
-            Some(Response::Error) | Some(Response::AckState(_)) => {
+            Some(Response::Busy) if run.count > 1 => {
+                // The host may back a smaller run (prealloc, a migration ending): halve.
+                self.plug_limit = run.count / 2;
+                log::debug!(
+                    "vmem{}: PLUG of {} MiB busy; trying {} MiB",
+                    self.id,
+                    range.size >> 20,
+                    (self.plug_limit as u64 * self.unit) >> 20
+                );
+                Next::Again
+            }
+            Some(Response::Busy) => {
+                if (self.state, self.reason) != (State::Stalled, Reason::DeviceBusy) {
+                    log::warn!(
+                        "vmem{}: the host cannot back more now: stopping at {} MiB plugged \
+                         (requested {} MiB); retrying later",
+                        self.id,
+                        self.plugged_bytes() >> 20,
+                        self.cfg.requested_size >> 20
+                    );
+                }
+                self.backoff(now, State::Stalled, Reason::DeviceBusy)
+            }
+            Some(r @ (Response::Error | Response::AckState(_))) => {
                 log::error!(
-                    "vmem{}: {req:?} answered ERROR; asking the device for the state",
+                    "vmem{}: {req:?} answered {r:?}; asking the device for the state",
                     self.id
                 );
-                self.reconcile_after_plug_error(dev, mem, run, now)
+                self.after_plug_error(dev, mem, run, now)
             }
             None => Next::Idle,
         }
@@ -449,18 +585,31 @@ impl Vmem {
         now: u64,
     ) -> Next {
         self.nacks = 0;
-        self.mark(run, true);
-        let range = self.unit_range(run.first, run.count);
-        let added = match self.node {
-            Some(node) => mem.add_online(range, node),
-            None => Err(MemError::Other("node id out of range")),
-        };
-        match added {
+        match self.adopt(dev, mem, run, now) {
             Ok(()) => {
-                self.progress.plugged_bytes += range.size;
                 self.state = State::Ok;
                 self.reason = Reason::None;
                 Next::Again
+            }
+            Err(next) => next,
+        }
+    }
+
+    /// The device holds `run` plugged and the policy did not: add and online it, or, if the
+    /// memory side cannot take it, give it back and stall with `no_memory`.
+    fn adopt<D: Device, M: HotplugMemory>(
+        &mut self,
+        dev: &mut D,
+        mem: &mut M,
+        run: Run,
+        now: u64,
+    ) -> Result<(), Next> {
+        self.mark(run, true);
+        let range = self.unit_range(run.first, run.count);
+        match mem.add_online(range, self.node) {
+            Ok(()) => {
+                self.progress.plugged_bytes += range.size;
+                Ok(())
             }
             Err(e) => {
                 log::warn!(
@@ -470,14 +619,11 @@ impl Vmem {
                     range.size >> 20
                 );
                 // Nothing used it: give it back to the device.
-                let req = Request::Unplug {
-                    addr: range.base,
-                    nb_blocks: self.blocks(range),
-                };
+                let req = self.request(Op::Unplug, range);
                 if self.send(dev, req) == Some(Response::Ack) {
                     self.mark(run, false);
                 }
-                self.backoff(now, State::Stalled, Reason::NoMemory)
+                Err(self.backoff(now, State::Stalled, Reason::NoMemory))
             }
         }
     }
@@ -489,258 +635,6 @@ impl Vmem {
             return self.backoff(now, State::Busy, Reason::DeviceBusy);
         }
         Next::Again
-    }
-
-    /// Asks the device for the state of `run` (after it answered ERROR). `Err` is what the
-    /// step returns when there is no usable answer: BUSY backs off; anything else but a
-    /// state disables the device.
-    fn ask_state<D: Device>(
-        &mut self,
-        dev: &mut D,
-        run: Run,
-        now: u64,
-    ) -> Result<BlockState, Next> {
-        let range = self.unit_range(run.first, run.count);
-        let req = Request::State {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
-        match self.send(dev, req) {
-            Some(Response::AckState(s)) => Ok(s),
-            Some(Response::Busy) => Err(self.backoff(now, State::Busy, Reason::DeviceBusy)),
-            Some(r) => {
-                log::error!("vmem{}: STATE answered {r:?}; device disabled", self.id);
-                self.set_broken();
-                Err(Next::Idle)
-            }
-            None => Err(Next::Idle), // `send` disabled the device
-        }
-    }
-
-    /// The device refused a request yet reports the state we had: count a contradiction,
-    /// back off, and disable the device after [`MAX_CONTRADICTIONS`].
-    fn contradiction(&mut self, now: u64, what: core::fmt::Arguments) -> Next {
-        self.contradictions += 1;
-        log::warn!(
-            "vmem{}: {what}; contradiction {}",
-            self.id,
-            self.contradictions
-        );
-        if self.contradictions >= MAX_CONTRADICTIONS {
-            log::error!(
-                "vmem{}: the device keeps contradicting itself; marked broken",
-                self.id
-            );
-            self.set_broken();
-            return Next::Idle;
-        }
-        self.backoff(now, State::Stalled, Reason::DeviceError)
-    }
-
-    /// After ERROR on a PLUG of `run`: ask the device what it thinks and adopt the answer.
-    fn reconcile_after_plug_error<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        now: u64,
-    ) -> Next {
-        match self.ask_state(dev, run, now) {
-            // The device plugged it after all: adopt it.
-            Ok(BlockState::Plugged) => self.plugged_ok(dev, mem, run, now),
-            Ok(s) => {
-                let range = self.unit_range(run.first, run.count);
-                self.contradiction(
-                    now,
-                    format_args!(
-                        "device says {s:?} for 0x{:x}+{} MiB after refusing PLUG",
-                        range.base,
-                        range.size >> 20
-                    ),
-                )
-            }
-            Err(next) => next,
-        }
-    }
-
-    /// Unplugs at most `excess` units. Victims: units with nothing allocated first, then
-    /// those with the fewest used pages, higher addresses first. A run of contiguous empty
-    /// victims goes in one request; a used unit goes alone after its pages moved.
-    /// `victims`: the order the previous unplug step left, if it succeeded (see
-    /// [`Vmem::victims`]).
-    fn unplug<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        excess: usize,
-        victims: Option<Vec<(u64, usize)>>,
-        now: u64,
-    ) -> Next {
-        let mut order = victims.unwrap_or_else(|| {
-            let mut order: Vec<(u64, usize)> = (0..self.plugged.len())
-                .filter(|&u| self.plugged[u])
-                .map(|u| (mem.used_pages(self.unit_range(u, 1)), u))
-                .collect();
-            order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            order
-        });
-        order.retain(|&(_, u)| self.plugged[u]);
-        let empty: Vec<usize> = order
-            .iter()
-            .take(excess)
-            .take_while(|(used, _)| *used == 0)
-            .map(|&(_, u)| u)
-            .collect();
-        if let Some(&first) = empty.first() {
-            // The run of empty victims that holds the best (highest) one.
-            if let Some(run) = self
-                .runs(empty)
-                .into_iter()
-                .find(|r| (r.first..r.first + r.count).contains(&first))
-            {
-                match mem.offline(self.unit_range(run.first, run.count)) {
-                    Ok(moved) => return self.unplug_offlined(dev, mem, run, moved, order, now),
-                    Err(e) => log::debug!("vmem{}: empty run refused: {e:?}", self.id),
-                }
-            }
-        }
-        // One unit at a time, in victim order, moving its pages out.
-        let mut worst: Option<MemError> = None;
-        for &(_, u) in &order {
-            match mem.offline(self.unit_range(u, 1)) {
-                Ok(moved) => {
-                    let run = Run { first: u, count: 1 };
-                    return self.unplug_offlined(dev, mem, run, moved, order, now);
-                }
-                Err(e) => {
-                    worst = Some(match (worst, e) {
-                        (Some(MemError::Floor), _) | (_, MemError::Floor) => MemError::Floor,
-                        (Some(MemError::Pinned), _) | (_, MemError::Pinned) => MemError::Pinned,
-                        (Some(MemError::NoMemory), _) | (_, MemError::NoMemory) => {
-                            MemError::NoMemory
-                        }
-                        _ => e,
-                    });
-                    // The floor, and a lack of memory to migrate to, hold for every unit
-                    // alike: no point trying the others now.
-                    if matches!(e, MemError::Floor | MemError::NoMemory) {
-                        break;
-                    }
-                }
-            }
-        }
-        let reason = match worst {
-            Some(MemError::Floor) => Reason::Floor,
-            Some(MemError::Pinned) => Reason::Pinned,
-            Some(MemError::NoMemory) => Reason::NoMemory,
-            Some(MemError::InUse) => Reason::Unmovable,
-            _ => Reason::DeviceError,
-        };
-        if self.state != State::Stalled || self.reason != reason {
-            log::warn!(
-                "vmem{}: unplug stalled at {} MiB (requested {} MiB): {}",
-                self.id,
-                self.plugged_bytes() >> 20,
-                self.cfg.requested_size >> 20,
-                reason.name()
-            );
-        }
-        self.backoff(now, State::Stalled, reason)
-    }
-
-    /// `run` went offline after `moved` pages moved out: count them, then
-    /// [`Vmem::unplug_run`]; on success the victim order is kept for the next step.
-    fn unplug_offlined<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        moved: u64,
-        order: Vec<(u64, usize)>,
-        now: u64,
-    ) -> Next {
-        self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
-        let next = self.unplug_run(dev, mem, run, now);
-        if next == Next::Again {
-            self.victims = Some(order);
-        }
-        next
-    }
-
-    fn unplug_run<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        now: u64,
-    ) -> Next {
-        let range = self.unit_range(run.first, run.count);
-        let req = Request::Unplug {
-            addr: range.base,
-            nb_blocks: self.blocks(range),
-        };
-        match self.send(dev, req) {
-            Some(Response::Ack) => {
-                self.nacks = 0;
-                self.mark(run, false);
-                if let Err(e) = mem.remove(range) {
-                    log::error!(
-                        "vmem{}: remove 0x{:x}+{} MiB: {e:?}",
-                        self.id,
-                        range.base,
-                        range.size >> 20
-                    );
-                }
-                self.progress.unplugged_bytes += range.size;
-                self.state = State::Ok;
-                self.reason = Reason::None;
-                Next::Again
-            }
-            other => {
-                if let Err(e) = mem.reonline(range) {
-                    log::error!("vmem{}: re-online 0x{:x}: {e:?}", self.id, range.base);
-                }
-                match other {
-                    Some(Response::Nack) => self.nack(now),
-                    Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
-                    Some(_) => {
-                        log::error!(
-                            "vmem{}: {req:?} answered ERROR; asking the device for the state",
-                            self.id
-                        );
-                        self.reconcile_after_unplug_error(dev, mem, run, now)
-                    }
-                    None => Next::Idle,
-                }
-            }
-        }
-    }
-
-    /// After ERROR on an UNPLUG of `run` (already back online): ask the device what it
-    /// thinks and adopt the answer.
-    fn reconcile_after_unplug_error<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        now: u64,
-    ) -> Next {
-        match self.ask_state(dev, run, now) {
-            Ok(BlockState::Unplugged) => {
-                // The device already had it unplugged: memory we onlined is not backed.
-                // Take it out again and adopt the device's view.
-                self.mark(run, false);
-                let range = self.unit_range(run.first, run.count);
-                if mem.offline(range).is_ok() {
-                    let _ = mem.remove(range);
-                }
-                Next::Again
-            }
-            Ok(s) => {
-                self.contradiction(now, format_args!("device says {s:?} after refusing UNPLUG"))
-            }
-            Err(next) => next,
-        }
     }
 }
 

@@ -1,239 +1,16 @@
 //! The policy against a fake device (behaving like QEMU's virtio-mem) and the real memory
-//! model over the shared `Vec`-backed fake store.
+//! model over the shared `Vec`-backed fake store. The fakes live in `tests/fake.rs`.
 
 use super::*;
-use crate::mm::testing::FakeStore;
-use crate::mm::{AllocFlags, MemRegion, Pfn};
-use std::collections::VecDeque;
+use crate::mm::{AllocFlags, Pfn, ZoneType};
+use hotmem_drivers::virtio_mem::BlockState;
 
-use crate::mm::{Mm, NodeId, PhysAddr, ZoneType};
+mod errors;
+mod fake;
+use fake::{FakeDevice, TestMem};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
-
-/// The memory side for tests: the real model, no linear map.
-struct TestMem {
-    mm: Mm<FakeStore>,
-    adds: u32,
-    fail_adds: bool,
-    /// Movable pages "mapped" by a fake workload; `offline` moves them (a stand-in for
-    /// the migration engine) unless they are pinned.
-    held: Vec<Pfn>,
-    pinned: Vec<Pfn>,
-    /// Every unit offlined, in order.
-    offlined: Vec<PhysRange>,
-    /// Free bytes that must remain after an unplug (0: no floor).
-    floor: u64,
-}
-
-impl TestMem {
-    fn new(boot_bytes: u64) -> TestMem {
-        let regions = [MemRegion {
-            base: PhysAddr(0x4000_0000),
-            size_bytes: boot_bytes,
-            node: NodeId::ZERO,
-        }];
-        let mm = Mm::boot(&regions, &[], 40, FakeStore::default()).expect("boot");
-        TestMem {
-            mm,
-            adds: 0,
-            fail_adds: false,
-            held: vec![],
-            pinned: vec![],
-            offlined: vec![],
-            floor: 0,
-        }
-    }
-    fn movable_free_bytes(&self) -> u64 {
-        self.mm
-            .stats()
-            .filter(|z| z.zone == Some(ZoneType::Movable))
-            .map(|z| z.free_pages)
-            .sum::<u64>()
-            * 4096
-    }
-}
-
-impl HotplugMemory for TestMem {
-    fn can_add(&mut self, range: PhysRange, _node: NodeId) -> bool {
-        mm_can_add(&self.mm, range)
-    }
-    fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError> {
-        self.adds += 1;
-        if self.fail_adds {
-            return Err(MemError::NoMemory);
-        }
-        mm_add_online(&mut self.mm, range, node, ZoneType::Movable)
-    }
-    fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
-        let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
-        if self.pinned.iter().any(inside) {
-            return Err(MemError::Pinned);
-        }
-        if !mm_floor_allows(&self.mm, range, self.floor) {
-            return Err(MemError::Floor);
-        }
-        let r = pfn_range(range);
-        self.mm.isolate_range(r).map_err(mm_err)?;
-        // "Migrate": a new page outside the isolated range for every held page inside.
-        let mut moved = 0;
-        for i in 0..self.held.len() {
-            if inside(&self.held[i]) {
-                match self.mm.alloc_pages(0, AllocFlags::MOVABLE) {
-                    Ok(new) => {
-                        self.mm.free_pages(self.held[i], 0).unwrap();
-                        self.held[i] = new;
-                        moved += 1;
-                    }
-                    Err(_) => {
-                        let _ = self.mm.unisolate_range(r);
-                        return Err(MemError::NoMemory);
-                    }
-                }
-            }
-        }
-        self.mm.offline_range(r).map_err(|e| {
-            let _ = self.mm.unisolate_range(r);
-            mm_err(e)
-        })?;
-        self.offlined.push(range);
-        Ok(moved)
-    }
-    fn reonline(&mut self, range: PhysRange) -> Result<(), MemError> {
-        mm_reonline(&mut self.mm, range, ZoneType::Movable)
-    }
-    fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
-        mm_remove(&mut self.mm, range)
-    }
-    fn used_pages(&mut self, range: PhysRange) -> u64 {
-        mm_used_pages(&self.mm, range)
-    }
-}
-
-/// Behaves like QEMU's device (hw/virtio/virtio-mem.c), plus scripted answers.
-struct FakeDevice {
-    cfg: Config,
-    plugged: Vec<bool>,
-    script: VecDeque<Response>,
-    log: Vec<Request>,
-    /// (after this many requests, set requested_size to this)
-    change_requested: Option<(usize, u64)>,
-    /// Answer ERROR to PLUG while still doing it (a device lying about failure).
-    lie_on_plug: bool,
-}
-
-impl FakeDevice {
-    fn new(block_size: u64, region: u64) -> FakeDevice {
-        let cfg = Config {
-            block_size,
-            node_id: 0,
-            addr: 0x1_0000_0000,
-            region_size: region,
-            usable_region_size: 0,
-            plugged_size: 0,
-            requested_size: 0,
-        };
-        let mut d = FakeDevice {
-            cfg,
-            plugged: vec![false; (region / block_size) as usize],
-            script: VecDeque::new(),
-            log: vec![],
-            change_requested: None,
-            lie_on_plug: false,
-        };
-        d.set_requested(0);
-        d
-    }
-    fn set_requested(&mut self, bytes: u64) {
-        self.cfg.requested_size = bytes;
-        // QEMU: usable = min(region, requested + 1 GiB) rounded up to blocks; never shrinks
-        // except on UNPLUG_ALL or reset.
-        let usable = (bytes + GIB)
-            .min(self.cfg.region_size)
-            .next_multiple_of(self.cfg.block_size);
-        self.cfg.usable_region_size = self
-            .cfg
-            .usable_region_size
-            .max(usable.min(self.cfg.region_size));
-    }
-    fn blocks(&self, addr: u64, n: u16) -> Option<std::ops::Range<usize>> {
-        let bs = self.cfg.block_size;
-        if n == 0 || addr % bs != 0 || addr < self.cfg.addr {
-            return None;
-        }
-        let first = ((addr - self.cfg.addr) / bs) as usize;
-        let end = first + n as usize;
-        (end as u64 * bs <= self.cfg.usable_region_size).then_some(first..end)
-    }
-    fn plugged_bytes(&self) -> u64 {
-        self.plugged.iter().filter(|&&p| p).count() as u64 * self.cfg.block_size
-    }
-}
-
-impl Device for FakeDevice {
-    type Error = ();
-    fn config(&mut self) -> Result<Config, ()> {
-        self.cfg.plugged_size = self.plugged_bytes();
-        Ok(self.cfg)
-    }
-    fn request(&mut self, req: Request) -> Result<Response, ()> {
-        self.log.push(req);
-        if let Some((after, bytes)) = self.change_requested {
-            if self.log.len() > after {
-                self.set_requested(bytes);
-                self.change_requested = None;
-            }
-        }
-        if let Some(r) = self.script.pop_front() {
-            return Ok(r);
-        }
-        let bs = self.cfg.block_size;
-        Ok(match req {
-            Request::Plug { addr, nb_blocks } => match self.blocks(addr, nb_blocks) {
-                None => Response::Error,
-                Some(r) if self.plugged[r.clone()].iter().any(|&p| p) => Response::Error,
-                Some(r) if self.plugged_bytes() + r.len() as u64 * bs > self.cfg.requested_size => {
-                    Response::Nack
-                }
-                Some(r) => {
-                    self.plugged[r].iter_mut().for_each(|p| *p = true);
-                    if self.lie_on_plug {
-                        Response::Error
-                    } else {
-                        Response::Ack
-                    }
-                }
-            },
-            Request::Unplug { addr, nb_blocks } => match self.blocks(addr, nb_blocks) {
-                Some(r) if self.plugged[r.clone()].iter().all(|&p| p) => {
-                    self.plugged[r].iter_mut().for_each(|p| *p = false);
-                    Response::Ack
-                }
-                _ => Response::Error,
-            },
-            Request::UnplugAll => {
-                self.plugged.iter_mut().for_each(|p| *p = false);
-                self.cfg.usable_region_size = (self.cfg.requested_size + GIB)
-                    .min(self.cfg.region_size)
-                    .next_multiple_of(bs);
-                Response::Ack
-            }
-            Request::State { addr, nb_blocks } => match self.blocks(addr, nb_blocks) {
-                None => Response::Error,
-                Some(r) => {
-                    let n = self.plugged[r.clone()].iter().filter(|&&p| p).count();
-                    Response::AckState(if n == 0 {
-                        BlockState::Unplugged
-                    } else if n == r.len() {
-                        BlockState::Plugged
-                    } else {
-                        BlockState::Mixed
-                    })
-                }
-            },
-        })
-    }
-}
 
 /// Runs `step` until idle or a retry time (following retries up to `max_retries`).
 fn converge(v: &mut Vmem, d: &mut FakeDevice, m: &mut TestMem, max_retries: u32) -> (Next, u64) {
@@ -256,10 +33,14 @@ fn converge(v: &mut Vmem, d: &mut FakeDevice, m: &mut TestMem, max_retries: u32)
     panic!("no convergence");
 }
 
+/// A policy, a fake device of `region` bytes in `block`s at 0x1_0000_0000, and `boot`
+/// bytes of boot memory; device and memory share one trace.
 fn setup(block: u64, region: u64, boot: u64) -> (Vmem, FakeDevice, TestMem) {
     let mut d = FakeDevice::new(block, region);
     let cfg = d.config().unwrap();
-    (Vmem::new(0, cfg), d, TestMem::new(boot))
+    let m = TestMem::new(boot);
+    d.trace = m.trace.clone();
+    (Vmem::new(0, cfg), d, m)
 }
 
 #[test]
@@ -339,15 +120,29 @@ fn partially_plugged_sections_fill_first_then_lowest_address() {
     );
 }
 
+/// BUSY to a single unit backs off on a timer that doubles. (BUSY to a longer run first
+/// halves it, down to one unit: `busy_splits_the_run_*` in `tests/errors.rs`.)
 #[test]
 fn busy_backs_off_on_a_timer_and_doubles() {
     let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
     d.set_requested(64 * MIB);
-    d.script.extend([Response::Busy, Response::Busy]);
+    // 32 units: five halvings (32 -> 1), then BUSY to one unit, then again after the
+    // back-off.
+    d.script.extend([Response::Busy; 7]);
     let t0 = 1_000;
-    let n1 = v.step(&mut d, &mut m, t0);
+    let mut n1 = Next::Again;
+    for _ in 0..6 {
+        n1 = v.step(&mut d, &mut m, t0);
+        if n1 != Next::Again {
+            break;
+        }
+    }
     assert_eq!(n1, Next::RetryAt(t0 + BACKOFF_MIN_NS));
-    assert_eq!((v.state(), v.reason()), (State::Busy, Reason::DeviceBusy));
+    assert_eq!(d.log.len(), 6, "{:?}", d.log);
+    assert_eq!(
+        (v.state(), v.reason()),
+        (State::Stalled, Reason::DeviceBusy)
+    );
     // Too early: nothing is sent.
     let sent = d.log.len();
     assert_eq!(
@@ -524,25 +319,28 @@ fn failed_add_gives_the_blocks_back() {
     assert_eq!(d.plugged_bytes(), 64 * MIB);
 }
 
+/// A node the memory model cannot hold is refused when the policy is created: broken at
+/// once with `unsupported_node`, nothing sent, nothing added.
 #[test]
 fn node_the_model_cannot_hold_refuses_the_add() {
     let mut d = FakeDevice::new(2 * MIB, GIB);
     d.cfg.node_id = crate::mm::MAX_NODES as u16;
     let cfg = d.config().unwrap();
     let (mut v, mut m) = (Vmem::new(0, cfg), TestMem::new(GIB));
+    assert_eq!(
+        (v.state(), v.reason()),
+        (State::Broken, Reason::UnsupportedNode)
+    );
     d.set_requested(64 * MIB);
     let (n, _) = converge(&mut v, &mut d, &mut m, 0);
-    assert!(matches!(n, Next::RetryAt(_)));
+    assert_eq!(n, Next::Idle);
     assert_eq!(
         m.adds, 0,
         "the memory side is not asked to add to a node it cannot hold"
     );
-    assert_eq!(
-        d.plugged_bytes(),
-        0,
-        "unplugged again after the refused add"
-    );
-    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::NoMemory));
+    assert!(d.log.is_empty(), "no request: {:?}", d.log);
+    assert_eq!(d.plugged_bytes(), 0);
+    assert_eq!(v.reason().name(), "unsupported_node");
 }
 
 #[test]
@@ -604,16 +402,6 @@ fn candidates_prefer_partially_plugged_sections() {
         runs.iter().map(|r| r.count).collect::<Vec<_>>(),
         vec![32_767, 7_233]
     );
-}
-
-impl TestMem {
-    /// Allocates `n` movable pages for the fake workload.
-    fn hold(&mut self, n: usize) {
-        for _ in 0..n {
-            let p = self.mm.alloc_pages(0, AllocFlags::MOVABLE).unwrap();
-            self.held.push(p);
-        }
-    }
 }
 
 #[test]

@@ -68,9 +68,11 @@ pub enum State {
     Ok,
     /// The device answered BUSY (or NACK too often): backing off.
     Busy,
-    /// The memory side or the device refused: backing off, the reason says why.
+    /// The memory side or the device refused (a PLUG of a single unit answered BUSY: the
+    /// host backs no more): backing off, the reason says why.
     Stalled,
-    /// Disabled for good (a transport error or a device that contradicts itself).
+    /// Disabled for good (a transport error, a device that contradicts itself, or one the
+    /// kernel cannot drive).
     Broken,
 }
 
@@ -105,6 +107,12 @@ pub enum Reason {
     Granularity,
     /// The device contradicts itself or its configuration is invalid.
     DeviceError,
+    /// The device region's address or size is not a multiple of the plug unit
+    /// (max(block, 2 MiB)). Found at probe; the device stays broken.
+    UnalignedRegion,
+    /// The device's node id is not one the memory model holds (`>= MAX_NODES`). Found at
+    /// probe; the device stays broken.
+    UnsupportedNode,
 }
 
 impl Reason {
@@ -119,6 +127,8 @@ impl Reason {
             Reason::Floor => "floor",
             Reason::Granularity => "granularity",
             Reason::DeviceError => "device_error",
+            Reason::UnalignedRegion => "unaligned_region",
+            Reason::UnsupportedNode => "unsupported_node",
         }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hotmem_qemu::guest::{self, Mem, MemLine, MemNode, Vmem, VmemLine};
-use hotmem_qemu::{CommandOutput, Machine, Qemu, Record, VirtioMemInfo, MIB};
+use hotmem_qemu::{CommandOutput, LaunchOptions, Machine, Qemu, Record, VirtioMemInfo, MIB};
 
 /// Boot to the first prompt (TCG is slow; 16 GiB guests and 8 vCPUs on 2 host cores).
 pub const BOOT: Duration = Duration::from_secs(90);
@@ -64,10 +64,16 @@ impl Drop for Vm {
 
 /// Starts `machine` and waits for the first `hotmem> ` prompt.
 pub fn boot(machine: &Machine) -> Vm {
+    boot_with(machine, &LaunchOptions::default())
+}
+
+/// [`boot`] with launch options (a wrapper command, another image).
+pub fn boot_with(machine: &Machine, options: &LaunchOptions) -> Vm {
     let exclusive = ONE_QEMU_AT_A_TIME
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let qemu = Qemu::launch(machine).unwrap_or_else(|e| panic!("launching [{machine}]: {e}"));
+    let qemu = Qemu::launch_with(machine, options)
+        .unwrap_or_else(|e| panic!("launching [{machine}]: {e}"));
     let mut vm = Vm {
         qemu,
         _exclusive: exclusive,
