@@ -161,17 +161,14 @@ fn unplug_fault(mode: &str, answer: &str) {
 
 /// The device plugged, the guest is told NACK: it must find out (its next PLUG of those
 /// blocks is NACKed for real, as the device already holds the requested size) and adopt
-/// them. About 2 s when it passes.
+/// them (the policy's `plugged_size` audit). About 2 s.
 #[test]
-#[ignore = "needs the device-error reconcile (issue 11 point 3)"]
 fn replace_nack_during_plug() {
     plug_fault("replace", "nack");
 }
 
-/// The device plugged, the guest is told BUSY: as for NACK, after the back-off. About 2 s
-/// when it passes.
+/// The device plugged, the guest is told BUSY: as for NACK, after the back-off. About 2 s.
 #[test]
-#[ignore = "needs the device-error reconcile (issue 11 point 3)"]
 fn replace_busy_during_plug() {
     plug_fault("replace", "busy");
 }
