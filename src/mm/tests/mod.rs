@@ -119,6 +119,24 @@ fn fixed_sequences<S: proptest::strategy::Strategy>(
         .collect()
 }
 
+/// Runs `run` over [`fixed_sequences`] and adds up the per-kind counts it returns: what a
+/// "the random sequences reach every state" test asserts on.
+fn counts_over_fixed_sequences<S: proptest::strategy::Strategy, const N: usize>(
+    seed: u8,
+    runs: usize,
+    len: usize,
+    strategy: S,
+    run: impl Fn(&[S::Value]) -> [u64; N],
+) -> [u64; N] {
+    let mut total = [0u64; N];
+    for ops in fixed_sequences(seed, runs, len, strategy) {
+        for (t, n) in total.iter_mut().zip(run(&ops)) {
+            *t += n;
+        }
+    }
+    total
+}
+
 fn ok(mm: &Mm<FakeStore>) {
     if let Err(e) = mm.check() {
         panic!("check: FAIL {e}");

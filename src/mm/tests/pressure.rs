@@ -607,13 +607,8 @@ proptest! {
 /// call succeeds many times and many failures are injected.
 #[test]
 fn pressure_sequences_reach_every_state() {
-    let mut total = [0u64; 9];
-    for ops in fixed_sequences(11, 24, 100, op()) {
-        let seen = run_pressure(&ops).unwrap();
-        for (t, s) in total.iter_mut().zip(seen) {
-            *t += s;
-        }
-    }
+    let total: [u64; 9] =
+        counts_over_fixed_sequences(11, 24, 100, op(), |ops| run_pressure(ops).unwrap());
     eprintln!(
         "successes (alloc map add isolate migrated offline remove heap) and injected: {total:?}"
     );

@@ -301,12 +301,6 @@ proptest! {
 /// with the unmap wins, emptied ranges go offline.
 #[test]
 fn sequences_reach_every_outcome() {
-    let mut seen = [0u64; 4];
-    for ops in fixed_sequences(7, 16, 120, op()) {
-        let s = run_ops(&ops).unwrap();
-        for (a, b) in seen.iter_mut().zip(s) {
-            *a += b;
-        }
-    }
+    let seen: [u64; 4] = counts_over_fixed_sequences(7, 16, 120, op(), |ops| run_ops(ops).unwrap());
     assert!(seen.iter().all(|&n| n > 0), "outcomes seen: {seen:?}");
 }
