@@ -50,6 +50,16 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Releases `st` and sleeps until the reader thread appends text or reaches end of file, for
+    /// at most `left`; returns the state locked again. Like [`Shared::lock`] it ignores
+    /// poisoning: the reader holds no invariant across a panic.
+    fn wait<'a>(&'a self, st: MutexGuard<'a, State>, left: Duration) -> MutexGuard<'a, State> {
+        self.cond
+            .wait_timeout(st, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
 }
 
 /// What one shell command printed.
@@ -249,12 +259,7 @@ impl Console {
                     waited: started.elapsed(),
                 });
             };
-            st = self
-                .shared
-                .cond
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = self.shared.wait(st, left);
         }
     }
 
@@ -270,12 +275,7 @@ impl Console {
                     waited: started.elapsed(),
                 });
             };
-            st = self
-                .shared
-                .cond
-                .wait_timeout(st, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = self.shared.wait(st, left);
         }
         Ok(())
     }
