@@ -257,12 +257,17 @@ mod tests {
 
     #[test]
     fn nice_steps() {
-        assert_eq!(nice_step(0.7), 1.0);
-        assert_eq!(nice_step(1.3), 2.0);
-        assert_eq!(nice_step(3.0), 5.0);
-        assert_eq!(nice_step(7.0), 10.0);
-        assert_eq!(nice_step(120.0), 200.0);
-        assert_eq!(fmt_tick(0.5), "0.5");
-        assert_eq!(fmt_tick(2.0), "2");
+        for (raw, step) in [
+            (0.7, 1.0),
+            (1.3, 2.0),
+            (3.0, 5.0),
+            (7.0, 10.0),
+            (120.0, 200.0),
+        ] {
+            assert_eq!(nice_step(raw), step, "nice_step({raw})");
+        }
+        for (v, tick) in [(0.5, "0.5"), (2.0, "2")] {
+            assert_eq!(fmt_tick(v), tick, "fmt_tick({v})");
+        }
     }
 }
