@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::boot;
+use common::{boot, check_ok};
 use hotmem_qemu::{Machine, Record};
 
 fn by_name<'a>(ps: &'a [Record], name: &str) -> Vec<&'a Record> {
@@ -73,8 +73,7 @@ fn spin(vm: &mut common::Vm, n: usize, ms: u64) -> u64 {
 /// Runtime: under 1 s on the 2-core TCG development host.
 #[test]
 fn ps_lists_shell_worker_and_idle_tasks() {
-    let m = Machine::default().smp(2);
-    let mut vm = boot(&m);
+    let mut vm = boot(&Machine::default().smp(2));
     check_ps(&vm.records("ps"), 2);
     vm.poweroff_ok();
 }
@@ -85,8 +84,7 @@ fn ps_lists_shell_worker_and_idle_tasks() {
 /// Runtime: under 1 s on the 2-core TCG development host.
 #[test]
 fn preemption_on_one_cpu() {
-    let m = Machine::default().smp(1);
-    let mut vm = boot(&m);
+    let mut vm = boot(&Machine::default().smp(1));
     let cpus = spin(&mut vm, 4, 500);
     assert_eq!(cpus, 1, "only cpu 0 exists");
     let ps = vm.records("ps");
@@ -100,8 +98,7 @@ fn preemption_on_one_cpu() {
     );
     // Again: exited tasks are reaped and their slots and stacks reused.
     spin(&mut vm, 4, 200);
-    let check = vm.cmd("check");
-    assert!(check.text().contains("check: ok"), "{}", check.text());
+    check_ok(&mut vm, "after the spin tasks");
     vm.poweroff_ok();
 }
 
@@ -110,15 +107,13 @@ fn preemption_on_one_cpu() {
 /// Runtime: about 1 s on the 2-core TCG development host.
 #[test]
 fn tasks_run_on_several_cpus() {
-    let m = Machine::default().smp(4);
-    let mut vm = boot(&m);
+    let mut vm = boot(&Machine::default().smp(4));
     let cpus = spin(&mut vm, 8, 1000);
     assert!(
         cpus.count_ones() > 1,
         "spin tasks ran only on cpus 0x{cpus:x}"
     );
     check_ps(&vm.records("ps"), 4);
-    let check = vm.cmd("check");
-    assert!(check.text().contains("check: ok"), "{}", check.text());
+    check_ok(&mut vm, "after the spin tasks");
     vm.poweroff_ok();
 }
