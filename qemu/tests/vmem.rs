@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use common::{boot, poll, Vm, CMD, QMP};
 use hotmem_qemu::guest::{self, Mem, Vmem};
+use hotmem_qemu::stress::Topology;
 use hotmem_qemu::{Error, Machine, VirtioMem, VirtioMemInfo, GIB, KIB, MIB};
 use qapi::qmp;
 
@@ -450,19 +451,14 @@ fn block_size_1g() {
     block_size_plug_unplug(GIB, 2 * GIB);
 }
 
-/// Two NUMA nodes of 512M, a 2G device on each: both resized at once, grown and shrunk
-/// independently; each node's Movable zone holds its own device's memory.
+/// The stress runner's two-node machine (two NUMA nodes of 512M, a 2G device on each): both
+/// devices resized at once, grown and shrunk independently; each node's Movable zone holds its
+/// own device's memory.
 ///
 /// Runtime: under 1 s on the 2-core TCG development host.
 #[test]
 fn two_devices_on_two_numa_nodes() {
-    let m = Machine::default()
-        .smp(2)
-        .numa_nodes(&[512 * MIB, 512 * MIB])
-        .without_virtio_mem()
-        .with_virtio_mem(VirtioMem::new(2 * GIB).node(0))
-        .with_virtio_mem(VirtioMem::new(2 * GIB).node(1));
-    let mut rig = Rig::boot(m);
+    let mut rig = Rig::boot(Topology::TwoNode.machine());
     let devs = rig.qmp_devices();
     let nodes: Vec<i64> = devs.iter().map(|d| d.node).collect();
     assert_eq!(nodes, [0, 1], "QMP nodes of vm0, vm1 (by address)");
