@@ -18,7 +18,7 @@
 //! allow a host 3x slower and more.
 
 mod common;
-use common::{boot, check_ok, poll, qmp_dev, request, vmem_line, Vm, CMD};
+use common::{boot, check_ok, poll, poll_until, qmp_dev, request, vmem_line, Vm, CMD};
 
 use std::time::Duration;
 
@@ -60,14 +60,7 @@ fn off(vm: &mut Vm) {
 
 /// Polls `inject` until the plan's rules fired at least `times` in all.
 fn wait_fired(vm: &mut Vm, times: u64, what: &str) -> InjectPlan {
-    let (p, took) = poll(what, FIRE, POLL_EVERY, || {
-        let p = plan(vm);
-        if p.fired() >= times {
-            Ok(p)
-        } else {
-            Err(p.to_string())
-        }
-    });
+    let (p, took) = poll_until(what, FIRE, POLL_EVERY, || plan(vm), |p| p.fired() >= times);
     eprintln!("{what}: after {took:.2?}:\n{p}");
     p
 }

@@ -26,7 +26,7 @@ use common::{check_ok, field, qmp_dev, request, vmem_line as vmem};
 
 use std::time::{Duration, Instant};
 
-use common::{boot, check_cpus, poll, Vm, CMD, QMP};
+use common::{boot, check_cpus, poll, poll_until, Vm, CMD, QMP};
 use hotmem_qemu::guest::{self, HogStatus, VmemLine};
 use hotmem_qemu::stress::Rng;
 use hotmem_qemu::{Machine, VirtioMem, VirtioMemInfo, GIB, KIB, MIB};
@@ -258,21 +258,16 @@ fn settle(
             Settled::Stalled(Box::new(line), dev)
         }
         None => {
-            let (line, _) = poll(
+            let (line, _) = poll_until(
                 &format!("`vmem` to agree with QMP ({what})"),
                 CMD,
                 POLL_EVERY,
-                || {
-                    let line = vmem(vm);
-                    let ok = line.plugged_kib == requested / KIB
+                || vmem(vm),
+                |line| {
+                    line.plugged_kib == requested / KIB
                         && line.pending_kib == 0
                         && line.state == "ok"
-                        && line.reason == "none";
-                    if ok {
-                        Ok(line)
-                    } else {
-                        Err(line.to_string())
-                    }
+                        && line.reason == "none"
                 },
             );
             let (free, movable) = normal_free_and_movable_present(vm);

@@ -15,6 +15,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::process::ExitStatus;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -286,6 +287,25 @@ pub fn poll<T>(
             Err(_) => std::thread::sleep(every),
         }
     }
+}
+
+/// [`poll`] over one reading: calls `read` until `done` holds for what it returned, and returns
+/// that reading and how long it took; the panic at the deadline shows the last reading.
+pub fn poll_until<T: fmt::Display>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut read: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> (T, Duration) {
+    poll(what, timeout, every, || {
+        let seen = read();
+        if done(&seen) {
+            Ok(seen)
+        } else {
+            Err(seen.to_string())
+        }
+    })
 }
 
 /// The numeric field `key` of a record (panics with the parse error).
