@@ -57,29 +57,19 @@ pub fn qemu_binary() -> String {
         .unwrap_or_else(|| "qemu-system-aarch64".into())
 }
 
-/// Launch options beyond the machine itself.
-#[derive(Debug, Clone)]
+/// Launch options beyond the machine itself; the default (every field `None` or empty) is the
+/// default image and QEMU, [`QMP_CONNECT_TIMEOUT`] and no wrapper.
+#[derive(Debug, Clone, Default)]
 pub struct LaunchOptions {
     /// Kernel image; [`default_image`] when `None`.
     pub image: Option<PathBuf>,
     /// QEMU binary; [`qemu_binary`] when `None`.
     pub qemu: Option<String>,
-    /// Deadline for the QMP connection.
-    pub qmp_timeout: Duration,
+    /// Deadline for the QMP connection; [`QMP_CONNECT_TIMEOUT`] when `None`.
+    pub qmp_timeout: Option<Duration>,
     /// A command (program and arguments) that QEMU's command line is appended to, empty for
     /// none. It must exec its arguments (see the module doc).
     pub wrapper: Vec<String>,
-}
-
-impl Default for LaunchOptions {
-    fn default() -> Self {
-        LaunchOptions {
-            image: None,
-            qemu: None,
-            qmp_timeout: QMP_CONNECT_TIMEOUT,
-            wrapper: Vec::new(),
-        }
-    }
 }
 
 /// A running QEMU. See the module docs.
@@ -158,7 +148,8 @@ impl Qemu {
         let qmp = {
             let stderr = Arc::clone(&stderr);
             let child = &mut child;
-            Qmp::connect(&socket, options.qmp_timeout, || match child.try_wait() {
+            let timeout = options.qmp_timeout.unwrap_or(QMP_CONNECT_TIMEOUT);
+            Qmp::connect(&socket, timeout, || match child.try_wait() {
                 Ok(Some(status)) => {
                     // Give the stderr reader a moment to drain QEMU's last words.
                     thread::sleep(Duration::from_millis(100));
