@@ -106,7 +106,8 @@ pub const BACKOFF_MIN_NS: u64 = 5_000_000;
 pub const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// NACKs in a row before backing off instead of retrying at once.
 const NACK_RETRIES: u32 = 8;
-/// Contradictions (ERROR although STATE agrees with us) before the device is broken.
+/// Contradictions in a row (ERROR although STATE agrees with us, with no ACK to a PLUG or
+/// an UNPLUG in between) before the device is broken.
 const MAX_CONTRADICTIONS: u32 = 3;
 
 /// Policy state of one device.
@@ -136,6 +137,7 @@ pub struct Vmem {
     retry_at: Option<u64>,
     backoff_ns: u64,
     nacks: u32,
+    /// Contradictions since the last ACK to a PLUG or an UNPLUG (see [`MAX_CONTRADICTIONS`]).
     contradictions: u32,
     progress: Progress,
     /// The victim order (used pages when counted, unit) of the unplug in progress, kept
@@ -396,6 +398,10 @@ impl Vmem {
         match dev.request(req) {
             Ok(r) => {
                 log::debug!("vmem{}: {req:?} -> {r:?}", self.id);
+                if r == Response::Ack {
+                    // The device did what it was asked: its earlier refusals were passing.
+                    self.contradictions = 0;
+                }
                 Some(r)
             }
             Err(e) => {

@@ -35,7 +35,8 @@
 //!
 //! Contradictions (the device refused a request yet STATE says the request was right, or
 //! `plugged_size` disagrees with STATE everywhere) are counted
-//! ([`Vmem::contradiction`]); after `MAX_CONTRADICTIONS` the device is broken. BUSY to a
+//! ([`Vmem::contradiction`]); after `MAX_CONTRADICTIONS` in a row, with no ACK to a PLUG or
+//! an UNPLUG between them, the device is broken. BUSY to a
 //! STATE or to a repair request backs off and leaves the work for the next step.
 
 use super::{
@@ -108,7 +109,8 @@ impl Vmem {
     }
 
     /// The device refused a request yet reports the state we had: count a contradiction,
-    /// back off, and disable the device after [`MAX_CONTRADICTIONS`].
+    /// back off, and disable the device after [`MAX_CONTRADICTIONS`] in a row (an ACK to a
+    /// PLUG or an UNPLUG starts the count again).
     pub(super) fn contradiction(&mut self, now: u64, what: core::fmt::Arguments) -> Next {
         self.contradictions += 1;
         log::warn!(

@@ -439,3 +439,30 @@ fn probe_accepts_every_node_the_model_holds() {
             .sum();
     assert_eq!(node, 64 * MIB, "plugged into the device's node");
 }
+
+#[test]
+fn contradictions_broken_up_by_acks_do_not_disable_the_device() {
+    let (mut v, mut d, mut m) = setup(2 * MIB, GIB, GIB);
+    d.set_requested(256 * MIB);
+    converge(&mut v, &mut d, &mut m, 0);
+    // Many more contradictions than MAX_CONTRADICTIONS over the device's life, but never
+    // MAX_CONTRADICTIONS in a row: each ERROR (with STATE still plugged) is followed by an
+    // UNPLUG the device ACKs.
+    for i in 1..=3 * MAX_CONTRADICTIONS as u64 {
+        d.set_requested((256 - 2 * i) * MIB);
+        d.script
+            .extend([Response::Error, Response::AckState(BlockState::Plugged)]);
+        converge(&mut v, &mut d, &mut m, 5);
+        assert_ne!(v.state(), State::Broken, "round {i}");
+        assert_eq!(d.plugged_bytes(), (256 - 2 * i) * MIB, "round {i}");
+        assert_eq!(v.plugged_bytes(), d.plugged_bytes());
+    }
+    // MAX_CONTRADICTIONS in a row still disable it.
+    d.set_requested(0);
+    for _ in 0..MAX_CONTRADICTIONS {
+        d.script
+            .extend([Response::Error, Response::AckState(BlockState::Plugged)]);
+    }
+    converge(&mut v, &mut d, &mut m, 5);
+    assert_eq!(v.state(), State::Broken);
+}
