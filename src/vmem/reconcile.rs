@@ -87,6 +87,11 @@ impl Vmem {
         }
     }
 
+    /// The first or the second (`first`) block of the single unit `run`.
+    fn half(&self, run: Run, first: bool) -> PhysRange {
+        self.block_range(run.first, if first { 0 } else { 1 })
+    }
+
     /// Asks the device for the state of `range`. `Err` is what the step returns when there
     /// is no usable answer: BUSY backs off; anything else but a state disables the device.
     fn ask_state<D: Device, M>(
@@ -205,7 +210,7 @@ impl Vmem {
                 Ok(())
             }
             (Held::Offline, Seen::Half { first_plugged }) => {
-                match self.block_request(cx, run, first_plugged, false) {
+                match self.repair(cx, Op::Unplug, self.half(run, first_plugged)) {
                     Ok(()) => {
                         self.removed(cx.mem, run);
                         Ok(())
@@ -218,7 +223,7 @@ impl Vmem {
             }
             (Held::Absent, Seen::Plugged) => self.adopt(cx, run),
             (Held::Absent, Seen::Half { first_plugged }) => {
-                self.block_request(cx, run, first_plugged, false)
+                self.repair(cx, Op::Unplug, self.half(run, first_plugged))
             }
             (Held::Online, Seen::Unplugged | Seen::Half { .. }) => {
                 log::error!(
@@ -241,9 +246,9 @@ impl Vmem {
                         );
                         match seen {
                             Seen::Half { first_plugged } => {
-                                self.block_request(cx, run, !first_plugged, true)
+                                self.repair(cx, Op::Plug, self.half(run, !first_plugged))
                             }
-                            _ => self.repair(cx, run, range, true),
+                            _ => self.repair(cx, Op::Plug, range),
                         }
                     }
                 }
@@ -251,35 +256,22 @@ impl Vmem {
         }
     }
 
-    /// PLUG (`plug`) or UNPLUG one block of the single unit `run`: the first or the second
-    /// (`first`).
-    fn block_request<D: Device, M>(
-        &mut self,
-        cx: &mut StepCx<D, M>,
-        run: Run,
-        first: bool,
-        plug: bool,
-    ) -> Result<(), Next> {
-        let block = self.block_range(run.first, if first { 0 } else { 1 });
-        self.repair(cx, run, block, plug)
-    }
-
-    /// PLUG (`plug`) or UNPLUG `range` (inside `run`) to repair a difference. `Err`: BUSY
-    /// backs off; any other refusal is a contradiction.
+    /// PLUG or UNPLUG (`op`) `range` to repair a difference: a run, or one block of a half
+    /// unit. `Err`: BUSY backs off; any other refusal is a contradiction.
     fn repair<D: Device, M>(
         &mut self,
         cx: &mut StepCx<D, M>,
-        run: Run,
+        op: Op,
         range: PhysRange,
-        plug: bool,
     ) -> Result<(), Next> {
-        let req = self.request(if plug { Op::Plug } else { Op::Unplug }, range);
+        let req = self.request(op, range);
         match self.send(cx.dev, req) {
             Some(Response::Ack) => Ok(()),
             Some(Response::Busy) => Err(self.backoff(cx.now, State::Busy, Reason::DeviceBusy)),
             None => Err(Next::Idle),
             Some(r) => {
-                let unit = self.run_range(run).base;
+                // The unit `range` starts in.
+                let unit = range.base - (range.base - self.cfg.addr) % self.unit;
                 Err(self.contradiction(
                     cx.now,
                     format_args!("{req:?} to repair the unit at 0x{unit:x} answered {r:?}"),
