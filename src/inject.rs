@@ -288,6 +288,36 @@ impl fmt::Display for ArmError {
     }
 }
 
+/// The words of the grammar, one table per kind, read both ways: `name` gives a value's
+/// word (for the records), `from_word` the value a word stands for (for the parser). So the
+/// records always print what the parser reads.
+macro_rules! words {
+    ($ty:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $ty {
+            fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $word,)+
+                }
+            }
+
+            fn from_word(word: &str) -> Option<$ty> {
+                match word {
+                    $($word => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+words!(Mode { Replace => "replace", Refuse => "refuse" });
+words!(Answer { Nack => "nack", Busy => "busy", Error => "error" });
+words!(On {
+    Plug => "plug", Unplug => "unplug", UnplugAll => "unplug-all", State => "state", Any => "any"
+});
+words!(ConfigFault { Torn => "torn", Unaligned => "unaligned" });
+words!(AllocSite { Pages => "pages", Movable => "movable", Kernel => "kernel", Heap => "heap" });
+
 /// Parses the words after `inject` (see the module doc's grammar).
 pub fn parse(words: &[&str]) -> Result<Command, &'static str> {
     match words {
@@ -296,45 +326,23 @@ pub fn parse(words: &[&str]) -> Result<Command, &'static str> {
         ["off"] => Ok(Command::Off),
         ["seed", n] => parse_num(n).map(Command::Seed).ok_or("inject seed <N>"),
         ["reply", mode, answer, on, trigger @ ..] => {
-            let mode = match *mode {
-                "replace" => Mode::Replace,
-                "refuse" => Mode::Refuse,
-                _ => return Err(HELP[3]),
-            };
-            let answer = match *answer {
-                "nack" => Answer::Nack,
-                "busy" => Answer::Busy,
-                "error" => Answer::Error,
-                _ => return Err(HELP[3]),
-            };
-            let on = match *on {
-                "plug" => On::Plug,
-                "unplug" => On::Unplug,
-                "unplug-all" => On::UnplugAll,
-                "state" => On::State,
-                "any" => On::Any,
-                _ => return Err(HELP[3]),
+            let (Some(mode), Some(answer), Some(on)) = (
+                Mode::from_word(mode),
+                Answer::from_word(answer),
+                On::from_word(on),
+            ) else {
+                return Err(HELP[3]);
             };
             arm(Fault::Reply { mode, answer, on }, trigger, HELP[3])
         }
-        ["config", what, trigger @ ..] => {
-            let what = match *what {
-                "torn" => ConfigFault::Torn,
-                "unaligned" => ConfigFault::Unaligned,
-                _ => return Err(HELP[4]),
-            };
-            arm(Fault::Config(what), trigger, HELP[4])
-        }
-        ["alloc", site, trigger @ ..] => {
-            let site = match *site {
-                "pages" => AllocSite::Pages,
-                "movable" => AllocSite::Movable,
-                "kernel" => AllocSite::Kernel,
-                "heap" => AllocSite::Heap,
-                _ => return Err(HELP[5]),
-            };
-            arm(Fault::Alloc(site), trigger, HELP[5])
-        }
+        ["config", what, trigger @ ..] => match ConfigFault::from_word(what) {
+            Some(what) => arm(Fault::Config(what), trigger, HELP[4]),
+            None => Err(HELP[4]),
+        },
+        ["alloc", site, trigger @ ..] => match AllocSite::from_word(site) {
+            Some(site) => arm(Fault::Alloc(site), trigger, HELP[5]),
+            None => Err(HELP[5]),
+        },
         ["migrate", trigger @ ..] => arm(Fault::Migrate, trigger, HELP[6]),
         _ => Err(USAGE),
     }
@@ -652,57 +660,6 @@ impl fmt::Display for Header<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let armed = self.0.rules().filter(|(_, r)| r.active()).count();
         write!(f, "inject: seed={} armed={armed}", self.0.seed)
-    }
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Replace => "replace",
-            Mode::Refuse => "refuse",
-        }
-    }
-}
-
-impl Answer {
-    fn name(self) -> &'static str {
-        match self {
-            Answer::Nack => "nack",
-            Answer::Busy => "busy",
-            Answer::Error => "error",
-        }
-    }
-}
-
-impl On {
-    fn name(self) -> &'static str {
-        match self {
-            On::Plug => "plug",
-            On::Unplug => "unplug",
-            On::UnplugAll => "unplug-all",
-            On::State => "state",
-            On::Any => "any",
-        }
-    }
-}
-
-impl ConfigFault {
-    fn name(self) -> &'static str {
-        match self {
-            ConfigFault::Torn => "torn",
-            ConfigFault::Unaligned => "unaligned",
-        }
-    }
-}
-
-impl AllocSite {
-    fn name(self) -> &'static str {
-        match self {
-            AllocSite::Pages => "pages",
-            AllocSite::Movable => "movable",
-            AllocSite::Kernel => "kernel",
-            AllocSite::Heap => "heap",
-        }
     }
 }
 

@@ -65,6 +65,9 @@
 //!    the device stalls with `no_memory`.
 //! 5. Unplug (of free memory first; `unplug.rs`).
 //!
+//! Every part of a step works with what the step was given, bundled once (`StepCx`): the
+//! device, the memory side and the clock.
+//!
 //! Responses: ACK applies; NACK re-reads the config and retries (the requested size changed
 //! under us, or we asked for too much); ERROR is reconciled with STATE (`reconcile.rs`). BUSY
 //! to a PLUG of several units halves the run limit and retries at once, so the guest plugs
@@ -162,6 +165,14 @@ impl Run {
     fn end(self) -> usize {
         self.first + self.count
     }
+}
+
+/// What one [`Vmem::step`] works with, handed down to each part of it: the device, the
+/// memory side, and the time the step runs at (a monotonic clock in ns).
+struct StepCx<'a, D, M> {
+    dev: &'a mut D,
+    mem: &'a mut M,
+    now: u64,
 }
 
 /// The requests that cover a range of blocks ([`Vmem::request`]).
@@ -280,6 +291,11 @@ impl Vmem {
         }
     }
 
+    /// The physical range of `run`.
+    fn run_range(&self, run: Run) -> PhysRange {
+        self.unit_range(run.first, run.count)
+    }
+
     fn blocks(&self, r: PhysRange) -> u16 {
         // Runs are capped at `max_units`, so this fits.
         (r.size / self.cfg.block_size) as u16
@@ -351,14 +367,15 @@ impl Vmem {
         };
         self.cfg = cfg;
         let victims = self.victims.take();
+        let cx = &mut StepCx { dev, mem, now };
         if self.startup_reset {
-            return self.unplug_all(dev, now);
+            return self.unplug_all(cx);
         }
         if !self.pending.is_empty() {
-            return self.resolve_pending(dev, mem, now);
+            return self.resolve_pending(cx);
         }
         if cfg.plugged_size != self.plugged_bytes() {
-            return self.audit(dev, mem, now);
+            return self.audit(cx);
         }
         let target_units = (cfg.requested_size.min(cfg.usable_region_size) / self.unit) as usize;
         let plugged_units = self.nr_plugged;
@@ -369,9 +386,9 @@ impl Vmem {
             };
         }
         if plugged_units < target_units {
-            self.plug(dev, mem, target_units - plugged_units, now)
+            self.plug(cx, target_units - plugged_units)
         } else if plugged_units > target_units {
-            self.unplug(dev, mem, plugged_units - target_units, victims, now)
+            self.unplug(cx, plugged_units - target_units, victims)
         } else {
             self.backoff_ns = BACKOFF_MIN_NS;
             self.state = State::Ok;
@@ -415,8 +432,8 @@ impl Vmem {
         }
     }
 
-    fn unplug_all<D: Device>(&mut self, dev: &mut D, now: u64) -> Next {
-        match self.send(dev, Request::UnplugAll) {
+    fn unplug_all<D: Device, M>(&mut self, cx: &mut StepCx<D, M>) -> Next {
+        match self.send(cx.dev, Request::UnplugAll) {
             Some(Response::Ack) => {
                 log::info!(
                     "vmem{}: unplugged {} MiB left plugged from before",
@@ -433,7 +450,7 @@ impl Vmem {
                 );
                 Next::Again
             }
-            Some(Response::Busy) => self.backoff(now, State::Busy, Reason::DeviceBusy),
+            Some(Response::Busy) => self.backoff(cx.now, State::Busy, Reason::DeviceBusy),
             Some(r) => {
                 log::error!(
                     "vmem{}: UNPLUG_ALL answered {r:?}; device disabled",
@@ -487,18 +504,12 @@ impl Vmem {
         runs
     }
 
-    fn plug<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        need: usize,
-        now: u64,
-    ) -> Next {
+    fn plug<D: Device, M: HotplugMemory>(&mut self, cx: &mut StepCx<D, M>, need: usize) -> Next {
         let candidates = self.plug_candidates(need);
         // The preferred unit decides the run: the run containing it, in order.
         let Some(&pref) = candidates.first() else {
             // Nothing plugable inside the usable region.
-            return self.backoff(now, State::Stalled, Reason::DeviceError);
+            return self.backoff(cx.now, State::Stalled, Reason::DeviceError);
         };
         let mut run = self
             .runs(candidates)
@@ -515,39 +526,33 @@ impl Vmem {
                 count: self.plug_limit,
             };
         }
-        let range = self.unit_range(run.first, run.count);
+        let range = self.run_range(run);
         let node = self.node;
-        if !mem.can_add(range, node) {
+        if !cx.mem.can_add(range, node) {
             // Try a smaller piece before giving up: one unit.
             let one = self.unit_range(run.first, 1);
-            if run.count == 1 || !mem.can_add(one, node) {
+            if run.count == 1 || !cx.mem.can_add(one, node) {
                 log::warn!(
                     "vmem{}: stopping at {} MiB plugged: no free memory for more mem_maps",
                     self.id,
                     self.plugged_bytes() >> 20
                 );
-                return self.backoff(now, State::Stalled, Reason::NoMemory);
+                return self.backoff(cx.now, State::Stalled, Reason::NoMemory);
             }
             run.count = 1;
         }
-        self.plug_run(dev, mem, run, now)
+        self.plug_run(cx, run)
     }
 
-    fn plug_run<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        now: u64,
-    ) -> Next {
-        let range = self.unit_range(run.first, run.count);
+    fn plug_run<D: Device, M: HotplugMemory>(&mut self, cx: &mut StepCx<D, M>, run: Run) -> Next {
+        let range = self.run_range(run);
         let req = self.request(Op::Plug, range);
-        match self.send(dev, req) {
+        match self.send(cx.dev, req) {
             Some(Response::Ack) => {
                 self.plug_limit = self.plug_limit.saturating_mul(2).min(self.max_units());
-                self.plugged_ok(dev, mem, run, now)
+                self.plugged_ok(cx, run)
             }
-            Some(Response::Nack) => self.nack(now),
+            Some(Response::Nack) => self.nack(cx.now),
             Some(Response::Busy) if run.count > 1 => {
                 // The host may back a smaller run (prealloc, a migration ending): halve.
                 self.plug_limit = run.count / 2;
@@ -569,29 +574,23 @@ impl Vmem {
                         self.cfg.requested_size >> 20
                     );
                 }
-                self.backoff(now, State::Stalled, Reason::DeviceBusy)
+                self.backoff(cx.now, State::Stalled, Reason::DeviceBusy)
             }
             Some(r @ (Response::Error | Response::AckState(_))) => {
                 log::error!(
                     "vmem{}: {req:?} answered {r:?}; asking the device for the state",
                     self.id
                 );
-                self.after_plug_error(dev, mem, run, now)
+                self.after_plug_error(cx, run)
             }
             None => Next::Idle,
         }
     }
 
     /// The device plugged `run`: make it usable, or give it back.
-    fn plugged_ok<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        now: u64,
-    ) -> Next {
+    fn plugged_ok<D: Device, M: HotplugMemory>(&mut self, cx: &mut StepCx<D, M>, run: Run) -> Next {
         self.nacks = 0;
-        match self.adopt(dev, mem, run, now) {
+        match self.adopt(cx, run) {
             Ok(()) => {
                 self.state = State::Ok;
                 self.reason = Reason::None;
@@ -605,14 +604,12 @@ impl Vmem {
     /// memory side cannot take it, give it back and stall with `no_memory`.
     fn adopt<D: Device, M: HotplugMemory>(
         &mut self,
-        dev: &mut D,
-        mem: &mut M,
+        cx: &mut StepCx<D, M>,
         run: Run,
-        now: u64,
     ) -> Result<(), Next> {
         self.mark(run, true);
-        let range = self.unit_range(run.first, run.count);
-        match mem.add_online(range, self.node) {
+        let range = self.run_range(run);
+        match cx.mem.add_online(range, self.node) {
             Ok(()) => {
                 self.progress.plugged_bytes += range.size;
                 Ok(())
@@ -626,10 +623,10 @@ impl Vmem {
                 );
                 // Nothing used it: give it back to the device.
                 let req = self.request(Op::Unplug, range);
-                if self.send(dev, req) == Some(Response::Ack) {
+                if self.send(cx.dev, req) == Some(Response::Ack) {
                     self.mark(run, false);
                 }
-                Err(self.backoff(now, State::Stalled, Reason::NoMemory))
+                Err(self.backoff(cx.now, State::Stalled, Reason::NoMemory))
             }
         }
     }

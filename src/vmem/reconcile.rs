@@ -40,7 +40,8 @@
 //! STATE or to a repair request backs off and leaves the work for the next step.
 
 use super::{
-    Device, HotplugMemory, Next, Op, PhysRange, Reason, Run, State, Vmem, MAX_CONTRADICTIONS,
+    Device, HotplugMemory, Next, Op, PhysRange, Reason, Run, State, StepCx, Vmem,
+    MAX_CONTRADICTIONS,
 };
 use crate::mm;
 use alloc::vec::Vec;
@@ -87,18 +88,22 @@ impl Vmem {
         }
     }
 
+    /// The first or the second (`first`) block of the single unit `run`.
+    fn half(&self, run: Run, first: bool) -> PhysRange {
+        self.block_range(run.first, if first { 0 } else { 1 })
+    }
+
     /// Asks the device for the state of `range`. `Err` is what the step returns when there
     /// is no usable answer: BUSY backs off; anything else but a state disables the device.
-    fn ask_state<D: Device>(
+    fn ask_state<D: Device, M>(
         &mut self,
-        dev: &mut D,
+        cx: &mut StepCx<D, M>,
         range: PhysRange,
-        now: u64,
     ) -> Result<BlockState, Next> {
         let req = self.request(Op::State, range);
-        match self.send(dev, req) {
+        match self.send(cx.dev, req) {
             Some(Response::AckState(s)) => Ok(s),
-            Some(Response::Busy) => Err(self.backoff(now, State::Busy, Reason::DeviceBusy)),
+            Some(Response::Busy) => Err(self.backoff(cx.now, State::Busy, Reason::DeviceBusy)),
             Some(r) => {
                 log::error!("vmem{}: STATE answered {r:?}; device disabled", self.id);
                 self.set_broken();
@@ -131,16 +136,15 @@ impl Vmem {
 
     /// The device's state of `run`, as runs in address order that are each plugged,
     /// unplugged, or one half-plugged unit. Sends only STATE requests.
-    fn survey<D: Device>(
+    fn survey<D: Device, M>(
         &mut self,
-        dev: &mut D,
+        cx: &mut StepCx<D, M>,
         run: Run,
-        now: u64,
     ) -> Result<Vec<(Run, Seen)>, Next> {
         let mut seen = Vec::new();
         let mut todo = alloc::vec![run];
         while let Some(r) = todo.pop() {
-            match self.ask_state(dev, self.unit_range(r.first, r.count), now)? {
+            match self.ask_state(cx, self.run_range(r))? {
                 BlockState::Plugged => seen.push((r, Seen::Plugged)),
                 BlockState::Unplugged => seen.push((r, Seen::Unplugged)),
                 BlockState::Mixed if r.count > 1 => {
@@ -159,7 +163,7 @@ impl Vmem {
                     let two_blocks = self.unit == 2 * self.cfg.block_size;
                     let first = self.block_range(r.first, 0);
                     let first = if two_blocks {
-                        self.ask_state(dev, first, now)?
+                        self.ask_state(cx, first)?
                     } else {
                         BlockState::Mixed
                     };
@@ -189,30 +193,28 @@ impl Vmem {
     /// done now; a unit that is offline then stays in [`Vmem::pending`].
     fn apply<D: Device, M: HotplugMemory>(
         &mut self,
-        dev: &mut D,
-        mem: &mut M,
+        cx: &mut StepCx<D, M>,
         run: Run,
         seen: Seen,
         held: Held,
-        now: u64,
     ) -> Result<(), Next> {
-        let range = self.unit_range(run.first, run.count);
+        let range = self.run_range(run);
         match (held, seen) {
             (Held::Online, Seen::Plugged) | (Held::Absent, Seen::Unplugged) => Ok(()),
             (Held::Offline, Seen::Plugged) => {
-                if let Err(e) = mem.reonline(range) {
+                if let Err(e) = cx.mem.reonline(range) {
                     log::error!("vmem{}: re-online 0x{:x}: {e:?}", self.id, range.base);
                 }
                 Ok(())
             }
             (Held::Offline, Seen::Unplugged) => {
-                self.removed(mem, run);
+                self.removed(cx.mem, run);
                 Ok(())
             }
             (Held::Offline, Seen::Half { first_plugged }) => {
-                match self.block_request(dev, run, first_plugged, false, now) {
+                match self.repair(cx, Op::Unplug, self.half(run, first_plugged)) {
                     Ok(()) => {
-                        self.removed(mem, run);
+                        self.removed(cx.mem, run);
                         Ok(())
                     }
                     Err(next) => {
@@ -221,9 +223,9 @@ impl Vmem {
                     }
                 }
             }
-            (Held::Absent, Seen::Plugged) => self.adopt(dev, mem, run, now),
+            (Held::Absent, Seen::Plugged) => self.adopt(cx, run),
             (Held::Absent, Seen::Half { first_plugged }) => {
-                self.block_request(dev, run, first_plugged, false, now)
+                self.repair(cx, Op::Unplug, self.half(run, first_plugged))
             }
             (Held::Online, Seen::Unplugged | Seen::Half { .. }) => {
                 log::error!(
@@ -233,10 +235,10 @@ impl Vmem {
                     range.base,
                     range.size >> 10
                 );
-                match mem.offline(range) {
+                match cx.mem.offline(range) {
                     Ok(moved) => {
                         self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
-                        self.apply(dev, mem, run, seen, Held::Offline, now)
+                        self.apply(cx, run, seen, Held::Offline)
                     }
                     Err(e) => {
                         log::error!(
@@ -246,9 +248,9 @@ impl Vmem {
                         );
                         match seen {
                             Seen::Half { first_plugged } => {
-                                self.block_request(dev, run, !first_plugged, true, now)
+                                self.repair(cx, Op::Plug, self.half(run, !first_plugged))
                             }
-                            _ => self.repair(dev, run, range, true, now),
+                            _ => self.repair(cx, Op::Plug, range),
                         }
                     }
                 }
@@ -256,39 +258,24 @@ impl Vmem {
         }
     }
 
-    /// PLUG (`plug`) or UNPLUG one block of the single unit `run`: the first or the second
-    /// (`first`).
-    fn block_request<D: Device>(
+    /// PLUG or UNPLUG (`op`) `range` to repair a difference: a run, or one block of a half
+    /// unit. `Err`: BUSY backs off; any other refusal is a contradiction.
+    fn repair<D: Device, M>(
         &mut self,
-        dev: &mut D,
-        run: Run,
-        first: bool,
-        plug: bool,
-        now: u64,
-    ) -> Result<(), Next> {
-        let block = self.block_range(run.first, if first { 0 } else { 1 });
-        self.repair(dev, run, block, plug, now)
-    }
-
-    /// PLUG (`plug`) or UNPLUG `range` (inside `run`) to repair a difference. `Err`: BUSY
-    /// backs off; any other refusal is a contradiction.
-    fn repair<D: Device>(
-        &mut self,
-        dev: &mut D,
-        run: Run,
+        cx: &mut StepCx<D, M>,
+        op: Op,
         range: PhysRange,
-        plug: bool,
-        now: u64,
     ) -> Result<(), Next> {
-        let req = self.request(if plug { Op::Plug } else { Op::Unplug }, range);
-        match self.send(dev, req) {
+        let req = self.request(op, range);
+        match self.send(cx.dev, req) {
             Some(Response::Ack) => Ok(()),
-            Some(Response::Busy) => Err(self.backoff(now, State::Busy, Reason::DeviceBusy)),
+            Some(Response::Busy) => Err(self.backoff(cx.now, State::Busy, Reason::DeviceBusy)),
             None => Err(Next::Idle),
             Some(r) => {
-                let unit = self.unit_range(run.first, run.count).base;
+                // The unit `range` starts in.
+                let unit = range.base - (range.base - self.cfg.addr) % self.unit;
                 Err(self.contradiction(
-                    now,
+                    cx.now,
                     format_args!("{req:?} to repair the unit at 0x{unit:x} answered {r:?}"),
                 ))
             }
@@ -299,27 +286,25 @@ impl Vmem {
     /// none is left.
     pub(super) fn resolve_pending<D: Device, M: HotplugMemory>(
         &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        now: u64,
+        cx: &mut StepCx<D, M>,
     ) -> Next {
         while let Some(&run) = self.pending.first() {
-            let seen = match self.survey(dev, run, now) {
+            let seen = match self.survey(cx, run) {
                 Ok(s) => s,
                 Err(next) => return next,
             };
             self.pending.remove(0);
             for (i, &(part, s)) in seen.iter().enumerate() {
-                if let Err(next) = self.apply(dev, mem, part, s, Held::Offline, now) {
+                if let Err(next) = self.apply(cx, part, s, Held::Offline) {
                     // `apply` kept `part` if it is still offline; the rest was not touched.
                     self.pending.extend(seen[i + 1..].iter().map(|&(r, _)| r));
                     return next;
                 }
             }
             if seen.iter().all(|&(_, s)| s == Seen::Plugged) {
-                let range = self.unit_range(run.first, run.count);
+                let range = self.run_range(run);
                 return self.contradiction(
-                    now,
+                    cx.now,
                     format_args!(
                         "device says 0x{:x}+{} MiB is plugged after refusing UNPLUG",
                         range.base,
@@ -335,24 +320,22 @@ impl Vmem {
     /// plugged and give back half-plugged ones.
     pub(super) fn after_plug_error<D: Device, M: HotplugMemory>(
         &mut self,
-        dev: &mut D,
-        mem: &mut M,
+        cx: &mut StepCx<D, M>,
         run: Run,
-        now: u64,
     ) -> Next {
-        let seen = match self.survey(dev, run, now) {
+        let seen = match self.survey(cx, run) {
             Ok(s) => s,
             Err(next) => return next,
         };
         for &(part, s) in &seen {
-            if let Err(next) = self.apply(dev, mem, part, s, Held::Absent, now) {
+            if let Err(next) = self.apply(cx, part, s, Held::Absent) {
                 return next;
             }
         }
-        let range = self.unit_range(run.first, run.count);
+        let range = self.run_range(run);
         if seen.iter().all(|&(_, s)| s == Seen::Unplugged) {
             return self.contradiction(
-                now,
+                cx.now,
                 format_args!(
                     "device says 0x{:x}+{} MiB is unplugged after refusing PLUG",
                     range.base,
@@ -376,12 +359,7 @@ impl Vmem {
 
     /// The device's `plugged_size` differs from what the policy holds plugged: ask STATE
     /// over the usable region, log and apply each difference.
-    pub(super) fn audit<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        now: u64,
-    ) -> Next {
+    pub(super) fn audit<D: Device, M: HotplugMemory>(&mut self, cx: &mut StepCx<D, M>) -> Next {
         let (device_kib, held_kib) = (self.cfg.plugged_size >> 10, self.plugged_bytes() >> 10);
         log::warn!(
             "vmem{}: the device has {device_kib} KiB plugged, the driver {held_kib} KiB; \
@@ -406,7 +384,7 @@ impl Vmem {
             } else {
                 Held::Absent
             };
-            let seen = match self.survey(dev, run, now) {
+            let seen = match self.survey(cx, run) {
                 Ok(s) => s,
                 Err(next) => return next,
             };
@@ -418,7 +396,7 @@ impl Vmem {
         }
         if differ.is_empty() {
             return self.contradiction(
-                now,
+                cx.now,
                 format_args!(
                     "plugged_size says {device_kib} KiB but STATE agrees with the driver's \
                      {held_kib} KiB"
@@ -426,14 +404,14 @@ impl Vmem {
             );
         }
         for (run, seen, held) in differ {
-            let range = self.unit_range(run.first, run.count);
+            let range = self.run_range(run);
             log::warn!(
                 "vmem{}: 0x{:x}+{} KiB: the driver holds it {held:?}, the device says {seen:?}",
                 self.id,
                 range.base,
                 range.size >> 10
             );
-            if let Err(next) = self.apply(dev, mem, run, seen, held, now) {
+            if let Err(next) = self.apply(cx, run, seen, held) {
                 return next;
             }
         }

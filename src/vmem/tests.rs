@@ -43,6 +43,25 @@ fn setup(block: u64, region: u64, boot: u64) -> (Vmem, FakeDevice, TestMem) {
     (Vmem::new(0, cfg), d, m)
 }
 
+/// Scripts the device to answer the next `times` requests ERROR, each followed by a STATE
+/// answer of `state`.
+fn error_then_state(d: &mut FakeDevice, state: BlockState, times: u32) {
+    for _ in 0..times {
+        d.script
+            .extend([Response::Error, Response::AckState(state)]);
+    }
+}
+
+/// Converges (following up to 5 retries) to a broken device while the `online` bytes of
+/// memory it had plugged stay usable.
+#[track_caller]
+fn converges_to_broken_keeping(v: &mut Vmem, d: &mut FakeDevice, m: &mut TestMem, online: u64) {
+    let (n, _) = converge(v, d, m, 5);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(v.state(), State::Broken);
+    assert_eq!(m.movable_free_bytes(), online, "memory online stays usable");
+}
+
 #[test]
 fn plug_and_unplug_free_memory_every_block_size() {
     for block in [MIB, 2 * MIB, 128 * MIB, GIB] {
@@ -190,14 +209,8 @@ fn error_is_reconciled_with_state_and_liars_are_broken() {
     // ERROR and STATE says unplugged, again and again: broken, memory stays usable.
     d.lie_on_plug = false;
     d.set_requested(64 * MIB);
-    for _ in 0..3 {
-        d.script
-            .extend([Response::Error, Response::AckState(BlockState::Unplugged)]);
-    }
-    let (n, _) = converge(&mut v, &mut d, &mut m, 5);
-    assert_eq!(n, Next::Idle);
-    assert_eq!(v.state(), State::Broken);
-    assert_eq!(m.movable_free_bytes(), 32 * MIB);
+    error_then_state(&mut d, BlockState::Unplugged, 3);
+    converges_to_broken_keeping(&mut v, &mut d, &mut m, 32 * MIB);
     let sent = d.log.len();
     assert_eq!(v.step(&mut d, &mut m, u64::MAX), Next::Idle);
     assert_eq!(d.log.len(), sent, "a broken device gets no requests");
@@ -242,25 +255,15 @@ fn unplug_error_is_reconciled_with_state_and_liars_are_broken() {
     // ERROR to UNPLUG although the device did unplug (STATE says unplugged): the policy
     // adopts the device's view and the memory leaves again.
     d.set_requested(32 * MIB);
-    let unplug_then_lie = |d: &mut FakeDevice| {
-        d.script
-            .extend([Response::Error, Response::AckState(BlockState::Unplugged)]);
-    };
-    unplug_then_lie(&mut d);
+    error_then_state(&mut d, BlockState::Unplugged, 1);
     converge(&mut v, &mut d, &mut m, 0);
     assert_eq!(v.plugged_bytes(), 32 * MIB);
     assert_eq!(m.movable_free_bytes(), 32 * MIB);
     // ERROR to UNPLUG and STATE says still plugged, again and again: a contradiction each
     // time, then broken; the memory stays online and usable.
     d.set_requested(0);
-    for _ in 0..MAX_CONTRADICTIONS {
-        d.script
-            .extend([Response::Error, Response::AckState(BlockState::Plugged)]);
-    }
-    let (n, _) = converge(&mut v, &mut d, &mut m, 5);
-    assert_eq!(n, Next::Idle);
-    assert_eq!(v.state(), State::Broken);
-    assert_eq!(m.movable_free_bytes(), 32 * MIB);
+    error_then_state(&mut d, BlockState::Plugged, MAX_CONTRADICTIONS);
+    converges_to_broken_keeping(&mut v, &mut d, &mut m, 32 * MIB);
 }
 
 #[test]

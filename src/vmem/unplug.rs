@@ -13,7 +13,7 @@
 //! for `reconcile.rs`, so memory the device may have unplugged is never used again before
 //! STATE says it is still plugged.
 
-use super::{Device, HotplugMemory, MemError, Next, Op, Reason, Run, State, Vmem};
+use super::{Device, HotplugMemory, MemError, Next, Op, Reason, Run, State, StepCx, Vmem};
 use crate::mm;
 use alloc::vec::Vec;
 use hotmem_drivers::virtio_mem::Response;
@@ -26,16 +26,14 @@ impl Vmem {
     /// [`Vmem::victims`]).
     pub(super) fn unplug<D: Device, M: HotplugMemory>(
         &mut self,
-        dev: &mut D,
-        mem: &mut M,
+        cx: &mut StepCx<D, M>,
         excess: usize,
         victims: Option<Vec<(u64, usize)>>,
-        now: u64,
     ) -> Next {
         let mut order = victims.unwrap_or_else(|| {
             let mut order: Vec<(u64, usize)> = (0..self.plugged.len())
                 .filter(|&u| self.plugged[u])
-                .map(|u| (mem.used_pages(self.unit_range(u, 1)), u))
+                .map(|u| (cx.mem.used_pages(self.unit_range(u, 1)), u))
                 .collect();
             order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             order
@@ -54,8 +52,8 @@ impl Vmem {
                 .into_iter()
                 .find(|r| (r.first..r.end()).contains(&first))
             {
-                match mem.offline(self.unit_range(run.first, run.count)) {
-                    Ok(moved) => return self.unplug_offlined(dev, mem, run, moved, order, now),
+                match cx.mem.offline(self.run_range(run)) {
+                    Ok(moved) => return self.unplug_offlined(cx, run, moved, order),
                     Err(e) => log::debug!("vmem{}: empty run refused: {e:?}", self.id),
                 }
             }
@@ -63,10 +61,10 @@ impl Vmem {
         // One unit at a time, in victim order, moving its pages out.
         let mut worst: Option<MemError> = None;
         for &(_, u) in &order {
-            match mem.offline(self.unit_range(u, 1)) {
+            match cx.mem.offline(self.unit_range(u, 1)) {
                 Ok(moved) => {
                     let run = Run { first: u, count: 1 };
-                    return self.unplug_offlined(dev, mem, run, moved, order, now);
+                    return self.unplug_offlined(cx, run, moved, order);
                 }
                 Err(e) => {
                     worst = Some(match (worst, e) {
@@ -101,22 +99,20 @@ impl Vmem {
                 reason.name()
             );
         }
-        self.backoff(now, State::Stalled, reason)
+        self.backoff(cx.now, State::Stalled, reason)
     }
 
     /// `run` went offline after `moved` pages moved out: count them, then
     /// [`Vmem::unplug_run`]; on success the victim order is kept for the next step.
     fn unplug_offlined<D: Device, M: HotplugMemory>(
         &mut self,
-        dev: &mut D,
-        mem: &mut M,
+        cx: &mut StepCx<D, M>,
         run: Run,
         moved: u64,
         order: Vec<(u64, usize)>,
-        now: u64,
     ) -> Next {
         self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
-        let next = self.unplug_run(dev, mem, run, now);
+        let next = self.unplug_run(cx, run);
         if next == Next::Again {
             self.victims = Some(order);
         }
@@ -127,31 +123,25 @@ impl Vmem {
     /// unchanged: back online at once. Anything else (ERROR, or a `plugged_size` that moved
     /// although the device said no): the run stays offline in [`Vmem::pending`] until STATE
     /// says what the device holds. A transport failure leaves it offline for good.
-    fn unplug_run<D: Device, M: HotplugMemory>(
-        &mut self,
-        dev: &mut D,
-        mem: &mut M,
-        run: Run,
-        now: u64,
-    ) -> Next {
-        let range = self.unit_range(run.first, run.count);
+    fn unplug_run<D: Device, M: HotplugMemory>(&mut self, cx: &mut StepCx<D, M>, run: Run) -> Next {
+        let range = self.run_range(run);
         let req = self.request(Op::Unplug, range);
-        match self.send(dev, req) {
+        match self.send(cx.dev, req) {
             Some(Response::Ack) => {
                 self.nacks = 0;
-                self.removed(mem, run);
+                self.removed(cx.mem, run);
                 self.state = State::Ok;
                 self.reason = Reason::None;
                 Next::Again
             }
-            Some(r @ (Response::Nack | Response::Busy)) if self.device_unchanged(dev) => {
-                if let Err(e) = mem.reonline(range) {
+            Some(r @ (Response::Nack | Response::Busy)) if self.device_unchanged(cx.dev) => {
+                if let Err(e) = cx.mem.reonline(range) {
                     log::error!("vmem{}: re-online 0x{:x}: {e:?}", self.id, range.base);
                 }
                 if r == Response::Nack {
-                    self.nack(now)
+                    self.nack(cx.now)
                 } else {
-                    self.backoff(now, State::Busy, Reason::DeviceBusy)
+                    self.backoff(cx.now, State::Busy, Reason::DeviceBusy)
                 }
             }
             Some(r) => {
@@ -161,7 +151,7 @@ impl Vmem {
                     self.id
                 );
                 self.pending.push(run);
-                self.resolve_pending(dev, mem, now)
+                self.resolve_pending(cx)
             }
             None => {
                 log::error!(
@@ -184,7 +174,7 @@ impl Vmem {
     /// The device unplugged the offline `run`: unmap and remove it.
     pub(super) fn removed<M: HotplugMemory>(&mut self, mem: &mut M, run: Run) {
         self.mark(run, false);
-        let range = self.unit_range(run.first, run.count);
+        let range = self.run_range(run);
         if let Err(e) = mem.remove(range) {
             log::error!(
                 "vmem{}: remove 0x{:x}+{} MiB: {e:?}",
