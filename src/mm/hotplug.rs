@@ -96,11 +96,18 @@ fn first_pfn(nr: SectionNr, bits: u64) -> Pfn {
 }
 
 impl<S: MemMapStore> Mm<S> {
+    /// Checks that `range` is a non-empty, subsection-aligned range the model can describe.
     fn check_range(&self, range: PfnRange) -> Result<(), Error> {
+        self.check_bounds(range, PAGES_PER_SUBSECTION)
+    }
+
+    /// Checks that `range` is non-empty, aligned to `align_pages` and below the physical
+    /// address limit: what every run-time call on a range checks first.
+    pub(super) fn check_bounds(&self, range: PfnRange, align_pages: u64) -> Result<(), Error> {
         if range.is_empty() {
             return Err(Error::InvalidRange);
         }
-        if !range.is_aligned(PAGES_PER_SUBSECTION) {
+        if !range.is_aligned(align_pages) {
             return Err(Error::Unaligned);
         }
         if range.end_exclusive.0 > self.buddy.table.end_pfn().0 {

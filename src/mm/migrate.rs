@@ -306,15 +306,7 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Checks that `range` is a non-empty, pageblock-aligned range of isolated pageblocks.
     fn check_isolated(&self, range: PfnRange) -> Result<(), Error> {
-        if range.is_empty() {
-            return Err(Error::InvalidRange);
-        }
-        if !range.is_aligned(PAGES_PER_PAGEBLOCK) {
-            return Err(Error::Unaligned);
-        }
-        if range.end_exclusive.0 > self.buddy.table.end_pfn().0 {
-            return Err(Error::BeyondPhysLimit);
-        }
+        self.check_bounds(range, PAGES_PER_PAGEBLOCK)?;
         let mut pb = range.start;
         while pb.0 < range.end_exclusive.0 {
             if !self.buddy.table.pfn_online(pb) {
