@@ -112,6 +112,15 @@ impl Buddy {
         }
     }
 
+    /// The nodes that have (or had) memory, in id order, each with its id.
+    pub(crate) fn seen_nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.seen)
+            .map(|(i, n)| (NodeId::new(i as u32).unwrap_or(NodeId::ZERO), n))
+    }
+
     fn zone_of(&self, pfn: Pfn) -> ZoneIdx {
         let p = self.table.pg(pfn);
         (p.node().index(), p.zone().index())
