@@ -160,11 +160,7 @@ impl MigrateFailure {
     }
 }
 
-impl fmt::Display for MigrateFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(MigrateFailure);
 
 /// What [`migrate_range`] did. Failure counts are in pages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
