@@ -18,13 +18,7 @@ use crate::mm::heap::{HeapBacking, SlabHeap};
 /// 48 MiB of boot memory at 1 GiB (2 MiB reserved for the "kernel") and a hot-plug window
 /// of two sections at 4 GiB, with 32 MiB of it added and onlined into Movable.
 fn world_mm(floor: u64) -> Mm<FakeStore> {
-    let mut mm = Mm::boot(
-        &[region(GIB, 48 * MIB, 0)],
-        &[resv(GIB, 2 * MIB)],
-        40,
-        FakeStore::default(),
-    )
-    .unwrap();
+    let mut mm = boot_mm(&[region(GIB, 48 * MIB, 0)], &[resv(GIB, 2 * MIB)]);
     mm.set_floor_bytes(floor);
     mm.add_online_range(window(0, 16), NodeId::ZERO, ZoneType::Movable)
         .unwrap();

@@ -206,13 +206,7 @@ impl Fake {
 /// 64 MiB of boot memory at 1 GiB (node 0, Normal) and 32 MiB hot-added into Movable at
 /// 2 GiB.
 fn setup() -> (SharedMm, Rmap, Fake) {
-    let mut mm = Mm::boot(
-        &[region(GIB, 64 * MIB, 0)],
-        &[resv(GIB, 2 * MIB)],
-        40,
-        FakeStore::default(),
-    )
-    .unwrap();
+    let mut mm = boot_mm(&[region(GIB, 64 * MIB, 0)], &[resv(GIB, 2 * MIB)]);
     mm.add_online_range(movable(0, 32), NodeId::ZERO, ZoneType::Movable)
         .unwrap();
     let mm = Rc::new(RefCell::new(mm));
