@@ -258,8 +258,26 @@ pub(super) fn unmap(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, as_id: AsId, 
     mm.borrow_mut().put_page(pfn).unwrap()
 }
 
+/// Runs the engine on `range` through [`Locked`] and checks what holds whatever the
+/// outcome: every page in use in the range was either moved or counted as failed.
+pub(super) fn migrate_counted(
+    mm: &SharedMm,
+    rmap: &mut Rmap,
+    pt: &mut Fake,
+    range: PfnRange,
+) -> Result<MigrateReport, Error> {
+    let used = mm.borrow().used_pages_in(range);
+    let r = migrate_range(&mut Locked(mm.clone()), rmap, pt, range)?;
+    assert_eq!(
+        r.moved_pages + r.failed_pages(),
+        used,
+        "migrate {range:?}: pages in use = moved + failed"
+    );
+    Ok(r)
+}
+
 fn run(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, range: PfnRange) -> MigrateReport {
-    migrate_range(&mut Locked(mm.clone()), rmap, pt, range).unwrap()
+    migrate_counted(mm, rmap, pt, range).unwrap()
 }
 
 fn checked(mm: &SharedMm, rmap: &Rmap) {
