@@ -27,7 +27,7 @@ global_asm!(
     r#"
 // The register layout of the frame, once for saving and once for restoring: `op` is
 // `stp` or `ldp`, `ldst` is `str` or `ldr`.
-.macro GPRS op, ldst
+.macro FRAME_GPRS op, ldst
     \op     x0, x1, [sp, #0]
     \op     x2, x3, [sp, #16]
     \op     x4, x5, [sp, #32]
@@ -47,7 +47,7 @@ global_asm!(
 .endm
 
 // q0-q31 at x0 (the frame's FP area).
-.macro FPRS op
+.macro FRAME_FPRS op
     \op     q0, q1, [x0, #0]
     \op     q2, q3, [x0, #32]
     \op     q4, q5, [x0, #64]
@@ -68,7 +68,7 @@ global_asm!(
 
 .macro SAVE_FRAME
     sub     sp, sp, #{size}
-    GPRS    stp, str
+    FRAME_GPRS stp, str
     add     x0, sp, #{size}
     str     x0, [sp, #{sp_off}]
     mrs     x0, elr_el1
@@ -78,7 +78,7 @@ global_asm!(
     mrs     x1, fpcr
     stp     x0, x1, [sp, #{fpsr_off}]
     add     x0, sp, #{q_off}
-    FPRS    stp
+    FRAME_FPRS stp
 .endm
 
 .macro STUB name, handler, kind
@@ -130,14 +130,14 @@ __exception_vectors:
 
 __restore_frame:
     add     x0, sp, #{q_off}
-    FPRS    ldp
+    FRAME_FPRS ldp
     ldp     x0, x1, [sp, #{fpsr_off}]
     msr     fpsr, x0
     msr     fpcr, x1
     ldp     x0, x1, [sp, #{elr_off}]
     msr     elr_el1, x0
     msr     spsr_el1, x1
-    GPRS    ldp, ldr
+    FRAME_GPRS ldp, ldr
     add     sp, sp, #{size}
     eret
 
