@@ -247,6 +247,21 @@ pub(super) fn map(
     pt.replace(as_id, va, Pte::Present { pfn, writable: w });
 }
 
+/// A new movable page mapped writable at `va` of `as_id` (as [`map`] does it), holding `tag`.
+fn map_new_page(
+    mm: &SharedMm,
+    rmap: &mut Rmap,
+    pt: &mut Fake,
+    as_id: AsId,
+    va: u64,
+    tag: u64,
+) -> Pfn {
+    let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
+    map(mm, rmap, pt, pfn, as_id, va, true);
+    pt.write(as_id, va, tag);
+    pfn
+}
+
 /// Unmaps `va` of `as_id`: page-table entry, flush, rmap entry, the reference. Returns
 /// whether the page was freed.
 pub(super) fn unmap(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, as_id: AsId, va: u64) -> bool {

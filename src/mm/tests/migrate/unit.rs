@@ -208,10 +208,8 @@ fn batches_with_mixed_outcomes_move_the_rest() {
     let n = MIGRATE_BATCH as u64 * 2 + 6;
     let mut pages = Vec::new();
     for i in 0..n {
-        let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
         let va = 0x40_0000 + i * PAGE_SIZE;
-        map(&mm, &mut rmap, &mut pt, pfn, 1, va, true);
-        pt.write(1, va, 5000 + i);
+        let pfn = map_new_page(&mm, &mut rmap, &mut pt, 1, va, 5000 + i);
         pages.push((pfn, va));
     }
     pages.sort_unstable(); // batches go in pfn order
@@ -280,10 +278,8 @@ fn batches_with_mixed_outcomes_move_the_rest() {
 #[test]
 fn migrate_without_memory_leaves_everything_in_place() {
     let (mm, mut rmap, mut pt) = setup();
-    let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
+    let pfn = map_new_page(&mm, &mut rmap, &mut pt, 1, 0x1000, 42);
     let range = pageblock_of(pfn);
-    map(&mm, &mut rmap, &mut pt, pfn, 1, 0x1000, true);
-    pt.write(1, 0x1000, 42);
     mm.borrow_mut().isolate_range(range).unwrap();
     // Take every other free page.
     let mut hog = Vec::new();
@@ -312,11 +308,9 @@ fn migrate_without_memory_leaves_everything_in_place() {
 #[test]
 fn pin_arriving_during_unmap_aborts_and_restores() {
     let (mm, mut rmap, mut pt) = setup();
-    let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
-    let range = pageblock_of(pfn);
-    map(&mm, &mut rmap, &mut pt, pfn, 1, 0x1000, true);
+    let pfn = map_new_page(&mm, &mut rmap, &mut pt, 1, 0x1000, 7);
     map(&mm, &mut rmap, &mut pt, pfn, 2, 0x8000, false);
-    pt.write(1, 0x1000, 7);
+    let range = pageblock_of(pfn);
     mm.borrow_mut().isolate_range(range).unwrap();
     let free = mm.borrow().total_stats().free_pages;
     pt.pin_on_flush = Some(pfn);
@@ -357,10 +351,8 @@ fn fault_and_unmap_during_the_unlocked_copy_wait_for_the_new_page() {
     pt.rmap = Some(rmap.clone());
     let mut pages = Vec::new();
     for i in 0..3u64 {
-        let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
         let va = 0x80_0000 + i * PAGE_SIZE;
-        map(&mm, &mut rmap.borrow_mut(), &mut pt, pfn, 1, va, true);
-        pt.write(1, va, 7000 + i);
+        let pfn = map_new_page(&mm, &mut rmap.borrow_mut(), &mut pt, 1, va, 7000 + i);
         pages.push((pfn, va));
     }
     let range = pageblock_of(pages[0].0);
