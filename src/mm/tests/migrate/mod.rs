@@ -231,6 +231,11 @@ fn pageblock_of(pfn: Pfn) -> PfnRange {
     PfnRange::new(start, start.add(PAGES_PER_PAGEBLOCK))
 }
 
+/// A present entry for `pfn`: keeps an expected entry one line.
+fn present(pfn: Pfn, writable: bool) -> Pte {
+    Pte::Present { pfn, writable }
+}
+
 /// Maps `pfn` at `va` of `as_id` the way the kernel does: rmap entry, a reference, the
 /// page-table entry.
 pub(super) fn map(

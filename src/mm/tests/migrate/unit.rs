@@ -123,13 +123,7 @@ fn migrate_moves_mapped_pages_and_keeps_contents() {
         assert_eq!(mm.borrow().page_refcount(pfn), Ok(1 + rmap.map_count(pfn)));
         if i % 5 == 0 {
             let shared = pt.entry(2, va + 0x1000_0000);
-            assert_eq!(
-                shared,
-                Pte::Present {
-                    pfn,
-                    writable: false
-                }
-            );
+            assert_eq!(shared, present(pfn, false));
         }
     }
     // The range is free: it can go offline.
@@ -170,13 +164,7 @@ fn migrate_reports_each_cause() {
     assert_eq!(r.first_failure.map(|f| f.0), Some(first));
     assert_eq!(r.main_failure(), Some(MigrateFailure::Unmovable));
     assert_eq!(mm.borrow().used_pages_in(range), r.failed_pages());
-    assert_eq!(
-        pt.entry(1, 0x2000),
-        Pte::Present {
-            pfn: pinned,
-            writable: true
-        }
-    );
+    assert_eq!(pt.entry(1, 0x2000), present(pinned, true));
     assert_eq!(
         mm.borrow_mut().offline_range(range),
         Err(Error::Busy(first))
@@ -316,20 +304,8 @@ fn pin_arriving_during_unmap_aborts_and_restores() {
     pt.pin_on_flush = Some(pfn);
     let r = run(&mm, &mut rmap, &mut pt, range);
     assert_eq!((r.moved_pages, r.pinned_pages), (0, 1));
-    assert_eq!(
-        pt.entry(1, 0x1000),
-        Pte::Present {
-            pfn,
-            writable: true
-        }
-    );
-    assert_eq!(
-        pt.entry(2, 0x8000),
-        Pte::Present {
-            pfn,
-            writable: false
-        }
-    );
+    assert_eq!(pt.entry(1, 0x1000), present(pfn, true));
+    assert_eq!(pt.entry(2, 0x8000), present(pfn, false));
     assert_eq!((pt.copies, pt.wakes), (0, 1));
     assert_eq!(mm.borrow().total_stats().free_pages, free);
     assert_eq!(mm.borrow().page_migrating(pfn), Ok(false));
@@ -423,13 +399,7 @@ fn migrate_refuses_bad_ranges_and_stale_rmap() {
     mm.borrow_mut().isolate_range(block).unwrap();
     let r = migrate_range(&mut lm, &mut rmap, &mut pt, block).unwrap();
     assert_eq!((r.moved_pages, r.unmovable_pages), (0, 1));
-    assert_eq!(
-        pt.entry(1, 0x1000),
-        Pte::Present {
-            pfn,
-            writable: true
-        }
-    );
+    assert_eq!(pt.entry(1, 0x1000), present(pfn, true));
     checked(&mm, &rmap);
 }
 
