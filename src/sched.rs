@@ -495,6 +495,15 @@ mod tests {
         (s, i0, i1)
     }
 
+    /// [`two_cpus`] with task "a" (payload `payload`) spawned and running on cpu 0: the
+    /// scheduler, cpu 0's idle task and a.
+    fn a_running_on_cpu0(payload: u32) -> (Sched<u32>, TaskId, TaskId) {
+        let (mut s, i0, _) = two_cpus();
+        let a = s.spawn("a", None, payload).unwrap();
+        assert_eq!(s.pick(0).map(|w| w.next), Some(a));
+        (s, i0, a)
+    }
+
     #[test]
     fn round_robin_and_idle() {
         let (mut s, i0, _) = two_cpus();
@@ -545,9 +554,7 @@ mod tests {
 
     #[test]
     fn wake_before_sleep_is_not_lost() {
-        let (mut s, _, _) = two_cpus();
-        let a = s.spawn("a", None, 0).unwrap();
-        s.pick(0);
+        let (mut s, _, a) = a_running_on_cpu0(0);
         s.prepare_wait(0);
         // The waker runs between the condition check and the sleep.
         assert!(!s.wake(a));
@@ -580,9 +587,7 @@ mod tests {
     /// from its queue, so nobody would wake it again).
     #[test]
     fn wake_then_preempt_before_sleep_is_not_lost() {
-        let (mut s, _, _) = two_cpus();
-        let a = s.spawn("a", None, 0).unwrap();
-        s.pick(0);
+        let (mut s, _, a) = a_running_on_cpu0(0);
         s.prepare_wait(0);
         assert!(!s.wake(a), "a is running: only a token");
         let b = s.spawn("b", None, 0).unwrap();
@@ -635,9 +640,7 @@ mod tests {
 
     #[test]
     fn timed_sleep() {
-        let (mut s, i0, _) = two_cpus();
-        let a = s.spawn("a", None, 0).unwrap();
-        s.pick(0);
+        let (mut s, i0, a) = a_running_on_cpu0(0);
         s.sleep_current_until(0, 1000);
         assert_eq!(s.pick(0).unwrap().next, i0);
         assert_eq!(s.tick(999), 0);
@@ -649,9 +652,7 @@ mod tests {
 
     #[test]
     fn exit_reap_and_slot_reuse() {
-        let (mut s, i0, _) = two_cpus();
-        let a = s.spawn("a", None, 42).unwrap();
-        s.pick(0);
+        let (mut s, i0, a) = a_running_on_cpu0(42);
         s.exit_current(0);
         let sw = s.pick(0).unwrap();
         assert_eq!(sw, Switch { prev: a, next: i0 });

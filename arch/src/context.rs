@@ -47,35 +47,37 @@ pub type ThreadEntry = extern "C" fn(arg: usize) -> !;
 
 global_asm!(
     r#"
+// The register layout of a Context at `ctx`, once for saving and once for loading: `op` is
+// `stp` or `ldp`. x19-x30 first, d8-d15 at CTX_D (sp sits between and is moved by hand).
+.macro CTX_GPRS op, ctx
+    \op     x19, x20, [\ctx, #0]
+    \op     x21, x22, [\ctx, #16]
+    \op     x23, x24, [\ctx, #32]
+    \op     x25, x26, [\ctx, #48]
+    \op     x27, x28, [\ctx, #64]
+    \op     x29, x30, [\ctx, #80]
+.endm
+
+.macro CTX_FPRS op, ctx
+    \op     d8, d9, [\ctx, #{d}]
+    \op     d10, d11, [\ctx, #{d} + 16]
+    \op     d12, d13, [\ctx, #{d} + 32]
+    \op     d14, d15, [\ctx, #{d} + 48]
+.endm
+
 .section .text, "ax"
 // x0 = *mut Context (save), x1 = *const Context (load).
 .global __context_switch
 __context_switch:
-    stp     x19, x20, [x0, #0]
-    stp     x21, x22, [x0, #16]
-    stp     x23, x24, [x0, #32]
-    stp     x25, x26, [x0, #48]
-    stp     x27, x28, [x0, #64]
-    stp     x29, x30, [x0, #80]
+    CTX_GPRS stp, x0
     mov     x9, sp
     str     x9, [x0, #{sp}]
-    stp     d8, d9, [x0, #{d}]
-    stp     d10, d11, [x0, #{d} + 16]
-    stp     d12, d13, [x0, #{d} + 32]
-    stp     d14, d15, [x0, #{d} + 48]
+    CTX_FPRS stp, x0
 
-    ldp     x19, x20, [x1, #0]
-    ldp     x21, x22, [x1, #16]
-    ldp     x23, x24, [x1, #32]
-    ldp     x25, x26, [x1, #48]
-    ldp     x27, x28, [x1, #64]
-    ldp     x29, x30, [x1, #80]
+    CTX_GPRS ldp, x1
     ldr     x9, [x1, #{sp}]
     mov     sp, x9
-    ldp     d8, d9, [x1, #{d}]
-    ldp     d10, d11, [x1, #{d} + 16]
-    ldp     d12, d13, [x1, #{d} + 32]
-    ldp     d14, d15, [x1, #{d} + 48]
+    CTX_FPRS ldp, x1
     ret
 
 // A new thread: x19 = finish, x20 = entry, x21 = arg (set by Context::new_thread).

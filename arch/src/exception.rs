@@ -25,24 +25,50 @@ use core::fmt;
 
 global_asm!(
     r#"
+// The register layout of the frame, once for saving and once for restoring: `op` is
+// `stp` or `ldp`, `ldst` is `str` or `ldr`.
+.macro FRAME_GPRS op, ldst
+    \op     x0, x1, [sp, #0]
+    \op     x2, x3, [sp, #16]
+    \op     x4, x5, [sp, #32]
+    \op     x6, x7, [sp, #48]
+    \op     x8, x9, [sp, #64]
+    \op     x10, x11, [sp, #80]
+    \op     x12, x13, [sp, #96]
+    \op     x14, x15, [sp, #112]
+    \op     x16, x17, [sp, #128]
+    \op     x18, x19, [sp, #144]
+    \op     x20, x21, [sp, #160]
+    \op     x22, x23, [sp, #176]
+    \op     x24, x25, [sp, #192]
+    \op     x26, x27, [sp, #208]
+    \op     x28, x29, [sp, #224]
+    \ldst   x30, [sp, #240]
+.endm
+
+// q0-q31 at x0 (the frame's FP area).
+.macro FRAME_FPRS op
+    \op     q0, q1, [x0, #0]
+    \op     q2, q3, [x0, #32]
+    \op     q4, q5, [x0, #64]
+    \op     q6, q7, [x0, #96]
+    \op     q8, q9, [x0, #128]
+    \op     q10, q11, [x0, #160]
+    \op     q12, q13, [x0, #192]
+    \op     q14, q15, [x0, #224]
+    \op     q16, q17, [x0, #256]
+    \op     q18, q19, [x0, #288]
+    \op     q20, q21, [x0, #320]
+    \op     q22, q23, [x0, #352]
+    \op     q24, q25, [x0, #384]
+    \op     q26, q27, [x0, #416]
+    \op     q28, q29, [x0, #448]
+    \op     q30, q31, [x0, #480]
+.endm
+
 .macro SAVE_FRAME
     sub     sp, sp, #{size}
-    stp     x0, x1, [sp, #0]
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
-    stp     x18, x19, [sp, #144]
-    stp     x20, x21, [sp, #160]
-    stp     x22, x23, [sp, #176]
-    stp     x24, x25, [sp, #192]
-    stp     x26, x27, [sp, #208]
-    stp     x28, x29, [sp, #224]
-    str     x30, [sp, #240]
+    FRAME_GPRS stp, str
     add     x0, sp, #{size}
     str     x0, [sp, #{sp_off}]
     mrs     x0, elr_el1
@@ -52,22 +78,7 @@ global_asm!(
     mrs     x1, fpcr
     stp     x0, x1, [sp, #{fpsr_off}]
     add     x0, sp, #{q_off}
-    stp     q0, q1, [x0, #0]
-    stp     q2, q3, [x0, #32]
-    stp     q4, q5, [x0, #64]
-    stp     q6, q7, [x0, #96]
-    stp     q8, q9, [x0, #128]
-    stp     q10, q11, [x0, #160]
-    stp     q12, q13, [x0, #192]
-    stp     q14, q15, [x0, #224]
-    stp     q16, q17, [x0, #256]
-    stp     q18, q19, [x0, #288]
-    stp     q20, q21, [x0, #320]
-    stp     q22, q23, [x0, #352]
-    stp     q24, q25, [x0, #384]
-    stp     q26, q27, [x0, #416]
-    stp     q28, q29, [x0, #448]
-    stp     q30, q31, [x0, #480]
+    FRAME_FPRS stp
 .endm
 
 .macro STUB name, handler, kind
@@ -119,44 +130,14 @@ __exception_vectors:
 
 __restore_frame:
     add     x0, sp, #{q_off}
-    ldp     q0, q1, [x0, #0]
-    ldp     q2, q3, [x0, #32]
-    ldp     q4, q5, [x0, #64]
-    ldp     q6, q7, [x0, #96]
-    ldp     q8, q9, [x0, #128]
-    ldp     q10, q11, [x0, #160]
-    ldp     q12, q13, [x0, #192]
-    ldp     q14, q15, [x0, #224]
-    ldp     q16, q17, [x0, #256]
-    ldp     q18, q19, [x0, #288]
-    ldp     q20, q21, [x0, #320]
-    ldp     q22, q23, [x0, #352]
-    ldp     q24, q25, [x0, #384]
-    ldp     q26, q27, [x0, #416]
-    ldp     q28, q29, [x0, #448]
-    ldp     q30, q31, [x0, #480]
+    FRAME_FPRS ldp
     ldp     x0, x1, [sp, #{fpsr_off}]
     msr     fpsr, x0
     msr     fpcr, x1
     ldp     x0, x1, [sp, #{elr_off}]
     msr     elr_el1, x0
     msr     spsr_el1, x1
-    ldp     x0, x1, [sp, #0]
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
-    ldp     x18, x19, [sp, #144]
-    ldp     x20, x21, [sp, #160]
-    ldp     x22, x23, [sp, #176]
-    ldp     x24, x25, [sp, #192]
-    ldp     x26, x27, [sp, #208]
-    ldp     x28, x29, [sp, #224]
-    ldr     x30, [sp, #240]
+    FRAME_GPRS ldp, ldr
     add     sp, sp, #{size}
     eret
 

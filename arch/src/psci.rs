@@ -50,28 +50,30 @@ pub fn set_method(m: Method) {
     METHOD.store(if m == Method::Hvc { 1 } else { 2 }, Ordering::Release);
 }
 
+/// One call through the conduit instruction `$insn` (`"hvc #0"` or `"smc #0"`), per the SMC
+/// calling convention: x0-x3 carry the function id and arguments, x0 the result, and the
+/// firmware may clobber x4-x17. Expands to an `asm!`: use it inside an `unsafe` block.
+macro_rules! conduit_call {
+    ($insn:literal, $func:expr, $a1:expr, $a2:expr, $a3:expr) => {{
+        let ret: i64;
+        core::arch::asm!($insn, inout("x0") $func => ret, inout("x1") $a1 => _,
+            inout("x2") $a2 => _, inout("x3") $a3 => _, out("x4") _, out("x5") _,
+            out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _,
+            out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _, options(nostack));
+        ret
+    }};
+}
+
 fn call(func: u64, a1: u64, a2: u64, a3: u64) -> Result<i64, PsciError> {
-    let ret: i64;
-    match METHOD.load(Ordering::Acquire) {
+    let ret = match METHOD.load(Ordering::Acquire) {
         // SAFETY: a PSCI call per the SMC calling convention; x0-x3 are arguments, x0 the
         // result, and the firmware may clobber x4-x17 only where marked.
-        1 => unsafe {
-            core::arch::asm!("hvc #0", inout("x0") func => ret, inout("x1") a1 => _,
-                inout("x2") a2 => _, inout("x3") a3 => _, out("x4") _, out("x5") _,
-                out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _,
-                out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-                out("x16") _, out("x17") _, options(nostack))
-        },
+        1 => unsafe { conduit_call!("hvc #0", func, a1, a2, a3) },
         // SAFETY: as above, through the secure monitor.
-        2 => unsafe {
-            core::arch::asm!("smc #0", inout("x0") func => ret, inout("x1") a1 => _,
-                inout("x2") a2 => _, inout("x3") a3 => _, out("x4") _, out("x5") _,
-                out("x6") _, out("x7") _, out("x8") _, out("x9") _, out("x10") _,
-                out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
-                out("x16") _, out("x17") _, options(nostack))
-        },
+        2 => unsafe { conduit_call!("smc #0", func, a1, a2, a3) },
         _ => return Err(PsciError::NoMethod),
-    }
+    };
     if ret >= 0 {
         return Ok(ret);
     }

@@ -92,27 +92,53 @@ pub(super) fn compatible_with(value: Option<&[u8]>, any_of: &[&str]) -> bool {
     value.is_some_and(|v| strings(v).any(|s| any_of.contains(&s)))
 }
 
-/// The properties of one node that we look at, gathered in one pass.
-#[derive(Default, Clone, Copy)]
-pub(super) struct Props<'a> {
-    pub(super) reg: Option<&'a [u8]>,
-    pub(super) ranges: Option<&'a [u8]>,
-    pub(super) compatible: Option<&'a [u8]>,
-    pub(super) device_type: Option<&'a [u8]>,
-    pub(super) status: Option<&'a [u8]>,
-    pub(super) address_cells: Option<&'a [u8]>,
-    pub(super) size_cells: Option<&'a [u8]>,
-    pub(super) interrupt_cells: Option<&'a [u8]>,
-    pub(super) interrupt_controller: bool,
-    pub(super) phandle: Option<&'a [u8]>,
-    pub(super) interrupt_parent: Option<&'a [u8]>,
-    pub(super) interrupts: Option<&'a [u8]>,
-    pub(super) numa_node_id: Option<&'a [u8]>,
-    pub(super) method: Option<&'a [u8]>,
-    pub(super) bus_range: Option<&'a [u8]>,
-    pub(super) interrupt_map: Option<&'a [u8]>,
-    pub(super) interrupt_map_mask: Option<&'a [u8]>,
-    pub(super) msi: bool,
+/// Declares [`Props`] from one table: each plain field with the property name whose value
+/// it keeps (a later property of the same name wins), then the fields [`Props::of`] fills
+/// by hand.
+macro_rules! props {
+    ($($field:ident = $name:literal,)* ; $($(#[$doc:meta])* $extra:ident: $ty:ty,)*) => {
+        /// The properties of one node that we look at, gathered in one pass.
+        #[derive(Default, Clone, Copy)]
+        pub(super) struct Props<'a> {
+            $(#[doc = concat!("`", $name, "`")] pub(super) $field: Option<&'a [u8]>,)*
+            $($(#[$doc])* pub(super) $extra: $ty,)*
+        }
+
+        impl<'a> Props<'a> {
+            /// Keeps `value` if `name` is one of the plain properties.
+            fn keep(&mut self, name: &str, value: &'a [u8]) {
+                match name {
+                    $($name => self.$field = Some(value),)*
+                    _ => {}
+                }
+            }
+        }
+    };
+}
+
+props! {
+    reg = "reg",
+    ranges = "ranges",
+    compatible = "compatible",
+    device_type = "device_type",
+    status = "status",
+    address_cells = "#address-cells",
+    size_cells = "#size-cells",
+    interrupt_cells = "#interrupt-cells",
+    interrupt_parent = "interrupt-parent",
+    interrupts = "interrupts",
+    numa_node_id = "numa-node-id",
+    method = "method",
+    bus_range = "bus-range",
+    interrupt_map = "interrupt-map",
+    interrupt_map_mask = "interrupt-map-mask",
+    ;
+    /// `interrupt-controller` is present.
+    interrupt_controller: bool,
+    /// `phandle`, else `linux,phandle`: the first of them in the node.
+    phandle: Option<&'a [u8]>,
+    /// `msi-parent` or `msi-map` is present.
+    msi: bool,
 }
 
 impl<'a> Props<'a> {
@@ -120,27 +146,11 @@ impl<'a> Props<'a> {
         let mut p = Props::default();
         for prop in node.properties().map_err(from_fdt)?.iter() {
             let prop = prop.map_err(from_fdt)?;
-            let v = Some(prop.value);
             match prop.name {
-                "reg" => p.reg = v,
-                "ranges" => p.ranges = v,
-                "compatible" => p.compatible = v,
-                "device_type" => p.device_type = v,
-                "status" => p.status = v,
-                "#address-cells" => p.address_cells = v,
-                "#size-cells" => p.size_cells = v,
-                "#interrupt-cells" => p.interrupt_cells = v,
                 "interrupt-controller" => p.interrupt_controller = true,
-                "phandle" | "linux,phandle" => p.phandle = p.phandle.or(v),
-                "interrupt-parent" => p.interrupt_parent = v,
-                "interrupts" => p.interrupts = v,
-                "numa-node-id" => p.numa_node_id = v,
-                "method" => p.method = v,
-                "bus-range" => p.bus_range = v,
-                "interrupt-map" => p.interrupt_map = v,
-                "interrupt-map-mask" => p.interrupt_map_mask = v,
+                "phandle" | "linux,phandle" => p.phandle = p.phandle.or(Some(prop.value)),
                 "msi-parent" | "msi-map" => p.msi = true,
-                _ => {}
+                name => p.keep(name, prop.value),
             }
         }
         Ok(p)

@@ -112,6 +112,15 @@ impl Buddy {
         }
     }
 
+    /// The nodes that have (or had) memory, in id order, each with its id.
+    pub(crate) fn seen_nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.seen)
+            .map(|(i, n)| (NodeId::new(i as u32).unwrap_or(NodeId::ZERO), n))
+    }
+
     fn zone_of(&self, pfn: Pfn) -> ZoneIdx {
         let p = self.table.pg(pfn);
         (p.node().index(), p.zone().index())
@@ -362,19 +371,13 @@ impl Buddy {
             }
         }
         let end = pb.add(PAGES_PER_PAGEBLOCK);
-        let mut pfn = pb;
-        while pfn.0 < end.0 {
-            let p = self.table.pg(pfn);
-            if p.is_buddy() {
-                // Each block on the lists of its own node: a pageblock may span two.
-                let order = p.order();
-                let zi = self.zone_of(pfn);
-                self.list_remove(zi, pfn, order, old);
-                self.list_push(zi, pfn, order, MigrateType::Isolate);
-                pfn = pfn.add(1 << order);
-            } else {
-                pfn = pfn.add(1);
-            }
+        let mut from = pb;
+        while let Some((pfn, order)) = self.next_head(from, end, PageFlags::BUDDY) {
+            // Each block on the lists of its own node: a pageblock may span two.
+            let zi = self.zone_of(pfn);
+            self.list_remove(zi, pfn, order, old);
+            self.list_push(zi, pfn, order, MigrateType::Isolate);
+            from = pfn.add(1 << order);
         }
     }
 
@@ -385,32 +388,34 @@ impl Buddy {
             return;
         }
         let end = pb.add(PAGES_PER_PAGEBLOCK);
-        let mut pfn = pb;
-        while pfn.0 < end.0 {
-            let p = self.table.pg(pfn);
-            if p.is_buddy() {
-                let order = p.order();
-                let zi = self.zone_of(pfn);
-                self.list_remove(zi, pfn, order, MigrateType::Isolate);
-                self.table.pg_mut(pfn).insert_flags(PageFlags::PENDING);
-                pfn = pfn.add(1 << order);
-            } else {
-                pfn = pfn.add(1);
-            }
+        let mut from = pb;
+        while let Some((pfn, order)) = self.next_head(from, end, PageFlags::BUDDY) {
+            let zi = self.zone_of(pfn);
+            self.list_remove(zi, pfn, order, MigrateType::Isolate);
+            self.table.pg_mut(pfn).insert_flags(PageFlags::PENDING);
+            from = pfn.add(1 << order);
         }
         self.set_pageblock_type(pb, mt);
-        let mut pfn = pb;
-        while pfn.0 < end.0 {
-            let p = self.table.pg_mut(pfn);
-            if p.flags().contains(PageFlags::PENDING) {
-                p.remove_flags(PageFlags::PENDING);
-                let order = p.order();
-                self.free_core(pfn, order);
-                pfn = pfn.add(1 << order);
-            } else {
-                pfn = pfn.add(1);
-            }
+        let mut from = pb;
+        while let Some((pfn, order)) = self.next_head(from, end, PageFlags::PENDING) {
+            self.table.pg_mut(pfn).remove_flags(PageFlags::PENDING);
+            self.free_core(pfn, order);
+            from = pfn.add(1 << order);
         }
+    }
+
+    /// The first page in `[from, end)` whose flags contain `mark` (a free head, or one marked
+    /// `PENDING`), with its order: the pages in between are walked one by one.
+    fn next_head(&self, from: Pfn, end: Pfn, mark: PageFlags) -> Option<(Pfn, u32)> {
+        let mut pfn = from;
+        while pfn.0 < end.0 {
+            let p = self.table.pg(pfn);
+            if p.flags().contains(mark) {
+                return Some((pfn, p.order()));
+            }
+            pfn = pfn.add(1);
+        }
+        None
     }
 
     /// The first page of the isolated pageblock at `pb` that is not free, if any.

@@ -96,11 +96,18 @@ fn first_pfn(nr: SectionNr, bits: u64) -> Pfn {
 }
 
 impl<S: MemMapStore> Mm<S> {
+    /// Checks that `range` is a non-empty, subsection-aligned range the model can describe.
     fn check_range(&self, range: PfnRange) -> Result<(), Error> {
+        self.check_bounds(range, PAGES_PER_SUBSECTION)
+    }
+
+    /// Checks that `range` is non-empty, aligned to `align_pages` and below the physical
+    /// address limit: what every run-time call on a range checks first.
+    pub(super) fn check_bounds(&self, range: PfnRange, align_pages: u64) -> Result<(), Error> {
         if range.is_empty() {
             return Err(Error::InvalidRange);
         }
-        if !range.is_aligned(PAGES_PER_SUBSECTION) {
+        if !range.is_aligned(align_pages) {
             return Err(Error::Unaligned);
         }
         if range.end_exclusive.0 > self.buddy.table.end_pfn().0 {
@@ -116,39 +123,43 @@ impl<S: MemMapStore> Mm<S> {
             .buddy
             .alloc(order, AllocFlags::UNMOVABLE.on_node(node))
             .map_err(|_| Error::NoMemory)?;
+        self.account_meta(pfn, order, true);
+        Ok(MetaPages::new(pfn, order))
+    }
+
+    /// Moves the `2^order` allocated pages at `pfn` into metadata (`to_meta`) or back out:
+    /// their `MEMMAP` flag, and the pages move between their node's mem_map count and their
+    /// zone's managed pages.
+    fn account_meta(&mut self, pfn: Pfn, order: u32, to_meta: bool) {
+        let nr_pages = 1u64 << order;
         let (pnode, zone) = {
             let p = self.buddy.table.pg(pfn);
             (p.node(), p.zone())
         };
-        for i in 0..(1u64 << order) {
-            self.buddy
-                .table
-                .pg_mut(pfn.add(i))
-                .insert_flags(PageFlags::MEMMAP);
+        for i in 0..nr_pages {
+            let p = self.buddy.table.pg_mut(pfn.add(i));
+            if to_meta {
+                p.insert_flags(PageFlags::MEMMAP);
+            } else {
+                p.remove_flags(PageFlags::MEMMAP);
+            }
         }
         let n = &mut self.buddy.nodes[pnode.index()];
-        n.mem_map_pages += 1 << order;
-        n.zones[zone.index()].managed_pages -= 1 << order;
-        Ok(MetaPages::new(pfn, order))
+        let z = &mut n.zones[zone.index()];
+        if to_meta {
+            z.managed_pages -= nr_pages;
+            n.mem_map_pages += nr_pages;
+        } else {
+            z.managed_pages += nr_pages;
+            n.mem_map_pages -= nr_pages;
+        }
     }
 
     /// Frees metadata pages allocated by `alloc_meta`: the handle comes back from the
     /// store's `release`, so they are no longer mapped.
     fn free_meta(&mut self, meta: MetaPages) {
         let (pfn, order) = (meta.start(), meta.order());
-        let (pnode, zone) = {
-            let p = self.buddy.table.pg(pfn);
-            (p.node(), p.zone())
-        };
-        for i in 0..(1u64 << order) {
-            self.buddy
-                .table
-                .pg_mut(pfn.add(i))
-                .remove_flags(PageFlags::MEMMAP);
-        }
-        let n = &mut self.buddy.nodes[pnode.index()];
-        n.mem_map_pages -= 1 << order;
-        n.zones[zone.index()].managed_pages += 1 << order;
+        self.account_meta(pfn, order, false);
         if let Err(e) = self.buddy.free(pfn, order) {
             // Our own allocation: refusing it means the model is corrupt.
             panic!("mm: freeing metadata at {pfn:?} failed: {e}");

@@ -160,11 +160,7 @@ impl MigrateFailure {
     }
 }
 
-impl fmt::Display for MigrateFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(MigrateFailure);
 
 /// What [`migrate_range`] did. Failure counts are in pages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -306,15 +302,7 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Checks that `range` is a non-empty, pageblock-aligned range of isolated pageblocks.
     fn check_isolated(&self, range: PfnRange) -> Result<(), Error> {
-        if range.is_empty() {
-            return Err(Error::InvalidRange);
-        }
-        if !range.is_aligned(PAGES_PER_PAGEBLOCK) {
-            return Err(Error::Unaligned);
-        }
-        if range.end_exclusive.0 > self.buddy.table.end_pfn().0 {
-            return Err(Error::BeyondPhysLimit);
-        }
+        self.check_bounds(range, PAGES_PER_PAGEBLOCK)?;
         let mut pb = range.start;
         while pb.0 < range.end_exclusive.0 {
             if !self.buddy.table.pfn_online(pb) {

@@ -78,6 +78,18 @@
 //! holds the `Mm` lock takes the rmap lock.
 #![forbid(unsafe_code)]
 
+/// `Display` for the model's enums that have a `const fn name(self) -> &'static str`: the
+/// name. Defined before the modules so that each can use it.
+macro_rules! display_by_name {
+    ($($ty:ty),* $(,)?) => {$(
+        impl core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    )*};
+}
+
 pub mod buddy;
 pub mod check;
 pub mod chunked;

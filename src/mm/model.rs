@@ -387,24 +387,19 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Page counts per zone, two entries (Normal, Movable) per node that has memory.
     pub fn stats(&self) -> impl Iterator<Item = ZoneStats> + '_ {
-        self.buddy
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.seen)
-            .flat_map(|(i, n)| {
-                ZoneType::ALL.into_iter().map(move |zone| {
-                    let z = &n.zones[zone.index()];
-                    ZoneStats {
-                        node: NodeId::new(i as u32).unwrap_or(NodeId::ZERO),
-                        zone: Some(zone),
-                        present_pages: z.present_pages,
-                        managed_pages: z.managed_pages,
-                        free_pages: z.free_pages(),
-                        free_pages_by_type: z.nr_free,
-                    }
-                })
+        self.buddy.seen_nodes().flat_map(|(node, n)| {
+            ZoneType::ALL.into_iter().map(move |zone| {
+                let z = &n.zones[zone.index()];
+                ZoneStats {
+                    node,
+                    zone: Some(zone),
+                    present_pages: z.present_pages,
+                    managed_pages: z.managed_pages,
+                    free_pages: z.free_pages(),
+                    free_pages_by_type: z.nr_free,
+                }
             })
+        })
     }
 
     /// Sum over every zone of every node (`zone: None`).
@@ -422,17 +417,12 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Counts per node outside the zones.
     pub fn node_stats(&self) -> impl Iterator<Item = NodeStats> + '_ {
-        self.buddy
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.seen)
-            .map(|(i, n)| NodeStats {
-                node: NodeId::new(i as u32).unwrap_or(NodeId::ZERO),
-                offline_pages: n.offline_pages,
-                mem_map_pages: n.mem_map_pages,
-                reserved_pages: n.reserved_pages,
-            })
+        self.buddy.seen_nodes().map(|(node, n)| NodeStats {
+            node,
+            offline_pages: n.offline_pages,
+            mem_map_pages: n.mem_map_pages,
+            reserved_pages: n.reserved_pages,
+        })
     }
 
     /// Every present section, ascending.

@@ -81,11 +81,7 @@ impl ZoneType {
     }
 }
 
-impl fmt::Display for ZoneType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(ZoneType);
 
 /// Migrate type of a 2 MiB pageblock. Free blocks sit on the free list of their
 /// pageblock's type; `Isolate` lists are never allocated from.
@@ -120,11 +116,7 @@ impl MigrateType {
     }
 }
 
-impl fmt::Display for MigrateType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(MigrateType);
 
 /// Page flag bits (see the state table in the module doc).
 #[derive(Clone, Copy, PartialEq, Eq, Default)]

@@ -193,7 +193,7 @@ impl<S: MemMapStore> Mm<S> {
     /// The memory state, for the message of a failed allocation.
     pub fn pressure(&self) -> Pressure {
         let mut zones = ArrayVec::new();
-        for (i, n) in self.buddy.nodes.iter().enumerate().filter(|(_, n)| n.seen) {
+        for (node, n) in self.buddy.seen_nodes() {
             for zone in ZoneType::ALL {
                 let z = &n.zones[zone.index()];
                 let largest_order = (0..NR_ORDERS).rev().find(|&o| {
@@ -202,7 +202,7 @@ impl<S: MemMapStore> Mm<S> {
                         .any(|mt| z.lists[o][mt.index()].len > 0)
                 });
                 let _ = zones.try_push(ZonePressure {
-                    node: NodeId::new(i as u32).unwrap_or(NodeId::ZERO),
+                    node,
                     zone,
                     free_pages: allocatable(z),
                     largest_order: largest_order.map(|o| o as u32),

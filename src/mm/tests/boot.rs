@@ -145,7 +145,7 @@ fn alloc_and_free_respect_zones_and_nodes() {
 
 #[test]
 fn exhaustion_then_everything_coalesces() {
-    let mut mm = Mm::boot(&[region(GIB, 128 * MIB, 0)], &[], 40, FakeStore::default()).unwrap();
+    let mut mm = boot_mm(&[region(GIB, 128 * MIB, 0)], &[]);
     let start = fingerprint(&mm);
     let mut got = Vec::new();
     while let Ok(p) = mm.alloc_pages(3, AllocFlags::UNMOVABLE) {

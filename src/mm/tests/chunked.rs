@@ -82,7 +82,7 @@ fn released(mm: &Mm<FakeStore>, pfn: Pfn) -> bool {
 /// 64 MiB of boot memory at 1 GiB: hot-added Movable memory is where movable
 /// allocations go first.
 fn small() -> Mm<FakeStore> {
-    Mm::boot(&[region(GIB, 64 * MIB, 0)], &[], 40, FakeStore::default()).unwrap()
+    boot_mm(&[region(GIB, 64 * MIB, 0)], &[])
 }
 
 #[test]

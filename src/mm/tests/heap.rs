@@ -34,7 +34,7 @@ impl HeapBacking for MmBacking {
 
 #[test]
 fn heap_classes_alignment_and_return_of_pages() {
-    let mm = Mm::boot(&[region(GIB, 128 * MIB, 0)], &[], 40, FakeStore::default()).unwrap();
+    let mm = boot_mm(&[region(GIB, 128 * MIB, 0)], &[]);
     let start = fingerprint(&mm);
     let mut b = MmBacking {
         mm,

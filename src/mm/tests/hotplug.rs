@@ -111,7 +111,7 @@ fn hotplug_lifecycle() {
 
 #[test]
 fn isolation_splits_and_rejoins_max_order_blocks() {
-    let mut mm = Mm::boot(&[region(GIB, 128 * MIB, 0)], &[], 40, FakeStore::default()).unwrap();
+    let mut mm = boot_mm(&[region(GIB, 128 * MIB, 0)], &[]);
     // mem_map (1 MiB) and chunk sit at the top; the low blocks are order 10.
     let start = fingerprint(&mm);
     let pb = prange(GIB + 2 * MIB, 2 * MIB);
@@ -209,7 +209,7 @@ fn runtime_errors_leave_state_unchanged() {
 #[test]
 fn add_sections_fails_cleanly_without_memory() {
     // 128 MiB of boot memory; use nearly all of it, then try to add 1 GiB.
-    let mut mm = Mm::boot(&[region(GIB, 128 * MIB, 0)], &[], 40, FakeStore::default()).unwrap();
+    let mut mm = boot_mm(&[region(GIB, 128 * MIB, 0)], &[]);
     let mut hold = Vec::new();
     while let Ok(p) = mm.alloc_pages(0, AllocFlags::UNMOVABLE) {
         hold.push(p);
@@ -235,7 +235,7 @@ fn add_sections_fails_cleanly_without_memory() {
 #[test]
 fn free_of_a_large_block_across_an_isolated_pageblock() {
     // An order-10 allocation spans two pageblocks; one gets isolated before the free.
-    let mut mm = Mm::boot(&[region(GIB, 128 * MIB, 0)], &[], 40, FakeStore::default()).unwrap();
+    let mut mm = boot_mm(&[region(GIB, 128 * MIB, 0)], &[]);
     let start = fingerprint(&mm);
     let p = mm.alloc_pages(10, AllocFlags::UNMOVABLE).unwrap();
     let upper = PfnRange::new(p.add(512), p.add(1024));

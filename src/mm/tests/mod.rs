@@ -50,6 +50,12 @@ pub(crate) fn resv(base: u64, size: u64) -> Reservation {
     }
 }
 
+/// The model booted over `regions` less `reservations`, with a 40-bit physical address
+/// space and a fresh [`FakeStore`]: the machine most tests start from.
+pub(crate) fn boot_mm(regions: &[MemRegion], reservations: &[Reservation]) -> Mm<FakeStore> {
+    Mm::boot(regions, reservations, 40, FakeStore::default()).unwrap()
+}
+
 fn prange(base: u64, size: u64) -> PfnRange {
     PfnRange::from_phys(PhysAddr(base), size).unwrap()
 }
@@ -66,7 +72,7 @@ fn holes_layout() -> Mm<FakeStore> {
         resv(GIB + 200 * MIB, 64 * 1024),
         resv(0, 4096),
     ];
-    Mm::boot(&regions, &reservations, 40, FakeStore::default()).unwrap()
+    boot_mm(&regions, &reservations)
 }
 
 fn zone(mm: &Mm<FakeStore>, node: u32, z: ZoneType) -> ZoneStats {

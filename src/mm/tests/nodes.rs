@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn two_nodes_prefer_local_memory() {
     let regions = [region(GIB, 256 * MIB, 0), region(2 * GIB, 256 * MIB, 1)];
-    let mut mm = Mm::boot(&regions, &[], 40, FakeStore::default()).unwrap();
+    let mut mm = boot_mm(&regions, &[]);
     let n1 = NodeId::new(1).unwrap();
     // mem_maps of node 1 live on node 1.
     // One table chunk covers both nodes (0..64 GiB); it came from the first node.
@@ -74,13 +74,7 @@ fn qemu_two_nodes_share_a_section() {
         region(0x4000_0000, 320 * MIB, 0),
         region(0x5400_0000, 192 * MIB, 1),
     ];
-    let mut mm = Mm::boot(
-        &regions,
-        &[resv(0x4008_0000, 4 * MIB)],
-        40,
-        FakeStore::default(),
-    )
-    .unwrap();
+    let mut mm = boot_mm(&regions, &[resv(0x4008_0000, 4 * MIB)]);
     ok(&mm);
     let start = fingerprint(&mm);
     let (n0, n1) = (
@@ -142,7 +136,7 @@ fn node_boundary_inside_a_pageblock() {
         region(split, GIB + 128 * MIB - split, 1),
         region(GIB + 256 * MIB, 128 * MIB, 0),
     ];
-    let mut mm = Mm::boot(&regions, &[], 40, FakeStore::default()).unwrap();
+    let mut mm = boot_mm(&regions, &[]);
     ok(&mm);
     let start = fingerprint(&mm);
     assert_eq!(

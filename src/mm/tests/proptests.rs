@@ -43,13 +43,7 @@ fn mixed_layout(split: u64) -> Mm<FakeStore> {
         region(GIB + split, 160 * MIB - split, 1),
         region(512 * GIB + 6 * MIB, 60 * MIB, 1),
     ];
-    let mut mm = Mm::boot(
-        &regions,
-        &[resv(GIB + 8 * MIB, 2 * MIB)],
-        40,
-        FakeStore::default(),
-    )
-    .unwrap();
+    let mut mm = boot_mm(&regions, &[resv(GIB + 8 * MIB, 2 * MIB)]);
     let r = prange(6 * GIB + 64 * MIB, 96 * MIB);
     mm.add_sections(r, NodeId::ZERO).unwrap();
     mm.online_range(r, ZoneType::Movable).unwrap();
@@ -201,7 +195,7 @@ fn hp_boot(split: u64) -> Mm<FakeStore> {
         region(512 * GIB + 32 * MIB, split - 32 * MIB, 0),
         region(512 * GIB + split, 96 * MIB - split, 1),
     ];
-    Mm::boot(&regions, &[resv(GIB, 2 * MIB)], 40, FakeStore::default()).unwrap()
+    boot_mm(&regions, &[resv(GIB, 2 * MIB)])
 }
 
 /// Runs `ops` with the checker after every step and checks that a failed call changes

@@ -206,13 +206,7 @@ impl Fake {
 /// 64 MiB of boot memory at 1 GiB (node 0, Normal) and 32 MiB hot-added into Movable at
 /// 2 GiB.
 fn setup() -> (SharedMm, Rmap, Fake) {
-    let mut mm = Mm::boot(
-        &[region(GIB, 64 * MIB, 0)],
-        &[resv(GIB, 2 * MIB)],
-        40,
-        FakeStore::default(),
-    )
-    .unwrap();
+    let mut mm = boot_mm(&[region(GIB, 64 * MIB, 0)], &[resv(GIB, 2 * MIB)]);
     mm.add_online_range(movable(0, 32), NodeId::ZERO, ZoneType::Movable)
         .unwrap();
     let mm = Rc::new(RefCell::new(mm));
@@ -237,6 +231,11 @@ fn pageblock_of(pfn: Pfn) -> PfnRange {
     PfnRange::new(start, start.add(PAGES_PER_PAGEBLOCK))
 }
 
+/// A present entry for `pfn`: keeps an expected entry one line.
+fn present(pfn: Pfn, writable: bool) -> Pte {
+    Pte::Present { pfn, writable }
+}
+
 /// Maps `pfn` at `va` of `as_id` the way the kernel does: rmap entry, a reference, the
 /// page-table entry.
 pub(super) fn map(
@@ -253,6 +252,21 @@ pub(super) fn map(
     pt.replace(as_id, va, Pte::Present { pfn, writable: w });
 }
 
+/// A new movable page mapped writable at `va` of `as_id` (as [`map`] does it), holding `tag`.
+fn map_new_page(
+    mm: &SharedMm,
+    rmap: &mut Rmap,
+    pt: &mut Fake,
+    as_id: AsId,
+    va: u64,
+    tag: u64,
+) -> Pfn {
+    let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
+    map(mm, rmap, pt, pfn, as_id, va, true);
+    pt.write(as_id, va, tag);
+    pfn
+}
+
 /// Unmaps `va` of `as_id`: page-table entry, flush, rmap entry, the reference. Returns
 /// whether the page was freed.
 pub(super) fn unmap(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, as_id: AsId, va: u64) -> bool {
@@ -264,8 +278,26 @@ pub(super) fn unmap(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, as_id: AsId, 
     mm.borrow_mut().put_page(pfn).unwrap()
 }
 
+/// Runs the engine on `range` through [`Locked`] and checks what holds whatever the
+/// outcome: every page in use in the range was either moved or counted as failed.
+pub(super) fn migrate_counted(
+    mm: &SharedMm,
+    rmap: &mut Rmap,
+    pt: &mut Fake,
+    range: PfnRange,
+) -> Result<MigrateReport, Error> {
+    let used = mm.borrow().used_pages_in(range);
+    let r = migrate_range(&mut Locked(mm.clone()), rmap, pt, range)?;
+    assert_eq!(
+        r.moved_pages + r.failed_pages(),
+        used,
+        "migrate {range:?}: pages in use = moved + failed"
+    );
+    Ok(r)
+}
+
 fn run(mm: &SharedMm, rmap: &mut Rmap, pt: &mut Fake, range: PfnRange) -> MigrateReport {
-    migrate_range(&mut Locked(mm.clone()), rmap, pt, range).unwrap()
+    migrate_counted(mm, rmap, pt, range).unwrap()
 }
 
 fn checked(mm: &SharedMm, rmap: &Rmap) {

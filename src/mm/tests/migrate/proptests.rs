@@ -73,18 +73,11 @@ impl World {
     /// Runs the engine on `range` and checks what it reports against what moved. `None`
     /// when the range is not entirely isolated (the engine refuses it).
     fn migrate(&mut self, range: PfnRange) -> Result<Option<MigrateReport>, TestCaseError> {
-        let used = self.mm.borrow().used_pages_in(range);
-        let r = match migrate_range(
-            &mut Locked(self.mm.clone()),
-            &mut self.rmap,
-            &mut self.pt,
-            range,
-        ) {
+        let r = match migrate_counted(&self.mm, &mut self.rmap, &mut self.pt, range) {
             Ok(r) => r,
             Err(Error::NotIsolated(_)) => return Ok(None),
             Err(e) => return Err(TestCaseError::fail(format!("migrate {range:?}: {e}"))),
         };
-        prop_assert_eq!(r.moved_pages + r.failed_pages(), used);
         prop_assert_eq!(self.mm.borrow().used_pages_in(range), r.failed_pages());
         prop_assert_eq!(r.bytes_copied, r.moved_pages * PAGE_SIZE);
         let mut moved = 0;

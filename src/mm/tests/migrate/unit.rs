@@ -123,13 +123,7 @@ fn migrate_moves_mapped_pages_and_keeps_contents() {
         assert_eq!(mm.borrow().page_refcount(pfn), Ok(1 + rmap.map_count(pfn)));
         if i % 5 == 0 {
             let shared = pt.entry(2, va + 0x1000_0000);
-            assert_eq!(
-                shared,
-                Pte::Present {
-                    pfn,
-                    writable: false
-                }
-            );
+            assert_eq!(shared, present(pfn, false));
         }
     }
     // The range is free: it can go offline.
@@ -170,13 +164,7 @@ fn migrate_reports_each_cause() {
     assert_eq!(r.first_failure.map(|f| f.0), Some(first));
     assert_eq!(r.main_failure(), Some(MigrateFailure::Unmovable));
     assert_eq!(mm.borrow().used_pages_in(range), r.failed_pages());
-    assert_eq!(
-        pt.entry(1, 0x2000),
-        Pte::Present {
-            pfn: pinned,
-            writable: true
-        }
-    );
+    assert_eq!(pt.entry(1, 0x2000), present(pinned, true));
     assert_eq!(
         mm.borrow_mut().offline_range(range),
         Err(Error::Busy(first))
@@ -208,10 +196,8 @@ fn batches_with_mixed_outcomes_move_the_rest() {
     let n = MIGRATE_BATCH as u64 * 2 + 6;
     let mut pages = Vec::new();
     for i in 0..n {
-        let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
         let va = 0x40_0000 + i * PAGE_SIZE;
-        map(&mm, &mut rmap, &mut pt, pfn, 1, va, true);
-        pt.write(1, va, 5000 + i);
+        let pfn = map_new_page(&mm, &mut rmap, &mut pt, 1, va, 5000 + i);
         pages.push((pfn, va));
     }
     pages.sort_unstable(); // batches go in pfn order
@@ -280,10 +266,8 @@ fn batches_with_mixed_outcomes_move_the_rest() {
 #[test]
 fn migrate_without_memory_leaves_everything_in_place() {
     let (mm, mut rmap, mut pt) = setup();
-    let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
+    let pfn = map_new_page(&mm, &mut rmap, &mut pt, 1, 0x1000, 42);
     let range = pageblock_of(pfn);
-    map(&mm, &mut rmap, &mut pt, pfn, 1, 0x1000, true);
-    pt.write(1, 0x1000, 42);
     mm.borrow_mut().isolate_range(range).unwrap();
     // Take every other free page.
     let mut hog = Vec::new();
@@ -312,30 +296,16 @@ fn migrate_without_memory_leaves_everything_in_place() {
 #[test]
 fn pin_arriving_during_unmap_aborts_and_restores() {
     let (mm, mut rmap, mut pt) = setup();
-    let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
-    let range = pageblock_of(pfn);
-    map(&mm, &mut rmap, &mut pt, pfn, 1, 0x1000, true);
+    let pfn = map_new_page(&mm, &mut rmap, &mut pt, 1, 0x1000, 7);
     map(&mm, &mut rmap, &mut pt, pfn, 2, 0x8000, false);
-    pt.write(1, 0x1000, 7);
+    let range = pageblock_of(pfn);
     mm.borrow_mut().isolate_range(range).unwrap();
     let free = mm.borrow().total_stats().free_pages;
     pt.pin_on_flush = Some(pfn);
     let r = run(&mm, &mut rmap, &mut pt, range);
     assert_eq!((r.moved_pages, r.pinned_pages), (0, 1));
-    assert_eq!(
-        pt.entry(1, 0x1000),
-        Pte::Present {
-            pfn,
-            writable: true
-        }
-    );
-    assert_eq!(
-        pt.entry(2, 0x8000),
-        Pte::Present {
-            pfn,
-            writable: false
-        }
-    );
+    assert_eq!(pt.entry(1, 0x1000), present(pfn, true));
+    assert_eq!(pt.entry(2, 0x8000), present(pfn, false));
     assert_eq!((pt.copies, pt.wakes), (0, 1));
     assert_eq!(mm.borrow().total_stats().free_pages, free);
     assert_eq!(mm.borrow().page_migrating(pfn), Ok(false));
@@ -357,10 +327,8 @@ fn fault_and_unmap_during_the_unlocked_copy_wait_for_the_new_page() {
     pt.rmap = Some(rmap.clone());
     let mut pages = Vec::new();
     for i in 0..3u64 {
-        let pfn = mm.borrow_mut().alloc_pages(0, AllocFlags::MOVABLE).unwrap();
         let va = 0x80_0000 + i * PAGE_SIZE;
-        map(&mm, &mut rmap.borrow_mut(), &mut pt, pfn, 1, va, true);
-        pt.write(1, va, 7000 + i);
+        let pfn = map_new_page(&mm, &mut rmap.borrow_mut(), &mut pt, 1, va, 7000 + i);
         pages.push((pfn, va));
     }
     let range = pageblock_of(pages[0].0);
@@ -431,13 +399,7 @@ fn migrate_refuses_bad_ranges_and_stale_rmap() {
     mm.borrow_mut().isolate_range(block).unwrap();
     let r = migrate_range(&mut lm, &mut rmap, &mut pt, block).unwrap();
     assert_eq!((r.moved_pages, r.unmovable_pages), (0, 1));
-    assert_eq!(
-        pt.entry(1, 0x1000),
-        Pte::Present {
-            pfn,
-            writable: true
-        }
-    );
+    assert_eq!(pt.entry(1, 0x1000), present(pfn, true));
     checked(&mm, &rmap);
 }
 
