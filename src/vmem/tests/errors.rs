@@ -444,8 +444,7 @@ fn contradictions_broken_up_by_acks_do_not_disable_the_device() {
     // UNPLUG the device ACKs.
     for i in 1..=3 * MAX_CONTRADICTIONS as u64 {
         d.set_requested((256 - 2 * i) * MIB);
-        d.script
-            .extend([Response::Error, Response::AckState(BlockState::Plugged)]);
+        error_then_state(&mut d, BlockState::Plugged, 1);
         converge(&mut v, &mut d, &mut m, 5);
         assert_ne!(v.state(), State::Broken, "round {i}");
         assert_eq!(d.plugged_bytes(), (256 - 2 * i) * MIB, "round {i}");
@@ -453,10 +452,7 @@ fn contradictions_broken_up_by_acks_do_not_disable_the_device() {
     }
     // MAX_CONTRADICTIONS in a row still disable it.
     d.set_requested(0);
-    for _ in 0..MAX_CONTRADICTIONS {
-        d.script
-            .extend([Response::Error, Response::AckState(BlockState::Plugged)]);
-    }
+    error_then_state(&mut d, BlockState::Plugged, MAX_CONTRADICTIONS);
     converge(&mut v, &mut d, &mut m, 5);
     assert_eq!(v.state(), State::Broken);
 }
