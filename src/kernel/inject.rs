@@ -6,9 +6,10 @@
 //!   [`replace`] with the device's answer;
 //! - configuration reads: `vmem/transport.rs` (the transport under the driver) asks
 //!   [`config`] at every read of the generation counter and of `requested_size`;
-//! - page allocations: the model consults [`page_alloc_fails`] in `Mm::alloc_pages` (wired by
-//!   `kernel/mod.rs` with `Mm::set_alloc_fault`), so workloads, migration destinations,
-//!   stacks, page tables, heap pages and driver buffers can all fail;
+//! - page allocations: the model's page allocator consults [`page_alloc_fails`] (its one
+//!   fault hook, wired by `kernel/mod.rs` with `Mm::set_alloc_fault`), so workloads,
+//!   migration destinations, stacks, page tables, heap pages, driver buffers and the
+//!   mem_maps of plugged memory can all fail;
 //! - heap allocations: the global allocator asks [`heap_fails`] first;
 //! - migration: `migrate.rs` asks [`migrate_fails`] for each page the engine is moving and
 //!   pins the ones chosen, so they fail as pinned.

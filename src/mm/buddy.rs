@@ -94,9 +94,9 @@ pub(crate) struct Buddy {
     pub(crate) nodes: Vec<Node>,
     /// The floor in pages (see [`super::reserve`]); 0 until the kernel sets it.
     pub(crate) floor_pages: u64,
-    /// Failures to inject (host tests only, see [`super::faults`]).
-    #[cfg(any(test, feature = "testing"))]
-    pub(crate) faults: super::faults::AllocFaults,
+    /// Asked before every allocation, metadata included: `true` fails it (fault
+    /// injection, see [`super::Mm::set_alloc_fault`]).
+    pub(crate) fault: Option<fn(AllocFlags) -> bool>,
 }
 
 impl Buddy {
@@ -107,8 +107,7 @@ impl Buddy {
             table,
             nodes,
             floor_pages: 0,
-            #[cfg(any(test, feature = "testing"))]
-            faults: super::faults::AllocFaults::default(),
+            fault: None,
         }
     }
 
@@ -282,8 +281,7 @@ impl Buddy {
         if order > MAX_ORDER {
             return Err(AllocError::BadOrder);
         }
-        #[cfg(any(test, feature = "testing"))]
-        if self.faults.fail_now() {
+        if self.fault.is_some_and(|fail| fail(flags)) {
             return Err(AllocError::NoMemory);
         }
         let first = flags.node.unwrap_or(NodeId::ZERO);

@@ -4,17 +4,47 @@
 //! `add_sections`, migration destinations, workload and kernel pages, and the heap's slabs
 //! (its pages come from the same allocator).
 //!
-//! Model: [`AllocFaults`] is consulted once per call of the page allocator, before it looks
-//! at any free list; an injected failure is the same `NoMemory` a full zone gives, so the
-//! caller cannot tell the difference. `next` failures come first, then each call fails with
-//! probability `per_mille / 1000` drawn from a seeded SplitMix64, so a run replays exactly.
+//! Model: the model has one allocation-failure hook ([`Mm::set_alloc_fault`], the same one
+//! the kernel's fault injection installs); [`Mm::inject_faults`] installs [`hook`], which
+//! consults this thread's [`AllocFaults`] once per call of the page allocator, before it
+//! looks at any free list. An injected failure is the same `NoMemory` a full zone gives, so
+//! the caller cannot tell the difference. `next` failures come first, then each call fails
+//! with probability `per_mille / 1000` drawn from a seeded SplitMix64, so a run replays
+//! exactly.
 //!
-//! Built only for tests (`cfg(test)` or the `testing` feature): the kernel's allocator has
-//! no such branch. Lives in the `Mm` it affects (no lock of its own).
+//! The plan is per thread (each test runs on its own thread; [`with`] reaches it), so tests
+//! running side by side do not see each other's faults. Built only for host tests
+//! (`cfg(test)` or the `testing` feature); the kernel installs its own hook.
 #![forbid(unsafe_code)]
 
 use super::model::Mm;
 use super::store::MemMapStore;
+use super::AllocFlags;
+use std::cell::RefCell;
+
+std::thread_local! {
+    static FAULTS: RefCell<AllocFaults> = RefCell::new(AllocFaults::default());
+}
+
+/// This thread's plan: `f` sees and may change it.
+pub fn with<T>(f: impl FnOnce(&mut AllocFaults) -> T) -> T {
+    FAULTS.with(|c| f(&mut c.borrow_mut()))
+}
+
+/// The model's allocation-failure hook for host tests: whether this call fails, by this
+/// thread's plan.
+pub fn hook(_: AllocFlags) -> bool {
+    with(AllocFaults::fail_now)
+}
+
+impl<S: MemMapStore> Mm<S> {
+    /// Makes this model's page allocator follow this thread's plan (see the module doc),
+    /// starting from an empty plan.
+    pub fn inject_faults(&mut self) {
+        with(|f| *f = AllocFaults::default());
+        self.set_alloc_fault(Some(hook));
+    }
+}
 
 /// Which page allocations fail (see the module doc).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,7 +86,7 @@ impl AllocFaults {
     }
 
     /// Whether this call fails.
-    pub(crate) fn fail_now(&mut self) -> bool {
+    pub fn fail_now(&mut self) -> bool {
         let fail = if self.next > 0 {
             self.next -= 1;
             true
@@ -65,12 +95,5 @@ impl AllocFaults {
         };
         self.injected += u64::from(fail);
         fail
-    }
-}
-
-impl<S: MemMapStore> Mm<S> {
-    /// The failures this model's page allocator injects (host tests only).
-    pub fn faults(&mut self) -> &mut AllocFaults {
-        &mut self.buddy.faults
     }
 }

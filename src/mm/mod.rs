@@ -94,7 +94,7 @@ pub mod buddy;
 pub mod check;
 pub mod chunked;
 pub mod early;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(all(any(test, feature = "testing"), not(target_os = "none")))]
 pub mod faults;
 pub mod heap;
 pub mod hotplug;

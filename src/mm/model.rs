@@ -157,9 +157,6 @@ pub struct Mm<S: MemMapStore> {
     pub(crate) buddy: Buddy,
     pub(crate) store: S,
     pa_bits: u32,
-    /// Consulted first by [`Mm::alloc_pages`]: `true` fails the allocation (fault injection;
-    /// see [`Mm::set_alloc_fault`]).
-    alloc_fault: Option<fn(AllocFlags) -> bool>,
 }
 
 impl<S: MemMapStore> fmt::Debug for Mm<S> {
@@ -300,7 +297,6 @@ impl<S: MemMapStore> Mm<S> {
             buddy,
             store,
             pa_bits,
-            alloc_fault: None,
         })
     }
 
@@ -312,19 +308,18 @@ impl<S: MemMapStore> Mm<S> {
     /// Allocates `2^order` contiguous pages, naturally aligned. The head page gets
     /// refcount 1.
     pub fn alloc_pages(&mut self, order: u32, flags: AllocFlags) -> Result<Pfn, AllocError> {
-        if self.alloc_fault.is_some_and(|fail| fail(flags)) {
-            return Err(AllocError::NoMemory);
-        }
         self.buddy.alloc(order, flags)
     }
 
-    /// Installs (or with `None` removes) a hook that [`Mm::alloc_pages`] asks before each
-    /// allocation; when it returns `true` the allocation fails with
+    /// Installs (or with `None` removes) the model's one allocation-failure hook: the page
+    /// allocator asks it before each allocation — [`Mm::alloc_pages`] and the metadata
+    /// pages of hotplug (mem_maps, section-table chunks, unmovable with the section's node)
+    /// alike — and when it returns `true` the allocation fails with
     /// [`AllocError::NoMemory`], exactly as if memory had run out. The kernel's fault
-    /// injection uses it; the hook runs under the model's lock and must not allocate.
-    /// Metadata pages (mem_maps, section-table chunks) do not go through it.
+    /// injection installs one; host tests install [`super::faults::hook`]. The hook runs
+    /// under the model's lock and must not allocate.
     pub fn set_alloc_fault(&mut self, hook: Option<fn(AllocFlags) -> bool>) {
-        self.alloc_fault = hook;
+        self.buddy.fault = hook;
     }
 
     /// Frees an allocation of `alloc_pages(order, _)` starting at `pfn`. Anything else

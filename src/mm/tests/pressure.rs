@@ -13,6 +13,7 @@ use proptest::prelude::*;
 
 use super::migrate::{map, migrate_counted, unmap, Fake, Locked, SharedMm};
 use super::*;
+use crate::mm::faults::{self, AllocFaults};
 use crate::mm::heap::{HeapBacking, SlabHeap};
 
 /// 48 MiB of boot memory at 1 GiB (2 MiB reserved for the "kernel") and a hot-plug window
@@ -315,7 +316,9 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let mm: SharedMm = std::rc::Rc::new(std::cell::RefCell::new(world_mm(16 * MIB)));
+        let mut m = world_mm(16 * MIB);
+        m.inject_faults();
+        let mm: SharedMm = std::rc::Rc::new(std::cell::RefCell::new(m));
         World {
             pt: Fake::over(&mm),
             backing: Backing {
@@ -451,9 +454,9 @@ impl World {
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
         match op {
-            Op::FailNext(n) => self.mm.borrow_mut().faults().fail_next(n),
-            Op::FailFraction(p, seed) => self.mm.borrow_mut().faults().fail_fraction(p, seed),
-            Op::NoFaults => self.mm.borrow_mut().faults().clear(),
+            Op::FailNext(n) => faults::with(|f| f.fail_next(n)),
+            Op::FailFraction(p, seed) => faults::with(|f| f.fail_fraction(p, seed)),
+            Op::NoFaults => faults::with(AllocFaults::clear),
             Op::Alloc(order, class, movable) => {
                 self.alloc(order, class, movable)?;
             }
@@ -548,8 +551,8 @@ impl World {
 
     /// Returns everything; afterwards no page may be allocated.
     fn finish(&mut self) -> Result<(), TestCaseError> {
-        self.seen[8] = self.mm.borrow_mut().faults().injected;
-        self.mm.borrow_mut().faults().clear();
+        self.seen[8] = faults::with(|f| f.injected);
+        faults::with(AllocFaults::clear);
         for m in std::mem::take(&mut self.mapped) {
             unmap(&self.mm, &mut self.rmap, &mut self.pt, m.as_id, m.va);
         }
