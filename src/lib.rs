@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod console;
 #[allow(missing_docs)] // documented separately
 pub mod dt;
 pub mod inject;

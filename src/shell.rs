@@ -3,9 +3,10 @@
 //! host tests.
 //!
 //! Console contract (tests rely on it): the shell echoes input; every line ends in CRLF;
-//! each command's output is followed by a fresh `hotmem> ` prompt; log lines start with `[`
-//! and never split an output line; status output is one record per line of `key=value`
-//! tokens. Bad input gets a usage message, never a panic.
+//! each command's output is followed by exactly one fresh `hotmem> ` prompt, the only one
+//! written for that command line (how log lines keep that is `crate::console`'s rule); log
+//! lines start with `[` and never split an output line; status output is one record per line
+//! of `key=value` tokens. Bad input gets a usage message, never a panic.
 
 use arrayvec::ArrayString;
 

@@ -11,11 +11,16 @@
 //!   [`Console::expect_panic`] (the `fault` test), or
 //! - the console reached end of file (QEMU exited).
 //!
-//! The shell contract it relies on: the shell echoes input; lines end in CRLF; each
-//! command's output is followed by a fresh `hotmem> ` prompt at the start of a line; log lines
-//! start with `[` and never split an output line. [`Console::command`] sends the command and `\r`,
-//! finds the echoed command line (after applying backspace/DEL editing and dropping ANSI escapes),
-//! and returns the lines between it and the next prompt, with log lines split off.
+//! The console protocol it relies on (README, "Console protocol"), and checks: the shell writes
+//! exactly one `hotmem> ` prompt per command line, at the start of a line, after the previous
+//! command's output; it echoes input; lines end in CRLF; log lines start with `[` and never split
+//! an output line. A log line that interrupts a half-typed line ends it and is followed by what was
+//! typed so far, written again without the prompt, so the echo of a line may come in pieces, each
+//! a prefix of the line, each after a log line. [`Console::command`] sends the command and `\r`,
+//! finds its echo (after applying backspace/DEL editing and dropping ANSI escapes), and returns
+//! the lines between it and the next prompt, with log lines split off. It is strict: a prompt
+//! between the echo and the output, a second prompt after the one the command was typed at, or
+//! an echo that is not the command is an [`Error::Protocol`].
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,15 +204,18 @@ impl Console {
     }
 
     /// Runs one shell command: sends `cmd` and `\r`, returns the lines between the echoed command
-    /// and the next prompt. The prompt before the command must already be consumed or still
-    /// unread after the cursor; both work.
+    /// and the next prompt. The prompt the command is typed at must already be consumed or still
+    /// unread after the cursor; both work. Fails on output that breaks the protocol (see the
+    /// module docs).
     pub fn command(&mut self, cmd: &str, deadline: impl Into<Deadline>) -> Result<CommandOutput> {
         let deadline = deadline.into();
+        let prompt_consumed = self.shared.lock().text[..self.cursor].ends_with(PROMPT);
         self.send(format!("{cmd}\r").as_bytes())?;
-        let expected = render(cmd).trim_end().to_string();
-        self.wait_until(&format!("the output of `{}`", expected), deadline, |text| {
-            parse_command_output(text, &expected)
-        })
+        let typed = render(cmd);
+        let expected = typed.trim_end();
+        self.wait_until(&format!("the output of `{expected}`"), deadline, |text| {
+            parse_command_output(text, &typed, prompt_consumed)
+        })?
     }
 
     /// The core wait: `scan` looks at the unconsumed text and returns how much it consumed and a
@@ -386,49 +394,109 @@ pub fn render(raw: &str) -> String {
     out
 }
 
-/// Scans unconsumed console text for `<echo of expected>\n ... \n<PROMPT>`; returns the consumed
-/// length (through the prompt) and the output in between.
-fn parse_command_output(text: &str, expected: &str) -> Option<(usize, CommandOutput)> {
+/// Where [`parse_command_output`] is in one command's text.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Before the prompt the command was typed at (stale output may come first).
+    Before,
+    /// In the echo: the prompt line's rest, then pieces written again after log lines.
+    Echo { first: bool, after_log: bool },
+    /// After the echo, until the next prompt.
+    Output { after_log: bool },
+}
+
+/// Scans unconsumed console text for `[<PROMPT>]<echo of typed>\n ... \n<PROMPT>`; returns the
+/// consumed length (through the prompt) and the output in between, or a protocol error.
+/// `prompt_consumed`: the text starts right after the prompt the command was typed at.
+fn parse_command_output(
+    text: &str,
+    typed: &str,
+    prompt_consumed: bool,
+) -> Option<(usize, Result<CommandOutput>)> {
+    let expected = typed.trim_end();
+    let broken = |why: String| Some((text.len(), Err(Error::Protocol(why))));
+    let mut phase = if prompt_consumed {
+        Phase::Echo {
+            first: true,
+            after_log: false,
+        }
+    } else {
+        Phase::Before
+    };
     let mut pos = 0;
-    let mut echo_seen = false;
     let mut out = CommandOutput::default();
     loop {
-        if echo_seen && text[pos..].starts_with(PROMPT) {
-            // A log line that interrupts the typed line makes the kernel write the prompt
-            // and what was typed again: that redraw is not the next prompt.
-            let rest = &text[pos + PROMPT.len()..];
-            if out.lines.is_empty() && !expected.is_empty() {
-                match rest.find('\n') {
-                    Some(nl) if render(rest[..nl].trim_end_matches('\r')).trim() == expected => {
-                        pos += PROMPT.len() + nl + 1;
-                        continue;
-                    }
-                    None if !rest.is_empty() && expected.starts_with(render(rest).trim()) => {
-                        return None;
-                    }
-                    _ => {}
+        if text[pos..].starts_with(PROMPT) {
+            match phase {
+                Phase::Before => {
+                    pos += PROMPT.len();
+                    phase = Phase::Echo {
+                        first: true,
+                        after_log: false,
+                    };
+                    continue;
+                }
+                Phase::Output { .. } => return Some((pos + PROMPT.len(), Ok(out))),
+                Phase::Echo { .. } => {
+                    return broken(format!(
+                        "a prompt between the echo of `{expected}` and its output:\n{text}"
+                    ))
                 }
             }
-            return Some((pos + PROMPT.len(), out));
         }
         let nl = text[pos..].find('\n')?;
         let raw = &text[pos..pos + nl];
         pos += nl + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if !echo_seen {
-            let shown = render(line);
-            let shown = shown.strip_prefix(PROMPT).unwrap_or(&shown).trim();
-            let prompt_only = PROMPT.trim_end();
-            if shown == expected || (expected.is_empty() && shown == prompt_only) {
-                echo_seen = true;
-            } else if line.starts_with('[') {
-                out.logs.push(line.to_string());
+        let is_log = line.starts_with('[');
+        match phase {
+            // Stale output before the prompt (e.g. the boot banner); logs are kept.
+            Phase::Before => {
+                if is_log {
+                    out.logs.push(line.to_string());
+                }
             }
-            // Anything else before the echo is stale output (e.g. a prompt redrawn after a log).
-        } else if line.starts_with('[') {
-            out.logs.push(line.to_string());
-        } else {
-            out.lines.push(line.to_string());
+            Phase::Echo { first, .. } if is_log && !first => {
+                out.logs.push(line.to_string());
+                phase = Phase::Echo {
+                    first: false,
+                    after_log: true,
+                };
+            }
+            Phase::Echo { first, after_log } => {
+                let shown = render(line);
+                if !first && !after_log {
+                    return broken(format!(
+                        "echo piece `{shown}` of `{expected}` not after a log line:\n{text}"
+                    ));
+                }
+                if shown.trim_end() == expected {
+                    phase = Phase::Output { after_log: false };
+                } else if typed.starts_with(shown.as_str()) {
+                    phase = Phase::Echo {
+                        first: false,
+                        after_log: false,
+                    };
+                } else {
+                    return broken(format!(
+                        "`{shown}` is not the echo of `{expected}`:\n{text}"
+                    ));
+                }
+            }
+            Phase::Output { .. } if is_log => {
+                out.logs.push(line.to_string());
+                phase = Phase::Output { after_log: true };
+            }
+            Phase::Output { after_log } => {
+                // The whole line written again after a log line that came before its Enter
+                // was read: still the echo (no command prints its own command line).
+                let redraw =
+                    after_log && out.lines.is_empty() && render(line).trim_end() == expected;
+                if !redraw {
+                    out.lines.push(line.to_string());
+                }
+                phase = Phase::Output { after_log: false };
+            }
         }
     }
 }
@@ -437,20 +505,70 @@ fn parse_command_output(text: &str, expected: &str) -> Option<(usize, CommandOut
 mod tests {
     use super::*;
 
+    fn parse(text: &str, cmd: &str, prompt_consumed: bool) -> Result<(usize, CommandOutput)> {
+        let (end, out) = parse_command_output(text, &render(cmd), prompt_consumed)
+            .expect("the command's text is complete");
+        out.map(|o| (end, o))
+    }
+
     #[test]
-    fn a_redrawn_prompt_is_not_the_next_prompt() {
+    fn an_echo_in_pieces_around_log_lines_is_one_echo() {
         let text =
-            "hotmem> vmem\r\n[INFO] vmem0: resized\r\nhotmem> vmem\r\nid=vmem0 x=1\r\nhotmem> ";
-        let (end, out) = parse_command_output(text, "vmem").unwrap();
+            "vm\r\n[INFO] a\r\nvm\r\n[INFO] b\r\nvmem\r\n[INFO] c\r\nid=vmem0 x=1\r\nhotmem> ";
+        let (end, out) = parse(text, "vmem", true).unwrap();
         assert_eq!(end, text.len());
         assert_eq!(out.lines, vec!["id=vmem0 x=1"]);
-        assert_eq!(out.logs, vec!["[INFO] vmem0: resized"]);
-        // The redraw still arriving: wait.
-        assert!(parse_command_output("hotmem> vmem\r\n[INFO] x\r\nhotmem> vm", "vmem").is_none());
+        assert_eq!(out.logs, vec!["[INFO] a", "[INFO] b", "[INFO] c"]);
+        // Interrupted after the whole line was typed but before its Enter was read.
+        let text = "hotmem> vmem\r\n[INFO] a\r\nvmem\r\nid=vmem0\r\nhotmem> ";
+        let (_, out) = parse(text, "vmem", false).unwrap();
+        assert_eq!(out.lines, vec!["id=vmem0"]);
+        // A log at an idle prompt: the empty first piece, then the echo.
+        let (_, out) = parse(
+            "\r\n[INFO] a\r\ncheck\r\ncheck: ok\r\nhotmem> ",
+            "check",
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.lines, vec!["check: ok"]);
+        // Still arriving: wait.
+        assert!(parse_command_output("vm\r\n[INFO] a\r\nvm", "vmem", true).is_none());
         // A command with no output still ends at the real prompt.
-        let (_, out) = parse_command_output("hotmem> \r\nhotmem> ", "").unwrap();
+        let (_, out) = parse("\r\nhotmem> ", "", true).unwrap();
+        assert!(out.lines.is_empty());
+        let (_, out) = parse("\r\n[INFO] a\r\n\r\nhotmem> ", "", true).unwrap();
         assert!(out.lines.is_empty());
     }
+
+    #[test]
+    fn a_prompt_between_echo_and_output_is_an_error() {
+        let bad = [
+            // A redrawn prompt with the half line.
+            (
+                "chec\r\n[INFO] x\r\nhotmem> check\r\ncheck: ok\r\nhotmem> ",
+                true,
+            ),
+            (
+                "hotmem> chec\r\n[INFO] x\r\nhotmem> check\r\ncheck: ok\r\nhotmem> ",
+                false,
+            ),
+            // A bare redrawn prompt before the first byte was echoed.
+            (
+                "\r\n[INFO] x\r\nhotmem> check\r\ncheck: ok\r\nhotmem> ",
+                true,
+            ),
+            // Two prompts after the previous command.
+            ("hotmem> check\r\ncheck: ok\r\nhotmem> ", true),
+            // Not the echo; an echo piece without a log line before it.
+            ("chex\r\ncheck: ok\r\nhotmem> ", true),
+            ("che\r\ncheck\r\ncheck: ok\r\nhotmem> ", true),
+        ];
+        for (text, consumed) in bad {
+            let err = parse(text, "check", consumed).unwrap_err();
+            assert!(matches!(err, Error::Protocol(_)), "{text:?}: {err}");
+        }
+    }
+
     use std::sync::mpsc;
 
     /// A pipe made of a channel: the fake guest writes, the console reads.

@@ -1,16 +1,26 @@
-//! The console: PL011 output with whole-line atomicity, interrupt-driven input, the `log`
-//! backend, and the panic-time writer.
+//! The console: PL011 output through the screen rules of `hotmem::console`, interrupt-driven
+//! input, the shell's line reader, the `log` backend, and the panic-time writer.
 //!
-//! Lock rules: `OUT` (IRQ-safe) serialises output and remembers the line being written (the
-//! bytes since the last newline). A log record printed while a shell line is half written
-//! (the prompt or echoed input) first ends that line, prints itself, then writes the half
-//! line again, so log lines always start at column 0, never split a command's output line,
-//! and the prompt with what the user typed so far stays whole on its own line. `RX`
-//! (IRQ-safe) is the receive ring the UART interrupt fills; readers sleep on `RX_WAIT` (a
-//! task wait queue) until the interrupt has added bytes. Both are leaf locks; the scheduler
-//! lock may be taken while `OUT` is held, never the reverse.
+//! Every byte written goes through one [`Screen`] under `OUT`: the prompt, the echo, whole
+//! lines (`println!` and log lines) and the panic line. The screen decides, from the line
+//! being written and whether input is pending in `RX`, whether a whole line prints now, is
+//! held until the shell has echoed a line that is already in the ring, or interrupts a half
+//! line that a person is typing (written again without the prompt), so a script that sends a
+//! whole line sees exactly one prompt per command (the protocol is in the README).
+//!
+//! The shell's reader ([`read_line`]) takes one byte out of `RX` and echoes it in the same
+//! hold of `OUT`, so the screen never sees a byte that was read but not echoed.
+//!
+//! Lock rules: `OUT` (IRQ-safe) serialises output and holds the screen; `RX` (IRQ-safe) is
+//! the receive ring the UART interrupt fills. Order: `OUT` before `RX` (the reader and
+//! [`print_line`] ask `RX` whether input is pending while holding `OUT`); the interrupt
+//! handler takes `RX` alone. Readers sleep on `RX_WAIT` (a task wait queue) until the
+//! interrupt has added bytes, with neither lock held. The scheduler lock may be taken while
+//! `OUT` is held, never the reverse.
 
-use core::fmt::{self, Write};
+use core::fmt;
+use hotmem::console::{self as screen, Screen, Sink};
+use hotmem::shell::{LineEditor, MAX_LINE};
 use hotmem_arch::cpu::IrqSpinLock;
 use hotmem_drivers::pl011::Pl011;
 
@@ -20,24 +30,8 @@ static UART: spin::Once<Pl011> = spin::Once::new();
 /// Tasks waiting for input (the shell).
 static RX_WAIT: WaitQueue = WaitQueue::new();
 
-/// The line being written: the bytes since the last newline (prompt and echo).
-struct Out {
-    partial: arrayvec::ArrayVec<u8, 256>,
-    /// The line outgrew `partial`: it can't be written again.
-    lost: bool,
-}
-
-impl Out {
-    fn at_line_start(&self) -> bool {
-        self.partial.is_empty() && !self.lost
-    }
-}
-
-static OUT: IrqSpinLock<Out> = IrqSpinLock::new(Out {
-    partial: arrayvec::ArrayVec::new_const(),
-    lost: false,
-})
-.with_class(hotmem_arch::lock_class!("console"));
+static OUT: IrqSpinLock<Screen> =
+    IrqSpinLock::new(Screen::new()).with_class(hotmem_arch::lock_class!("console"));
 
 const RX_SIZE: usize = 1024;
 struct Rx {
@@ -65,60 +59,26 @@ pub unsafe fn init(base_va: usize) {
     });
 }
 
-/// Writes through the UART translating `\n` to CRLF and tracking the current line.
-struct Writer<'a>(&'a Pl011, &'a mut Out);
+/// The UART as the screen's sink.
+struct Uart<'a>(&'a Pl011);
 
-impl Write for Writer<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.0.write_byte(b'\r');
-                self.1.partial.clear();
-                self.1.lost = false;
-            } else if self.1.partial.try_push(b).is_err() {
-                self.1.lost = true;
-            }
-            self.0.write_byte(b);
-        }
-        Ok(())
+impl Sink for Uart<'_> {
+    fn put(&mut self, b: u8) {
+        self.0.write_byte(b);
     }
 }
 
-impl Writer<'_> {
-    /// Writes `args` as a line of its own, then the interrupted half line again.
-    fn whole_line(&mut self, args: fmt::Arguments) {
-        let half = (!self.1.lost).then(|| self.1.partial.clone());
-        if !self.1.at_line_start() {
-            let _ = self.write_str("\n");
-        }
-        let _ = self.write_fmt(args);
-        let _ = self.write_str("\n");
-        if let Some(half) = half.filter(|h| !h.is_empty()) {
-            for &b in &half {
-                self.0.write_byte(b);
-            }
-            self.1.partial = half;
-        }
-    }
-}
-
-fn with_out(f: impl FnOnce(&mut Writer)) {
-    let Some(u) = UART.get() else { return };
+/// Runs `f` on the screen and the UART under `OUT`; `None` before [`init`].
+fn with_out<R>(f: impl FnOnce(&mut Screen, &mut Uart) -> R) -> Option<R> {
+    let u = UART.get()?;
     let mut out = OUT.lock();
-    let mut w = Writer(u, &mut out);
-    f(&mut w);
+    Some(f(&mut out, &mut Uart(u)))
 }
 
-/// Prints text as is (used for the prompt and echo).
-pub fn print(args: fmt::Arguments) {
-    with_out(|w| {
-        let _ = w.write_fmt(args);
-    });
-}
-
-/// Prints one whole line (a CRLF is appended) that nothing can interleave with.
+/// Prints one whole line (a CRLF is appended) that nothing can interleave with; it may be
+/// held for a moment while the shell echoes input that is already received.
 pub fn print_line(args: fmt::Arguments) {
-    with_out(|w| w.whole_line(args));
+    with_out(|s, u| s.line(u, args, input_pending()));
 }
 
 #[macro_export]
@@ -126,26 +86,41 @@ macro_rules! println {
     ($($arg:tt)*) => { $crate::kernel::console::print_line(format_args!($($arg)*)) };
 }
 
+/// Opens a shell line: writes the prompt.
+pub fn prompt(prompt: &str) {
+    with_out(|s, u| s.prompt(u, prompt));
+}
+
+/// Reads one line for the shell through `ed`, echoing as it goes (the calling task sleeps
+/// until the UART interrupt while the ring is empty). Returns once Enter's CRLF is echoed.
+pub fn read_line(ed: &mut LineEditor) -> arrayvec::ArrayString<MAX_LINE> {
+    loop {
+        // One byte per hold of OUT: take it, echo it, and if the ring is now empty print
+        // what was held.
+        let step = with_out(|s, u| match take_input() {
+            Some((b, pending)) => Some(s.input(u, ed, b, pending)),
+            None => {
+                s.idle(u);
+                None
+            }
+        });
+        // Outer `None`: no byte (or no UART yet): sleep until the interrupt adds one.
+        match step.flatten() {
+            Some(Some(line)) => return line,
+            Some(None) => {}
+            None => RX_WAIT.wait_until(|| RX.lock().len > 0),
+        }
+    }
+}
+
 /// Panic-time output: takes the lock if it can, otherwise writes anyway (the holder may
-/// be this CPU, interrupted, and will never release it).
+/// be this CPU, interrupted, and will never release it). Never held.
 pub fn emergency_line(args: fmt::Arguments) {
     let Some(u) = UART.get() else { return };
-    let mut guard = OUT.try_lock();
-    // Without the lock we cannot know the column: start a fresh line to be safe.
-    let mut unknown = Out {
-        partial: arrayvec::ArrayVec::new(),
-        lost: true,
-    };
-    let out = match guard.as_mut() {
-        Some(g) => &mut **g,
-        None => &mut unknown,
-    };
-    let mut w = Writer(u, out);
-    if !w.1.at_line_start() {
-        let _ = w.write_str("\n");
+    match OUT.try_lock().as_mut() {
+        Some(s) => s.emergency_line(&mut Uart(u), args),
+        None => screen::emergency_line_unlocked(&mut Uart(u), args),
     }
-    let _ = w.write_fmt(args);
-    let _ = w.write_str("\n");
 }
 
 /// UART receive interrupt: drain the FIFO into the ring (oldest bytes are kept when full).
@@ -169,8 +144,8 @@ pub fn rx_interrupt(_intid: u32) {
     }
 }
 
-/// Next input byte, if any.
-pub fn try_read() -> Option<u8> {
+/// The next input byte and whether more are pending, if any.
+fn take_input() -> Option<(u8, bool)> {
     let mut rx = RX.lock();
     if rx.len == 0 {
         return None;
@@ -178,17 +153,12 @@ pub fn try_read() -> Option<u8> {
     let b = rx.buf[rx.head];
     rx.head = (rx.head + 1) % RX_SIZE;
     rx.len -= 1;
-    Some(b)
+    Some((b, rx.len > 0))
 }
 
-/// Waits for the next input byte (the calling task sleeps until the UART interrupt).
-pub fn read_byte() -> u8 {
-    loop {
-        if let Some(b) = try_read() {
-            return b;
-        }
-        RX_WAIT.wait_until(|| RX.lock().len > 0);
-    }
+/// Whether the UART received bytes the shell has not read yet.
+fn input_pending() -> bool {
+    RX.lock().len > 0
 }
 
 /// The `log` backend: `[LEVEL] message` lines.

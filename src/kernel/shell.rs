@@ -17,26 +17,19 @@ use super::{console, cpus, hog, inject, task, vmem};
 use crate::println;
 use core::fmt::Display;
 use hotmem::mm::{SectionInfo, ZoneStats, ZoneType};
-use hotmem::shell::{self, Command, Feed, LineEditor, PROMPT};
+use hotmem::shell::{self, Command, LineEditor, PROMPT};
 use hotmem_arch::layout::{self, PAGE_SIZE};
 use hotmem_arch::pgtable::MemType;
 use hotmem_arch::{exception, lockstat, mmu, psci};
 
 pub fn run() -> ! {
     let mut ed = LineEditor::default();
-    console::print(format_args!("{PROMPT}"));
     loop {
-        match ed.feed(console::read_byte()) {
-            Feed::None => {}
-            Feed::Echo(s) => console::print(format_args!("{s}")),
-            Feed::Line(line) => {
-                console::print(format_args!("\n"));
-                match shell::parse(&line) {
-                    Ok(cmd) => execute(cmd),
-                    Err(e) => println!("{e}"),
-                }
-                console::print(format_args!("{PROMPT}"));
-            }
+        console::prompt(PROMPT);
+        let line = console::read_line(&mut ed);
+        match shell::parse(&line) {
+            Ok(cmd) => execute(cmd),
+            Err(e) => println!("{e}"),
         }
     }
 }
