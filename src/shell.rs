@@ -148,7 +148,7 @@ pub const HELP: &[(&str, &str)] = &[
         "vmem",
         "virtio-mem devices: sizes, state, why not converged",
     ),
-    ("cpus", "CPUs, their MPIDR and timer ticks"),
+    ("cpus", "CPUs, their MPIDR, timer ticks, TLB broadcasts"),
     ("ps", "tasks: cpu, state, switches"),
     (
         "locks [reset]",

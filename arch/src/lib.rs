@@ -10,7 +10,8 @@
 //!   [`pgtable`] (descriptor encoding and the table walker over the `unsafe trait
 //!   TableMemory`, table pages named by `TablePa`),
 //!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry), [`lockstat`]
-//!   (hold-time statistics of the IRQ-masking locks).
+//!   (hold-time statistics of the IRQ-masking locks), [`tlb`] (which broadcast TLB
+//!   invalidations cover a range; issuing them is its target-only part).
 //! - Hardware glue, only for `target_os = "none"`: [`boot`] (entry, EL2 -> EL1, first page
 //!   tables), [`exception`] (vectors, trap frame, fixup table), [`mmu`] (the live kernel
 //!   page table), [`gic`], [`timer`], [`psci`], [`cpu`],
@@ -32,6 +33,7 @@ pub mod layout;
 pub mod lockstat;
 pub mod mmio;
 pub mod pgtable;
+pub mod tlb;
 
 #[cfg(target_os = "none")]
 pub mod boot;

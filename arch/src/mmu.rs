@@ -1,5 +1,6 @@
 //! The live kernel translation tables (TTBR1): the W^X image mapping and the linear map,
-//! grown and shrunk at run time with broadcast TLB maintenance.
+//! grown and shrunk at run time with broadcast TLB maintenance ([`crate::tlb`], sized by
+//! what the unmap removed: one invalidation per 2 MiB block, or range invalidations).
 //!
 //! State (behind one IRQ-safe lock, `KERNEL_PT`): the root table (none until [`init`]) and
 //! where new table pages come from. Until the page allocator is up, table pages come from a
@@ -146,6 +147,7 @@ fn table_va(pa: u64) -> u64 {
 ///    argument to `kernel_main`), so the new tables map the image where it is.
 pub unsafe fn init(kimage_pa: u64) -> Result<(), MapError> {
     KIMAGE_PA.store(kimage_pa, Ordering::Relaxed);
+    crate::tlb::init();
     // SAFETY: linker-script symbols; only their addresses are used.
     let (start, text_end, ro_end, end) = unsafe {
         (
@@ -234,15 +236,19 @@ pub fn map_linear(range: PhysRange, attrs: Attrs, max: Granule) -> Result<(), Ma
     r
 }
 
-/// Unmaps `range` from the linear map and invalidates the TLBs of all CPUs.
+/// Unmaps `range` from the linear map and invalidates the TLBs of all CPUs, once per leaf
+/// removed or by range ([`crate::tlb`]), and returns the bytes that were mapped.
 /// Fails (changing nothing) if that would split a block mapping.
 pub fn unmap_linear(range: PhysRange) -> Result<u64, MapError> {
     let mut pt = KERNEL_PT.lock();
     let root = pt.root();
     let va = phys_to_virt(range.base);
-    let n = pgtable::unmap(&mut pt.mem, root, VirtAddr(va), range.size)?;
-    flush_tlb_range(va, range.size);
-    Ok(n)
+    let gone = pgtable::unmap(&mut pt.mem, root, VirtAddr(va), range.size)?;
+    // Invalid entries are never cached: with nothing removed there is nothing to drop.
+    if gone.bytes != 0 {
+        crate::tlb::flush_kernel_range(va, range.size, gone.min_leaf);
+    }
+    Ok(gone.bytes)
 }
 
 /// Maps an MMIO range (rounded out to pages) into the linear map if it is not mapped yet,
@@ -271,27 +277,6 @@ pub fn map_mmio(range: PhysRange) -> Result<VirtAddr, MapError> {
 pub fn translate_linear(pa: u64) -> Option<(u64, Attrs)> {
     let pt = KERNEL_PT.lock();
     pgtable::translate(&pt.mem, pt.root(), phys_to_virt(pa))
-}
-
-/// Broadcast invalidation of `[va, va + size)` on every CPU (inner shareable).
-pub fn flush_tlb_range(va: u64, size: u64) {
-    use aarch64_cpu::asm::barrier;
-    barrier::dsb(barrier::ISHST);
-    if size > (64 << 20) {
-        // SAFETY: invalidating all EL1 TLB entries only costs refills.
-        unsafe { core::arch::asm!("tlbi vmalle1is", options(nostack)) };
-    } else {
-        let mut v = va;
-        while v < va + size {
-            // SAFETY: TLB invalidation by VA for all ASIDs, broadcast; no memory effects.
-            unsafe {
-                core::arch::asm!("tlbi vaae1is, {}", in(reg) (v >> 12) & ((1 << 44) - 1), options(nostack))
-            };
-            v += PAGE_SIZE;
-        }
-    }
-    barrier::dsb(barrier::ISH);
-    crate::cpu::isb();
 }
 
 /// Stops TTBR0 walks on this CPU (after it no longer needs the boot identity map).

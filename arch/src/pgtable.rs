@@ -20,7 +20,9 @@
 //!   removal never meets a block it would have to split.
 //!
 //! TLB maintenance is the caller's: after [`unmap`] the caller must invalidate the range on
-//! every CPU before the memory is reused or given back (`mmu` does it with broadcast TLBIs).
+//! every CPU before the memory is reused or given back. [`unmap`] says how large the smallest
+//! leaf it removed was ([`Unmapped::min_leaf`]), so `mmu` can invalidate once per block
+//! instead of once per page (the plan is [`crate::tlb`]'s).
 //! Intermediate tables are not freed on unmap (they are few: one 4 KiB table per 1 GiB or
 //! 2 MiB of address space ever mapped).
 //!
@@ -306,15 +308,26 @@ pub fn map(
     Ok(())
 }
 
+/// What [`unmap`] removed: enough for the caller to size its TLB maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unmapped {
+    /// Bytes that were mapped (holes are not counted).
+    pub bytes: u64,
+    /// Size of the smallest leaf removed (4 KiB, 2 MiB or 1 GiB); 0 if nothing was mapped.
+    /// Every removed leaf is at least this large and aligned to its size, so one
+    /// invalidation by VA every `min_leaf` bytes of the range reaches all of them.
+    pub min_leaf: u64,
+}
+
 /// Unmaps `[va, va + size)`. Holes inside the range are fine. Fails without changing
 /// anything if a block entry straddles either end of the range.
-/// Returns the number of bytes that were mapped. The caller must invalidate TLBs.
+/// Returns what was mapped there. The caller must invalidate TLBs.
 pub fn unmap(
     mem: &mut impl TableMemory,
     root: TablePa,
     va: VirtAddr,
     size: u64,
-) -> Result<u64, MapError> {
+) -> Result<Unmapped, MapError> {
     let va = va.0;
     if (va | size) & 0xfff != 0 {
         return Err(MapError::Misaligned);
@@ -329,15 +342,19 @@ pub fn unmap(
             }
         }
     }
-    let mut unmapped = 0;
+    let mut unmapped = Unmapped::default();
     let mut v = va;
     while v < va + size {
         match lookup(mem, root, v) {
             Some((level, _)) => {
                 let table = table_at(mem, root, v, level).expect("lookup found a leaf");
                 mem.table(table)[index(v, level)].store(0, Ordering::Release);
-                unmapped += block_size(level);
-                v += block_size(level);
+                let bs = block_size(level);
+                unmapped.bytes += bs;
+                if unmapped.min_leaf == 0 || bs < unmapped.min_leaf {
+                    unmapped.min_leaf = bs;
+                }
+                v += bs;
             }
             None => v = next_boundary(mem, root, v),
         }
@@ -579,7 +596,10 @@ mod tests {
         // Removing a whole block in the middle works and leaves the neighbours.
         assert_eq!(
             unmap(&mut m, root, VirtAddr(VA + (2 << 20)), 2 << 20),
-            Ok(2 << 20)
+            Ok(Unmapped {
+                bytes: 2 << 20,
+                min_leaf: 2 << 20
+            })
         );
         assert!(lookup(&m, root, VA + (2 << 20)).is_none());
         assert!(lookup(&m, root, VA).is_some());
@@ -595,6 +615,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(translate(&m, root, VA + (3 << 20)).unwrap().0, 0x4030_0000);
+    }
+
+    #[test]
+    fn unmap_reports_the_smallest_leaf() {
+        let (mut m, root) = FakeMem::new();
+        // 4 MiB of blocks, then 8 KiB of pages after a 2 MiB hole.
+        let map_at = |m: &mut FakeMem, off: u64, size: u64, g| {
+            map(
+                m,
+                root,
+                VirtAddr(VA + off),
+                phys(0x4000_0000 + off, size),
+                Attrs::RAM,
+                g,
+            )
+            .unwrap()
+        };
+        map_at(&mut m, 0, 4 << 20, Granule::Block2M);
+        map_at(&mut m, 6 << 20, 8192, Granule::Page4K);
+        let blocks = Unmapped {
+            bytes: 2 << 20,
+            min_leaf: 2 << 20,
+        };
+        assert_eq!(unmap(&mut m, root, VirtAddr(VA), 2 << 20), Ok(blocks));
+        // A block and a hole: only blocks were removed.
+        let r = unmap(&mut m, root, VirtAddr(VA + (2 << 20)), 4 << 20);
+        assert_eq!(r, Ok(blocks));
+        // Nothing mapped: nothing to invalidate.
+        let r = unmap(&mut m, root, VirtAddr(VA), 6 << 20);
+        assert_eq!(r, Ok(Unmapped::default()));
+        map_at(&mut m, 4 << 20, 2 << 20, Granule::Block2M);
+        // A block and pages: the pages set the stride.
+        let r = unmap(&mut m, root, VirtAddr(VA + (4 << 20)), 4 << 20);
+        assert_eq!(
+            r,
+            Ok(Unmapped {
+                bytes: (2 << 20) + 8192,
+                min_leaf: 4096
+            })
+        );
     }
 
     #[test]
@@ -668,7 +728,13 @@ mod tests {
             Err(MapError::Misaligned)
         );
         // Unmap over a range with holes counts only what was mapped.
-        assert_eq!(unmap(&mut m, root, VirtAddr(VA), 64 << 20), Ok(2 << 20));
+        assert_eq!(
+            unmap(&mut m, root, VirtAddr(VA), 64 << 20),
+            Ok(Unmapped {
+                bytes: 2 << 20,
+                min_leaf: 4096
+            })
+        );
         m.limit = m.tables.len();
         assert_eq!(
             map(

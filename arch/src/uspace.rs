@@ -275,24 +275,13 @@ impl AddressSpace {
 
     /// Invalidates `va` for this ASID on every CPU (inner shareable broadcast).
     pub fn flush_page(&self, va: u64) {
-        let arg = ((self.asid as u64) << 48) | ((va >> 12) & ((1 << 44) - 1));
-        barrier::dsb(barrier::ISHST);
-        // SAFETY: TLB invalidation by VA and ASID, broadcast; no memory effects.
-        unsafe { core::arch::asm!("tlbi vae1is, {}", in(reg) arg, options(nostack)) };
-        barrier::dsb(barrier::ISH);
-        crate::cpu::isb();
+        crate::tlb::flush_asid_page(self.asid, va);
     }
 
     /// Invalidates every entry of this ASID on every CPU: one broadcast instead of one per
     /// page when many entries were cleared with [`AddressSpace::replace_entry`].
     pub fn flush_all(&self) {
-        barrier::dsb(barrier::ISHST);
-        // SAFETY: TLB invalidation by ASID, broadcast; no memory effects.
-        unsafe {
-            core::arch::asm!("tlbi aside1is, {}", in(reg) (self.asid as u64) << 48, options(nostack))
-        };
-        barrier::dsb(barrier::ISH);
-        crate::cpu::isb();
+        crate::tlb::flush_asid(self.asid);
     }
 
     /// Makes this the CPU's TTBR0 space and enables TTBR0 walks. Scheduler only, IRQs masked.

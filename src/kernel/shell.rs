@@ -20,7 +20,7 @@ use hotmem::mm::{SectionInfo, ZoneStats, ZoneType};
 use hotmem::shell::{self, Command, LineEditor, PROMPT};
 use hotmem_arch::layout::{self, PAGE_SIZE};
 use hotmem_arch::pgtable::MemType;
-use hotmem_arch::{exception, lockstat, mmu, psci};
+use hotmem_arch::{exception, lockstat, mmu, psci, tlb};
 
 pub fn run() -> ! {
     let mut ed = LineEditor::default();
@@ -43,10 +43,16 @@ fn execute(cmd: Command) {
             }
         }
         Command::Cpus => {
+            // `tlbi`: broadcast TLB invalidations the CPU issued; `tlbi_range`: whether they
+            // use range instructions (FEAT_TLBIRANGE, the same on every CPU).
+            let range = tlb::has_range() as u8;
             for (i, c) in cpus::records().enumerate() {
                 println!(
-                    "cpu={i} mpidr=0x{:x} online={} ticks={}",
-                    c.mpidr, c.online as u8, c.ticks
+                    "cpu={i} mpidr=0x{:x} online={} ticks={} tlbi={} tlbi_range={range}",
+                    c.mpidr,
+                    c.online as u8,
+                    c.ticks,
+                    tlb::broadcasts(i)
                 );
             }
         }
