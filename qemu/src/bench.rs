@@ -23,7 +23,9 @@
 //! [`measure_mm_init`] adds the boot-time cost of the memory model per GiB of RAM. After every
 //! step the guest must agree with QMP (`vmem` converged, `mem` Movable free, or present with a
 //! hog running, the hog without errors, `check: ok`); any `PANIC:` or early exit fails the run
-//! at once with the instance's report. The arithmetic, formatting and parsing are unit tested
+//! at once with the instance's report. While it runs, every result of a scenario run is printed
+//! as it comes (a plain `# run R/N <scenario> [T s]: ...` line on stderr), and all of them
+//! again when the run ends. The arithmetic, formatting and parsing are unit tested
 //! without QEMU.
 
 pub mod report;
@@ -124,14 +126,10 @@ pub fn measure(cfg: &BenchConfig) -> Result<Measured> {
                 command_line = vm.command_line();
                 eprintln!("# {command_line}");
             }
-            let mut progress = Vec::new();
+            let mut progress = Progress::new(format!("run {run}/{} {}", cfg.runs, sc.name));
+            eprintln!("# {}: booting", progress.prefix);
             let result = run_scenario(&mut vm, cfg, sc, &mut metrics, &mut progress);
-            eprintln!(
-                "# run {run}/{} {}: {}",
-                cfg.runs,
-                sc.name,
-                progress.join(", ")
-            );
+            eprintln!("# {}: {}", progress.prefix, progress.items.join(", "));
             if let Err(e) = result {
                 eprintln!("# run {run}/{} {} failed: {e}", cfg.runs, sc.name);
                 eprintln!("\n{}", vm.report());
@@ -192,6 +190,34 @@ pub fn measure_mm_init(
     Ok(m)
 }
 
+/// What one scenario run did so far: each item is printed (to stderr, a plain `# ...` line,
+/// terminal or not) as it is recorded, so a long bench shows where it is; the items are
+/// printed together again when the run ends.
+struct Progress {
+    prefix: String,
+    items: Vec<String>,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(prefix: String) -> Progress {
+        Progress {
+            prefix,
+            items: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, item: String) {
+        eprintln!(
+            "# {} [{:.1} s]: {item}",
+            self.prefix,
+            self.started.elapsed().as_secs_f64()
+        );
+        self.items.push(item);
+    }
+}
+
 fn record(metrics: &mut [Metric], name: &str, value: f64) {
     match metrics.iter_mut().find(|m| m.name == name) {
         Some(m) => m.push(value),
@@ -205,7 +231,7 @@ fn run_scenario(
     cfg: &BenchConfig,
     sc: &Scenario,
     metrics: &mut [Metric],
-    progress: &mut Vec<String>,
+    progress: &mut Progress,
 ) -> Result<()> {
     let boot = vm.wait_for_boot(cfg.boot_timeout)?.as_secs_f64();
     record(metrics, BOOT_METRIC, boot);
@@ -283,7 +309,7 @@ fn resize(
     r: &Resize,
     hog: bool,
     metrics: &mut [Metric],
-    progress: &mut Vec<String>,
+    progress: &mut Progress,
 ) -> Result<()> {
     let deadline = Deadline::after(STEP_TIMEOUT);
     let to_kib = r.to_bytes / KIB;

@@ -6,7 +6,9 @@
 //! - [`scenario`]: the seeded [`Rng`] and the [`Scenario`] of [`Step`]s (pure data);
 //! - [`faults`]: the [`Fault`]s that ride along resize steps with `--inject` (pure data);
 //! - [`config`]: the [`Topology`] and the [`StressConfig`] of a run;
-//! - [`oracle`]: when a stall is [`excused`] and when `vmem` agrees with QMP (pure);
+//! - [`stall`]: when a stall is excused ([`judge`]): arithmetic over what `mem` and `pin`
+//!   print (pure);
+//! - [`oracle`]: when the guest's view and books agree with QMP (pure);
 //! - [`report`]: the progress line, the [`Summary`] table and the failure directory;
 //! - this module: the runner, [`run`], which plays the scenario on a guest through
 //!   [`crate::guest`]'s actions and asks the oracle after every step; the plot is
@@ -16,11 +18,17 @@
 //! `help` ([`Features`]), and plays the scenario until `--steps` or `--duration` runs out. A step
 //! is one or two `qom-set`s, a `system_reset` (then the boot banner and a prompt), or a hog or pin
 //! command. After each step it waits until every device's QMP size equals its requested size, or
-//! the guest's `vmem` shows the devices that did not get there stalled for excused reasons and QMP
-//! stood still for a whole `vmem` interval. Then `vmem` must agree with QMP, the hog must count no
-//! errors, `check` must print `check: ok`, and the console must show no `PANIC:` (every console
-//! wait fails at once on one). QMP is polled throughout; every change (and at least one per
-//! second) becomes a plot sample, and the bytes it saw plugged and unplugged go into the summary.
+//! the guest's `vmem` shows the devices that did not get there stalled, [`stall::judge`] finds
+//! each stall unavoidable from `mem`'s numbers, and QMP stood still for a whole `vmem` interval;
+//! a stall it does not excuse is waited out until the deadline. Then the guest must agree with
+//! QMP ([`oracle`]: `vmem`, `guest_plugged_kib`, `sections`, `mem`'s Movable, `vmem state` spot
+//! checks), the hog must count no errors, `check` must print `check: ok`, and the console must
+//! show no `PANIC:` (every console wait fails at once on one). A run whose steps stalled more
+//! than [`MAX_STALL_PERCENT`] of the time fails at its end. QMP is polled throughout; every
+//! change (and at least one per second) becomes a plot sample, every step a mark on the plot's
+//! time axis (its convergence time, or a stall or failure), and the bytes QMP saw plugged and
+//! unplugged go into the summary. The spot checks' ranges come from their own stream of the
+//! run's seed ([`SPOT_STREAM`]), so a seed replays them.
 //!
 //! With `--inject` (and `inject` in the guest's `help`), a resize step may carry a [`Fault`]:
 //! the runner arms it before the `qom-set`, waits as above with the fault's own excuses
@@ -37,14 +45,15 @@ pub mod faults;
 pub mod oracle;
 pub mod report;
 pub mod scenario;
+pub mod stall;
 
 pub use config::{parse_duration, StressConfig, Topology};
 pub use faults::{Fault, Faults};
-pub use oracle::excused;
 pub use report::Summary;
 pub use scenario::{
     seed_from_clock, DeviceSpec, Features, Kind, Rng, Scenario, ScenarioConfig, Step,
 };
+pub use stall::{judge, too_many_stalls, MAX_STALL_PERCENT};
 
 use std::fmt::Write as _;
 use std::thread;
@@ -52,11 +61,14 @@ use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::guest::{self, Vmem};
+use crate::guest::{self, Vmem, VmemLine};
 use crate::instance::Qemu;
-use crate::machine::Machine;
-use crate::plot::{svg, Sample};
+use crate::machine::{Machine, KIB, MIB};
+use crate::plot::{svg, Mark, Outcome, Sample};
 use crate::qmp::VirtioMemInfo;
+
+use oracle::SpotDraw;
+use stall::{Holding, Pins, Room, Stall};
 
 use report::{clock, save_failure, Progress};
 use scenario::short_size;
@@ -79,8 +91,10 @@ const POLL_EVERY: Duration = Duration::from_millis(10);
 const VMEM_EVERY: Duration = Duration::from_millis(500);
 /// A plot sample at least this often while nothing changes.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-/// Below this much free memory in zone Normal, `no_memory` and `floor` need no hog to excuse them.
-const SHORT_FREE_KIB: u64 = 128 * 1024;
+/// Mixed into the run's seed for the spot checks' ranges.
+pub const SPOT_STREAM: u64 = 0x5b07_c4ec_0a11_ab1e;
+/// Sections: the granularity of `sections`.
+const SECTION_BYTES: u64 = guest::sections::SECTION_BYTES;
 /// Console lines in the `console-tail.txt` of a failure.
 const TAIL_LINES: usize = 80;
 
@@ -102,6 +116,16 @@ struct Runner<'a> {
     requested: Vec<u64>,
     hog_mib: Option<u64>,
     pinned_mib: Option<u64>,
+    /// What the last `pin` pinned (`None` without pins, or when it pinned nothing).
+    pins: Option<Pins>,
+    /// The guest has `vmem state` (listed in `help`).
+    vmem_state: bool,
+    /// Hot-plugged memory goes online into Movable (no `memhp_online=normal` bootarg).
+    movable: bool,
+    /// The spot checks' ranges ([`SPOT_STREAM`]).
+    spot_rng: Rng,
+    /// One per played step, for the plot.
+    marks: Vec<Mark>,
     started: Instant,
     samples: Vec<Sample>,
     last_sample: Option<Instant>,
@@ -147,6 +171,11 @@ pub fn run(cfg: &StressConfig) -> Result<Summary> {
         requested: vec![0; machine.virtio_mem.len()],
         hog_mib: None,
         pinned_mib: None,
+        pins: None,
+        vmem_state: false,
+        movable: !machine.bootargs.contains("memhp_online=normal"),
+        spot_rng: Rng::new(cfg.seed ^ SPOT_STREAM),
+        marks: Vec::new(),
         started,
         samples: Vec::new(),
         last_sample: None,
@@ -160,6 +189,13 @@ pub fn run(cfg: &StressConfig) -> Result<Summary> {
         history: Vec::new(),
     };
     let result = runner.play();
+    if let Err((step, _)) = &result {
+        runner.marks.push(Mark {
+            at: runner.started.elapsed(),
+            step: *step,
+            outcome: Outcome::Failed,
+        });
+    }
     runner.summary.elapsed = runner.started.elapsed();
     runner.progress.finish();
     runner.write_plot();
@@ -253,7 +289,16 @@ impl Runner<'_> {
     fn prepare(&mut self) -> Result<()> {
         let help = self.vm.console().command("help", CMD)?;
         self.features = Features::from_help(&help.lines);
-        println!("stress: guest features: {}", self.features);
+        self.vmem_state = guest::has_vmem_state(&help.lines);
+        println!(
+            "stress: guest features: {}, vmem state {}",
+            self.features,
+            if self.vmem_state {
+                "yes"
+            } else {
+                "no (not in help): no spot checks"
+            }
+        );
         if self.cfg.inject {
             if self.features.inject {
                 self.faults = Some(Faults::new(self.cfg.seed));
@@ -269,6 +314,13 @@ impl Runner<'_> {
     fn finish(&mut self) -> Result<()> {
         if self.hog_mib.is_some() {
             self.hog_errors_zero()?;
+        }
+        let steps: usize = self.summary.steps_by_kind.values().sum();
+        if too_many_stalls(self.summary.stalls, steps) {
+            return Err(Error::Protocol(format!(
+                "{} of {steps} steps stalled: more than {MAX_STALL_PERCENT} %",
+                self.summary.stalls
+            )));
         }
         let status = self.vm.poweroff(EXIT)?;
         if let Some(line) = self.vm.console().panic_line() {
@@ -317,6 +369,7 @@ impl Runner<'_> {
                 self.vm.qmp().system_reset(QMP)?;
                 self.hog_mib = None;
                 self.pinned_mib = None;
+                self.pins = None;
                 let deadline = Deadline::after(self.cfg.boot_timeout);
                 guest::wait_reboot(self.vm.console(), deadline)?;
                 t0
@@ -333,16 +386,19 @@ impl Runner<'_> {
                 guest::hog_stop(self.vm.console(), CMD)?;
                 self.hog_mib = None;
                 self.pinned_mib = None;
+                self.pins = None;
                 Instant::now()
             }
             Step::Pin { mib } => {
-                self.vm.console().command(&format!("pin {mib}"), CMD)?;
+                let line = guest::one_line(self.vm.console(), &format!("pin {mib}"), CMD)?;
                 self.pinned_mib = Some(mib);
+                self.pins = stall::parse_pinned(&line).filter(|p| p.pages > 0);
                 Instant::now()
             }
             Step::Unpin => {
                 self.vm.console().command("unpin", CMD)?;
                 self.pinned_mib = None;
+                self.pins = None;
                 Instant::now()
             }
         };
@@ -362,6 +418,15 @@ impl Runner<'_> {
                 Step::Resize { .. } | Step::Overlap { .. } | Step::Reset
             );
         let outcome = self.settle(t0, timed)?;
+        self.marks.push(Mark {
+            at: self.started.elapsed(),
+            step: n,
+            outcome: match &outcome {
+                Settled::Converged(t) if timed => Outcome::Converged(*t),
+                Settled::Converged(_) => Outcome::Untimed,
+                Settled::Stalled(_) => Outcome::Stalled,
+            },
+        });
         let note = match &outcome {
             Settled::Converged(t) => format!("ok {:.0} ms", t.as_secs_f64() * 1e3),
             Settled::Stalled(why) => {
@@ -463,13 +528,6 @@ impl Runner<'_> {
         }
     }
 
-    /// Whether free memory in zone Normal is short (an excuse for `no_memory` and `floor`).
-    fn memory_short(&mut self) -> Result<bool> {
-        let mem = guest::mem(self.vm.console(), CMD)?;
-        let free = mem.zone_sum("Normal", |z| z.free_kib)?;
-        Ok(free < SHORT_FREE_KIB)
-    }
-
     /// Waits until QMP size == requested on every device, or the guest explains the devices that
     /// did not get there; then checks that the guest agrees, `check: ok` and the hog.
     fn settle(&mut self, t0: Instant, timed: bool) -> Result<Settled> {
@@ -508,6 +566,7 @@ impl Runner<'_> {
         let deadline = Deadline::after(CONVERGE);
         let mut last_vmem: Option<Instant> = None;
         let mut last_vmem_text = String::new();
+        let mut last_verdicts: Vec<String> = Vec::new();
         let mut stalled_at: Option<Vec<u64>> = None;
         let outcome = loop {
             let devs = self.poll_qmp()?;
@@ -533,25 +592,9 @@ impl Runner<'_> {
                 last_vmem = Some(Instant::now());
                 let vmem = self.vmem()?;
                 last_vmem_text = vmem.to_string();
-                let mut why = Vec::new();
-                for &i in open.iter().filter(|_| !vmem.devices.is_empty()) {
-                    let line = oracle::vmem_line(&vmem, &devs[i])?;
-                    let (state, reason) = (line.state.as_str(), line.reason.as_str());
-                    let needs_mem = matches!(reason, "no_memory" | "floor");
-                    let short = needs_mem && self.hog_mib.is_none() && self.memory_short()?;
-                    let by_fault = injecting && oracle::excused_while_injecting(state, reason);
-                    if by_fault
-                        || excused(
-                            state,
-                            reason,
-                            devs[i].plugged_bytes > devs[i].requested_bytes,
-                            self.hog_mib.is_some(),
-                            self.pinned_mib.is_some(),
-                            short,
-                        )
-                    {
-                        why.push((i, reason.to_string()));
-                    }
+                let (why, verdicts) = self.judge_stalls(&vmem, &devs, &open, injecting)?;
+                if !verdicts.is_empty() {
+                    last_verdicts = verdicts;
                 }
                 if why.len() == open.len() {
                     // Stalled for good reasons: accept once QMP stood still for a whole
@@ -580,10 +623,12 @@ impl Runner<'_> {
                 return Err(Error::Timeout {
                     what: format!(
                         "QMP size == requested-size ({}), or `vmem` explaining why not \
-                         (hog {:?} MiB, pinned {:?} MiB); last vmem:\n{last_vmem_text}",
+                         (hog {:?} MiB, pinned {:?} MiB); last vmem:\n{last_vmem_text}\n\
+                         last stall verdicts:\n{}",
                         view.join(", "),
                         self.hog_mib,
-                        self.pinned_mib
+                        self.pinned_mib,
+                        last_verdicts.join("\n")
                     ),
                     waited: t0.elapsed(),
                 });
@@ -593,24 +638,116 @@ impl Runner<'_> {
         Ok(outcome)
     }
 
-    /// Waits until `vmem` agrees with QMP ([`oracle::disagreement`]), reading QMP before and
-    /// after each `vmem`.
+    /// Judges the devices of `open` (not at their requested size) that `vmem` shows not
+    /// `ok`: with `injecting`, the armed fault's excuses ([`oracle::excused_while_injecting`]),
+    /// else [`stall::judge`] over `mem` (and `sections` for pins), read once for all of them.
+    /// Returns the excused devices with their reasons, and one verdict line per judged device.
+    #[allow(clippy::type_complexity)]
+    fn judge_stalls(
+        &mut self,
+        vmem: &Vmem,
+        devs: &[VirtioMemInfo],
+        open: &[usize],
+        injecting: bool,
+    ) -> Result<(Vec<(usize, String)>, Vec<String>)> {
+        let (mut why, mut verdicts) = (Vec::new(), Vec::new());
+        if vmem.devices.is_empty() {
+            return Ok((why, verdicts));
+        }
+        let lines: Vec<(usize, VmemLine)> = open
+            .iter()
+            .map(|&i| Ok((i, oracle::vmem_line(vmem, &devs[i])?.clone())))
+            .collect::<Result<_>>()?;
+        if lines.iter().all(|(_, l)| l.state == "ok") {
+            return Ok((why, verdicts));
+        }
+        let room = Room::from_mem(&guest::mem(self.vm.console(), CMD)?);
+        let sections = match self.pins {
+            Some(_) if lines.iter().any(|(_, l)| l.reason == "pinned") => {
+                Some(guest::sections(self.vm.console(), CMD)?)
+            }
+            _ => None,
+        };
+        let holding = Holding {
+            hog: self.hog_mib.is_some(),
+            pins: self.pins,
+            movable: self.movable,
+        };
+        for (i, line) in &lines {
+            let d = &devs[*i];
+            let (state, reason) = (line.state.as_str(), line.reason.as_str());
+            if injecting && oracle::excused_while_injecting(state, reason) {
+                why.push((*i, reason.to_string()));
+                continue;
+            }
+            let above_pins_kib = match (&sections, self.pins) {
+                (Some(s), Some(p)) => {
+                    let from = ((p.highest / SECTION_BYTES + 1) * SECTION_BYTES).max(d.memaddr);
+                    let end = d.memaddr + d.max_bytes;
+                    if from < end {
+                        s.in_range(from, end)?.present_bytes / KIB
+                    } else {
+                        0
+                    }
+                }
+                _ => 0,
+            };
+            let verdict = stall::judge(
+                &Stall {
+                    state,
+                    reason,
+                    plugged_kib: d.plugged_bytes / KIB,
+                    requested_kib: d.requested_bytes / KIB,
+                    unit_kib: d.block_size_bytes.max(2 * MIB) / KIB,
+                    above_pins_kib,
+                },
+                room.as_ref(),
+                &holding,
+            );
+            verdicts.push(format!(
+                "{} state={state} reason={reason}: {verdict}",
+                self.ids[*i]
+            ));
+            if verdict.excused() {
+                why.push((*i, reason.to_string()));
+            }
+        }
+        Ok((why, verdicts))
+    }
+
+    /// Waits until the guest agrees with QMP ([`oracle`]: `vmem`, then its books and the spot
+    /// checks), reading QMP before and after the guest. The spot checks' ranges are drawn once
+    /// per step, so a retry asks the same ranges and a seed replays them.
     fn guest_agrees(&mut self, outcome: &Settled) -> Result<()> {
         let deadline = Deadline::after(AGREE);
         let stalled: Vec<usize> = match outcome {
             Settled::Converged(_) => Vec::new(),
             Settled::Stalled(why) => why.iter().map(|(i, _)| *i).collect(),
         };
+        let draws: Vec<SpotDraw> = (0..self.ids.len())
+            .map(|_| SpotDraw::draw(&mut self.spot_rng))
+            .collect();
         loop {
             let before = self.poll_qmp()?;
             let vmem = self.vmem()?;
+            let sections = guest::sections(self.vm.console(), CMD)?;
+            let mem = guest::mem(self.vm.console(), CMD)?;
+            let spots = self.spot_checks(&before, &vmem, &draws)?;
             let after = self.poll_qmp()?;
-            let problem = oracle::disagreement(&self.ids, &before, &vmem, &after, &stalled)?;
+            let mut problem = oracle::disagreement(&self.ids, &before, &vmem, &after, &stalled)?;
+            if problem.is_none() {
+                problem =
+                    oracle::accounting(&self.ids, &after, &vmem, &sections, &mem, self.movable)?;
+            }
+            let problem = problem.or(spots);
             match problem {
                 None => return Ok(()),
                 Some(p) if deadline.expired() => {
                     return Err(Error::Timeout {
-                        what: format!("`vmem` to agree with QMP: {p}\nvmem:\n{vmem}"),
+                        what: format!(
+                            "the guest to agree with QMP: {p}\nvmem:\n{vmem}\nmem:\n{mem}\n\
+                             sections:\n{sections}"
+                        ),
                         waited: AGREE,
                     })
                 }
@@ -619,17 +756,41 @@ impl Runner<'_> {
         }
     }
 
+    /// One `vmem state` per device over the range of its draw ([`oracle::spot_check`]), when
+    /// the guest has the command; the first disagreement.
+    fn spot_checks(
+        &mut self,
+        devs: &[VirtioMemInfo],
+        vmem: &Vmem,
+        draws: &[SpotDraw],
+    ) -> Result<Option<String>> {
+        if !self.vmem_state || vmem.devices.is_empty() {
+            return Ok(None);
+        }
+        for (i, d) in devs.iter().enumerate() {
+            let line = oracle::vmem_line(vmem, d)?;
+            let Some(range) = draws[i].range(line) else {
+                continue;
+            };
+            let answer = guest::vmem_state(self.vm.console(), &line.id, range.0, range.1, CMD)?;
+            if let Some(p) = oracle::spot_check(&self.ids[i], d, line.usable_kib, range, &answer) {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
     fn hog_errors_zero(&mut self) -> Result<()> {
         guest::hog_clean(self.vm.console(), CMD).map(drop)
     }
 
     fn write_plot(&self) {
         let title = format!(
-            "hotmem stress, topology {}, seed {}: requested (dashed) vs plugged (QMP)",
+            "hotmem stress, topology {}, seed {}: requested (dashed) vs plugged (QMP), steps",
             self.cfg.topology.name(),
             self.cfg.seed
         );
-        let text = svg(&title, &self.ids, &self.samples);
+        let text = svg(&title, &self.ids, &self.samples, &self.marks);
         let path = &self.cfg.plot;
         let written = path
             .parent()

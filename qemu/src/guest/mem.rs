@@ -10,7 +10,10 @@
 //!
 //! `present_kib` is the memory in the zone (boot RAM in Normal, plugged virtio-mem memory in
 //! Movable), `managed_kib` what the page allocator got of it (present minus the kernel image,
-//! the DTB, mem_maps and reservations) and `free_kib` what it has free now. A [`MemLine`] holds
+//! the DTB, mem_maps and reservations) and `free_kib` what it has free now. Only online pages
+//! count: a plugged unit that is offline (its UNPLUG's outcome unknown) is in no zone. The
+//! total line also carries the kernel reserve and the unplug floor (`reserve_kib=`,
+//! `floor_kib=`; older kernels print neither, [`Mem::limits`] is `None` then). A [`MemLine`] holds
 //! those numbers and its node ([`MemNode::All`] for the total); [`Mem`] the lines in the order
 //! printed. Parsing checks only the shape (every field there, numbers numeric, the node a
 //! number or `all`); what the numbers must be is the caller's check (`tests/common`'s
@@ -49,7 +52,20 @@ pub struct MemLine {
     pub managed_kib: u64,
     /// What is free now.
     pub free_kib: u64,
+    /// The kernel reserve (total line only, when printed).
+    pub reserve_kib: Option<u64>,
+    /// The unplug floor (total line only, when printed).
+    pub floor_kib: Option<u64>,
     record: Record,
+}
+
+/// The kernel reserve and the unplug floor of `mem`'s total line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Free Normal memory only the kernel's own allocations may take.
+    pub reserve_kib: u64,
+    /// Free memory unplug keeps on top of the reserve.
+    pub floor_kib: u64,
 }
 
 impl MemLine {
@@ -67,6 +83,8 @@ impl MemLine {
             present_kib: record.u64("present_kib")?,
             managed_kib: record.u64("managed_kib")?,
             free_kib: record.u64("free_kib")?,
+            reserve_kib: optional(record, "reserve_kib")?,
+            floor_kib: optional(record, "floor_kib")?,
             record: record.clone(),
         })
     }
@@ -75,6 +93,11 @@ impl MemLine {
     pub fn is_node(&self, node: u64) -> bool {
         self.node == MemNode::Node(node)
     }
+}
+
+/// `key` as a number when the record has it.
+fn optional(record: &Record, key: &str) -> Result<Option<u64>> {
+    record.get(key).map(|_| record.u64(key)).transpose()
 }
 
 impl fmt::Display for MemLine {
@@ -122,6 +145,15 @@ impl Mem {
             .iter()
             .find(|l| l.node == MemNode::All)
             .ok_or_else(|| Error::Protocol("mem: no node=all line".into()))
+    }
+
+    /// The reserve and the floor from the total line; `None` when the kernel prints neither.
+    pub fn limits(&self) -> Option<Limits> {
+        let total = self.total().ok()?;
+        Some(Limits {
+            reserve_kib: total.reserve_kib?,
+            floor_kib: total.floor_kib?,
+        })
     }
 
     /// Sum of `field` over the per-node lines of `zone` (the total line left out). Fails when
@@ -207,6 +239,13 @@ mod tests {
         assert_eq!(total.present_kib, 4_718_592);
         assert_eq!(mem.to_string(), TWO_NODES.join("\n"));
         assert!(Mem::parse(&TWO_NODES[..4]).unwrap().total().is_err());
+        assert_eq!(mem.limits(), None);
+        let with = format!("{} reserve_kib=8192 floor_kib=65536", TWO_NODES[4]);
+        let mut lines = TWO_NODES[..4].to_vec();
+        lines.push(&with);
+        let limits = Mem::parse(&lines).unwrap().limits().unwrap();
+        assert_eq!((limits.reserve_kib, limits.floor_kib), (8192, 65536));
+        assert!(Mem::parse(&[with.replace("=8192", "=x")]).is_err());
         assert!(
             Mem::parse(&["node=x zone=Normal present_kib=1 managed_kib=1 free_kib=1"]).is_err()
         );

@@ -11,6 +11,10 @@
 //!   `vmemN: resized to ...` of a finished resize ([`ResizeLog`]); the resize itself, a QMP
 //!   `qom-set vmN requested-size` ([`resize`]), and the wait for its log line
 //!   ([`wait_resize_log`]);
+//! - [`mod@sections`]: `sections`, one [`SectionLine`] per present section ([`Sections`]), and
+//!   what a section-aligned range of them holds present and online ([`Held`]);
+//! - [`mod@state`]: `vmem state <vmemN> <addr> <size>`, the device's STATE over a range next
+//!   to the guest's bitmap ([`VmemState`]), and whether `help` lists it ([`has_vmem_state`]);
 //! - [`hog`]: the `hog: started ...`, `hog: tasks=...` and `hog: stopped ...` lines
 //!   ([`HogLine`]) and the actions start, status, wait for a verify round, stop;
 //! - [`locks`]: `locks`, one [`LockHolds`] per lock class ([`parse_locks`]);
@@ -31,6 +35,8 @@ pub mod hog;
 pub mod inject;
 pub mod locks;
 pub mod mem;
+pub mod sections;
+pub mod state;
 pub mod vmem;
 
 pub use hog::{
@@ -39,7 +45,9 @@ pub use hog::{
 };
 pub use inject::{inject_arm, inject_off, inject_plan, InjectPlan};
 pub use locks::{parse_locks, LockHolds};
-pub use mem::{check, mem, parse_mm_init_us, Mem, MemLine, MemNode};
+pub use mem::{check, mem, parse_mm_init_us, Limits, Mem, MemLine, MemNode};
+pub use sections::{sections, Held, SectionLine, Sections};
+pub use state::{has_vmem_state, vmem_state, StateLine, VmemState};
 pub use vmem::{
     resize, vmem, vmem_if_ready, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,
 };
