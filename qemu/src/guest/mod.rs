@@ -41,7 +41,8 @@ pub use inject::{inject_arm, inject_off, inject_plan, InjectPlan};
 pub use locks::{parse_locks, LockHolds};
 pub use mem::{check, mem, parse_mm_init_us, Mem, MemLine, MemNode};
 pub use vmem::{
-    resize, vmem, vmem_if_ready, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,
+    resize, vmem, vmem_if_ready, vmem_state, vmem_wait, wait_resize_log, ResizeLog, Vmem, VmemLine,
+    VmemState, NO_DEVICE,
 };
 
 use std::fmt;
