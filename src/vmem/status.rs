@@ -166,7 +166,7 @@ struct Gib(u64);
 
 impl fmt::Display for Gib {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tenths = (u128::from(self.0) * 10 >> 30) as u64;
+        let tenths = ((u128::from(self.0) * 10) >> 30) as u64;
         write!(f, "{}.{}", tenths / 10, tenths % 10)
     }
 }
