@@ -14,6 +14,10 @@ use arrayvec::ArrayString;
 pub const PROMPT: &str = "hotmem> ";
 /// Most tasks `spin` starts.
 pub const MAX_SPIN_TASKS: u64 = 64;
+/// How long `vmem wait` waits when not told.
+pub const VMEM_WAIT_DEFAULT_MS: u64 = 60_000;
+/// Longest `vmem wait` timeout (a day).
+pub const VMEM_WAIT_MAX_MS: u64 = 86_400_000;
 /// Longest input line; further characters are refused (a bell is echoed).
 pub const MAX_LINE: usize = 200;
 
@@ -95,6 +99,23 @@ pub enum Command {
     },
     /// `vmem`: one line per virtio-mem device.
     Vmem,
+    /// `vmem wait [vmemN] [timeout_ms]`: wait until the device (every device) is settled.
+    VmemWait {
+        /// `vmemN`, or every device.
+        dev: Option<usize>,
+        /// How long to wait at most, in ms (default [`VMEM_WAIT_DEFAULT_MS`]).
+        timeout_ms: u64,
+    },
+    /// `vmem state <vmemN> <addr> <size>`: the device's STATE over a range next to the
+    /// guest's bitmap.
+    VmemState {
+        /// `vmemN`.
+        dev: usize,
+        /// Start of the range (physical).
+        addr: u64,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// One line per task.
     Ps,
     /// Test load: `tasks` busy tasks counting iterations for `ms` milliseconds.
@@ -148,6 +169,14 @@ pub const HELP: &[(&str, &str)] = &[
         "vmem",
         "virtio-mem devices: sizes, state, why not converged",
     ),
+    (
+        "vmem wait [vmemN] [ms]",
+        "wait until converged, stalled or broken (default 60000 ms), then print vmem",
+    ),
+    (
+        "vmem state <vmemN> <addr> <size>",
+        "device STATE of a block-aligned range next to the guest's view (size: bytes, K/M/G)",
+    ),
     ("cpus", "CPUs, their MPIDR, timer ticks, TLB broadcasts"),
     ("ps", "tasks: cpu, state, switches"),
     (
@@ -186,6 +215,13 @@ pub enum ParseError {
     Unknown(ArrayString<32>),
     /// The command exists; this is its usage string.
     Usage(&'static str),
+    /// The command and its words are right but a value is not (`<cmd>: FAIL <reason>`).
+    Fail {
+        /// The command as it prints itself (`vmem wait`).
+        cmd: &'static str,
+        /// Why, one word (`bad_timeout`).
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for ParseError {
@@ -193,6 +229,7 @@ impl core::fmt::Display for ParseError {
         match self {
             ParseError::Unknown(c) => write!(f, "unknown command '{c}'; try 'help'"),
             ParseError::Usage(u) => write!(f, "usage: {u}"),
+            ParseError::Fail { cmd, reason } => write!(f, "{cmd}: FAIL {reason}"),
         }
     }
 }
@@ -220,7 +257,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "reboot" => no_args(Command::Reboot, "reboot"),
         "sections" => no_args(Command::Sections, "sections"),
         "check" => no_args(Command::Check, "check"),
-        "vmem" => no_args(Command::Vmem, "vmem"),
+        "vmem" => parse_vmem(args.as_slice()),
         "ps" => no_args(Command::Ps, "ps"),
         "hog" => match args.as_slice() {
             ["status"] => Ok(Command::HogStatus),
@@ -283,6 +320,65 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Err(ParseError::Unknown(name))
         }
     }
+}
+
+const VMEM_USAGE: &str = "vmem | vmem wait [vmemN] [timeout_ms] | vmem state <vmemN> <addr> <size>";
+
+/// `vmem` and its subcommands.
+fn parse_vmem(args: &[&str]) -> Result<Command, ParseError> {
+    const WAIT: &str = "vmem wait";
+    const STATE: &str = "vmem state";
+    let fail = |cmd, reason| Err(ParseError::Fail { cmd, reason });
+    match args {
+        [] => Ok(Command::Vmem),
+        ["wait", rest @ ..] if rest.len() <= 2 => {
+            let (dev, rest) = match rest {
+                [d, rest @ ..] if d.starts_with("vmem") => match parse_vmem_id(d) {
+                    Some(i) => (Some(i), rest),
+                    None => return fail(WAIT, "bad_device"),
+                },
+                _ => (None, rest),
+            };
+            let timeout_ms = match rest {
+                [] => VMEM_WAIT_DEFAULT_MS,
+                [t] => match parse_u64(t) {
+                    Some(ms) if ms <= VMEM_WAIT_MAX_MS => ms,
+                    _ => return fail(WAIT, "bad_timeout"),
+                },
+                _ => return Err(ParseError::Usage("vmem wait [vmemN] [timeout_ms]")),
+            };
+            Ok(Command::VmemWait { dev, timeout_ms })
+        }
+        ["state", d, a, n] => match (parse_vmem_id(d), parse_u64(a), parse_size(n)) {
+            (None, _, _) => fail(STATE, "bad_device"),
+            (_, None, _) => fail(STATE, "bad_addr"),
+            (_, _, None) => fail(STATE, "bad_size"),
+            (Some(dev), Some(addr), Some(size)) => Ok(Command::VmemState { dev, addr, size }),
+        },
+        ["wait", ..] => Err(ParseError::Usage("vmem wait [vmemN] [timeout_ms]")),
+        ["state", ..] => Err(ParseError::Usage("vmem state <vmemN> <addr> <size>")),
+        _ => Err(ParseError::Usage(VMEM_USAGE)),
+    }
+}
+
+/// `vmemN` as the device index N.
+fn parse_vmem_id(s: &str) -> Option<usize> {
+    let n = s.strip_prefix("vmem")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// A size in bytes: decimal or 0x-hex, with an optional `K`, `M` or `G` suffix (binary).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    parse_u64(num)?.checked_mul(1 << shift)
 }
 
 type ArrayVecStr<'a> = WordList<'a>;
@@ -456,6 +552,93 @@ mod tests {
             parse("memtest 1 2 3 4 5 6 7 8 9 10"),
             Err(ParseError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn parsing_vmem() {
+        assert_eq!(parse("vmem"), Ok(Command::Vmem));
+        let wait = |dev, timeout_ms| Ok(Command::VmemWait { dev, timeout_ms });
+        assert_eq!(parse("vmem wait"), wait(None, VMEM_WAIT_DEFAULT_MS));
+        assert_eq!(
+            parse("vmem wait vmem1"),
+            wait(Some(1), VMEM_WAIT_DEFAULT_MS)
+        );
+        assert_eq!(parse("vmem wait 500"), wait(None, 500));
+        assert_eq!(parse("vmem wait vmem0 0"), wait(Some(0), 0));
+        let fail = |cmd, reason| Err(ParseError::Fail { cmd, reason });
+        assert_eq!(parse("vmem wait vmemx"), fail("vmem wait", "bad_device"));
+        assert_eq!(parse("vmem wait soon"), fail("vmem wait", "bad_timeout"));
+        assert_eq!(
+            parse("vmem wait vmem0 -1"),
+            fail("vmem wait", "bad_timeout")
+        );
+        assert_eq!(
+            parse("vmem wait 99999999999"),
+            fail("vmem wait", "bad_timeout")
+        );
+        assert!(matches!(parse("vmem wait 1 2"), Err(ParseError::Usage(_))));
+        assert!(matches!(
+            parse("vmem wait vmem0 1 2"),
+            Err(ParseError::Usage(_))
+        ));
+        assert_eq!(
+            parse("vmem state vmem0 0x140000000 2M"),
+            Ok(Command::VmemState {
+                dev: 0,
+                addr: 0x1_4000_0000,
+                size: 2 << 20
+            })
+        );
+        assert_eq!(
+            parse("vmem state vmem12 4096 0x1000"),
+            Ok(Command::VmemState {
+                dev: 12,
+                addr: 4096,
+                size: 4096
+            })
+        );
+        assert_eq!(
+            parse("vmem state vmem0 0 1g"),
+            Ok(Command::VmemState {
+                dev: 0,
+                addr: 0,
+                size: 1 << 30
+            })
+        );
+        assert_eq!(parse("vmem state 0 0 1M"), fail("vmem state", "bad_device"));
+        assert_eq!(
+            parse("vmem state vmem0 x 1M"),
+            fail("vmem state", "bad_addr")
+        );
+        assert_eq!(
+            parse("vmem state vmem0 0 1T"),
+            fail("vmem state", "bad_size")
+        );
+        assert_eq!(
+            parse("vmem state vmem0 0 M"),
+            fail("vmem state", "bad_size")
+        );
+        assert_eq!(
+            parse("vmem state vmem0 0 0xffffffffffffG"),
+            fail("vmem state", "bad_size")
+        );
+        assert!(matches!(
+            parse("vmem state vmem0 0"),
+            Err(ParseError::Usage(_))
+        ));
+        assert!(matches!(parse("vmem stats"), Err(ParseError::Usage(_))));
+        assert_eq!(
+            ParseError::Fail {
+                cmd: "vmem wait",
+                reason: "bad_timeout"
+            }
+            .to_string(),
+            "vmem wait: FAIL bad_timeout"
+        );
+        // Every subcommand is in `help`.
+        for c in ["vmem wait", "vmem state"] {
+            assert!(HELP.iter().any(|(h, _)| h.starts_with(c)), "{c}");
+        }
     }
 
     #[test]

@@ -478,8 +478,13 @@ fn read_config_once<T: Transport>(
 }
 
 /// Reads the whole config consistently (spec 2.5.1: same generation before and after), with a
-/// bounded number of attempts. The raw values are not validated here.
-fn read_config<T: Transport>(transport: &T, node_id_valid: bool) -> Result<Config, VirtioMemError> {
+/// bounded number of attempts. The raw values are not validated here. Reading the config has
+/// no side effects on the device, so a second transport of a probed device may read it this
+/// way while the driver works (the kernel's live status does).
+pub fn read_config<T: Transport>(
+    transport: &T,
+    node_id_valid: bool,
+) -> Result<Config, VirtioMemError> {
     for _ in 0..CONFIG_READ_ATTEMPTS {
         let before = transport.read_config_generation();
         let config = read_config_once(transport, node_id_valid)?;

@@ -93,6 +93,8 @@ fn execute(cmd: Command) {
         Command::Sections => cmd_sections(),
         Command::Check => cmd_check(),
         Command::Vmem => cmd_vmem(),
+        Command::VmemWait { dev, timeout_ms } => cmd_vmem_wait(dev, timeout_ms),
+        Command::VmemState { dev, addr, size } => cmd_vmem_state(dev, addr, size),
         Command::Memtest { mib } => cmd_memtest(mib),
         Command::Ps => cmd_ps(),
         Command::HogStart { mib } => cmd_hog_start(mib),
@@ -256,26 +258,75 @@ fn cmd_memtest(mib: u64) {
 // Devices and tasks: `vmem`, `ps`, `spin`
 
 fn cmd_vmem() {
-    let st = vmem::status();
-    if st.is_empty() {
+    print_vmem(&vmem::records());
+}
+
+/// The `vmem` records, one line per device.
+fn print_vmem(records: &[hotmem::vmem::Record]) {
+    if records.is_empty() {
         println!("vmem: no virtio-mem device");
         return;
     }
-    for (i, s) in st.iter().enumerate() {
-        let c = &s.cfg;
-        println!(
-            "id=vmem{i} addr=0x{:x} region_kib={} block_kib={} usable_kib={} plugged_kib={} requested_kib={} pending_kib={} node={} state={} reason={}",
-            c.addr,
-            c.region_size >> 10,
-            c.block_size >> 10,
-            c.usable_region_size >> 10,
-            c.plugged_size >> 10,
-            c.requested_size >> 10,
-            c.requested_size.abs_diff(c.plugged_size) >> 10,
-            c.node_id,
-            s.state.name(),
-            s.reason.name()
-        );
+    for (i, r) in records.iter().enumerate() {
+        print_vmem_record(i, r);
+    }
+}
+
+/// The `vmem` line of device `i` (the keys after `reason=` were appended later; the order
+/// never changes).
+fn print_vmem_record(i: usize, r: &hotmem::vmem::Record) {
+    let c = &r.cfg;
+    println!(
+        "id=vmem{i} addr=0x{:x} region_kib={} block_kib={} usable_kib={} plugged_kib={} requested_kib={} pending_kib={} node={} state={} reason={} guest_plugged_kib={} moved_kib={} left_kib={}",
+        c.addr,
+        c.region_size >> 10,
+        c.block_size >> 10,
+        c.usable_region_size >> 10,
+        c.plugged_size >> 10,
+        c.requested_size >> 10,
+        r.pending() >> 10,
+        c.node_id,
+        r.state.name(),
+        r.reason.name(),
+        r.guest_plugged >> 10,
+        r.moved >> 10,
+        r.left >> 10
+    );
+}
+
+/// `vmem wait`: the records once settled, or the current ones and a timeout line.
+fn cmd_vmem_wait(dev: Option<usize>, timeout_ms: u64) {
+    if dev.is_some_and(|d| d >= vmem::records().len()) {
+        println!("vmem wait: FAIL no_device");
+        return;
+    }
+    let (records, settled) = vmem::wait(dev, timeout_ms);
+    match dev.and_then(|d| records.get(d).map(|r| (d, r))) {
+        Some((d, r)) => print_vmem_record(d, r),
+        None => print_vmem(&records),
+    }
+    if !settled {
+        println!("vmem wait: timeout after {timeout_ms} ms");
+    }
+}
+
+/// `vmem state`: the device's STATE over the range next to the guest's bitmap.
+fn cmd_vmem_state(dev: usize, addr: u64, size: u64) {
+    use hotmem::vmem::block_state_name;
+    if dev >= vmem::records().len() {
+        println!("vmem state: FAIL no_device");
+        return;
+    }
+    let range = hotmem_arch::addr::PhysRange { base: addr, size };
+    match vmem::query_state(dev, range) {
+        Ok(r) => println!(
+            "vmem state: id=vmem{dev} addr=0x{:x} size_kib={} device={} guest={}",
+            r.range.base,
+            r.range.size >> 10,
+            block_state_name(r.device),
+            block_state_name(r.guest)
+        ),
+        Err(e) => println!("vmem state: FAIL {}", e.name()),
     }
 }
 

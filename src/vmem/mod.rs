@@ -10,7 +10,9 @@
 //! Files: this one holds the policy state, its step and the plug path; `unplug.rs` the
 //! unplug path (victim choice, offline, UNPLUG); `reconcile.rs` what happens when the
 //! device's answers and the policy's view part (ERROR, a `plugged_size` that disagrees);
-//! `types.rs` the traits and the data it exchanges with the kernel glue; `model.rs` the
+//! `types.rs` the traits and the data it exchanges with the kernel glue; `status.rs` what
+//! the kernel publishes and prints about a device while it works (snapshot, `vmem` record,
+//! progress, the STATE spot check); `model.rs` the
 //! memory-model half of [`HotplugMemory`]; `tests.rs` (fakes in `tests/fake.rs`, the error
 //! paths in `tests/errors.rs`) the policy against a fake device and the real model.
 //!
@@ -91,12 +93,17 @@ use hotmem_drivers::virtio_mem::{Config, Request, Response};
 
 mod model;
 mod reconcile;
+mod status;
 mod types;
 mod unplug;
 
 pub use model::{
     mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
     mm_reonline, mm_used_pages, pfn_range,
+};
+pub use status::{
+    block_state_name, Pace, ProgressLine, QueryError, Record, Snapshot, StateReport,
+    PROGRESS_AFTER_NS, PROGRESS_EVERY_NS, PUBLISH_EVERY_NS,
 };
 pub use types::{Device, HotplugMemory, MemError, Next, Progress, Reason, Resized, State};
 
@@ -143,6 +150,11 @@ pub struct Vmem {
     /// Contradictions since the last ACK to a PLUG or an UNPLUG (see [`MAX_CONTRADICTIONS`]).
     contradictions: u32,
     progress: Progress,
+    /// Bytes of used pages moved out by the unplug in progress, or by the last one.
+    moved_bytes: u64,
+    /// Whether the last step that had work was unplugging (an unplug starting after a plug,
+    /// or after convergence, starts `moved_bytes` again).
+    unplugging: bool,
     /// The victim order (used pages when counted, unit) of the unplug in progress, kept
     /// from one unplug step to the next: counting the used pages of every plugged unit
     /// walks their mem_maps, and doing it again for each of hundreds of units made that
@@ -207,6 +219,8 @@ impl Vmem {
             nacks: 0,
             contradictions: 0,
             progress: Progress::default(),
+            moved_bytes: 0,
+            unplugging: false,
             victims: None,
             resized: None,
         };
@@ -265,6 +279,16 @@ impl Vmem {
     /// outcome of an UNPLUG is being asked for).
     pub fn plugged_bytes(&self) -> u64 {
         self.nr_plugged as u64 * self.unit
+    }
+    /// Units the policy converges to: the request within the usable region, rounded down
+    /// to the unit.
+    fn target_units(&self) -> usize {
+        (self.cfg.requested_size.min(self.cfg.usable_region_size) / self.unit) as usize
+    }
+    /// Counts `pages` moved out of memory being unplugged.
+    fn count_migrated(&mut self, pages: u64) {
+        self.progress.migrated_bytes += pages * mm::PAGE_SIZE;
+        self.moved_bytes += pages * mm::PAGE_SIZE;
     }
     /// Distance between the requested and the plugged size.
     pub fn pending_bytes(&self) -> u64 {
@@ -377,7 +401,7 @@ impl Vmem {
         if cfg.plugged_size != self.plugged_bytes() {
             return self.audit(cx);
         }
-        let target_units = (cfg.requested_size.min(cfg.usable_region_size) / self.unit) as usize;
+        let target_units = self.target_units();
         let plugged_units = self.nr_plugged;
         if plugged_units != target_units && self.progress.started_ns.is_none() {
             self.progress = Progress {
@@ -386,10 +410,16 @@ impl Vmem {
             };
         }
         if plugged_units < target_units {
+            self.unplugging = false;
             self.plug(cx, target_units - plugged_units)
         } else if plugged_units > target_units {
+            if !self.unplugging {
+                self.unplugging = true;
+                self.moved_bytes = 0;
+            }
             self.unplug(cx, plugged_units - target_units, victims)
         } else {
+            self.unplugging = false;
             self.backoff_ns = BACKOFF_MIN_NS;
             self.state = State::Ok;
             self.reason = if cfg.requested_size % self.unit != 0 {

@@ -43,7 +43,6 @@ use super::{
     Device, HotplugMemory, Next, Op, PhysRange, Reason, Run, State, StepCx, Vmem,
     MAX_CONTRADICTIONS,
 };
-use crate::mm;
 use alloc::vec::Vec;
 use hotmem_drivers::virtio_mem::{BlockState, Response};
 
@@ -237,7 +236,7 @@ impl Vmem {
                 );
                 match cx.mem.offline(range) {
                     Ok(moved) => {
-                        self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
+                        self.count_migrated(moved);
                         self.apply(cx, run, seen, Held::Offline)
                     }
                     Err(e) => {

@@ -7,6 +7,7 @@ use hotmem_drivers::virtio_mem::BlockState;
 
 mod errors;
 mod fake;
+mod status;
 use fake::{FakeDevice, TestMem};
 
 const GIB: u64 = 1 << 30;

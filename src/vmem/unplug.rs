@@ -14,7 +14,6 @@
 //! STATE says it is still plugged.
 
 use super::{Device, HotplugMemory, MemError, Next, Op, Reason, Run, State, StepCx, Vmem};
-use crate::mm;
 use alloc::vec::Vec;
 use hotmem_drivers::virtio_mem::Response;
 
@@ -111,7 +110,7 @@ impl Vmem {
         moved: u64,
         order: Vec<(u64, usize)>,
     ) -> Next {
-        self.progress.migrated_bytes += moved * mm::PAGE_SIZE;
+        self.count_migrated(moved);
         let next = self.unplug_run(cx, run);
         if next == Next::Again {
             self.victims = Some(order);

@@ -49,7 +49,7 @@ pub use mem::{check, mem, parse_mm_init_us, Limits, Mem, MemLine, MemNode};
 pub use sections::{sections, Held, SectionLine, Sections};
 pub use state::{has_vmem_state, vmem_state, StateLine, VmemState};
 pub use vmem::{
-    resize, vmem, vmem_if_ready, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,
+    resize, vmem, vmem_if_ready, vmem_wait, wait_resize_log, ResizeLog, Vmem, VmemLine, NO_DEVICE,
 };
 
 use std::fmt;

@@ -5,6 +5,7 @@
 //! ```text
 //! id=vmem0 addr=0x140000000 region_kib=4194304 block_kib=2048 usable_kib=4194304
 //!     plugged_kib=1048576 requested_kib=1048576 pending_kib=0 node=0 state=ok reason=none
+//!     guest_plugged_kib=1048576 moved_kib=0 left_kib=0
 //! ```
 //!
 //! (one line on the console). `addr` is the guest physical start of the device region (QMP's
@@ -12,7 +13,15 @@
 //! the device's, `plugged_kib` and `requested_kib` the guest's view of QMP's `size` and
 //! `requested-size`, `pending_kib` what is still to plug or unplug, `state` `ok`, `busy`,
 //! `stalled` or `broken`, and `reason` why a device is not where it was asked to be (`none`
-//! when it is). Until the guest has published a status (right after the prompt, before its
+//! when it is). The keys after `reason` came later (older kernels lack them, so they are
+//! `Option`s): `guest_plugged_kib` the guest's own accounting of what it holds plugged (its
+//! bitmap, not the device's count), `moved_kib` what the unplug in progress (or the last one)
+//! migrated, `left_kib` what it still has to unplug. The sizes that move (`usable_kib`,
+//! `plugged_kib`, `requested_kib`) are read from the device when `vmem` runs, and `state=busy`
+//! holds from the config change until the pass that answers it ends, so `state=ok` is never
+//! the old request's. `vmem wait` ([`vmem_wait`]) prints the same lines once the devices are
+//! settled, and `vmem state` ([`super::vmem_state`], in `state.rs`) compares the device's STATE with the guest's
+//! view over a range. Until the guest has published a status (right after the prompt, before its
 //! first convergence pass) `vmem` prints only [`NO_DEVICE`]; [`vmem_if_ready`] reports that as
 //! `None`, [`vmem`] as an error.
 //!
@@ -67,6 +76,12 @@ pub struct VmemLine {
     pub state: String,
     /// Why the device is not at its request (`none` when it is, or is on its way).
     pub reason: String,
+    /// What the guest holds plugged by its own accounting (newer kernels).
+    pub guest_plugged_kib: Option<u64>,
+    /// Migrated by the unplug in progress, or the last one (newer kernels).
+    pub moved_kib: Option<u64>,
+    /// Still to unplug in the unplug in progress (newer kernels).
+    pub left_kib: Option<u64>,
     record: Record,
 }
 
@@ -85,6 +100,9 @@ impl VmemLine {
             node: record.u64("node")?,
             state: record.str("state")?.to_string(),
             reason: record.str("reason")?.to_string(),
+            guest_plugged_kib: optional_u64(record, "guest_plugged_kib")?,
+            moved_kib: optional_u64(record, "moved_kib")?,
+            left_kib: optional_u64(record, "left_kib")?,
             record: record.clone(),
         })
     }
@@ -92,6 +110,14 @@ impl VmemLine {
     /// Nothing pending and `state=ok`: the guest is done with the request it has seen.
     pub fn converged(&self) -> bool {
         self.pending_kib == 0 && self.state == "ok"
+    }
+}
+
+/// `key`'s number, `None` when the record lacks the key (an error when it is not a number).
+fn optional_u64(record: &Record, key: &str) -> Result<Option<u64>> {
+    match record.get(key) {
+        None => Ok(None),
+        Some(_) => record.u64(key).map(Some),
     }
 }
 
@@ -149,6 +175,32 @@ pub fn vmem_if_ready(console: &mut Console, deadline: impl Into<Deadline>) -> Re
 pub fn vmem(console: &mut Console, deadline: impl Into<Deadline>) -> Result<Vmem> {
     vmem_if_ready(console, deadline)?
         .ok_or_else(|| Error::Protocol(format!("`vmem` printed `{NO_DEVICE}`")))
+}
+
+/// Runs `vmem wait [vmemN] <timeout_ms>` and returns the lines it printed (the records, then
+/// `vmem wait: timeout after … ms` if it timed out) and whether it timed out. `device` is the
+/// guest's index (`vmemN`), all devices when `None`. The console deadline must outlast
+/// `timeout_ms`.
+pub fn vmem_wait(
+    console: &mut Console,
+    device: Option<usize>,
+    timeout_ms: u64,
+    deadline: impl Into<Deadline>,
+) -> Result<(Vmem, bool)> {
+    let cmd = match device {
+        Some(d) => format!("vmem wait vmem{d} {timeout_ms}"),
+        None => format!("vmem wait {timeout_ms}"),
+    };
+    let mut lines = console.command(&cmd, deadline)?.lines;
+    let timed_out = lines
+        .last()
+        .is_some_and(|l| l.starts_with("vmem wait: timeout after "));
+    if timed_out {
+        lines.pop();
+    }
+    let vmem = Vmem::parse(&lines)?
+        .ok_or_else(|| Error::Protocol(format!("`{cmd}` printed `{NO_DEVICE}`")))?;
+    Ok((vmem, timed_out))
 }
 
 /// `qom-set vm<device> requested-size <bytes>` over QMP: asks the guest to resize virtio-mem
@@ -297,6 +349,17 @@ mod tests {
         assert!(v.by_addr(0).is_none());
         assert_eq!(Vmem::parse(&[NO_DEVICE]).unwrap(), None);
         assert!(Vmem::parse(&[LINE.replace(" node=0", "")]).is_err());
+        // Older kernels lack the appended keys; newer ones have them.
+        assert_eq!(d.guest_plugged_kib, None);
+        let newer = format!("{LINE} guest_plugged_kib=1048576 moved_kib=512 left_kib=0");
+        let v = Vmem::parse(&[newer.as_str()]).unwrap().unwrap();
+        let n = &v.devices[0];
+        assert_eq!(
+            (n.guest_plugged_kib, n.moved_kib, n.left_kib),
+            (Some(1_048_576), Some(512), Some(0))
+        );
+        assert_eq!(n.to_string(), newer);
+        assert!(Vmem::parse(&[format!("{LINE} moved_kib=x")]).is_err());
         assert!(Vmem::parse(&["vmem: something else"]).is_err());
     }
 

@@ -1,29 +1,59 @@
 //! The virtio-mem devices the kernel drives: the list of probed devices (driver and policy
-//! of each), the interrupt handler, the deferred convergence work, and the status snapshot
-//! the `vmem` command prints.
+//! of each), what is known about each outside the worker (its live configuration reader and
+//! its interrupt count), the interrupt handler, the deferred convergence work, the status
+//! snapshots `vmem` prints, and the two requests the shell makes of the worker (`vmem wait`,
+//! `vmem state`).
 //!
 //! Interrupts: a device's INTx line is level-triggered and only drops when the device's ISR
-//! is read. The handler masks the line at the GIC and schedules the work; the work reads the
-//! ISR (through the driver), unmasks the line, and converges every device. Requests wait
+//! is read. The handler masks the line at the GIC, counts an interrupt for every device on
+//! that line (it cannot tell which one raised it without reading an ISR, which belongs to
+//! the driver) and schedules the work; the work reads each device's interrupt count, then
+//! its ISR (through the driver), unmasks the lines, and converges every device. Requests wait
 //! for their response with `wfi` (the queue interrupt or the next tick wakes the CPU).
+//!
+//! Status: a pass publishes each device's [`Snapshot`] when it ends, and also during
+//! a long pass at the pace of [`Pace`] (with a progress line about once a second once
+//! a resize has run a second). Each snapshot carries the interrupt count the last finished
+//! pass answered (read before that pass read the ISRs). `vmem` joins it with the newest
+//! configuration, read through a second PCI transport of the same device ([`Live`]: config
+//! reads have no side effects, so it does not need the driver the worker holds), and with
+//! the current interrupt count: see [`Record`] for when that is `busy`. A finished
+//! resize is logged only after the final snapshot is published.
+//!
+//! Requests from the shell: `vmem wait` sleeps on [`CHANGED`], woken at every publication,
+//! until the records it waits for are settled or its deadline passed (it asks for a pass at
+//! the deadline, which publishes, so no one polls). `vmem state` leaves its range in
+//! [`QUERY`], schedules the work and sleeps on [`CHANGED`]; the worker answers it at the
+//! start of a pass or between two policy steps, so the STATE never races a pass.
 //!
 //! Locks: `DEVICES` (an `IrqSpinLock` around the list) is taken only in thread context, by
 //! probe and by the work, which runs in the single `worker` task and takes the list out for
 //! the pass (so interrupts stay enabled while it converges); never by the interrupt handler.
-//! `STATUS` (the snapshots `vmem` prints) is replaced after each pass and at probe; readers
-//! copy it out. Neither is held while the other is taken.
+//! `STATUS` (the snapshots) is only swapped under its lock (the new list is built before,
+//! the old one dropped after), readers copy it out. `QUERY` holds one request or answer,
+//! taken for a copy or a store. None of them is held while another is taken, nor across a
+//! policy step, so nothing is allocated under the memory-model lock. [`LIVE`] is written
+//! once at probe and only read after; its counters are atomics, so the interrupt handler
+//! takes no lock but the wait queue's (a leaf).
 
 use super::hal::KernelHal;
 use super::memory::KernelMemory;
 use super::transport::InjectTransport;
 use crate::kernel::inject;
+use crate::kernel::task::WaitQueue;
 use crate::kernel::work::Work;
 use alloc::vec::Vec;
-use hotmem::vmem::{self, Device, Next, Vmem};
+use core::cell::RefCell;
+use core::mem::ManuallyDrop;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hotmem::vmem::{Device, Next, Pace, QueryError, Record, Snapshot, StateReport, Vmem};
+use hotmem_arch::addr::PhysRange;
 use hotmem_arch::cpu::{self, IrqSpinLock};
 use hotmem_arch::gic::{self, Trigger};
 use hotmem_arch::timer;
-use hotmem_drivers::virtio_mem::{Config, Request, Response, VirtioMem, VirtioMemError};
+use hotmem_drivers::virtio_mem::{
+    self as driver, Config, Request, Response, VirtioMem, VirtioMemError,
+};
 use virtio_drivers::transport::pci::PciTransport;
 
 pub(super) type Driver = VirtioMem<KernelHal, InjectTransport<PciTransport>>;
@@ -33,6 +63,54 @@ pub(super) struct Dev {
     pub(super) driver: Driver,
     pub(super) policy: Vmem,
     pub(super) intid: Option<u32>,
+    /// The interrupt count (see [`Live`]) the last finished pass answered.
+    pub(super) answered: u64,
+}
+
+/// What is known about one device outside the worker: a reader of its configuration, its
+/// interrupt line, and how many interrupts the handler counted for it.
+pub(super) struct Live {
+    /// A second PCI transport of the device, used only to read the configuration (never
+    /// the ISR, the queue or the status). Never dropped: dropping a transport resets the
+    /// device. `None` when it could not be set up: `vmem` then shows the last snapshot's
+    /// sizes.
+    reader: Option<ManuallyDrop<PciTransport>>,
+    node_id_valid: bool,
+    intid: Option<u32>,
+    interrupts: AtomicU64,
+}
+
+impl Live {
+    pub(super) fn new(
+        reader: Option<PciTransport>,
+        node_id_valid: bool,
+        intid: Option<u32>,
+    ) -> Live {
+        Live {
+            reader: reader.map(ManuallyDrop::new),
+            node_id_valid,
+            intid,
+            interrupts: AtomicU64::new(0),
+        }
+    }
+
+    /// The newest configuration, if it reads consistently.
+    fn config(&self) -> Option<Config> {
+        let reader: &PciTransport = self.reader.as_ref()?;
+        driver::read_config(reader, self.node_id_valid).ok()
+    }
+
+    fn interrupts(&self) -> u64 {
+        self.interrupts.load(Ordering::Acquire)
+    }
+}
+
+/// One [`Live`] per probed device, in the order of `DEVICES`; set once by probe before any
+/// of their interrupts is enabled.
+pub(super) static LIVE: spin::Once<Vec<Live>> = spin::Once::new();
+
+fn live(i: usize) -> Option<&'static Live> {
+    LIVE.get().and_then(|l| l.get(i))
 }
 
 /// The driver as the policy's [`Device`], with the reply faults of fault injection: a
@@ -65,36 +143,58 @@ impl Device for DriverDevice<'_> {
 pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> =
     IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("vmem_devices"));
 
-/// What `vmem` prints about one device, replaced after every pass.
+/// What the worker published about one device.
 #[derive(Clone, Copy)]
-pub struct Status {
-    /// The configuration the last step read.
-    pub cfg: Config,
-    /// The policy's state.
-    pub state: vmem::State,
-    /// Why it is not converged.
-    pub reason: vmem::Reason,
+struct Status {
+    snap: Snapshot,
+    /// The interrupt count the last finished pass answered.
+    answered: u64,
 }
 
 static STATUS: IrqSpinLock<Vec<Status>> =
     IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("vmem_status"));
 
+/// Woken when a snapshot is published and when a `vmem state` query is answered.
+static CHANGED: WaitQueue = WaitQueue::new();
+
+/// The `vmem state` request between the shell and the worker.
+enum Query {
+    None,
+    Asked { dev: usize, range: PhysRange },
+    Answered(Result<StateReport, QueryError>),
+}
+
+static QUERY: IrqSpinLock<Query> =
+    IrqSpinLock::new(Query::None).with_class(hotmem_arch::lock_class!("vmem_query"));
+
 /// The convergence pass, run by the worker once registered (`kernel/mod.rs`): scheduled
-/// by the interrupt handler, by probe, by a back-off deadline, and by commands that free
-/// memory an unplug may have stalled on.
+/// by the interrupt handler, by probe, by a back-off deadline, by commands that free
+/// memory an unplug may have stalled on, by `vmem state` and by a `vmem wait` deadline.
 pub static CONVERGE: Work = Work::new(converge);
 
-/// Interrupt handler: mask the line, leave the rest to the work.
+/// Interrupt handler: mask the line, count an interrupt for every device on it, leave the
+/// rest to the work.
 pub(super) fn irq_handler(intid: u32) {
     let _ = gic::disable(intid);
+    for l in LIVE.get().into_iter().flatten() {
+        if l.intid == Some(intid) {
+            l.interrupts.fetch_add(1, Ordering::AcqRel);
+        }
+    }
     CONVERGE.schedule();
 }
 
-/// The deferred work: acknowledge interrupts, unmask lines, converge every device.
+/// The deferred work: answer a query, acknowledge interrupts, unmask lines, converge every
+/// device, publishing on the way; then the final snapshots, then the resize log lines.
 fn converge() {
     // Only the worker task converges, so it takes the list out of the lock and works with
     // interrupts enabled (a convergence pass may migrate gigabytes) and puts it back after.
     let mut devs = core::mem::take(&mut *DEVICES.lock());
+    serve_query(&mut devs);
+    // The interrupts this pass answers: those counted before it reads the ISRs.
+    let seen: Vec<u64> = (0..devs.len())
+        .map(|i| live(i).map_or(0, Live::interrupts))
+        .collect();
     for d in devs.iter_mut() {
         let (config_changed, _) = d.driver.ack_interrupt();
         if config_changed {
@@ -106,20 +206,38 @@ fn converge() {
             let _ = gic::enable(i, Trigger::Level);
         }
     }
-    for d in devs.iter_mut() {
+    for i in 0..devs.len() {
+        let mut pace = Pace::new(timer::now_ns());
         loop {
+            let d = &mut devs[i];
             let next = d.policy.step(
                 &mut DriverDevice(&mut d.driver),
                 &mut KernelMemory,
                 timer::now_ns(),
             );
             match next {
-                Next::Again => continue,
+                Next::Again => {
+                    let now = timer::now_ns();
+                    let snap = d.policy.snapshot();
+                    if pace.line_due(now, snap.progress.started_ns) {
+                        if let Some(line) = snap.progress_line(i) {
+                            log::info!("{line}");
+                        }
+                    }
+                    if pace.publish_due(now) {
+                        publish(&devs);
+                    }
+                    serve_query(&mut devs);
+                    continue;
+                }
                 Next::RetryAt(t) => CONVERGE.schedule_at(t),
                 Next::Idle => {}
             }
             break;
         }
+    }
+    for (d, seen) in devs.iter_mut().zip(seen) {
+        d.answered = seen;
     }
     publish(&devs);
     // Only now that `vmem` shows the new state: whoever waits for the line finds it there.
@@ -131,20 +249,85 @@ fn converge() {
     *DEVICES.lock() = devs;
 }
 
-/// Refreshes what `vmem` prints.
+/// Answers the `vmem state` query, if one is asked, with the device's STATE.
+fn serve_query(devs: &mut [Dev]) {
+    let asked = match *QUERY.lock() {
+        Query::Asked { dev, range } => Some((dev, range)),
+        _ => None,
+    };
+    let Some((i, range)) = asked else { return };
+    let answer = match devs.get_mut(i) {
+        Some(d) => d
+            .policy
+            .query_state(&mut DriverDevice(&mut d.driver), range),
+        None => Err(QueryError::NoDevice),
+    };
+    *QUERY.lock() = Query::Answered(answer);
+    CHANGED.wake_all();
+}
+
+/// Publishes what `vmem` prints (the snapshots) and wakes `vmem wait`.
 pub(super) fn publish(devs: &[Dev]) {
     let statuses: Vec<Status> = devs
         .iter()
         .map(|d| Status {
-            cfg: *d.policy.config(),
-            state: d.policy.state(),
-            reason: d.policy.reason(),
+            snap: d.policy.snapshot(),
+            answered: d.answered,
         })
         .collect();
-    *STATUS.lock() = statuses;
+    let old = core::mem::replace(&mut *STATUS.lock(), statuses);
+    drop(old);
+    CHANGED.wake_all();
 }
 
-/// What `vmem` prints: one snapshot per device, as of the last pass (or probe).
-pub fn status() -> Vec<Status> {
-    STATUS.lock().clone()
+/// What `vmem` prints: one record per device, the last snapshot joined with the newest
+/// configuration and interrupt count (empty before probe published any).
+pub fn records() -> Vec<Record> {
+    let statuses = STATUS.lock().clone();
+    statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let l = live(i);
+            let cfg = l.and_then(Live::config);
+            let unanswered = l.is_some_and(|l| l.interrupts() != s.answered);
+            Record::new(&s.snap, cfg.as_ref(), unanswered)
+        })
+        .collect()
+}
+
+/// `vmem wait`: sleeps until the record of device `dev` (of every device when `None`) is
+/// settled (`ok`, `stalled` or `broken`) or `timeout_ms` passed. Returns the records last
+/// looked at and whether they were settled.
+pub fn wait(dev: Option<usize>, timeout_ms: u64) -> (Vec<Record>, bool) {
+    let deadline = timer::now_ns().saturating_add(timeout_ms.saturating_mul(1_000_000));
+    let last = RefCell::new((Vec::new(), false));
+    CHANGED.wait_until(|| {
+        let recs = records();
+        let settled = recs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| dev.is_none_or(|d| d == *i))
+            .all(|(_, r)| r.settled());
+        *last.borrow_mut() = (recs, settled);
+        if settled || timer::now_ns() >= deadline {
+            return true;
+        }
+        // A pass at the deadline publishes, which wakes this wait to see the time.
+        CONVERGE.schedule_at(deadline);
+        false
+    });
+    last.into_inner()
+}
+
+/// `vmem state`: asks the worker to compare the device's STATE over `range` with the
+/// policy's bitmap, and sleeps until it answered.
+pub fn query_state(dev: usize, range: PhysRange) -> Result<StateReport, QueryError> {
+    *QUERY.lock() = Query::Asked { dev, range };
+    CONVERGE.schedule();
+    CHANGED.wait_until(|| matches!(*QUERY.lock(), Query::Answered(_)));
+    match core::mem::replace(&mut *QUERY.lock(), Query::None) {
+        Query::Answered(r) => r,
+        _ => Err(QueryError::DeviceError),
+    }
 }

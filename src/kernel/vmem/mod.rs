@@ -7,21 +7,24 @@
 //!   options that shape it;
 //! - `transport`: the PCI transport under the driver, with fault injection's torn
 //!   configuration reads;
-//! - `device`: the device list, the interrupt handler, the convergence work and the status
-//!   snapshot for `vmem`;
+//! - `device`: the device list, the live configuration readers and interrupt counts, the
+//!   interrupt handler, the convergence work, the status snapshots for `vmem`, and the
+//!   worker's side of `vmem wait` and `vmem state`;
 //! - `probe`: PCI bring-up, which fills the device list.
 //!
 //! Flow: an interrupt (or a back-off deadline, or memory freed by a command) schedules the
 //! work; the worker acknowledges the interrupts and steps every device's policy until it
-//! is idle or waits for a time; after the pass the status snapshot is replaced and only
-//! then is a finished resize logged, so whoever waits for the `resized to` line finds the
-//! new state in `vmem`.
+//! is idle or waits for a time, publishing snapshots at a bounded rate on the way and
+//! answering a `vmem state` query between steps; after the pass the final snapshots are
+//! published and only then is a finished resize logged, so whoever waits for the
+//! `resized to` line finds the new state in `vmem`.
 //!
 //! Locks, in the order a pass takes them: `DEVICES` only to take the list out and put it
 //! back (`device`); then, per policy call, the memory-model lock, the page-table lock while
 //! mapping (before or after the model's lock, never inside it) and the migration locks
-//! (`migrate`); `STATUS` only to replace the snapshot. No interrupt handler takes any of
-//! them.
+//! (`migrate`); `STATUS` only to swap the snapshots and `QUERY` only to copy or store a
+//! query, both between policy steps. No interrupt handler takes any of them (the handler
+//! counts interrupts in atomics and wakes the worker).
 
 mod device;
 mod hal;
@@ -29,6 +32,6 @@ mod memory;
 mod probe;
 mod transport;
 
-pub use device::{status, CONVERGE};
+pub use device::{query_state, records, wait, CONVERGE};
 pub use memory::configure;
 pub use probe::probe;

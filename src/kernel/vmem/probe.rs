@@ -5,9 +5,11 @@
 //! Runs once at boot, in thread context, before the first convergence pass. A device that
 //! fails any step is logged and left disabled; the others go on. The driver is told which
 //! physical ranges a device region must not overlap: RAM, the bridge's windows, its ECAM
-//! and the regions of the devices found before it.
+//! and the regions of the devices found before it. Each device also gets a second PCI
+//! transport that only reads its configuration (`device::Live`); the interrupt lines are
+//! enabled once every device's `Live` is in place, so the handler finds them.
 
-use super::device::{self, Dev, CONVERGE, DEVICES};
+use super::device::{self, Dev, Live, CONVERGE, DEVICES, LIVE};
 use super::hal::KernelHal;
 use super::transport::InjectTransport;
 use alloc::vec::Vec;
@@ -98,6 +100,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
     }));
     taken.push(host.ecam);
     let mut devs = Vec::new();
+    let mut lives = Vec::new();
     for f in pci.enumerate() {
         if f.virtio != Some(virtio_drivers::transport::DeviceType::Memory) {
             continue;
@@ -150,23 +153,33 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             cfg.plugged_size >> 20,
             cfg.requested_size >> 20
         );
-        if let Some(intid) = f.intid {
+        if f.intid.is_none() {
+            log::warn!("vmem{id}: no interrupt route; resizes only converge on retries");
+        }
+        let reader = pci.virtio_transport::<KernelHal>(f.df);
+        if let Err(e) = &reader {
+            log::warn!("vmem{id}: no configuration reader ({e}); `vmem` shows the last pass");
+        }
+        lives.push(Live::new(reader.ok(), driver.node_id_valid(), f.intid));
+        devs.push(Dev {
+            driver,
+            policy: Vmem::new(id, cfg),
+            intid: f.intid,
+            answered: 0,
+        });
+    }
+    if devs.is_empty() {
+        return;
+    }
+    LIVE.call_once(|| lives);
+    for (id, d) in devs.iter().enumerate() {
+        if let Some(intid) = d.intid {
             if irq::register(intid, device::irq_handler).is_err()
                 || gic::enable(intid, Trigger::Level).is_err()
             {
                 log::error!("vmem{id}: cannot enable interrupt {intid}");
             }
-        } else {
-            log::warn!("vmem{id}: no interrupt route; resizes only converge on retries");
         }
-        devs.push(Dev {
-            driver,
-            policy: Vmem::new(id, cfg),
-            intid: f.intid,
-        });
-    }
-    if devs.is_empty() {
-        return;
     }
     // `vmem` shows the devices from the prompt on, before the first convergence pass.
     device::publish(&devs);
