@@ -604,7 +604,14 @@ fn leftover_plugged_at_probe() {
             || {
                 let vmem = rig.vm.vmem();
                 match vmem.devices.as_slice() {
-                    [line] if line.state == "busy" && line.requested_kib == requested / KIB => {
+                    // `vmem` is live: right after the qom-set it is busy with reason=none
+                    // (a change no pass has answered yet); wait for the pass that answers it
+                    // and meets the device's BUSY.
+                    [line]
+                        if line.state == "busy"
+                            && line.requested_kib == requested / KIB
+                            && line.reason == "device_busy" =>
+                    {
                         Ok(line.clone())
                     }
                     _ => Err(vmem.to_string()),
