@@ -39,6 +39,11 @@
 //! On failure, [`run`] saves the failure directory (see [`report`]), prints where and the console
 //! tail, and returns the error; it writes the plot either way. Everything but the runner itself
 //! is pure and unit tested.
+//!
+//! Size: this file is the runner alone (about 800 lines): the step loop, settling, the checks'
+//! plumbing from QMP and the console into [`oracle`] and [`stall`], and the fault arming. Each
+//! of those reads the same run state, so it stays in one room; what can be pure lives in the
+//! modules above.
 
 pub mod config;
 pub mod faults;
