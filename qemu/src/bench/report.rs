@@ -1,13 +1,15 @@
 //! The benchmark's results: the samples per [`Metric`], the terminal table that sets them
-//! beside Linux's figures, and the JSON file.
+//! beside Linux's, and the JSON file.
 //!
 //! A [`Metric`] is one measured quantity (name, unit, description, one sample per run, and a
-//! [`Reference`] value to compare with, Linux's where it was measured on the same QEMU and host).
-//! A [`Report`] is a whole run: the metrics plus where they come from (machine, QEMU command line,
-//! git commit and whether the tree was dirty, time). [`Report::table`] prints metric, runs,
-//! median, min and max with four decimals, and a `reference` column once any metric has one;
-//! [`Report::write_json`] writes the same data as pretty JSON (`<workspace>/target/bench/
-//! bench.json` by default, [`default_out`]), samples included, so runs can be compared later.
+//! [`Reference`]: the same quantity measured on the Linux guest in the same bench run, its own
+//! samples and where they come from). A [`Report`] is a whole run: the metrics plus where they
+//! come from (machine, QEMU command line, git commit and whether the tree was dirty, time).
+//! [`Report::table`] prints metric, runs, median, min and max with four decimals, and, once any
+//! metric has a reference, Linux's median and the ratio `linux/ours` (Linux's median over ours:
+//! every compared metric is lower-is-better, so it reads as "N times less"); [`Report::write_json`]
+//! writes the same data as pretty JSON (`<workspace>/target/bench/bench.json` by default,
+//! [`default_out`]), samples of both sides included, so runs can be compared later.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,17 +31,24 @@ pub struct Metric {
     pub description: String,
     /// One value per run, in run order.
     pub samples: Vec<f64>,
-    /// A number to compare with (e.g. Linux on the same QEMU and host), if there is one.
+    /// The same quantity on the comparison guest (Linux), if it was measured.
     pub reference: Option<Reference>,
 }
 
-/// A reference value for a [`Metric`], in the metric's unit, and where it comes from.
+/// The comparison side of a [`Metric`]: samples in the metric's unit, and where they come from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reference {
-    /// The value, in the metric's unit.
-    pub value: f64,
-    /// Where it comes from (goes into the JSON).
+    /// One value per run of the comparison guest.
+    pub samples: Vec<f64>,
+    /// Where they come from (goes into the JSON).
     pub source: String,
+}
+
+impl Reference {
+    /// Statistics over the samples.
+    pub fn stats(&self) -> Option<Stats> {
+        Stats::of(&self.samples)
+    }
 }
 
 impl Metric {
@@ -54,13 +63,22 @@ impl Metric {
         }
     }
 
-    /// Sets the reference value.
-    pub fn with_reference(mut self, value: f64, source: &str) -> Metric {
-        self.reference = Some(Reference {
-            value,
-            source: source.into(),
-        });
-        self
+    /// Adds one sample of the comparison guest (the first sets `source`).
+    pub fn push_reference(&mut self, sample: f64, source: &str) {
+        self.reference
+            .get_or_insert_with(|| Reference {
+                samples: Vec::new(),
+                source: source.into(),
+            })
+            .samples
+            .push(sample);
+    }
+
+    /// The reference's median over ours, when both have samples.
+    pub fn ratio(&self) -> Option<f64> {
+        let ours = self.stats()?.median;
+        let theirs = self.reference.as_ref()?.stats()?.median;
+        (ours > 0.0).then(|| theirs / ours)
     }
 
     /// Records one run.
@@ -85,10 +103,18 @@ impl Metric {
             "median": stats.map(|s| s.median),
             "min": stats.map(|s| s.min),
             "max": stats.map(|s| s.max),
-            "reference": self.reference.as_ref().map(|r| json!({
-                "value": r.value,
-                "source": r.source,
-            })),
+            "reference": self.reference.as_ref().map(|r| {
+                let st = r.stats();
+                json!({
+                    "value": st.map(|s| s.median),
+                    "source": r.source,
+                    "runs": r.samples.len(),
+                    "samples": r.samples,
+                    "min": st.map(|s| s.min),
+                    "max": st.map(|s| s.max),
+                })
+            }),
+            "ratio_reference_over_median": self.ratio(),
         })
     }
 }
@@ -124,7 +150,8 @@ impl Report {
     }
 
     /// The terminal table: metric, runs, median, min, max (four decimals, unit in the header
-    /// column of each row), and a `reference` column when any metric has a reference value.
+    /// column of each row), and `linux` (its median) and `linux/ours` columns when any metric
+    /// has a reference.
     pub fn table(&self) -> String {
         let name_width = self
             .metrics
@@ -140,7 +167,7 @@ impl Report {
             "metric", "runs", "median", "min", "max"
         );
         if with_reference {
-            header.push_str(&format!("  {:>10}", "reference"));
+            header.push_str(&format!("  {:>10}  {:>10}", "linux", "linux/ours"));
         }
         let _ = writeln!(t, "{}", header.trim_end());
         for m in &self.metrics {
@@ -159,8 +186,12 @@ impl Report {
                 ),
             };
             if with_reference {
-                match &m.reference {
-                    Some(r) => row.push_str(&format!("  {:>10.4}", r.value)),
+                match m.reference.as_ref().and_then(Reference::stats) {
+                    Some(r) => row.push_str(&format!("  {:>10.4}", r.median)),
+                    None => row.push_str(&format!("  {:>10}", "-")),
+                }
+                match m.ratio() {
+                    Some(x) => row.push_str(&format!("  {:>9.1}x", x)),
                     None => row.push_str(&format!("  {:>10}", "-")),
                 }
             }
@@ -273,6 +304,15 @@ mod tests {
     }
 
     #[test]
+    fn no_reference_means_no_linux_columns() {
+        let t = sample_report().table();
+        assert!(!t.contains("linux"), "{t}");
+        let mut m = Metric::new("x", "s", "only Linux ran");
+        m.push_reference(1.0, "Linux");
+        assert_eq!(m.ratio(), None);
+    }
+
+    #[test]
     fn write_json_creates_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a").join("b").join("bench.json");
@@ -284,19 +324,33 @@ mod tests {
     #[test]
     fn reference_in_json_and_table() {
         let mut r = sample_report();
-        let mut plug = Metric::new("plug_0_4g_qmp_s", "s", "qom-set to QMP size")
-            .with_reference(0.21, "Linux");
+        let mut plug = Metric::new("plug_0_4g_qmp_s", "s", "qom-set to QMP size");
+        for v in [0.3, 0.21, 0.2] {
+            plug.push_reference(v, "Linux");
+        }
         plug.samples = vec![0.0061];
         r.metrics.push(plug);
         let j = r.to_json();
         assert_eq!(j["metrics"][0]["reference"], Value::Null);
-        assert_eq!(j["metrics"][2]["reference"]["value"], 0.21);
-        assert_eq!(j["metrics"][2]["reference"]["source"], "Linux");
+        assert_eq!(j["metrics"][0]["ratio_reference_over_median"], Value::Null);
+        let linux = &j["metrics"][2]["reference"];
+        assert_eq!(linux["value"], 0.21);
+        assert_eq!(linux["source"], "Linux");
+        assert_eq!(linux["runs"], 3);
+        assert_eq!(linux["samples"], json!([0.3, 0.21, 0.2]));
+        assert_eq!(
+            (linux["min"].clone(), linux["max"].clone()),
+            (json!(0.2), json!(0.3))
+        );
+        let ratio = j["metrics"][2]["ratio_reference_over_median"]
+            .as_f64()
+            .unwrap();
+        assert!((ratio - 0.21 / 0.0061).abs() < 1e-9, "{ratio}");
         let t = r.table();
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].ends_with("reference"), "{t}");
+        assert!(lines[0].ends_with("linux  linux/ours"), "{t}");
         let boot: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(boot.last(), Some(&"-"), "{t}");
+        assert_eq!(boot[boot.len() - 2..], ["-", "-"], "{t}");
         let plug: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(
             plug,
@@ -307,7 +361,8 @@ mod tests {
                 "0.0061",
                 "0.0061",
                 "0.0061",
-                "0.2100"
+                "0.2100",
+                "34.4x"
             ],
             "{t}"
         );

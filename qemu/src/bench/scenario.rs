@@ -1,9 +1,10 @@
-//! The benchmark's scenarios: what is measured, on which machine, and what Linux did.
+//! The benchmark's scenarios: what is measured on hotmem, and on which machine.
 //!
 //! A [`Scenario`] is a list of [`Step`]s run in order on one fresh boot; a [`Resize`] step is one
 //! `qom-set vm0 requested-size` and declares the metrics it records (`<label>_qmp_s`, and
 //! `_online_s`, `_guest_s`, `_migrated_mib`, `_migrate_mib_per_s` or the mem_map overhead as
-//! asked), with Linux's median as the reference where there is one. A step without a label sets
+//! asked). Linux's side of the same metrics is measured in the same run ([`super::linux`]);
+//! nothing here holds a Linux figure. A step without a label sets
 //! the scenario up and is checked but not recorded; hog steps start and stop the hog whose data
 //! an unplug must migrate. [`default_scenarios`] is what `hotmem-qemu bench` runs. The metric
 //! descriptions (they go into the JSON) say exactly what the measuring loop in
@@ -19,10 +20,6 @@ use super::report::Metric;
 pub const VMEM_QEMU_ID: &str = "vm0";
 /// Pause between QMP `query-memory-devices` polls.
 pub(super) const QMP_POLL_INTERVAL: Duration = Duration::from_millis(1);
-
-/// Where the Linux reference values come from: a Linux 6.12 guest measured on the same QEMU and
-/// host (the text goes into the JSON as is).
-const LINUX_SOURCE: &str = "Linux 6.12 guest, same QEMU and host (issue 4)";
 
 /// Metric names that do not belong to a step: QEMU spawn to the first prompt.
 pub const BOOT_METRIC: &str = "boot";
@@ -46,8 +43,6 @@ pub struct Resize {
     pub online: bool,
     /// Also record [`MEMMAP_OVERHEAD_METRIC`] from this step.
     pub overhead: bool,
-    /// Linux's median for `<label>_qmp_s` and `<label>_online_s`, seconds.
-    pub linux_s: Option<f64>,
     /// Also record `<label>_migrated_mib` and `<label>_migrate_mib_per_s` (from the kernel's
     /// resize log line: used memory moved out of the unplugged blocks, per guest second).
     pub migration: bool,
@@ -63,11 +58,7 @@ impl Resize {
             crate::format_size(self.to_bytes),
             crate::format_size(self.from_bytes)
         );
-        let linux = |m: Metric| match self.linux_s {
-            Some(v) => m.with_reference(v, LINUX_SOURCE),
-            None => m,
-        };
-        let mut out = vec![linux(Metric::new(
+        let mut out = vec![Metric::new(
             &format!("{label}_qmp_s"),
             "s",
             &format!(
@@ -75,9 +66,9 @@ impl Resize {
                  (polled every {} ms from a second thread)",
                 QMP_POLL_INTERVAL.as_millis()
             ),
-        ))];
+        )];
         if self.online {
-            out.push(linux(Metric::new(
+            out.push(Metric::new(
                 &format!("{label}_online_s"),
                 "s",
                 &format!(
@@ -86,7 +77,7 @@ impl Resize {
                      upper bound: a reply arrives up to one `mem` round trip after the state it \
                      shows (see {MEM_ROUND_TRIP_METRIC}; not subtracted)"
                 ),
-            )));
+            ));
         }
         out.push(Metric::new(
             &format!("{label}_guest_s"),
@@ -109,21 +100,15 @@ impl Resize {
             ));
         }
         if self.overhead {
-            out.push(
-                Metric::new(
-                    MEMMAP_OVERHEAD_METRIC,
-                    "KiB/GiB",
-                    &format!(
-                        "Normal zone managed_kib (sum over nodes) before minus after {what} \
-                         converged, per GiB plugged: existing memory spent on bookkeeping \
-                         (mem_map, section tables, page tables)"
-                    ),
-                )
-                .with_reference(
-                    17.0 * 1024.0,
-                    "Linux 6.12 guest: about 17 MiB per GiB (issue 4)",
+            out.push(Metric::new(
+                MEMMAP_OVERHEAD_METRIC,
+                "KiB/GiB",
+                &format!(
+                    "Normal zone managed_kib (sum over nodes) before minus after {what} \
+                     converged, per GiB plugged: existing memory spent on bookkeeping \
+                     (mem_map, section tables, page tables)"
                 ),
-            );
+            ));
         }
         out
     }
@@ -242,7 +227,6 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: 4 * GIB,
                     online: true,
                     overhead: true,
-                    linux_s: Some(0.21),
                     migration: false,
                 }),
                 Step::Resize(Resize {
@@ -251,7 +235,6 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: 0,
                     online: false,
                     overhead: false,
-                    linux_s: Some(3.3),
                     migration: false,
                 }),
             ],
@@ -266,7 +249,6 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: GIB,
                     online: true,
                     overhead: false,
-                    linux_s: Some(0.09),
                     migration: false,
                 }),
                 Step::Resize(Resize {
@@ -275,7 +257,6 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: 0,
                     online: false,
                     overhead: false,
-                    linux_s: Some(1.07),
                     migration: false,
                 }),
             ],
@@ -292,7 +273,6 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: GIB,
                     online: false,
                     overhead: false,
-                    linux_s: Some(2.4),
                     migration: true,
                 }),
                 Step::HogStop,
@@ -311,7 +291,6 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     to_bytes: 0,
                     online: false,
                     overhead: false,
-                    linux_s: None,
                     migration: true,
                 }),
                 Step::HogStop,
@@ -329,7 +308,6 @@ fn setup_resize(from_bytes: u64, to_bytes: u64) -> Step {
         to_bytes,
         online: false,
         overhead: false,
-        linux_s: None,
         migration: false,
     })
 }
@@ -377,23 +355,10 @@ mod tests {
             )
             .collect::<Vec<_>>()
         );
-        let all: Vec<Metric> = default_scenarios()
+        // No Linux figure is declared: references come only from the Linux guest's run.
+        assert!(default_scenarios()
             .iter()
             .flat_map(Scenario::metrics)
-            .collect();
-        let reference = |name: &str| {
-            all.iter()
-                .find(|m| m.name == name)
-                .and_then(|m| m.reference.as_ref())
-                .map(|r| r.value)
-        };
-        assert_eq!(reference("plug_0_4g_online_s"), Some(0.21));
-        assert_eq!(reference("plug_0_1g_qmp_s"), Some(0.09));
-        assert_eq!(reference(MEMMAP_OVERHEAD_METRIC), Some(17.0 * 1024.0));
-        assert_eq!(reference("unplug_4g_0_idle_qmp_s"), Some(3.3));
-        assert_eq!(reference("unplug_1g_0_idle_qmp_s"), Some(1.07));
-        assert_eq!(reference("unplug_4g_1g_hog1g_qmp_s"), Some(2.4));
-        // Linux was not measured with data to migrate on 4 GiB -> 0: no reference.
-        assert_eq!(reference("unplug_4g_0_hog1g_ram2g_qmp_s"), None);
+            .all(|m| m.reference.is_none() && m.samples.is_empty()));
     }
 }
