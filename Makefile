@@ -76,8 +76,10 @@ stress: kernel
 stress-short: kernel
 	cargo run -p hotmem-qemu --release -- stress --topology default --seed 1 --steps 300 --duration 6m
 
-# The table and target/bench/bench.json, then a short seeded stress run for the
-# requested-versus-plugged plot target/bench/stress.svg.
+# hotmem beside Debian's arm64 Linux on the same machine (fetched with apt into target/linux,
+# no root; offline it prints hotmem's column alone): the table and target/bench/bench.json,
+# then a short seeded stress run for the requested-versus-plugged plot target/bench/stress.svg.
+# RUNS / LINUX_RUNS: fresh boots per scenario (5 / 3); the bench prints its time budget first.
 bench: kernel
-	cargo run -p hotmem-qemu --release -- bench $(if $(RUNS),--runs $(RUNS))
+	cargo run -p hotmem-qemu --release -- bench $(if $(RUNS),--runs $(RUNS)) $(if $(LINUX_RUNS),--linux-runs $(LINUX_RUNS))
 	cargo run -p hotmem-qemu --release -- stress --topology default --seed 7 --steps 150 --duration 2m --plot target/bench/stress.svg

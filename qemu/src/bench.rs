@@ -1,8 +1,18 @@
-//! The benchmark of `hotmem-qemu bench`: the measuring loop over the scenarios.
+//! The benchmark of `hotmem-qemu bench`: hotmem and a Linux guest on the same machine, in one run.
 //!
-//! The rooms: [`scenario`] (what is measured, with Linux's figures), [`report`] (the metrics,
-//! the table and the JSON file), and this module, the loop. Statistics are [`crate::stats`]',
-//! guest output and actions [`crate::guest`]'s.
+//! The rooms: [`scenario`] (what is measured on hotmem), [`report`] (the metrics, the table and
+//! the JSON file), [`fetch`] (Debian's arm64 kernel and busybox with a private apt), [`initramfs`]
+//! (the Linux guest's newc archive and `/init`), [`linux`] (the Linux guest's scenarios over its
+//! console and QMP), and this module: the run and hotmem's measuring loop. Statistics are
+//! [`crate::stats`]', guest output and actions [`crate::guest`]'s.
+//!
+//! [`run`] prints its time budget ([`RunConfig::budget`]), fetches the Linux guest first (when
+//! that fails it prints one line saying why and goes on with hotmem's column alone), then runs
+//! the [`PARTS`] of the chosen [`Guests`] in order, each adding samples to the one list of
+//! metrics: hotmem's samples are a metric's own, Linux's are its [`Reference`], so the table and
+//! the JSON set the two side by side with their ratio. A Linux failure after the fetch costs the
+//! Linux column, not hotmem's. A part is a function over the run's state, registered by one
+//! entry in [`PARTS`].
 //!
 //! [`measure`] runs each [`Scenario`] of [`default_scenarios`] `runs` times, each on a fresh boot
 //! of the machine, and records one sample per run into each [`Metric`]:
@@ -28,6 +38,9 @@
 //! again when the run ends. The arithmetic, formatting and parsing are unit tested
 //! without QEMU.
 
+pub mod fetch;
+pub mod initramfs;
+pub mod linux;
 pub mod report;
 pub mod scenario;
 
@@ -91,6 +104,17 @@ pub struct Measured {
 /// boot, and collects the samples. Progress goes to stderr; a failure prints the instance's
 /// report (console tail, QMP transcript) to stderr and returns the error.
 pub fn measure(cfg: &BenchConfig) -> Result<Measured> {
+    let mut metrics = declared_metrics(&cfg.scenarios);
+    let command_line = measure_into(cfg, &mut metrics)?;
+    Ok(Measured {
+        metrics,
+        command_line,
+    })
+}
+
+/// The metrics `scenarios` record, without samples: `boot`, `mem_round_trip_ms`, then each
+/// scenario's (first occurrence order).
+pub fn declared_metrics(scenarios: &[Scenario]) -> Vec<Metric> {
     let mut metrics = vec![
         Metric::new(
             BOOT_METRIC,
@@ -107,13 +131,19 @@ pub fn measure(cfg: &BenchConfig) -> Result<Measured> {
             ),
         ),
     ];
-    for sc in &cfg.scenarios {
+    for sc in scenarios {
         for m in sc.metrics() {
             if !metrics.iter().any(|have| have.name == m.name) {
                 metrics.push(m);
             }
         }
     }
+    metrics
+}
+
+/// [`measure`] into metrics declared by [`declared_metrics`]; returns the first QEMU command
+/// line.
+fn measure_into(cfg: &BenchConfig, metrics: &mut [Metric]) -> Result<String> {
     let mut command_line = String::new();
     for run in 1..=cfg.runs {
         for sc in &cfg.scenarios {
@@ -128,7 +158,7 @@ pub fn measure(cfg: &BenchConfig) -> Result<Measured> {
             }
             let mut progress = Progress::new(format!("run {run}/{} {}", cfg.runs, sc.name));
             eprintln!("# {}: booting", progress.prefix);
-            let result = run_scenario(&mut vm, cfg, sc, &mut metrics, &mut progress);
+            let result = run_scenario(&mut vm, cfg, sc, metrics, &mut progress);
             eprintln!("# {}: {}", progress.prefix, progress.items.join(", "));
             if let Err(e) = result {
                 eprintln!("# run {run}/{} {} failed: {e}", cfg.runs, sc.name);
@@ -150,16 +180,241 @@ pub fn measure(cfg: &BenchConfig) -> Result<Measured> {
             );
         }
     }
-    Ok(Measured {
-        metrics,
-        command_line,
+    Ok(command_line)
+}
+
+/// Which guests a bench run measures (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guests {
+    /// hotmem and Linux (the default).
+    Both,
+    /// hotmem alone.
+    Hotmem,
+    /// Linux alone (hotmem's column stays empty).
+    Linux,
+}
+
+impl Guests {
+    fn includes(self, guest: Guest) -> bool {
+        matches!(
+            (self, guest),
+            (Guests::Both, _) | (Guests::Hotmem, Guest::Hotmem) | (Guests::Linux, Guest::Linux)
+        )
+    }
+}
+
+/// The guest a [`Part`] boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guest {
+    Hotmem,
+    Linux,
+}
+
+/// What `hotmem-qemu bench` runs.
+pub struct RunConfig<'a> {
+    /// The machine both guests boot (a scenario may change its RAM).
+    pub machine: &'a Machine,
+    /// hotmem's image and the QEMU binary.
+    pub options: &'a LaunchOptions,
+    /// Fresh hotmem boots per scenario.
+    pub runs: usize,
+    /// Fresh Linux boots per scenario.
+    pub linux_runs: usize,
+    /// Deadline for each hotmem boot's first prompt.
+    pub boot_timeout: Duration,
+    /// Which guests.
+    pub guests: Guests,
+}
+
+/// Stated time per hotmem run (one boot of each scenario plus the mm_init boot), from measured
+/// runs on the 2-core TCG host with headroom.
+const BUDGET_PER_RUN: Duration = Duration::from_secs(120);
+/// Stated time per Linux run (one boot of each Linux scenario; the data scenario writes and
+/// sums 1 GiB), likewise.
+const BUDGET_PER_LINUX_RUN: Duration = Duration::from_secs(240);
+/// Stated time for fetching the Linux guest when it is not cached yet.
+const BUDGET_FETCH: Duration = Duration::from_secs(120);
+
+impl RunConfig<'_> {
+    /// The time the run is stated to take: what `bench` prints at its start.
+    pub fn budget(&self) -> Duration {
+        let mut b = Duration::ZERO;
+        if self.guests.includes(Guest::Hotmem) {
+            b += BUDGET_PER_RUN * self.runs as u32;
+        }
+        if self.guests.includes(Guest::Linux) {
+            b += BUDGET_FETCH + BUDGET_PER_LINUX_RUN * self.linux_runs as u32;
+        }
+        b
+    }
+}
+
+/// What [`run`] returns: the metrics (Linux's samples as their references) and the first QEMU
+/// command line of each guest.
+pub struct RunResult {
+    /// In table order.
+    pub metrics: Vec<Metric>,
+    /// hotmem's first QEMU command line (empty when it did not run).
+    pub command_line: String,
+}
+
+/// The state the parts of a run fill in.
+struct RunState {
+    metrics: Vec<Metric>,
+    command_line: String,
+    linux: Option<fetch::LinuxFiles>,
+}
+
+/// One part of a bench run: a measurement on one guest that adds samples to the metrics.
+struct Part {
+    name: &'static str,
+    guest: Guest,
+    run: fn(&RunConfig, &mut RunState) -> Result<()>,
+}
+
+/// The parts of a run, in order; a new part is one line here.
+const PARTS: &[Part] = &[
+    Part {
+        name: "scenarios",
+        guest: Guest::Hotmem,
+        run: part_scenarios,
+    },
+    Part {
+        name: "mm_init",
+        guest: Guest::Hotmem,
+        run: part_mm_init,
+    },
+    Part {
+        name: "linux",
+        guest: Guest::Linux,
+        run: part_linux,
+    },
+];
+
+/// `hotmem-qemu bench`: prints the budget, fetches the Linux guest (or says in one line why it
+/// cannot, and goes on with hotmem alone), runs the [`PARTS`] for the chosen guests and returns
+/// the metrics. Prints how long it took against the budget.
+pub fn run(cfg: &RunConfig) -> Result<RunResult> {
+    let budget = cfg.budget();
+    let started = Instant::now();
+    println!(
+        "bench: budget {} min ({} hotmem runs, {} Linux runs)",
+        budget.as_secs().div_ceil(60),
+        if cfg.guests.includes(Guest::Hotmem) {
+            cfg.runs
+        } else {
+            0
+        },
+        if cfg.guests.includes(Guest::Linux) {
+            cfg.linux_runs
+        } else {
+            0
+        },
+    );
+    let mut state = RunState {
+        metrics: declared_metrics(&default_scenarios()),
+        command_line: String::new(),
+        linux: None,
+    };
+    if cfg.guests.includes(Guest::Linux) {
+        let dir = crate::instance::workspace_root()
+            .join("target")
+            .join("linux");
+        let mirror = fetch::mirror();
+        eprintln!("# linux: apt via {mirror} into {}", dir.display());
+        match fetch::Plan::decide(fetch::fetch(&dir, &mirror), &mirror) {
+            fetch::Plan::Measure(files) => {
+                eprintln!("# linux: {} ({})", files.package, files.kernel.display());
+                state.linux = Some(files);
+            }
+            fetch::Plan::OursAlone(line) => println!("{line}"),
+        }
+    }
+    if cfg.guests.includes(Guest::Hotmem) {
+        state.metrics.push(mm_init_metric());
+    }
+    for part in PARTS.iter().filter(|p| cfg.guests.includes(p.guest)) {
+        eprintln!("# part {}", part.name);
+        (part.run)(cfg, &mut state)?;
+    }
+    let took = started.elapsed();
+    println!(
+        "bench: took {:.1} min of the {} min budget{}",
+        took.as_secs_f64() / 60.0,
+        budget.as_secs().div_ceil(60),
+        if took > budget { " (over budget)" } else { "" }
+    );
+    Ok(RunResult {
+        metrics: state.metrics,
+        command_line: state.command_line,
     })
+}
+
+fn part_scenarios(cfg: &RunConfig, st: &mut RunState) -> Result<()> {
+    st.command_line = measure_into(
+        &BenchConfig {
+            machine: cfg.machine,
+            options: cfg.options,
+            runs: cfg.runs,
+            boot_timeout: cfg.boot_timeout,
+            scenarios: default_scenarios(),
+        },
+        &mut st.metrics,
+    )?;
+    Ok(())
+}
+
+fn part_mm_init(cfg: &RunConfig, st: &mut RunState) -> Result<()> {
+    let m = measure_mm_init(cfg.options, cfg.runs, cfg.boot_timeout)?;
+    match st.metrics.iter_mut().find(|have| have.name == m.name) {
+        Some(have) => *have = m,
+        None => st.metrics.push(m),
+    }
+    Ok(())
+}
+
+/// The Linux guest's scenarios; a failure there costs the Linux column only (one line says
+/// why, the guest's report goes to stderr), not hotmem's.
+fn part_linux(cfg: &RunConfig, st: &mut RunState) -> Result<()> {
+    let Some(files) = st.linux.clone() else {
+        return Ok(());
+    };
+    let work_dir = crate::instance::workspace_root()
+        .join("target")
+        .join("linux");
+    let measured = linux::measure(
+        &linux::LinuxConfig {
+            files: &files,
+            work_dir: &work_dir,
+            machine: cfg.machine,
+            options: cfg.options,
+            runs: cfg.linux_runs,
+        },
+        &mut st.metrics,
+    );
+    if let Err(e) = measured {
+        println!("bench: Linux guest failed ({e}); printing hotmem's column alone");
+        for m in &mut st.metrics {
+            m.reference = None;
+        }
+    }
+    Ok(())
 }
 
 /// Name of the boot-time mem_map cost metric.
 pub const MM_INIT_METRIC: &str = "mm_init_us_per_gib";
 /// RAM of the machine [`measure_mm_init`] boots.
 const MM_INIT_RAM: u64 = 4 * GIB;
+
+/// The declaration of [`MM_INIT_METRIC`].
+fn mm_init_metric() -> Metric {
+    Metric::new(
+        MM_INIT_METRIC,
+        "us/GiB",
+        "the kernel's `mm: ... init N us` at boot (Mm::boot: early allocator, mem_maps, buddy) \
+         on a machine with 4 GiB of RAM, divided by 4",
+    )
+}
 
 /// Boot-time cost of building the memory model (mem_maps, buddy) per GiB of RAM: boots a
 /// machine with 4 GiB of RAM and no virtio-mem `runs` times and reads the kernel's own
@@ -170,12 +425,7 @@ pub fn measure_mm_init(
     boot_timeout: Duration,
 ) -> Result<Metric> {
     let machine = Machine::default().without_virtio_mem().ram(MM_INIT_RAM);
-    let mut m = Metric::new(
-        MM_INIT_METRIC,
-        "us/GiB",
-        "the kernel's `mm: ... init N us` at boot (Mm::boot: early allocator, mem_maps, buddy) \
-         on a machine with 4 GiB of RAM, divided by 4",
-    );
+    let mut m = mm_init_metric();
     for _ in 0..runs {
         let mut vm = Qemu::launch_with(&machine, options)?;
         vm.wait_for_boot(boot_timeout)?;

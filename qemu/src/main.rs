@@ -6,8 +6,9 @@
 //! cargo run -p hotmem-qemu -- boot  [MACHINE] [-c CMD]...  boot, show the console, run CMDs, power off
 //! cargo run -p hotmem-qemu -- args  [MACHINE]              print the QEMU command line
 //! cargo run -p hotmem-qemu -- probe [MACHINE]              start QEMU, query QMP, quit (does QEMU accept it?)
-//! cargo run -p hotmem-qemu --release -- bench [MACHINE] [--runs N] [--out FILE]
-//!                                                          plug/unplug timings, table, JSON
+//! cargo run -p hotmem-qemu --release -- bench [MACHINE] [--runs N] [--linux-runs N]
+//!                      [--only hotmem|linux] [--out FILE]  plug/unplug timings, hotmem beside
+//!                                                          Linux: table, JSON
 //! cargo run -p hotmem-qemu --release -- stress [--seed N] [--steps N] [--duration 15m]
 //!                      [--topology default|two-node] [--inject] [--out DIR] [--plot FILE]
 //!                                                          seeded random resize/reset/hog/pin steps
@@ -34,8 +35,10 @@ usage: hotmem-qemu <run|boot|args|probe|bench|stress> [options] [-- QEMU ARGS...
   boot    boot, print the console live, run each -c command, then poweroff
   args    print the QEMU command line
   probe   start QEMU without waiting for the kernel, query QMP, quit
-  bench   boot time, plug 0->4G / 0->1G (QMP, online, guest), unplug 4G->0 idle, mem_map
-          overhead: --runs fresh boots per scenario, print a table, write --out as JSON
+  bench   boot time, plug 0->4G / 0->1G (QMP, online, guest), unplug 4G->0 idle and with data,
+          mem_map overhead, on hotmem and on Debian's arm64 Linux (fetched with apt into
+          target/linux; $HOTMEM_LINUX_MIRROR replaces the mirror) on the same machine: fresh
+          boots per scenario, print a table with both columns and the ratio, write --out as JSON
   stress  seeded random scenarios (resizes, overlapping resizes, system_reset, and hog/pin when
           the guest has them), checked against QMP after every step; progress, summary, plot
 machine options (default: make run's machine):
@@ -55,7 +58,9 @@ run options:
   --debug            start halted, waiting for gdb on port 1234 (-s -S)
   --qmp SOCKET       QMP socket (default: <workspace>/target/qmp.sock)
 bench options:
-  --runs N           runs per scenario, each on a fresh boot (default 5)
+  --runs N           hotmem runs per scenario, each on a fresh boot (default 5)
+  --linux-runs N     Linux runs per scenario, each on a fresh boot (default 3)
+  --only GUEST       hotmem or linux: measure that guest alone (default: both)
   --out FILE         JSON results (default: <workspace>/target/bench/bench.json)
 stress options (the machine comes from --topology; --image and --boot-timeout apply):
   --seed N           PRNG seed (default: from the clock; printed either way)
@@ -70,6 +75,8 @@ stress options (the machine comes from --topology; --image and --boot-timeout ap
 
 /// Default `--runs`.
 const BENCH_RUNS: usize = 5;
+/// Default `--linux-runs`.
+const BENCH_LINUX_RUNS: usize = 3;
 
 struct Cli {
     verb: String,
@@ -78,6 +85,10 @@ struct Cli {
     commands: Vec<String>,
     boot_timeout: Duration,
     runs: usize,
+    /// `bench --linux-runs`.
+    linux_runs: usize,
+    /// `bench --only`.
+    guests: bench::Guests,
     out: Option<PathBuf>,
     stress: StressArgs,
     /// `run --debug`.
@@ -113,6 +124,8 @@ fn parse_args(args: &[String]) -> Result<Cli> {
         commands: Vec::new(),
         boot_timeout: Duration::from_secs(60),
         runs: BENCH_RUNS,
+        linux_runs: BENCH_LINUX_RUNS,
+        guests: bench::Guests::Both,
         out: None,
         stress: StressArgs {
             seed: None,
@@ -178,6 +191,20 @@ fn parse_args(args: &[String]) -> Result<Cli> {
                     Ok(n) if n > 0 => n,
                     _ => return Err(bad(format!("--runs {v}: want a positive count"))),
                 };
+            }
+            "--linux-runs" => {
+                let v = value()?;
+                cli.linux_runs = match v.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(bad(format!("--linux-runs {v}: want a positive count"))),
+                };
+            }
+            "--only" => {
+                cli.guests = match value()?.as_str() {
+                    "hotmem" => bench::Guests::Hotmem,
+                    "linux" => bench::Guests::Linux,
+                    v => return Err(bad(format!("--only {v}: want hotmem or linux"))),
+                }
             }
             "--out" => cli.out = Some(value()?.into()),
             "--seed" => {
@@ -301,19 +328,18 @@ fn run_interactive(cli: &Cli) -> Result<ExitCode> {
     })
 }
 
-/// `bench`: the scenarios of [`bench::default_scenarios`] (boot, plug 0 -> 4 GiB, unplug
-/// 4 GiB -> 0 idle, plug 0 -> 1 GiB), `cli.runs` times each on a fresh boot; prints the table and
-/// writes the JSON report.
+/// `bench`: [`bench::run`] (hotmem's scenarios `cli.runs` times, Linux's `cli.linux_runs`
+/// times, each on a fresh boot); prints the table and writes the JSON report.
 fn run_bench(cli: &Cli, options: &LaunchOptions) -> Result<()> {
-    let measured = bench::measure(&bench::BenchConfig {
+    let measured = bench::run(&bench::RunConfig {
         machine: &cli.machine,
         options,
         runs: cli.runs,
+        linux_runs: cli.linux_runs,
         boot_timeout: cli.boot_timeout,
-        scenarios: bench::default_scenarios(),
+        guests: cli.guests,
     })?;
-    let mut metrics = measured.metrics;
-    metrics.push(bench::measure_mm_init(options, cli.runs, cli.boot_timeout)?);
+    let metrics = measured.metrics;
     let root = hotmem_qemu::workspace_root();
     let report = Report {
         machine: cli.machine.to_string(),
