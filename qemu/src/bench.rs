@@ -763,3 +763,42 @@ fn check_vmem(vm: &mut Qemu, bytes: u64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_counts_the_chosen_guests() {
+        let machine = Machine::default();
+        let options = LaunchOptions::default();
+        let cfg = |guests| RunConfig {
+            machine: &machine,
+            options: &options,
+            runs: 5,
+            linux_runs: 3,
+            boot_timeout: Duration::from_secs(60),
+            guests,
+        };
+        let ours = BUDGET_PER_RUN * 5;
+        let linux = BUDGET_FETCH + BUDGET_PER_LINUX_RUN * 3;
+        assert_eq!(cfg(Guests::Hotmem).budget(), ours);
+        assert_eq!(cfg(Guests::Linux).budget(), linux);
+        assert_eq!(cfg(Guests::Both).budget(), ours + linux);
+        assert_eq!(cfg(Guests::Both).budget(), Duration::from_secs(24 * 60));
+    }
+
+    #[test]
+    fn parts_follow_the_guest_choice() {
+        let names = |g: Guests| -> Vec<&str> {
+            PARTS
+                .iter()
+                .filter(|p| g.includes(p.guest))
+                .map(|p| p.name)
+                .collect()
+        };
+        assert_eq!(names(Guests::Both), ["scenarios", "mm_init", "linux"]);
+        assert_eq!(names(Guests::Hotmem), ["scenarios", "mm_init"]);
+        assert_eq!(names(Guests::Linux), ["linux"]);
+    }
+}

@@ -559,6 +559,30 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_stamp_needs_no_apt() {
+        // The mirror is unreachable: only the cache can answer.
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = "http://127.0.0.1:9/debian";
+        let file = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, name).unwrap();
+            p
+        };
+        let files = LinuxFiles {
+            package: "linux-image-x-unsigned=1".into(),
+            kernel: file("vmlinuz-x"),
+            module: file("virtio_mem.ko"),
+            busybox: file("busybox"),
+        };
+        std::fs::write(dir.path().join(STAMP), files.stamp(mirror)).unwrap();
+        assert_eq!(fetch(dir.path(), mirror), Ok(files.clone()));
+        assert!(!dir.path().join("apt").exists(), "apt was set up");
+        // A file gone: the cache no longer answers and apt's failure is reported.
+        std::fs::remove_file(&files.module).unwrap();
+        assert!(fetch(dir.path(), mirror).is_err());
+    }
+
+    #[test]
     fn unreachable_fetch_fails_with_one_line() {
         // A mirror nobody listens on: apt fails fast with "connection refused". Needs apt-get on
         // the host; without it the failure is "could not run", which is one line as well.
