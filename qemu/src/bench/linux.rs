@@ -252,6 +252,19 @@ pub fn parse_reply(text: &str) -> Option<(usize, Reply)> {
     None
 }
 
+/// Scans the boot output for the end of the boot: a complete [`READY_LINE`] (the value is the
+/// text before it, the kernel's log and `/init`'s complaints) or a complete `Kernel panic` line
+/// (the error is that line). Returns the bytes consumed; `None` while neither is complete.
+pub fn scan_ready(text: &str) -> Option<(usize, std::result::Result<String, String>)> {
+    let line_end = |at: usize| text[at..].find('\n').map(|n| at + n + 1);
+    if let Some(at) = text.find(PANIC_TEXT) {
+        let end = line_end(at)?;
+        return Some((end, Err(text[at..end].trim().to_string())));
+    }
+    let at = text.find(READY_LINE)?;
+    Some((line_end(at)?, Ok(text[..at].to_string())))
+}
+
 /// The `/init` shell loop over the console of a running Linux guest.
 struct Shell<'a> {
     vm: &'a mut Qemu,
@@ -360,22 +373,17 @@ fn run_scenario(
     progress: &mut Progress,
 ) -> Result<()> {
     let started = vm.started();
-    vm.console()
-        .wait_until(
-            "the Linux guest's ready line",
-            BOOT_TIMEOUT.into(),
-            |text| {
-                let at = text.find(READY_LINE)?;
-                let end = at + text[at..].find('\n')? + 1;
-                Some((end, text[..at].to_string()))
-            },
-        )
-        .and_then(
-            |before| match before.lines().find(|l| l.contains("insmod")) {
-                Some(l) => Err(Error::Protocol(format!("Linux /init: {}", l.trim()))),
-                None => Ok(()),
-            },
-        )?;
+    let what = "the Linux guest's ready line";
+    let before = vm
+        .console()
+        .wait_until(what, BOOT_TIMEOUT.into(), scan_ready)?
+        .map_err(|line| Error::GuestPanic {
+            what: what.into(),
+            line,
+        })?;
+    if let Some(l) = before.lines().find(|l| l.contains("insmod")) {
+        return Err(Error::Protocol(format!("Linux /init: {}", l.trim())));
+    }
     let boot = started.elapsed().as_secs_f64();
     samples.push((BOOT_METRIC.into(), boot));
     progress.push(format!("boot {boot:.3}"));
@@ -567,6 +575,24 @@ mod tests {
         let (_, p) =
             parse_reply("[  1.0] Kernel panic - not syncing: Attempted to kill init!\r\n").unwrap();
         assert!(matches!(p, Reply::Panic(l) if l.contains("Attempted to kill init")));
+    }
+
+    #[test]
+    fn ready_line_or_panic_ends_the_boot() {
+        let boot = "[    0.0] Booting Linux\r\nhotmem-bench: ready\r\n";
+        let (used, before) = scan_ready(boot).unwrap();
+        assert_eq!(used, boot.len());
+        assert_eq!(before.unwrap(), "[    0.0] Booting Linux\r\n");
+        assert_eq!(
+            scan_ready("[    0.0] Booting Linux\r\nhotmem-bench: rea"),
+            None
+        );
+        assert_eq!(scan_ready("hotmem-bench: ready"), None, "line not complete");
+        let panic = "[ 1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n";
+        let (_, err) = scan_ready(panic).unwrap();
+        assert!(err
+            .unwrap_err()
+            .starts_with("Kernel panic - not syncing: VFS"));
     }
 
     #[test]
