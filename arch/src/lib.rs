@@ -28,7 +28,9 @@
 
 pub mod addr;
 pub mod esr;
+pub mod gicv2m;
 pub mod irq;
+pub mod its;
 pub mod layout;
 pub mod lockstat;
 pub mod mmio;

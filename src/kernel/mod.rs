@@ -273,6 +273,7 @@ fn init_gic(info: &BootInfo) {
             (Ok(gicd_va), Ok(gicr_va)) => GicConfig::V3 {
                 gicd_va,
                 gicr_va,
+                gicr_pa: gicr.base,
                 gicr_size: gicr.size as usize,
             },
             _ => {

@@ -17,6 +17,7 @@ use hotmem::dt::{
 mod builder;
 mod corrupt;
 mod dumps;
+mod msi;
 mod synthetic;
 
 const DTB_PA: u64 = 0x4800_0000;
