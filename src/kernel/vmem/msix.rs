@@ -155,6 +155,13 @@ pub(super) fn finish(
     }
 }
 
+/// A device that failed between [`prepare`] and [`finish`]: MSI-X off, handlers gone.
+pub(super) fn abandon(cam: &mut Ecam, prepared: Option<Prepared>) {
+    if let Some(p) = prepared {
+        p.function.abandon(cam);
+    }
+}
+
 /// An INTx line of a device on MSI-X fired: mask it (it has no handler to quiet it).
 fn stray_intx(intid: u32) {
     let _ = gic::disable(intid);

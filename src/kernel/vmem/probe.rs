@@ -138,6 +138,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
                     "vmem{id}: {:?}: invalid device: {e:?}; device disabled",
                     f.df
                 );
+                msix::abandon(&mut cam, msix);
                 continue;
             }
         };
@@ -145,6 +146,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("vmem{id}: {e:?}; device disabled");
+                msix::abandon(&mut cam, msix);
                 continue;
             }
         };
