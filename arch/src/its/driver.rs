@@ -27,7 +27,7 @@ use super::{
 };
 use crate::cpu::IrqSpinLock;
 use crate::mmio::Mmio;
-use alloc_free::DeviceList;
+use devices::DeviceList;
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite};
@@ -83,7 +83,7 @@ const QUEUE_BYTES: usize = 4096;
 const ICID: u16 = 0;
 
 /// DeviceIDs mapped so far and their event counts, without a heap.
-mod alloc_free {
+mod devices {
     /// Most devices the ITS maps.
     pub const MAX_DEVICES: usize = 64;
 
