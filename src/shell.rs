@@ -77,6 +77,8 @@ pub enum Command {
     Mem,
     /// `cpus`: one line per CPU.
     Cpus,
+    /// `irqs`: one line per interrupt source (kind, INTID, MSI-X vector, count).
+    Irqs,
     /// `fault`: a deliberate data abort.
     Fault,
     /// `poweroff`.
@@ -178,6 +180,10 @@ pub const HELP: &[(&str, &str)] = &[
         "device STATE of a block-aligned range next to the guest's view (size: bytes, K/M/G)",
     ),
     ("cpus", "CPUs, their MPIDR, timer ticks, TLB broadcasts"),
+    (
+        "irqs",
+        "interrupt sources: kind, INTID, MSI-X vector, count",
+    ),
     ("ps", "tasks: cpu, state, switches"),
     (
         "locks [reset]",
@@ -252,6 +258,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "help" => no_args(Command::Help, "help"),
         "mem" => no_args(Command::Mem, "mem"),
         "cpus" => no_args(Command::Cpus, "cpus"),
+        "irqs" => no_args(Command::Irqs, "irqs"),
         "fault" => no_args(Command::Fault, "fault"),
         "poweroff" => no_args(Command::Poweroff, "poweroff"),
         "reboot" => no_args(Command::Reboot, "reboot"),
@@ -644,6 +651,8 @@ mod tests {
     #[test]
     fn parsing_tasks() {
         assert_eq!(parse("ps"), Ok(Command::Ps));
+        assert_eq!(parse("irqs"), Ok(Command::Irqs));
+        assert!(matches!(parse("irqs 1"), Err(ParseError::Usage("irqs"))));
         assert_eq!(parse("hog 1536"), Ok(Command::HogStart { mib: 1536 }));
         assert_eq!(parse("hog status"), Ok(Command::HogStatus));
         assert_eq!(parse("hog stop"), Ok(Command::HogStop));

@@ -14,10 +14,20 @@
 //! target list), its MPIDR affinity on v3 (ICC_SGI1R_EL1 names the target by Aff3.Aff2.Aff1
 //! and a bit for Aff0). A CPU that has not run [`init_cpu`] cannot be targeted.
 //!
+//! LPIs (v3 with an ITS, see [`crate::its`]): [`enable_lpis`] gives the calling CPU's
+//! redistributor an LPI configuration table (one byte per LPI, all disabled at first) and
+//! a zeroed pending table from the kernel's memory, programs GICR_PROPBASER and
+//! GICR_PENDBASER (cacheable, inner shareable; a table that reads back non-shareable is
+//! cleaned to memory on every change) and sets EnableLPIs. Only the boot CPU does this:
+//! every LPI is routed to CPU 0's collection. The LPI INTID space is capped at 14 bits
+//! (8192 LPIs, an 8 KiB configuration table), or less when GICD_TYPER.IDbits or the
+//! PROPBASER read back say so. [`set_lpi_enabled`] writes one configuration byte; the ITS
+//! must then `INV` it.
+//!
 //! References: Arm IHI 0048B (GICv2), Arm IHI 0069 (GICv3/v4).
 
 use crate::mmio::Mmio;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
@@ -66,7 +76,10 @@ register_structs! {
         (0x08 => typer: ReadOnly<u64>),
         (0x10 => statusr: ReadWrite<u32>),
         (0x14 => waker: ReadWrite<u32>),
-        (0x18 => @END),
+        (0x18 => _reserved0),
+        (0x70 => propbaser: ReadWrite<u64>),
+        (0x78 => pendbaser: ReadWrite<u64>),
+        (0x80 => @END),
     },
     /// GICv3 redistributor, SGI_base frame (RD_base + 64 KiB).
     pub GicrSgi {
@@ -101,6 +114,8 @@ pub enum GicConfig {
         gicd_va: usize,
         /// First redistributor frame.
         gicr_va: usize,
+        /// Its physical address (an ITS may name redistributors by address).
+        gicr_pa: u64,
         /// Bytes of the redistributor region.
         gicr_size: usize,
     },
@@ -113,6 +128,11 @@ pub enum GicError {
     NoRedistributor(u64),
     /// The GIC was not initialised.
     NotInitialised,
+    /// No LPIs: GICv2, GICD_TYPER.LPIS or GICR_TYPER.PLPIS clear, or EnableLPIs already
+    /// set by someone before us (its tables cannot be replaced).
+    NoLpis,
+    /// The kernel had no memory for the LPI tables.
+    NoMemory,
 }
 
 const PRIORITY: u32 = 0xa0;
@@ -127,9 +147,18 @@ enum Gic {
         gicd: Mmio<GicdRegs>,
         router: Mmio<GicdRouter>,
         gicr_va: usize,
+        gicr_pa: u64,
         gicr_size: usize,
     },
 }
+
+/// The LPI configuration table (its virtual address, 0 before [`enable_lpis`]), the first
+/// INTID past it, and whether writes to it must be cleaned to memory.
+static LPI_PROP_VA: AtomicUsize = AtomicUsize::new(0);
+static LPI_LIMIT: AtomicU32 = AtomicU32::new(0);
+static LPI_CLEAN: AtomicBool = AtomicBool::new(false);
+/// Most LPI INTID bits we configure (see the module doc).
+const MAX_LPI_ID_BITS: u32 = 14;
 
 static GIC: spin::Once<Gic> = spin::Once::new();
 /// Per-CPU redistributor RD_base (v3), indexed by CPU index.
@@ -191,6 +220,7 @@ pub unsafe fn init(cfg: GicConfig) {
         GicConfig::V3 {
             gicd_va,
             gicr_va,
+            gicr_pa,
             gicr_size,
         } => {
             // SAFETY: as above; GICD_IROUTER lives at distributor + 0x6000.
@@ -199,6 +229,7 @@ pub unsafe fn init(cfg: GicConfig) {
                 gicd,
                 router,
                 gicr_va,
+                gicr_pa,
                 gicr_size,
             }
         }
@@ -476,6 +507,109 @@ pub fn handle_irq() {
             Gic::V3 { .. } => icc::set_eoir1(raw as u64),
         }
     }
+}
+
+/// Gives the calling CPU's redistributor its LPI tables and enables LPIs there (see the
+/// module doc). Returns the first INTID past the LPIs it configured.
+pub fn enable_lpis(mem: &mut dyn crate::its::GicMemory) -> Result<u32, GicError> {
+    use crate::its::{lpi_config, shareability, FIRST_LPI, INNER_SHAREABLE, INNER_WB};
+    let Gic::V3 { gicd, .. } = gic()? else {
+        return Err(GicError::NoLpis);
+    };
+    let rd = GICR_OF_CPU[crate::cpu::index()].load(Ordering::Acquire);
+    if rd == 0 {
+        return Err(GicError::NotInitialised);
+    }
+    // SAFETY: `rd` was found by `init_cpu` inside the mapped GICR region.
+    let rdr = unsafe { Mmio::<GicrRd>::new(rd) };
+    let gicd_typer = gicd.typer.get();
+    if gicd_typer & (1 << 17) == 0 || rdr.typer.get() & 1 == 0 || rdr.ctlr.get() & 1 != 0 {
+        return Err(GicError::NoLpis);
+    }
+    let gicd_bits = ((gicd_typer >> 19) & 0x1f) + 1;
+    let mut bits = gicd_bits.min(MAX_LPI_ID_BITS);
+    if bits <= 13 {
+        return Err(GicError::NoLpis);
+    }
+    // IDbits [4:0] = bits - 1, InnerCache [9:7], Shareability [11:10], PA [51:12].
+    let attrs = INNER_WB << 7 | INNER_SHAREABLE << 10;
+    let prop_bytes = (1usize << bits) - FIRST_LPI as usize;
+    let (prop_pa, prop_va) = mem
+        .alloc_zeroed(prop_bytes, 4096)
+        .ok_or(GicError::NoMemory)?;
+    let pend_bytes = (1usize << bits) / 8;
+    let (pend_pa, _) = mem
+        .alloc_zeroed(pend_bytes, 64 << 10)
+        .ok_or(GicError::NoMemory)?;
+    // SAFETY: `prop_va` is `prop_bytes` of memory the kernel gave us for good.
+    unsafe {
+        core::ptr::write_bytes(
+            prop_va as *mut u8,
+            lpi_config(PRIORITY as u8, false),
+            prop_bytes,
+        )
+    };
+    crate::cpu::clean_dcache_range(prop_va as u64, prop_bytes as u64);
+    rdr.propbaser
+        .set((prop_pa & 0x000f_ffff_ffff_f000) | attrs | u64::from(bits - 1));
+    let prop = rdr.propbaser.get();
+    // A redistributor with fewer ID bits keeps fewer (IHI 0069 12.11.32).
+    bits = bits.min((prop & 0x1f) as u32 + 1);
+    // PTZ (bit 62): the pending table is zero.
+    rdr.pendbaser
+        .set((1 << 62) | (pend_pa & 0x000f_ffff_ffff_0000) | attrs);
+    let clean = shareability(prop) == 0 || shareability(rdr.pendbaser.get()) == 0;
+    LPI_CLEAN.store(clean, Ordering::Relaxed);
+    LPI_PROP_VA.store(prop_va, Ordering::Release);
+    LPI_LIMIT.store(1 << bits, Ordering::Release);
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+    rdr.ctlr.set(rdr.ctlr.get() | 1);
+    crate::cpu::isb();
+    Ok(1 << bits)
+}
+
+/// The first INTID past the configured LPIs (0 before [`enable_lpis`]).
+pub fn lpi_limit() -> u32 {
+    LPI_LIMIT.load(Ordering::Acquire)
+}
+
+/// Sets LPI `intid`'s enable bit (priority as every other interrupt). The ITS must `INV`
+/// it before the redistributor is sure to see the change.
+pub fn set_lpi_enabled(intid: u32, enabled: bool) -> Result<(), GicError> {
+    let va = LPI_PROP_VA.load(Ordering::Acquire);
+    if va == 0 || !(crate::its::FIRST_LPI..lpi_limit()).contains(&intid) {
+        return Err(GicError::NoLpis);
+    }
+    let byte = (va + (intid - crate::its::FIRST_LPI) as usize) as *mut u8;
+    // SAFETY: `byte` is inside the configuration table `enable_lpis` allocated for good
+    // (the range check above); the GIC only reads it.
+    unsafe { byte.write_volatile(crate::its::lpi_config(PRIORITY as u8, enabled)) };
+    if LPI_CLEAN.load(Ordering::Relaxed) {
+        crate::cpu::clean_dcache_range(byte as u64, 1);
+    }
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+    Ok(())
+}
+
+/// CPU 0's redistributor: (physical address, GICR_TYPER.Processor_Number), for the ITS's
+/// collection. `None` before CPU 0 ran [`init_cpu`] or on GICv2.
+pub fn boot_redistributor() -> Option<(u64, u16)> {
+    let Ok(Gic::V3 {
+        gicr_va, gicr_pa, ..
+    }) = gic()
+    else {
+        return None;
+    };
+    let rd = GICR_OF_CPU[0].load(Ordering::Acquire);
+    if rd == 0 {
+        return None;
+    }
+    // SAFETY: `rd` was found by `init_cpu` inside the mapped GICR region.
+    let typer = unsafe { Mmio::<GicrRd>::new(rd) }.typer.get();
+    Some((
+        gicr_pa + (rd - gicr_va) as u64,
+        ((typer >> 8) & 0xffff) as u16,
+    ))
 }
 
 /// GIC version in use (2 or 3), 0 before [`init`].

@@ -5,16 +5,37 @@
 //! path never takes a lock. Registration happens before the INTID is enabled at the GIC;
 //! re-registering replaces the handler. Handlers run with IRQs masked on the current CPU and
 //! must not block.
+//!
+//! INTIDs with a slot: SGIs, PPIs and SPIs (0..[`MAX_INTID`]) and the first [`MAX_LPIS`]
+//! LPIs (from [`FIRST_LPI`]); each slot also counts how often its INTID was dispatched
+//! (with or without a handler), summed over the CPUs, for the `irqs` listing.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// INTIDs 0..MAX_INTID are SGIs (0-15), PPIs (16-31) and SPIs (32-1019).
 pub const MAX_INTID: usize = 1024;
 
+/// First LPI INTID (GICv3).
+pub const FIRST_LPI: u32 = 8192;
+/// LPIs with a slot: `FIRST_LPI .. FIRST_LPI + MAX_LPIS`.
+pub const MAX_LPIS: usize = 1024;
+const SLOTS: usize = MAX_INTID + MAX_LPIS;
+
 /// A handler gets the INTID it was registered for.
 pub type Handler = fn(intid: u32);
 
-static HANDLERS: [AtomicUsize; MAX_INTID] = [const { AtomicUsize::new(0) }; MAX_INTID];
+static HANDLERS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+static COUNTS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+/// The slot of `intid`, if it has one.
+fn slot(intid: u32) -> Option<usize> {
+    let i = intid as usize;
+    match intid.checked_sub(FIRST_LPI) {
+        Some(lpi) if (lpi as usize) < MAX_LPIS => Some(MAX_INTID + lpi as usize),
+        Some(_) => None,
+        None => (i < MAX_INTID).then_some(i),
+    }
+}
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 static UNHANDLED: AtomicU64 = AtomicU64::new(0);
 
@@ -27,26 +48,25 @@ pub enum IrqError {
 
 /// Registers `handler` for `intid`.
 pub fn register(intid: u32, handler: Handler) -> Result<(), IrqError> {
-    let slot = HANDLERS
-        .get(intid as usize)
-        .ok_or(IrqError::BadIntid(intid))?;
-    slot.store(handler as usize, Ordering::Release);
+    let slot = slot(intid).ok_or(IrqError::BadIntid(intid))?;
+    HANDLERS[slot].store(handler as usize, Ordering::Release);
     Ok(())
 }
 
 /// Removes the handler of `intid`.
 pub fn unregister(intid: u32) {
-    if let Some(slot) = HANDLERS.get(intid as usize) {
-        slot.store(0, Ordering::Release);
+    if let Some(slot) = slot(intid) {
+        HANDLERS[slot].store(0, Ordering::Release);
     }
 }
 
 /// Calls the handler of `intid`; returns false (and counts it) when none is registered.
 pub fn dispatch(intid: u32) -> bool {
-    let f = HANDLERS
-        .get(intid as usize)
-        .map(|s| s.load(Ordering::Acquire))
-        .unwrap_or(0);
+    let slot = slot(intid);
+    if let Some(s) = slot {
+        COUNTS[s].fetch_add(1, Ordering::Relaxed);
+    }
+    let f = slot.map_or(0, |s| HANDLERS[s].load(Ordering::Acquire));
     if f == 0 {
         UNHANDLED.fetch_add(1, Ordering::Relaxed);
         return false;
@@ -62,6 +82,11 @@ fn unsafe_fn_from_usize(f: usize) -> Handler {
     // SAFETY: `f` was produced by `handler as usize` in `register` from a valid `Handler`,
     // and function pointers and `usize` have the same size on all supported targets.
     unsafe { core::mem::transmute::<usize, Handler>(f) }
+}
+
+/// How often `intid` was dispatched (0 for an INTID without a slot).
+pub fn count(intid: u32) -> u64 {
+    slot(intid).map_or(0, |s| COUNTS[s].load(Ordering::Relaxed))
 }
 
 /// Counts a spurious acknowledge (INTID 1020-1023).
@@ -96,5 +121,15 @@ mod tests {
         unregister(77);
         assert!(!dispatch(77));
         assert_eq!(register(5000, h), Err(IrqError::BadIntid(5000)));
+        assert_eq!(count(77), 3);
+        // LPIs have slots from 8192 on.
+        let lpi = FIRST_LPI + 1;
+        register(lpi, h).unwrap();
+        assert!(dispatch(lpi));
+        assert_eq!((SEEN.load(Ordering::SeqCst), count(lpi)), (lpi, 1));
+        let past = FIRST_LPI + MAX_LPIS as u32;
+        assert_eq!(register(past, h), Err(IrqError::BadIntid(past)));
+        assert!(!dispatch(past));
+        assert_eq!(count(past), 0);
     }
 }

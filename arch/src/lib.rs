@@ -11,7 +11,9 @@
 //!   TableMemory`, table pages named by `TablePa`),
 //!   [`esr`] (exception syndrome decoding), [`irq`] (the handler registry), [`lockstat`]
 //!   (hold-time statistics of the IRQ-masking locks), [`tlb`] (which broadcast TLB
-//!   invalidations cover a range; issuing them is its target-only part).
+//!   invalidations cover a range; issuing them is its target-only part), [`its`] (GICv3
+//!   ITS command encoding and table sizes; the live ITS, `its::driver`, is target-only),
+//!   [`gicv2m`] (the v2m frame's SPI allocator).
 //! - Hardware glue, only for `target_os = "none"`: [`boot`] (entry, EL2 -> EL1, first page
 //!   tables), [`exception`] (vectors, trap frame, fixup table), [`mmu`] (the live kernel
 //!   page table), [`gic`], [`timer`], [`psci`], [`cpu`],
@@ -28,7 +30,9 @@
 
 pub mod addr;
 pub mod esr;
+pub mod gicv2m;
 pub mod irq;
+pub mod its;
 pub mod layout;
 pub mod lockstat;
 pub mod mmio;

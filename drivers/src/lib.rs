@@ -1,4 +1,5 @@
-//! Device drivers for hotmem: the PL011 UART, the PCI host bridge and virtio-mem.
+//! Device drivers for hotmem: the PL011 UART, the PCI host bridge (with MSI-X), virtio-mem
+//! and the MSI-X vectors of virtio-pci devices.
 //!
 //! Drivers know their device and nothing of the kernel's policy: they take virtual
 //! addresses and callbacks from the kernel and report what the device said.
@@ -11,6 +12,7 @@ extern crate alloc;
 pub mod pci;
 pub mod pl011;
 pub mod virtio_mem;
+pub mod virtio_msix;
 
 #[cfg(test)]
 mod test_hal;

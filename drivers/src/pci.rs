@@ -55,6 +55,7 @@ use virtio_drivers::Hal;
 
 mod bar_alloc;
 mod ecam;
+pub mod msix;
 
 pub use bar_alloc::{
     AllocError, Allocation, BarAllocator, BarRequest, BarWidth, MIN_BAR_ALLOC_BYTES,

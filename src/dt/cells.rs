@@ -132,6 +132,11 @@ props! {
     bus_range = "bus-range",
     interrupt_map = "interrupt-map",
     interrupt_map_mask = "interrupt-map-mask",
+    msi_map = "msi-map",
+    msi_map_mask = "msi-map-mask",
+    msi_parent = "msi-parent",
+    msi_base_spi = "arm,msi-base-spi",
+    msi_num_spis = "arm,msi-num-spis",
     ;
     /// `interrupt-controller` is present.
     interrupt_controller: bool,
@@ -139,6 +144,8 @@ props! {
     phandle: Option<&'a [u8]>,
     /// `msi-parent` or `msi-map` is present.
     msi: bool,
+    /// `msi-controller` is present.
+    msi_controller: bool,
 }
 
 impl<'a> Props<'a> {
@@ -149,8 +156,11 @@ impl<'a> Props<'a> {
             match prop.name {
                 "interrupt-controller" => p.interrupt_controller = true,
                 "phandle" | "linux,phandle" => p.phandle = p.phandle.or(Some(prop.value)),
-                "msi-parent" | "msi-map" => p.msi = true,
-                name => p.keep(name, prop.value),
+                "msi-controller" => p.msi_controller = true,
+                name => {
+                    p.msi |= matches!(name, "msi-parent" | "msi-map");
+                    p.keep(name, prop.value)
+                }
             }
         }
         Ok(p)

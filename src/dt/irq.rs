@@ -8,6 +8,10 @@
 //!   entries (GICD, then GICC or the first GICR region); a second GIC is ignored with a
 //!   warning. Its first child MSI frame of the matching version (`arm,gic-v2m-frame` for
 //!   v2, `arm,gic-v3-its` for v3) becomes the optional v2m / ITS range.
+//! - Every child MSI frame of that GIC with `msi-controller` and a `phandle` is also
+//!   remembered as an [`MsiController`] (at most [`MAX_MSI_FRAMES`]), for the host
+//!   bridge's `msi-map` / `msi-parent` ([`Walk::msi_controller`]). A v2m frame's
+//!   `arm,msi-base-spi` / `arm,msi-num-spis` are kept only as a pair inside 32..1020.
 //! - The timer's `interrupts` are kept raw as [`PendingIrqs`], with the inherited
 //!   `interrupt-parent`.
 //!
@@ -18,7 +22,10 @@
 
 use super::cells::{compatible_with, prop_u32, Cells};
 use super::walk::{warn_dt, Role, Visit, Walk};
-use super::{GicInfo, PhysRange, TimerInfo};
+use super::{GicInfo, MsiController, PhysRange, TimerInfo};
+
+/// Most MSI frames of the GIC remembered for `msi-map` / `msi-parent`.
+pub(super) const MAX_MSI_FRAMES: usize = 4;
 
 /// An interrupt controller seen in the walk, for resolving phandles afterwards.
 #[derive(Clone, Copy)]
@@ -46,6 +53,8 @@ pub(super) struct GicFound {
     /// GICC for v2, the first GICR region for v3.
     second: PhysRange,
     msi: Option<PhysRange>,
+    /// The child frames with `msi-controller` and a phandle, in tree order.
+    frames: [Option<(u32, MsiController)>; MAX_MSI_FRAMES],
 }
 
 impl GicFound {
@@ -98,6 +107,7 @@ impl<'a> Walk<'a> {
             gicd,
             second,
             msi: None,
+            frames: [None; MAX_MSI_FRAMES],
         });
         Role::Gic
     }
@@ -106,16 +116,62 @@ impl<'a> Walk<'a> {
         let name = node.this.name;
         let its = compatible_with(node.props.compatible, &["arm,gic-v3-its"]);
         let regs = self.node_regs(node);
+        let Some(&range) = regs.first() else {
+            warn_dt!(self, "{}: MSI frame without reg", name);
+            return;
+        };
+        let controller = match its {
+            true => MsiController::Its { regs: range },
+            false => MsiController::V2m {
+                regs: range,
+                spis: self.v2m_spis(node),
+            },
+        };
         let Some(gic) = self.gic.as_mut() else {
             return;
         };
-        if gic.msi.is_some() || gic.v3 != its {
-            return; // We use the first frame that matches the GIC version.
+        if gic.v3 != its {
+            return; // A frame the GIC version cannot use.
         }
-        match regs.first() {
-            Some(&range) => gic.msi = Some(range),
-            None => warn_dt!(self, "{}: MSI frame without reg", name),
+        if gic.msi.is_none() {
+            gic.msi = Some(range); // The first frame that matches the GIC version.
         }
+        let phandle = node.props.phandle.and_then(prop_u32);
+        let (true, Some(phandle)) = (node.props.msi_controller, phandle) else {
+            return; // Nobody can name it as an MSI controller.
+        };
+        match gic.frames.iter_mut().find(|f| f.is_none()) {
+            Some(slot) => *slot = Some((phandle, controller)),
+            None => warn_dt!(self, "{}: too many MSI frames", name),
+        }
+    }
+
+    /// `arm,msi-base-spi` and `arm,msi-num-spis` of a v2m frame, both or neither.
+    fn v2m_spis(&mut self, node: Visit<'_, 'a>) -> Option<(u32, u32)> {
+        let base = node.props.msi_base_spi.map(prop_u32);
+        let num = node.props.msi_num_spis.map(prop_u32);
+        match (base, num) {
+            (None, None) => None,
+            (Some(Some(base)), Some(Some(num)))
+                if num > 0 && base >= 32 && base.checked_add(num).is_some_and(|e| e <= 1020) =>
+            {
+                Some((base, num))
+            }
+            _ => {
+                warn_dt!(self, "{}: bad arm,msi-base-spi/num-spis", node.this.name);
+                None
+            }
+        }
+    }
+
+    /// The MSI frame of our GIC whose phandle is `phandle`.
+    pub(super) fn msi_controller(&self, phandle: u32) -> Option<MsiController> {
+        self.gic?
+            .frames
+            .iter()
+            .flatten()
+            .find(|(p, _)| *p == phandle)
+            .map(|&(_, c)| c)
     }
 
     pub(super) fn timer_node(&mut self, node: Visit<'_, 'a>) {

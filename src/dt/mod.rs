@@ -202,6 +202,63 @@ pub struct PciIrqMapEntry {
     pub intid: u32,
 }
 
+/// The MSI controller a host bridge's `msi-map` or `msi-parent` names: a child frame of the
+/// GIC we use with `msi-controller`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsiController {
+    /// GICv3 ITS (`arm,gic-v3-its`): MSIs become LPIs; the doorbell (GITS_TRANSLATER) is in
+    /// the second 64 KiB frame of `regs`.
+    Its {
+        /// The ITS's `reg`.
+        regs: PhysRange,
+    },
+    /// GICv2m frame (`arm,gic-v2m-frame`): MSIs become edge-triggered SPIs.
+    V2m {
+        /// The frame's `reg`.
+        regs: PhysRange,
+        /// (first INTID, count) from `arm,msi-base-spi` and `arm,msi-num-spis` (read as
+        /// MSI_TYPER's fields are: an INTID and a count); `None` when absent or bad, and
+        /// the driver reads MSI_TYPER.
+        spis: Option<(u32, u32)>,
+    },
+}
+
+/// One `msi-map` entry (PCI msi-map binding): requester IDs `rid_base .. rid_base +
+/// length` (after `msi-map-mask`) become MSI specifiers (ITS DeviceIDs) from `msi_base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiMapEntry {
+    /// First requester ID.
+    pub rid_base: u32,
+    /// The specifier of `rid_base`.
+    pub msi_base: u32,
+    /// How many IDs, never 0.
+    pub length: u32,
+}
+
+/// How the host bridge's functions signal MSIs: the controller and the requester-ID map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciMsi {
+    /// Where the MSIs go.
+    pub controller: MsiController,
+    /// `msi-map-mask`, all ones when absent.
+    pub map_mask: u32,
+    /// The `msi-map` entries to `controller`; `msi-parent` is one identity entry over all
+    /// 16-bit requester IDs.
+    pub map: ArrayVec<MsiMapEntry, 8>,
+}
+
+impl PciMsi {
+    /// The MSI specifier (the ITS DeviceID) of requester ID `rid` (`bus << 8 | device << 3
+    /// | function`), `None` when no entry covers it.
+    pub fn device_id(&self, rid: u16) -> Option<u32> {
+        let rid = u32::from(rid) & self.map_mask;
+        self.map.iter().find_map(|e| {
+            let off = rid.checked_sub(e.rid_base)?;
+            (off < e.length).then(|| e.msi_base.wrapping_add(off))
+        })
+    }
+}
+
 /// ECAM host bridge (`pci-host-ecam-generic`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciHostInfo {
@@ -219,6 +276,9 @@ pub struct PciHostInfo {
     pub irq_map: ArrayVec<PciIrqMapEntry, 32>,
     /// `msi-parent` / `msi-map` present.
     pub has_msi: bool,
+    /// The MSI controller and requester-ID map, when `msi-map` / `msi-parent` name a usable
+    /// frame of our GIC.
+    pub msi: Option<PciMsi>,
 }
 
 /// Something in the tree we could not use; parsing went on without it. The text names

@@ -7,7 +7,13 @@
 //!   child address: `phys.hi` holds the space code in bits 24-25 and prefetchable in bit
 //!   30. Config-space entries are skipped with a warning, empty ones silently; each
 //!   window's CPU address is translated through the ancestors' `ranges`. At most 8.
-//! - `msi-parent` / `msi-map` only set [`PciHostInfo::has_msi`].
+//! - `msi-map` (with `msi-map-mask`) or else `msi-parent` ([`Walk::pci_msi`], PCI msi-map
+//!   binding) become [`PciHostInfo::msi`] after the walk, when the GIC's MSI frames are
+//!   known: `msi-map` entries are <rid-base phandle msi-base length> (one cell of
+//!   msi-base, as QEMU writes them even for a v2m frame without `#msi-cells`); an entry
+//!   naming an unknown frame, or another frame than the first entry's, or of length 0, is skipped with a warning (at most 8 kept). `msi-parent` is one identity
+//!   entry over every 16-bit requester ID. [`PciHostInfo::has_msi`] only says either
+//!   property is there.
 //! - `interrupt-map` and `interrupt-map-mask` ([`Walk::pci_irq_map`]) are read after the
 //!   walk, when every interrupt controller's cell counts are known. An entry's parent
 //!   unit address and specifier widths come from that parent, so an entry whose parent
@@ -19,7 +25,7 @@ use arrayvec::ArrayVec;
 use super::cells::{prop_u32, Cells};
 use super::irq::gic_spec;
 use super::walk::{warn_dt, Visit, Walk};
-use super::{PciHostInfo, PciIrqMapEntry, PciSpace, PciWindow};
+use super::{MsiMapEntry, PciHostInfo, PciIrqMapEntry, PciMsi, PciSpace, PciWindow};
 
 /// The host bridge found in the walk; its `interrupt-map` still raw.
 pub(super) struct PciFound<'a> {
@@ -29,6 +35,9 @@ pub(super) struct PciFound<'a> {
     interrupt_cells: Option<u32>,
     map: Option<&'a [u8]>,
     mask: Option<&'a [u8]>,
+    msi_map: Option<&'a [u8]>,
+    msi_map_mask: Option<&'a [u8]>,
+    msi_parent: Option<&'a [u8]>,
 }
 
 impl<'a> Walk<'a> {
@@ -70,6 +79,7 @@ impl<'a> Walk<'a> {
             irq_map_mask: (u32::MAX, u32::MAX),
             irq_map: ArrayVec::new(),
             has_msi: node.props.msi,
+            msi: None,
         };
         if let Some(ranges) = node.props.ranges {
             self.pci_windows(node, ranges, &mut info.windows);
@@ -81,6 +91,9 @@ impl<'a> Walk<'a> {
             interrupt_cells: node.props.interrupt_cells.and_then(prop_u32),
             map: node.props.interrupt_map,
             mask: node.props.interrupt_map_mask,
+            msi_map: node.props.msi_map,
+            msi_map_mask: node.props.msi_map_mask,
+            msi_parent: node.props.msi_parent,
         });
     }
 
@@ -142,7 +155,81 @@ impl<'a> Walk<'a> {
     pub(super) fn pci_info(&mut self) -> Option<PciHostInfo> {
         let mut pci = self.pci.take()?;
         self.pci_irq_map(&mut pci);
+        pci.info.msi = self.pci_msi(&pci);
         Some(pci.info)
+    }
+
+    /// `msi-map` / `msi-map-mask`, else `msi-parent`, resolved to a frame of our GIC.
+    fn pci_msi(&mut self, pci: &PciFound<'a>) -> Option<PciMsi> {
+        let name = pci.name;
+        let Some(map) = pci.msi_map else {
+            let phandle = Cells(pci.msi_parent?).u32();
+            let controller = phandle.and_then(|p| self.msi_controller(p));
+            if controller.is_none() {
+                warn_dt!(self, "{}: msi-parent is not an MSI frame of our GIC", name);
+            }
+            let mut identity = ArrayVec::new();
+            identity.push(MsiMapEntry {
+                rid_base: 0,
+                msi_base: 0,
+                length: 0x1_0000,
+            });
+            return controller.map(|controller| PciMsi {
+                controller,
+                map_mask: u32::MAX,
+                map: identity,
+            });
+        };
+        let map_mask = match pci.msi_map_mask.map(prop_u32) {
+            None => u32::MAX,
+            Some(Some(mask)) => mask,
+            Some(None) => {
+                warn_dt!(self, "{}: bad msi-map-mask, using all ones", name);
+                u32::MAX
+            }
+        };
+        let mut found: Option<PciMsi> = None;
+        let mut c = Cells(map);
+        while !c.is_empty() {
+            let (Some(rid_base), Some(phandle), Some(msi_base), Some(length)) =
+                (c.u32(), c.u32(), c.u32(), c.u32())
+            else {
+                warn_dt!(self, "{}: msi-map entry cut short", name);
+                break;
+            };
+            let Some(controller) = self.msi_controller(phandle) else {
+                warn_dt!(
+                    self,
+                    "{}: msi-map: {:#x} is not an MSI frame",
+                    name,
+                    phandle
+                );
+                continue;
+            };
+            if length == 0 {
+                warn_dt!(self, "{}: msi-map entry of length 0", name);
+                continue;
+            }
+            let msi = found.get_or_insert_with(|| PciMsi {
+                controller,
+                map_mask,
+                map: ArrayVec::new(),
+            });
+            if msi.controller != controller {
+                warn_dt!(self, "{}: msi-map entry to a second MSI frame", name);
+                continue;
+            }
+            let entry = MsiMapEntry {
+                rid_base,
+                msi_base,
+                length,
+            };
+            if msi.map.try_push(entry).is_err() {
+                warn_dt!(self, "{}: more than 8 msi-map entries", name);
+                break;
+            }
+        }
+        found
     }
 
     /// `interrupt-map` (DT spec 2.4.3.1): child unit address (the host's

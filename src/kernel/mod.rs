@@ -8,7 +8,8 @@
 //!    map, boot the memory model (from then on the heap and the page tables draw from it);
 //! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence) and
 //!    the task-exit hook; exception hooks, GIC, timer tick, the reschedule SGI, UART
-//!    receive interrupt;
+//!    receive interrupt; CPU 0's GIC interface; the MSI controller (`msi`: LPIs on CPU 0's
+//!    redistributor and the ITS, or the v2m frame);
 //! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
 //!    CPU_ON (each boot context becomes that CPU's idle task);
 //! 6. probe virtio-mem; start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
@@ -23,11 +24,12 @@
 //! floor  module     holds                                           imports (kernel/)
 //!   5    mod.rs     boot, SMP bring-up, interrupt hooks, wiring     any
 //!   4    shell      executes commands, prints every record          console cpus hog inject
-//!                                                                   mem spin_test task vmem
-//!   3    vmem/      virtio-mem glue; inside it hal, memory,         inject mem migrate work
-//!                   transport < device < probe
+//!                                                                   mem msi spin_test task vmem
+//!   3    vmem/      virtio-mem glue; inside it hal, memory, msix    inject mem migrate msi
+//!                   < transport < device < probe                    work
 //!        hog        the hog and pin workload                        cpus mem migrate task
 //!   2    migrate    rmap lock, engine page tables, fault hook       inject mem task
+//!        msi        MSI controller, MSI-X of a function, sources    mem
 //!        work       the worker and its registry of Work items       task
 //!        console    PL011 output and input, the logger              task
 //!        spin_test  the spin test load                              mem task
@@ -47,6 +49,7 @@ mod hog;
 mod inject;
 pub mod mem;
 mod migrate;
+mod msi;
 mod shell;
 mod spin_test;
 pub mod task;
@@ -160,6 +163,9 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
         log::warn!("console: the UART has no interrupt in the device tree; input will not work");
     }
     cpu_online(0);
+    list_irq_sources(uart.intid);
+    // MSIs (the ITS with LPIs to CPU 0, or the v2m frame) before PCI probe asks for them.
+    msi::init(info);
 
     start_secondaries(info);
     vmem::probe(info, pa_bits);
@@ -273,6 +279,7 @@ fn init_gic(info: &BootInfo) {
             (Ok(gicd_va), Ok(gicr_va)) => GicConfig::V3 {
                 gicd_va,
                 gicr_va,
+                gicr_pa: gicr.base,
                 gicr_size: gicr.size as usize,
             },
             _ => {
@@ -289,6 +296,22 @@ fn init_gic(info: &BootInfo) {
     // stay mapped forever.
     unsafe { gic::init(cfg) };
     log::info!("gic: version {}", gic::version());
+}
+
+/// The wired sources `irqs` lists next to the devices' (which their probe adds).
+fn list_irq_sources(uart_intid: Option<u32>) {
+    use alloc::string::ToString;
+    let timer = TIMER_INTID.load(Ordering::Relaxed) as u32;
+    msi::add_source("timer".to_string(), msi::Kind::Ppi, timer, None);
+    msi::add_source(
+        "resched".to_string(),
+        msi::Kind::Sgi,
+        task::RESCHED_SGI,
+        None,
+    );
+    if let Some(intid) = uart_intid {
+        msi::add_source("uart".to_string(), msi::Kind::Spi, intid, None);
+    }
 }
 
 fn timer_irq(_intid: u32) {

@@ -13,7 +13,7 @@
 
 use super::mem::{self, MemtestError};
 use super::spin_test::{self, SpinFailure};
-use super::{console, cpus, hog, inject, task, vmem};
+use super::{console, cpus, hog, inject, msi, task, vmem};
 use crate::println;
 use core::fmt::Display;
 use hotmem::mm::{SectionInfo, ZoneStats, ZoneType};
@@ -53,6 +53,20 @@ fn execute(cmd: Command) {
                     c.online as u8,
                     c.ticks,
                     tlb::broadcasts(i)
+                );
+            }
+        }
+        Command::Irqs => {
+            // One record per source; `vector` is the MSI-X table entry ("-" when wired).
+            for (s, count) in msi::sources() {
+                let vector = s
+                    .vector
+                    .map_or(alloc::string::String::from("-"), |v| alloc::format!("{v}"));
+                println!(
+                    "irq source={} kind={} intid={} count={count} vector={vector}",
+                    s.name,
+                    s.kind.name(),
+                    s.intid
                 );
             }
         }

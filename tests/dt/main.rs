@@ -1,11 +1,13 @@
 //! Host tests for `hotmem::dt`, one test target (`cargo test -p hotmem --test dt`) in
-//! three rooms:
+//! four rooms:
 //! - `dumps`: what `dt::parse` takes from real trees. The `.dtb` files under `tests/dtb/`
 //!   are QEMU 10.0.2 `-M virt,dumpdtb=` dumps (see `tests/dtb/regen.sh` for each command
 //!   line) plus two dtc-built trees (`reserved.dts`, `edge.dts`).
 //! - `corrupt`: unreadable blobs are errors and damaged ones never panic (every prefix,
 //!   every bit flip, word overwrites, proptest corruption).
 //! - `synthetic`: corner cases built in memory with the small FDT writer in `builder`.
+//! - `msi`: which MSI controller (ITS, v2m, none) the host bridge's `msi-map` /
+//!   `msi-parent` names, on the dumps and on built trees.
 //!
 //! This file holds what they share: loading, the expected values common to QEMU's `virt`
 //! dumps, and constructors that keep the expected values one line each.
@@ -17,6 +19,7 @@ use hotmem::dt::{
 mod builder;
 mod corrupt;
 mod dumps;
+mod msi;
 mod synthetic;
 
 const DTB_PA: u64 = 0x4800_0000;

@@ -10,6 +10,9 @@
 //! the driver) and schedules the work; the work reads each device's interrupt count, then
 //! its ISR (through the driver), unmasks the lines, and converges every device. Requests wait
 //! for their response with `wfi` (the queue interrupt or the next tick wakes the CPU).
+//! A device on MSI-X (`msix`) has no line: [`msi_handler`] counts the interrupt for its
+//! device and schedules the work, which learns of a configuration change from the vector
+//! instead of the ISR.
 //!
 //! Status: a pass publishes each device's [`Snapshot`] when it ends, and also during
 //! a long pass at the pace of [`Pace`] (with a progress line about once a second once
@@ -184,6 +187,15 @@ pub(super) fn irq_handler(intid: u32) {
     CONVERGE.schedule();
 }
 
+/// MSI handler: an MSI has no line to mask; count it for its device (`msix::note`) and
+/// leave the rest to the work.
+pub(super) fn msi_handler(intid: u32) {
+    if let Some(l) = super::msix::note(intid).and_then(live) {
+        l.interrupts.fetch_add(1, Ordering::AcqRel);
+    }
+    CONVERGE.schedule();
+}
+
 /// The deferred work: answer a query, acknowledge interrupts, unmask lines, converge every
 /// device, publishing on the way; then the final snapshots, then the resize log lines.
 fn converge() {
@@ -195,9 +207,8 @@ fn converge() {
     let seen: Vec<u64> = (0..devs.len())
         .map(|i| live(i).map_or(0, Live::interrupts))
         .collect();
-    for d in devs.iter_mut() {
-        let (config_changed, _) = d.driver.ack_interrupt();
-        if config_changed {
+    for (i, d) in devs.iter_mut().enumerate() {
+        if super::msix::config_changed(i, || d.driver.ack_interrupt().0) {
             d.policy.config_changed();
         }
     }

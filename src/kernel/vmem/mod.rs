@@ -7,6 +7,8 @@
 //!   options that shape it;
 //! - `transport`: the PCI transport under the driver, with fault injection's torn
 //!   configuration reads;
+//! - `msix`: MSI-X or INTx for each device (vectors, the handler's half, configuration
+//!   changes without the ISR);
 //! - `device`: the device list, the live configuration readers and interrupt counts, the
 //!   interrupt handler, the convergence work, the status snapshots for `vmem`, and the
 //!   worker's side of `vmem wait` and `vmem state`;
@@ -29,6 +31,7 @@
 mod device;
 mod hal;
 mod memory;
+mod msix;
 mod probe;
 mod transport;
 

@@ -11,6 +11,7 @@
 
 use super::device::{self, Dev, Live, CONVERGE, DEVICES, LIVE};
 use super::hal::KernelHal;
+use super::msix;
 use super::transport::InjectTransport;
 use alloc::vec::Vec;
 use hotmem::dt::BootInfo;
@@ -21,7 +22,7 @@ use hotmem_arch::irq;
 use hotmem_arch::layout;
 use hotmem_arch::mmu;
 use hotmem_arch::pgtable::{Attrs, Granule};
-use hotmem_drivers::pci::{self, PciHost};
+use hotmem_drivers::pci::{self, Ecam, PciHost};
 use hotmem_drivers::virtio_mem::{Limits, VirtioMem};
 
 fn dt_windows(info: &hotmem::dt::PciHostInfo) -> Vec<pci::Window> {
@@ -85,7 +86,11 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             irq_map,
         )
     };
-    let mut pci = match pci {
+    // SAFETY: as above; the MSI-X setup's second handle only writes capability registers,
+    // between the host's own calls, in this one thread.
+    let cam = pci
+        .and_then(|p| unsafe { Ecam::new(va, ecam_size as usize, host.bus_start) }.map(|c| (p, c)));
+    let (mut pci, mut cam) = match cam {
         Ok(p) => p,
         Err(e) => {
             log::error!("pci: {e}");
@@ -106,8 +111,9 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             continue;
         }
         let id = devs.len();
-        let transport = match pci
-            .setup_bars(f.df)
+        let bars = pci.setup_bars(f.df);
+        let transport = match bars
+            .clone()
             .and_then(|_| pci.virtio_transport::<KernelHal>(f.df))
         {
             Ok(t) => InjectTransport::new(t),
@@ -116,6 +122,9 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
                 continue;
             }
         };
+        let bars = bars.unwrap_or_default();
+        let msix = msix::prepare(id, &mut cam, f.df, &bars, device::msi_handler);
+        let transport = transport.with_vectors(msix.as_ref().map(msix::Prepared::vectors));
         let driver = match VirtioMem::<KernelHal, _>::new(
             transport,
             &Limits {
@@ -129,6 +138,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
                     "vmem{id}: {:?}: invalid device: {e:?}; device disabled",
                     f.df
                 );
+                msix::abandon(&mut cam, msix);
                 continue;
             }
         };
@@ -136,6 +146,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("vmem{id}: {e:?}; device disabled");
+                msix::abandon(&mut cam, msix);
                 continue;
             }
         };
@@ -153,18 +164,17 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             cfg.plugged_size >> 20,
             cfg.requested_size >> 20
         );
-        if f.intid.is_none() {
-            log::warn!("vmem{id}: no interrupt route; resizes only converge on retries");
-        }
+        // The INTx line, or `None` on MSI-X (a device without either is logged there).
+        let intid = msix::finish(id, &mut cam, msix, f.intid);
         let reader = pci.virtio_transport::<KernelHal>(f.df);
         if let Err(e) = &reader {
             log::warn!("vmem{id}: no configuration reader ({e}); `vmem` shows the last pass");
         }
-        lives.push(Live::new(reader.ok(), driver.node_id_valid(), f.intid));
+        lives.push(Live::new(reader.ok(), driver.node_id_valid(), intid));
         devs.push(Dev {
             driver,
             policy: Vmem::new(id, cfg),
-            intid: f.intid,
+            intid,
             answered: 0,
         });
     }

@@ -10,13 +10,19 @@
 //! - **unaligned**: a read of `requested_size` comes back 4 KiB above the device's value, which
 //!   is never a multiple of a block (blocks are at least 1 MiB); the driver must refuse it.
 //!
+//! - **MSI-X vectors**: when given [`Vectors`] ([`InjectTransport::with_vectors`]), each
+//!   `queue_set` first programs `msix_config` and the queue's `queue_msix_vector` (after
+//!   feature negotiation, before the queue is enabled: see `msix`).
+//!
 //! Everything else is forwarded unchanged. State: an offset added to the device's
 //! generation (it only grows, so the counter never appears to go back) and whether a read is
 //! being torn. Only the driver, owned by one thread at a time, calls it (see `device`).
 
 use crate::kernel::inject;
+use alloc::sync::Arc;
 use core::cell::Cell;
 use hotmem::inject::ConfigFault;
+use hotmem_drivers::virtio_msix::Vectors;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{PhysAddr, Result};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -36,6 +42,7 @@ pub(super) struct InjectTransport<T> {
     inner: T,
     generation_offset: Cell<u32>,
     tearing: Cell<bool>,
+    vectors: Option<Arc<Vectors>>,
 }
 
 impl<T: Transport> InjectTransport<T> {
@@ -45,7 +52,14 @@ impl<T: Transport> InjectTransport<T> {
             inner,
             generation_offset: Cell::new(0),
             tearing: Cell::new(false),
+            vectors: None,
         }
+    }
+
+    /// The same transport, programming `vectors` before each queue is enabled.
+    pub(super) fn with_vectors(mut self, vectors: Option<Arc<Vectors>>) -> Self {
+        self.vectors = vectors;
+        self
     }
 }
 
@@ -85,6 +99,9 @@ impl<T: Transport> Transport for InjectTransport<T> {
         driver_area: PhysAddr,
         device_area: PhysAddr,
     ) {
+        if let Some(v) = &self.vectors {
+            v.program(queue);
+        }
         self.inner
             .queue_set(queue, size, descriptors, driver_area, device_area)
     }
