@@ -2,8 +2,8 @@
 //! purpose ([`MetaPages`], a handle only the model makes), turned into a typed slice
 //! ([`MemMap`]) by the one trait [`MemMapStore`].
 //!
-//! Model: mem_maps (arrays of [`Page`]) and section-table chunks (arrays of
-//! [`Section`]) live in physical memory that the model itself allocates: from the early
+//! Model: mem_maps (arrays of [`Page`]), section-table chunks (arrays of [`Section`]) and
+//! unit tables (arrays of [`UnitMaps`], see [`super::memmap`]) live in physical memory that the model itself allocates: from the early
 //! allocator at boot, from the buddy allocator (unmovable, node-preferred) at run time.
 //! The model never touches page contents otherwise. The kernel implements the store with
 //! a cast through its linear map (one `unsafe fn`); host tests implement it with ordinary
@@ -51,6 +51,7 @@
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 
+use super::memmap::UnitMaps;
 use super::page::Page;
 use super::section::Section;
 use super::types::{Pfn, PhysAddr, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE};
@@ -59,7 +60,7 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// Types the model stores through a [`MemMapStore`]: [`Page`] and [`Section`]. Every bit
+/// Types the model stores through a [`MemMapStore`]: [`Page`], [`Section`], [`UnitMaps`]. Every bit
 /// pattern the model reads back was written by the model, starting from `EMPTY`.
 pub trait MemMapItem: Sized + 'static + sealed::Sealed {
     /// The value every element holds right after [`MemMapStore::map`].
@@ -73,6 +74,10 @@ impl MemMapItem for Page {
 impl sealed::Sealed for Section {}
 impl MemMapItem for Section {
     const EMPTY: Section = Section::EMPTY;
+}
+impl sealed::Sealed for UnitMaps {}
+impl MemMapItem for UnitMaps {
+    const EMPTY: UnitMaps = UnitMaps::EMPTY;
 }
 
 const _: () = assert!(
