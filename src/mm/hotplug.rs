@@ -226,6 +226,18 @@ impl<S: MemMapStore> Mm<S> {
         self.check_absent(range)
     }
 
+    /// Checks that no section of `range` with per-unit descriptors holds another node.
+    fn check_node(&self, range: PfnRange, node: NodeId) -> Result<(), Error> {
+        for p in pieces(range) {
+            if let Some(sec) = self.buddy.table.get(p.nr) {
+                if !sec.has_mem_map() && sec.present() != 0 && sec.node() != node {
+                    return Err(Error::NodeConflict(p.nr));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The zone of the section holding `pfn` (`None`: nothing online there).
     pub(super) fn zone_at(&self, pfn: Pfn) -> Option<ZoneType> {
         self.buddy.table.get(pfn.section()).and_then(|s| s.zone())
@@ -254,6 +266,7 @@ impl<S: MemMapStore> Mm<S> {
     ) -> Result<(), Error> {
         self.check_range(range)?;
         self.check_absent(range)?;
+        self.check_node(range, node)?;
         // Metadata first; on failure give back the mem_maps of this call.
         let mut failed = None;
         // Sections whose mem_map this call creates (already initialised for the range).
@@ -278,7 +291,10 @@ impl<S: MemMapStore> Mm<S> {
             let nr = p.nr;
             let t = template(nr, node, online_as);
             let mut meta = 0;
-            if !self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
+            if let Some(sec) = self.buddy.table.get_mut(nr).filter(|s| !s.has_mem_map()) {
+                if sec.present() == 0 {
+                    sec.set_node(node);
+                }
                 meta = self.add_unit_maps(p.range, t);
             } else if i >= 64 || created & (1 << i) == 0 {
                 // `created` only tracks the first 64 pieces; later ones are re-initialised.
@@ -655,30 +671,31 @@ impl<S: MemMapStore> Mm<S> {
                 continue;
             };
             let node = sec.node();
-            let units = !sec.has_mem_map();
             let nr = p.nr;
-            let mut per_node = [0u64; MAX_NODES];
-            let mut meta_node = [0u64; MAX_NODES];
-            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
-                if pg.flags().contains(PageFlags::MEMMAP) {
-                    meta_node[pg.node().index()] += 1;
-                } else {
-                    per_node[pg.node().index()] += 1;
-                }
-                *pg = Page::init(nr, node, PageFlags::HOLE);
-            });
-            for ((nd, n), m) in self.buddy.nodes.iter_mut().zip(per_node).zip(meta_node) {
-                nd.offline_pages -= n;
-                nd.mem_map_pages -= m;
-            }
-            // Descriptors first, presence after: a unit leaves with its own descriptors.
-            if units {
-                self.remove_unit_maps(p.range);
-            }
-            if let Some(sec) = self.buddy.table.get_mut(p.nr) {
+            if sec.has_mem_map() {
                 sec.set_present(sec.present() & !p.mask);
+                let mut per_node = [0u64; MAX_NODES];
+                self.buddy.table.for_each_page_mut(p.range, |_, pg| {
+                    per_node[pg.node().index()] += 1;
+                    *pg = Page::init(nr, node, PageFlags::HOLE);
+                });
+                for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
+                    nd.offline_pages -= n;
+                }
+            } else {
+                // Per-unit descriptors, all on the section's node: the counts come from the
+                // unit table, not from the descriptors (never read once the range goes).
+                let meta = self.unit_meta_in(p.range);
+                let nd = &mut self.buddy.nodes[node.index()];
+                nd.offline_pages -= p.range.nr_pages() - meta;
+                nd.mem_map_pages -= meta;
+                // Descriptors first, presence after: a unit leaves with its descriptors.
+                self.remove_unit_maps(p.range);
+                if let Some(sec) = self.buddy.table.get_mut(nr) {
+                    sec.set_present(sec.present() & !p.mask);
+                }
             }
-            self.release_section_meta(p.nr);
+            self.release_section_meta(nr);
         }
         Ok(())
     }

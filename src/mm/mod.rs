@@ -161,6 +161,9 @@ pub enum Error {
     AlreadyOnline(Pfn),
     /// Onlining would mix two zones in one section.
     ZoneConflict(SectionNr),
+    /// Adding another node's memory to a section whose units carry their own descriptors
+    /// (such a section holds one node).
+    NodeConflict(SectionNr),
     /// Part of the range is not isolated.
     NotIsolated(Pfn),
     /// Part of the range is already isolated.
@@ -201,6 +204,7 @@ impl fmt::Display for Error {
             Error::NotOnline(p) => write!(f, "{p} not online"),
             Error::AlreadyOnline(p) => write!(f, "{p} is online"),
             Error::ZoneConflict(s) => write!(f, "section {s} would mix zones"),
+            Error::NodeConflict(s) => write!(f, "section {s} holds another node's units"),
             Error::NotIsolated(p) => write!(f, "{p} not isolated"),
             Error::AlreadyIsolated(p) => write!(f, "{p} already isolated"),
             Error::Busy(p) => write!(f, "{p} in use"),

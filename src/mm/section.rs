@@ -128,6 +128,10 @@ impl Section {
         self.node = node.index() as u8;
         self.flags = if boot { SEC_BOOT } else { 0 };
     }
+    /// Sets the node of a section with per-unit descriptors (its first unit's).
+    pub(crate) fn set_node(&mut self, node: NodeId) {
+        self.node = node.index() as u8;
+    }
     pub(crate) fn take_mem_map(&mut self) -> Option<MemMap<Page>> {
         self.mem_map.take()
     }

@@ -29,7 +29,11 @@
 //!    pages lives inside their [`MemMap`]: the model gets it back only from
 //!    [`MemMapStore::release`], which takes the mapping. Release therefore comes before
 //!    free, and nothing of the model's refers into the pages afterwards. Boot mem_maps and
-//!    table chunks are never released.
+//!    table chunks are never released. A unit's own descriptors ([`super::memmap`]) are
+//!    the one mapping the model takes apart while it lives: it keeps the slice and rebuilds
+//!    the handle from the unit's address (the pages are never free, so no one else can
+//!    hold them) to release the mapping before the unit is removed; the pages then leave
+//!    with the unit instead of being freed.
 //!
 //! What an implementation promises in return: the slice inside a [`MemMap`] is memory that
 //! only that mapping reaches (for the kernel, the handle's pages through the linear map),

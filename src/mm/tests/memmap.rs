@@ -77,6 +77,31 @@ fn unit_carries_its_descriptors_through_its_life() {
     assert_eq!(mm.store.live_bases().count(), live);
 }
 
+/// Removing a unit never reads its descriptors: they may already be gone (a device that
+/// took the memory back reads as zeros, here as garbage), and the bookkeeping still comes
+/// back exactly. A unit-mode section holds one node.
+#[test]
+fn remove_reads_no_descriptor() {
+    let mut mm = on_mm();
+    let start = fingerprint(&mm);
+    let r = prange(8 * GIB, 8 * MIB);
+    mm.add_online_range(r, N0, ZoneType::Movable).unwrap();
+    let n1 = NodeId::new(1).unwrap();
+    assert_eq!(
+        mm.add_sections(prange(8 * GIB + 8 * MIB, 2 * MIB), n1),
+        Err(Error::NodeConflict(r.start.section()))
+    );
+    mm.isolate_range(r).unwrap();
+    mm.offline_range(r).unwrap();
+    let mut garbage = Page::EMPTY;
+    garbage.set_flags(PageFlags::BUDDY | PageFlags::MEMMAP);
+    garbage.set_node(n1);
+    mm.buddy.table.for_each_page_mut(r, |_, p| *p = garbage);
+    mm.remove_sections(r).unwrap();
+    ok(&mm);
+    assert_eq!(fingerprint(&mm), start);
+}
+
 #[test]
 fn normal_spent_per_gib_is_table_chunk_and_unit_table_only() {
     for on in [true, false] {
