@@ -190,6 +190,34 @@ impl<S: MemMapStore> Mm<S> {
         self.memmap_on_memory
     }
 
+    /// Bytes of Normal memory that adding the absent, 2 MiB-aligned `range` would take
+    /// for metadata: table chunks it lacks, and per section either a mem_map (sections
+    /// that would get one) or its chunk's unit table (memmap on memory). O(sections).
+    pub fn metadata_bytes_for(&self, range: PfnRange) -> u64 {
+        let t = &self.buddy.table;
+        let (first, last) = range.sections();
+        let mut bytes = 0;
+        // The last chunk counted for its table chunk and for its unit table.
+        let (mut chunk_counted, mut table_counted) = (None, None);
+        for nr in (first.0..last.0).map(SectionNr) {
+            let chunk = Some(nr.0 / SECTIONS_PER_CHUNK);
+            if chunk_counted != chunk && t.needs_chunk(nr) {
+                bytes += super::section::CHUNK_BYTES;
+            }
+            chunk_counted = chunk;
+            if t.uses_units(nr, self.memmap_on_memory) {
+                let lacks_table = t.needs_chunk(nr) || t.needs_unit_table(nr);
+                if table_counted != chunk && lacks_table {
+                    bytes += UNIT_TABLE_BYTES;
+                }
+                table_counted = chunk;
+            } else if !t.get(nr).is_some_and(|s| s.has_mem_map()) {
+                bytes += super::section::MEM_MAP_BYTES;
+            }
+        }
+        bytes
+    }
+
     /// Gives the chunk of section `nr` (which exists) a unit table if it has none.
     pub(super) fn ensure_unit_table(&mut self, nr: SectionNr, node: NodeId) -> Result<(), Error> {
         if self.buddy.table.needs_unit_table(nr) {
