@@ -168,10 +168,11 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
             *mm_lock() = Some(mm);
             MM_READY.store(true, Ordering::Release);
             // SAFETY: `alloc_table_page` returns zeroed, page-aligned pages the model just
-            // allocated, unmovable, so nothing else uses them; the kernel never frees its
-            // tables. The linear map covers all boot RAM already, and plugged RAM is mapped
-            // before the model can hand it out.
-            unsafe { mmu::set_table_allocator(alloc_table_page) };
+            // allocated, unmovable, so nothing else uses them until `free_table_page` gives
+            // them back (which mmu does only for its own unlinked, flushed tables). The
+            // linear map covers all boot RAM already, and plugged RAM is mapped before the
+            // model can hand it out.
+            unsafe { mmu::set_table_allocator(alloc_table_page, free_table_page) };
         }
         Err(e) => log::error!("mm: cannot build the memory model: {e}"),
     }
