@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{boot, check_ok, poll_until, qmp_dev, request, vmem_line, Vm, CMD};
+use common::{boot, check_ok, poll_until, qmp_dev, request, vmem_line, zone_sum, Vm, CMD};
 use hotmem_qemu::guest::{self, VmemLine};
 use hotmem_qemu::stress::Rng;
 use hotmem_qemu::{Machine, VirtioMem, GIB, KIB, MIB};
@@ -35,14 +35,10 @@ const NORMAL_DRIFT_KIB: u64 = 64;
 /// Normal free KiB and Movable (present, managed) KiB, all nodes.
 fn normal_free_movable(vm: &mut Vm) -> (u64, u64, u64) {
     let mem = vm.mem();
-    let sum = |zone: &str, key: fn(&guest::MemLine) -> u64| {
-        mem.zone_sum(zone, key)
-            .unwrap_or_else(|e| panic!("{e}:\n{mem}"))
-    };
     (
-        sum("Normal", |z| z.free_kib),
-        sum("Movable", |z| z.present_kib),
-        sum("Movable", |z| z.managed_kib),
+        zone_sum(&mem, "Normal", |z| z.free_kib),
+        zone_sum(&mem, "Movable", |z| z.present_kib),
+        zone_sum(&mem, "Movable", |z| z.managed_kib),
     )
 }
 
