@@ -444,6 +444,10 @@ pub struct BootArgs {
     /// `inject=<spec>;<spec>…`: fault injection armed from boot, the shell's `inject` specs
     /// with `,` between words (see [`crate::inject`]).
     pub inject: crate::inject::Plan,
+    /// `memmap_on_memory=on|off`: hot-plugged sections keep their page descriptors in the
+    /// plugged memory itself (`on`) or in Normal memory (`off`, the default; see
+    /// [`crate::mm::memmap`]).
+    pub memmap_on_memory: bool,
 }
 
 impl Default for BootArgs {
@@ -453,6 +457,7 @@ impl Default for BootArgs {
             unplug_floor_mib: 64,
             memhp_online_normal: false,
             inject: crate::inject::Plan::new(),
+            memmap_on_memory: false,
         }
     }
 }
@@ -474,6 +479,8 @@ impl BootArgs {
                 },
                 Some(("memhp_online", "movable")) => out.memhp_online_normal = false,
                 Some(("memhp_online", "normal")) => out.memhp_online_normal = true,
+                Some(("memmap_on_memory", "on")) => out.memmap_on_memory = true,
+                Some(("memmap_on_memory", "off")) => out.memmap_on_memory = false,
                 Some(("inject", v)) => match crate::inject::parse_bootarg(v) {
                     Ok(plan) => out.inject = plan,
                     Err(_) => bad(opt),
@@ -717,6 +724,18 @@ mod tests {
         assert_eq!(
             (bad, a.inject),
             (vec!["inject=reply,refuse"], Default::default())
+        );
+        assert!(!BootArgs::default().memmap_on_memory);
+        assert!(BootArgs::parse("memmap_on_memory=on", |_| panic!()).memmap_on_memory);
+        let mut bad = vec![];
+        let a = BootArgs::parse("memmap_on_memory=on memmap_on_memory=yes", |s| bad.push(s));
+        assert_eq!(
+            (bad, a.memmap_on_memory),
+            (vec!["memmap_on_memory=yes"], true)
+        );
+        assert!(
+            !BootArgs::parse("memmap_on_memory=on memmap_on_memory=off", |_| panic!())
+                .memmap_on_memory
         );
     }
 }

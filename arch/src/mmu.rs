@@ -36,10 +36,14 @@ static KIMAGE_LEN: AtomicU64 = AtomicU64::new(0);
 
 /// Allocates one zeroed 4 KiB page for page tables (physical address).
 pub type TableAllocator = fn() -> Option<u64>;
+/// Takes back a table page [`TableAllocator`] gave (physical address), once the tables no
+/// longer link it and no CPU's TLB holds a walk through it.
+pub type TableFreer = fn(u64);
 
 struct KernelMem {
     pool_used: usize,
     alloc: Option<TableAllocator>,
+    free: Option<TableFreer>,
 }
 
 // SAFETY: point 1: `table` reads a table page where it lives (`table_va`): the image mapping
@@ -50,7 +54,7 @@ unsafe impl TableMemory for KernelMem {
         if let Some(f) = self.alloc {
             let pa = f()?;
             // SAFETY: `set_table_allocator`'s contract: `f` returns zeroed, 4 KiB-aligned RAM
-            // pages that nothing else uses and that are never freed.
+            // pages that nothing else uses until `prune_linear` gives them back unlinked.
             return Some(unsafe { TablePa::new(pa) });
         }
         if self.pool_used == EARLY_POOL_PAGES {
@@ -90,6 +94,7 @@ static KERNEL_PT: IrqSpinLock<KernelPt> = IrqSpinLock::new(KernelPt {
     mem: KernelMem {
         pool_used: 0,
         alloc: None,
+        free: None,
     },
 })
 .with_class(crate::lock_class!("kernel_pt"));
@@ -209,14 +214,19 @@ pub fn kernel_root() -> u64 {
     KERNEL_PT.lock().root().pa()
 }
 
-/// Installs the allocator that provides table pages once the page allocator is up.
+/// Installs the allocator that provides table pages once the page allocator is up, and the
+/// freer that takes back the ones [`unmap_linear`] unlinks.
 ///
 /// # Safety
-/// Every page `f` returns is a 4 KiB-aligned, zeroed page of RAM that the linear map covers
-/// (now, and for every page `f` may return later), that nothing else uses, and that is
-/// never freed: it becomes part of the kernel's tables for good.
-pub unsafe fn set_table_allocator(f: TableAllocator) {
-    KERNEL_PT.lock().mem.alloc = Some(f);
+/// Every page `alloc` returns is a 4 KiB-aligned, zeroed page of RAM that the linear map
+/// covers (now, and for every page `alloc` may return later), that nothing else uses until
+/// it is given to `free`: it is part of the kernel's tables until then. `free` gets only
+/// pages `alloc` returned (never early-pool pages), each once, after no table links it and
+/// every CPU's TLB dropped the walks through it.
+pub unsafe fn set_table_allocator(alloc: TableAllocator, free: TableFreer) {
+    let mut pt = KERNEL_PT.lock();
+    pt.mem.alloc = Some(alloc);
+    pt.mem.free = Some(free);
 }
 
 /// Early-pool pages used so far (for reporting).
@@ -247,8 +257,40 @@ pub fn unmap_linear(range: PhysRange) -> Result<u64, MapError> {
     // Invalid entries are never cached: with nothing removed there is nothing to drop.
     if gone.bytes != 0 {
         crate::tlb::flush_kernel_range(va, range.size, gone.min_leaf);
+        prune_linear(&mut pt, VirtAddr(va), range.size);
     }
     Ok(gone.bytes)
+}
+
+/// Table pages freed per walk-cache invalidation.
+const PRUNE_BATCH: usize = 32;
+
+/// Unlinks the linear map's tables under `[va, va + size)` that hold nothing any more, drops
+/// every CPU's cached walks through them (break, with nothing made in their place), then
+/// gives the allocator's pages back; early-pool pages stay unlinked in the pool.
+fn prune_linear(pt: &mut KernelPt, va: VirtAddr, size: u64) {
+    let root = pt.root();
+    let Some(free) = pt.mem.free else { return };
+    loop {
+        let mut batch = [0u64; PRUNE_BATCH];
+        let mut k = 0;
+        let n = pgtable::prune_empty(&mut pt.mem, root, va, size, PRUNE_BATCH, |t| {
+            batch[k] = t.pa();
+            k += 1;
+        });
+        if n == 0 {
+            return;
+        }
+        crate::tlb::flush_kernel_walks();
+        for &pa in &batch[..k] {
+            if !image_phys_range().contains(pa) {
+                free(pa);
+            }
+        }
+        if n < PRUNE_BATCH {
+            return;
+        }
+    }
 }
 
 /// Maps an MMIO range (rounded out to pages) into the linear map if it is not mapped yet,

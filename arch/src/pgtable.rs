@@ -23,8 +23,11 @@
 //! every CPU before the memory is reused or given back. [`unmap`] says how large the smallest
 //! leaf it removed was ([`Unmapped::min_leaf`]), so `mmu` can invalidate once per block
 //! instead of once per page (the plan is [`crate::tlb`]'s).
-//! Intermediate tables are not freed on unmap (they are few: one 4 KiB table per 1 GiB or
-//! 2 MiB of address space ever mapped).
+//! Intermediate tables are not freed by [`unmap`] itself; [`prune_empty`] unlinks the tables
+//! of a range that hold no entry any more (deepest first, never the root). Unlinking is the
+//! break of break-before-make for a table descriptor: the caller must invalidate every CPU's
+//! cached walks (non-leaf entries: `TLBI VMALLE1IS`, or by VA without the last-level hint)
+//! before it frees or reuses a page `prune_empty` named; nothing is made in its place.
 //!
 //! Callers serialise all changes to one table tree (the kernel holds the page-table lock).
 
@@ -362,6 +365,49 @@ pub fn unmap(
     Ok(unmapped)
 }
 
+/// Unlinks the tables of levels 1-3 whose span meets `[va, va + size)` and that hold no
+/// entry (deepest first, so a table emptied by the pruning of its children goes too), at
+/// most `max` of them; calls `gone(t)` for each. Returns how many it unlinked: with `max`
+/// reached, call again (after dealing with those) for the rest. See the module doc for the
+/// TLB maintenance the caller owes before reusing a page.
+pub fn prune_empty(
+    mem: &mut impl TableMemory,
+    root: TablePa,
+    va: VirtAddr,
+    size: u64,
+    max: usize,
+    mut gone: impl FnMut(TablePa),
+) -> usize {
+    let mut n = 0;
+    for level in (1..4).rev() {
+        // A table at `level` spans one entry of its parent at `level - 1`.
+        let span = block_size(level - 1);
+        let mut v = va.0 & !(span - 1);
+        while v < va.0 + size {
+            if n == max {
+                return n;
+            }
+            if let Some(parent) = table_at(mem, root, v, level - 1) {
+                let entry = &mem.table(parent)[index(v, level - 1)];
+                let desc = entry.load(Ordering::Acquire);
+                if is_table(desc, level - 1) {
+                    let t = TablePa::of_desc(desc);
+                    if mem.table(t).iter().all(|e| e.load(Ordering::Acquire) == 0) {
+                        entry.store(0, Ordering::Release);
+                        gone(t);
+                        n += 1;
+                    }
+                }
+            }
+            v = match v.checked_add(span) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+    }
+    n
+}
+
 /// The next va after `va` where a mapping could start (skips whole empty tables).
 fn next_boundary(mem: &impl TableMemory, root: TablePa, va: u64) -> u64 {
     let mut table = root;
@@ -549,6 +595,81 @@ mod tests {
 
     fn phys(base: u64, size: u64) -> PhysRange {
         PhysRange { base, size }
+    }
+
+    /// Tables of an unmapped range go, deepest first, in batches; tables still holding a
+    /// mapping (and the root) stay, and what they map still translates.
+    #[test]
+    fn prune_unlinks_only_empty_tables() {
+        let (mut m, root) = FakeMem::new();
+        let gib = 1u64 << 30;
+        // 4 KiB pages over 4 MiB at VA+1G (two L3 tables and one L2), 2 MiB blocks at
+        // VA+2G..+4G (one L2 table per GiB), and a page at VA that stays.
+        map(
+            &mut m,
+            root,
+            VirtAddr(VA + gib),
+            phys(0x8000_0000, 4 << 20),
+            Attrs::RAM,
+            Granule::Page4K,
+        )
+        .unwrap();
+        map(
+            &mut m,
+            root,
+            VirtAddr(VA + 2 * gib),
+            phys(0x1_0000_0000, 2 * gib),
+            Attrs::RAM,
+            Granule::Block2M,
+        )
+        .unwrap();
+        map(
+            &mut m,
+            root,
+            VirtAddr(VA),
+            phys(0x4000_0000, 4096),
+            Attrs::RAM,
+            Granule::Page4K,
+        )
+        .unwrap();
+        let tables = m.tables.len();
+        let mut gone = Vec::new();
+        // Nothing is empty yet.
+        assert_eq!(
+            prune_empty(&mut m, root, VirtAddr(VA), 4 * gib, 8, |t| gone.push(t)),
+            0
+        );
+        unmap(&mut m, root, VirtAddr(VA + gib), 4 << 20).unwrap();
+        unmap(&mut m, root, VirtAddr(VA + 2 * gib), 2 * gib).unwrap();
+        // Batches of 2: two L3 tables, then the L2 tables of 1G, 2G and 3G.
+        let mut batches = Vec::new();
+        loop {
+            let n = prune_empty(&mut m, root, VirtAddr(VA + gib), 3 * gib, 2, |t| {
+                gone.push(t)
+            });
+            if n == 0 {
+                break;
+            }
+            batches.push(n);
+        }
+        assert_eq!(batches, [2, 2, 1]);
+        assert_eq!(gone.len(), 5);
+        for t in &gone {
+            assert!(m.tables[&t.pa()]
+                .iter()
+                .all(|e| e.load(Ordering::Relaxed) == 0));
+        }
+        // The table path to VA (L1, L2, L3) and the root stay; VA still translates.
+        assert_eq!(tables - gone.len(), 4);
+        assert!(lookup(&m, root, VA).is_some());
+        assert!(table_at(&m, root, VA + gib, 2).is_none());
+        // Unmapping the last page empties the rest: L3, L2, L1, never the root.
+        unmap(&mut m, root, VirtAddr(VA), 4096).unwrap();
+        let n = prune_empty(&mut m, root, VirtAddr(VA), 4096, 8, |t| gone.push(t));
+        assert_eq!(n, 3);
+        assert!(m.tables[&root.pa()]
+            .iter()
+            .all(|e| e.load(Ordering::Relaxed) == 0));
     }
 
     #[test]

@@ -267,6 +267,13 @@ mod hw {
         run(plan(va, size, min_leaf, has_range()));
     }
 
+    /// Invalidates every EL1 entry on every CPU, cached table walks (non-leaf entries)
+    /// included (`TLBI VMALLE1IS`): what unlinking a table page needs before the page is
+    /// reused.
+    pub fn flush_kernel_walks() {
+        run(core::iter::once(Op::All));
+    }
+
     /// Invalidates the page at `va` for `asid` on every CPU (`TLBI VAE1IS`, all levels).
     pub fn flush_asid_page(asid: u16, va: u64) {
         let arg = ((asid as u64) << 48) | super::va_operand(va);

@@ -91,6 +91,9 @@ pub enum Backend {
     /// `memory-backend-ram` (anonymous memory; QEMU aligns it to 2 MiB on x86-64 hosts, so a
     /// device on it cannot start at an odd MiB).
     Ram,
+    /// `memory-backend-ram,reserve=off`: no commit charge for the whole size (for devices far
+    /// larger than the host's memory, of which the guest touches a small part).
+    RamNoReserve,
     /// `memory-backend-memfd` (aligned to the host page: allows any block-aligned `memaddr`).
     Memfd,
     /// `memory-backend-file,mem-path=…,share=…`. The path must not contain a comma. With
@@ -411,6 +414,9 @@ impl Machine {
             let size = format_size(dev.size_bytes);
             let backend = match &dev.backend {
                 Backend::Ram => format!("memory-backend-ram,id=mem{i},size={size}"),
+                Backend::RamNoReserve => {
+                    format!("memory-backend-ram,id=mem{i},size={size},reserve=off")
+                }
                 Backend::Memfd => format!("memory-backend-memfd,id=mem{i},size={size}"),
                 Backend::File { path, share } => format!(
                     "memory-backend-file,id=mem{i},size={size},mem-path={},share={}",

@@ -34,7 +34,8 @@ pub struct KernelStore;
 impl MemMapStore for KernelStore {
     fn map<T: MemMapItem>(&mut self, meta: MetaPages) -> MemMap<T> {
         // SAFETY: the model's RAM is in the linear map (boot RAM before `Mm::boot`, plugged
-        // RAM before it is added), and `release` (the default) drops the slice.
+        // RAM before it is added, so a unit's own descriptors too), and `release` (the
+        // default) drops the slice.
         unsafe { linear_map(meta, || T::EMPTY) }
     }
 
@@ -52,8 +53,11 @@ impl MemMapStore for KernelStore {
 ///    long as the mapping lives. That nothing else uses them is what the handle means: only
 ///    the model makes one, once per metadata allocation, and frees the pages only with the
 ///    handle back.
-/// 2. The slice is not used after the handle is taken out of the mapping
-///    ([`MemMap::into_parts`]), because the model frees the pages then.
+/// 2. The slice is not used once the model gives the pages up: metadata from an allocator
+///    is freed only after its mapping came back through `release`; a unit's own
+///    descriptors (`mm::memmap`: the model keeps the slice apart from the handle, which the
+///    unit's address implies) are released before the unit is removed, and plugged memory
+///    leaves the linear map only after it was removed.
 unsafe fn linear_map<T: MemMapItem>(meta: MetaPages, mut fill: impl FnMut() -> T) -> MemMap<T> {
     let va = layout::phys_to_virt(meta.base().0) as *mut T;
     let len = meta.capacity::<T>();
@@ -164,10 +168,11 @@ pub fn init(info: &BootInfo, pa_bits: u32) {
             *mm_lock() = Some(mm);
             MM_READY.store(true, Ordering::Release);
             // SAFETY: `alloc_table_page` returns zeroed, page-aligned pages the model just
-            // allocated, unmovable, so nothing else uses them; the kernel never frees its
-            // tables. The linear map covers all boot RAM already, and plugged RAM is mapped
-            // before the model can hand it out.
-            unsafe { mmu::set_table_allocator(alloc_table_page) };
+            // allocated, unmovable, so nothing else uses them until `free_table_page` gives
+            // them back (which mmu does only for its own unlinked, flushed tables). The
+            // linear map covers all boot RAM already, and plugged RAM is mapped before the
+            // model can hand it out.
+            unsafe { mmu::set_table_allocator(alloc_table_page, free_table_page) };
         }
         Err(e) => log::error!("mm: cannot build the memory model: {e}"),
     }

@@ -135,7 +135,12 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     // Fault injection of page allocations: the model asks the plan before each one.
     if let Some(mm) = mem::mm_lock().as_mut() {
         mm.set_alloc_fault(Some(inject::page_alloc_fails));
+        mm.set_memmap_on_memory(args.memmap_on_memory);
     }
+    log::info!(
+        "mm: memmap_on_memory={}",
+        if args.memmap_on_memory { "on" } else { "off" }
+    );
 
     // Deferred work: the worker runs these, in this order; an exited task schedules the
     // reaper.

@@ -419,7 +419,7 @@ impl Buddy {
     /// The first page of the isolated pageblock at `pb` that is not free, if any.
     pub(crate) fn pageblock_first_busy(&self, pb: Pfn) -> Option<Pfn> {
         let end = pb.add(PAGES_PER_PAGEBLOCK);
-        let mut pfn = pb;
+        let mut pfn = self.after_unit_meta(pb);
         while pfn.0 < end.0 {
             let p = self.table.pg(pfn);
             if !p.is_buddy() {
@@ -430,10 +430,20 @@ impl Buddy {
         None
     }
 
+    /// The first page of the pageblock at `pb` after its unit's own descriptors (which
+    /// leave with the pageblock, so they do not make it busy), or `pb` when it has none.
+    fn after_unit_meta(&self, pb: Pfn) -> Pfn {
+        if self.table.is_unit_meta(pb) {
+            pb.add(super::memmap::UNIT_META_PAGES)
+        } else {
+            pb
+        }
+    }
+
     /// Takes every free block of the (isolated, all free) pageblock at `pb` off its list.
     pub(crate) fn pageblock_take_free(&mut self, pb: Pfn) {
         let end = pb.add(PAGES_PER_PAGEBLOCK);
-        let mut pfn = pb;
+        let mut pfn = self.after_unit_meta(pb);
         while pfn.0 < end.0 {
             let order = self.table.pg(pfn).order();
             let zi = self.zone_of(pfn);

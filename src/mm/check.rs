@@ -17,7 +17,12 @@
 //!   order, type), so every free block is on exactly one list; isolated pageblocks hold
 //!   free blocks only on `Isolate` lists, which the allocator never takes from;
 //! - counts: present, managed, offline, mem_map and reserved pages per node and zone, each
-//!   page counted on its own node (not its section's).
+//!   page counted on its own node (not its section's);
+//! - per-unit descriptors ([`super::memmap`]): a section has a mem_map or unit maps, a unit
+//!   map exactly for each present subsection, its descriptor pages flagged `MEMMAP` and
+//!   nothing else (never free, never allocated, inside no free block), counted as mem_map
+//!   pages (and present while online); metadata in the buddy's pages (mem_maps, chunks,
+//!   unit tables) sits in online `MEMMAP` pages.
 //!
 //! Cost: O(pages with a descriptor); meant for tests and the shell's `check`. It never
 //! allocates from the heap, not even for its message (a fixed-size string, cut at
@@ -28,6 +33,7 @@
 use arrayvec::ArrayString;
 use core::fmt::{self, Write};
 
+use super::memmap::UNIT_TABLE_BYTES;
 use super::model::Mm;
 use super::page::{MigrateType, PageFlags, ZoneType};
 use super::section::{CHUNK_BYTES, MEM_MAP_BYTES};
@@ -187,15 +193,33 @@ impl<S: MemMapStore> Mm<S> {
                 }
             }
             let node = sec.node();
-            let Some(map) = sec.mem_map() else { continue };
-            if map.len() as u64 != PAGES_PER_SECTION {
-                fail!("section {nr}: mem_map of {} pages", map.len());
+            match sec.mem_map() {
+                Some(map) if map.len() as u64 != PAGES_PER_SECTION => {
+                    fail!("section {nr}: mem_map of {} pages", map.len());
+                }
+                Some(_) => {}
+                None => {
+                    // Per-unit descriptors: a unit map exactly for each present subsection.
+                    for i in 0..64u32 {
+                        let unit = nr.start_pfn().add(u64::from(i) * PAGES_PER_SUBSECTION);
+                        if t.unit_map(unit).is_some() != (present & (1 << i) != 0) {
+                            fail!(
+                                "section {nr}: subsection {i} present {} but unit map {}",
+                                present & (1 << i) != 0,
+                                t.unit_map(unit).is_some()
+                            );
+                        }
+                    }
+                }
             }
             // Pages up to here are covered by a free block found earlier.
             let mut free_until = nr.start_pfn();
             let mut block_mt = MigrateType::Unmovable;
             let mut block_node = node;
-            for (idx, p) in map.iter().enumerate() {
+            let pages = t
+                .slices(nr, 0, PAGES_PER_SECTION as usize)
+                .flat_map(|(first, s)| s.iter().enumerate().map(move |(j, p)| (first + j, p)));
+            for (idx, p) in pages {
                 let pfn = nr.start_pfn().add(idx as u64);
                 let bit = 1u64 << pfn.subsection_in_section();
                 let flags = p.flags();
@@ -218,6 +242,25 @@ impl<S: MemMapStore> Mm<S> {
                     fail!("{pfn}: stray PENDING flag");
                 }
                 let c = &mut counts[p.node().index()];
+                if t.is_unit_meta(pfn) {
+                    if flags != PageFlags::MEMMAP {
+                        fail!("{pfn}: a unit's descriptor page with flags {flags:?}");
+                    }
+                    if pfn < free_until {
+                        fail!("{pfn}: a unit's descriptor page inside a free block");
+                    }
+                    c.mem_map += 1;
+                    if online & bit != 0 {
+                        if p.zone() != zone {
+                            fail!(
+                                "{pfn}: descriptor page zone {} in a {zone} section",
+                                p.zone()
+                            );
+                        }
+                        c.present[zone.index()] += 1;
+                    }
+                    continue;
+                }
                 if present & bit == 0 {
                     if flags != PageFlags::HOLE {
                         fail!("{pfn}: not present but flags {flags:?}");
@@ -304,7 +347,11 @@ impl<S: MemMapStore> Mm<S> {
         let meta = t
             .iter()
             .filter_map(|(nr, s)| Some((nr, s.mem_map_base()?, MEM_MAP_BYTES)))
-            .chain(t.chunks().map(|(nr, base)| (nr, base, CHUNK_BYTES)));
+            .chain(t.chunks().map(|(nr, base)| (nr, base, CHUNK_BYTES)))
+            .chain(
+                t.unit_tables()
+                    .map(|(nr, base)| (nr, base, UNIT_TABLE_BYTES)),
+            );
         for (nr, base, bytes) in meta {
             let first = Pfn::down(base);
             for pfn in (first.0..first.0 + bytes / PAGE_SIZE).map(Pfn) {

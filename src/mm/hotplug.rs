@@ -2,14 +2,17 @@
 //! offline and remove ranges of 2 MiB subsections (see the state diagram in [`super`]).
 //!
 //! Every call validates the whole range before it changes anything, so an `Err` leaves
-//! the model as it was. The one exception is memory `add_sections` could not get: it
-//! unwinds the mem_maps it allocated, but keeps any section-table chunk (an empty chunk
-//! is valid state and is reused). Chunks are never freed.
+//! the model as it was: memory `add_sections` could not get unwinds the metadata it
+//! allocated (mem_maps, and table chunks and unit tables left empty).
 //!
-//! mem_map placement: a section's mem_map (1 MiB) and a new table chunk come from the
-//! buddy allocator as unmovable memory, trying the section's node first. Those pages are
-//! marked `MEMMAP`, leave the managed count of their zone and join the node's
-//! `mem_map_pages`; removing the last subsection of a run-time section reverses that.
+//! mem_map placement: a section's mem_map (1 MiB), a new table chunk and a chunk's unit
+//! table come from the buddy allocator as unmovable memory, trying the section's node
+//! first. Those pages are marked `MEMMAP`, leave the managed count of their zone and join
+//! the node's `mem_map_pages`; removing the last subsection of a run-time section reverses
+//! that, and so does the last section of a run-time chunk for its chunk and unit table.
+//! With memmap on memory ([`super::memmap`]) a new section has no mem_map: each unit
+//! carries its own descriptors, written when it is added and released when it is removed;
+//! those pages are present but never managed, free or allocated.
 //!
 //! Nodes: each call takes one node (`add_sections`) or none; a range may cover pages of
 //! several nodes (a section or subsection split by a boot-time node boundary), and every
@@ -118,7 +121,7 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Allocates `2^order` unmovable pages for metadata, preferring `node`: the handle
     /// the store maps.
-    fn alloc_meta(&mut self, order: u32, node: NodeId) -> Result<MetaPages, Error> {
+    pub(super) fn alloc_meta(&mut self, order: u32, node: NodeId) -> Result<MetaPages, Error> {
         let pfn = self
             .buddy
             .alloc(order, AllocFlags::UNMOVABLE.on_node(node))
@@ -157,7 +160,7 @@ impl<S: MemMapStore> Mm<S> {
 
     /// Frees metadata pages allocated by `alloc_meta`: the handle comes back from the
     /// store's `release`, so they are no longer mapped.
-    fn free_meta(&mut self, meta: MetaPages) {
+    pub(super) fn free_meta(&mut self, meta: MetaPages) {
         let (pfn, order) = (meta.start(), meta.order());
         self.account_meta(pfn, order, false);
         if let Err(e) = self.buddy.free(pfn, order) {
@@ -167,7 +170,7 @@ impl<S: MemMapStore> Mm<S> {
     }
 
     /// Drops the mem_map of section `nr` (present must be 0, not a boot section).
-    fn drop_mem_map(&mut self, nr: SectionNr) {
+    pub(super) fn drop_mem_map(&mut self, nr: SectionNr) {
         let Some(sec) = self.buddy.table.get_mut(nr) else {
             return;
         };
@@ -223,6 +226,18 @@ impl<S: MemMapStore> Mm<S> {
         self.check_absent(range)
     }
 
+    /// Checks that no section of `range` with per-unit descriptors holds another node.
+    fn check_node(&self, range: PfnRange, node: NodeId) -> Result<(), Error> {
+        for p in pieces(range) {
+            if let Some(sec) = self.buddy.table.get(p.nr) {
+                if !sec.has_mem_map() && sec.present() != 0 && sec.node() != node {
+                    return Err(Error::NodeConflict(p.nr));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The zone of the section holding `pfn` (`None`: nothing online there).
     pub(super) fn zone_at(&self, pfn: Pfn) -> Option<ZoneType> {
         self.buddy.table.get(pfn.section()).and_then(|s| s.zone())
@@ -251,6 +266,7 @@ impl<S: MemMapStore> Mm<S> {
     ) -> Result<(), Error> {
         self.check_range(range)?;
         self.check_absent(range)?;
+        self.check_node(range, node)?;
         // Metadata first; on failure give back the mem_maps of this call.
         let mut failed = None;
         // Sections whose mem_map this call creates (already initialised for the range).
@@ -266,22 +282,30 @@ impl<S: MemMapStore> Mm<S> {
         }
         if let Some(e) = failed {
             for p in pieces(range) {
-                self.drop_mem_map(p.nr);
+                self.release_section_meta(p.nr);
             }
             return Err(e);
         }
         self.buddy.nodes[node.index()].seen = true;
         for (i, p) in pieces(range).enumerate() {
             let nr = p.nr;
-            // `created` only tracks the first 64 pieces; later ones are simply re-initialised.
-            if i >= 64 || created & (1 << i) == 0 {
-                let t = template(nr, node, online_as);
+            let t = template(nr, node, online_as);
+            let mut meta = 0;
+            if let Some(sec) = self.buddy.table.get_mut(nr).filter(|s| !s.has_mem_map()) {
+                if sec.present() == 0 {
+                    sec.set_node(node);
+                }
+                meta = self.add_unit_maps(p.range, t);
+            } else if i >= 64 || created & (1 << i) == 0 {
+                // `created` only tracks the first 64 pieces; later ones are re-initialised.
                 self.buddy.table.for_each_page_mut(p.range, |_, pg| *pg = t);
             }
             if let Some(sec) = self.buddy.table.get_mut(p.nr) {
                 sec.set_present(sec.present() | p.mask);
             }
-            self.buddy.nodes[node.index()].offline_pages += p.range.nr_pages();
+            let n = &mut self.buddy.nodes[node.index()];
+            n.offline_pages += p.range.nr_pages() - meta;
+            n.mem_map_pages += meta;
         }
         Ok(())
     }
@@ -312,7 +336,11 @@ impl<S: MemMapStore> Mm<S> {
         if self.buddy.table.needs_chunk(nr) {
             let meta = self.alloc_meta(CHUNK_ORDER, node)?;
             let chunk = self.store.map::<Section>(meta);
-            self.buddy.table.install_chunk(nr, chunk);
+            self.buddy.table.install_chunk(nr, chunk, false);
+        }
+        if self.buddy.table.uses_units(nr, self.memmap_on_memory) {
+            self.ensure_unit_table(nr, node)?;
+            return Ok(None);
         }
         if self.buddy.table.get(nr).is_some_and(|s| s.has_mem_map()) {
             return Ok(None);
@@ -345,7 +373,7 @@ impl<S: MemMapStore> Mm<S> {
             }
         }
         self.add_online_as(range, node, zone, online)
-            .inspect_err(|_| self.drop_mem_map(nr))
+            .inspect_err(|_| self.release_section_meta(nr))
     }
 
     /// Checks that no subsection of `range` is present.
@@ -464,13 +492,23 @@ impl<S: MemMapStore> Mm<S> {
             }
         }
         let mut per_node = [0u64; MAX_NODES];
+        // Descriptor pages of unit maps, per node: present, never managed or free.
+        let mut meta_node = [0u64; MAX_NODES];
         let nr = p.nr;
         if let Some(node) = fresh {
             per_node[node.index()] = p.range.nr_pages();
+            meta_node[node.index()] = self.unit_meta_in(p.range);
         } else {
             let mut cached: Option<(NodeId, Page)> = None;
             self.buddy.table.for_each_page_mut(p.range, |_, pg| {
                 let node = pg.node();
+                per_node[node.index()] += 1;
+                if pg.flags().contains(PageFlags::MEMMAP) {
+                    // In an offline range only a unit's own descriptors carry MEMMAP.
+                    pg.set_zone(zone);
+                    meta_node[node.index()] += 1;
+                    return;
+                }
                 let t = match cached {
                     Some((n, t)) if n == node => t,
                     _ => {
@@ -480,15 +518,14 @@ impl<S: MemMapStore> Mm<S> {
                     }
                 };
                 *pg = t;
-                per_node[node.index()] += 1;
             });
         }
-        for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
-            nd.offline_pages -= n;
+        for ((nd, n), m) in self.buddy.nodes.iter_mut().zip(per_node).zip(meta_node) {
+            nd.offline_pages -= n - m;
             nd.zones[zone.index()].present_pages += n;
-            nd.zones[zone.index()].managed_pages += n;
+            nd.zones[zone.index()].managed_pages += n - m;
         }
-        self.buddy.free_range(p.range);
+        self.free_online(p.range);
     }
 
     /// Walks the pageblocks of a validated range, checking each with `f`.
@@ -581,14 +618,20 @@ impl<S: MemMapStore> Mm<S> {
                 }
             }
             let mut per_node = [0u64; MAX_NODES];
+            let mut meta_node = [0u64; MAX_NODES];
             self.buddy.table.for_each_page_mut(p.range, |_, pg| {
-                pg.set_flags(PageFlags::OFFLINE);
                 per_node[pg.node().index()] += 1;
+                // Isolated and free: the only MEMMAP pages are a unit's own descriptors.
+                if pg.flags().contains(PageFlags::MEMMAP) {
+                    meta_node[pg.node().index()] += 1;
+                } else {
+                    pg.set_flags(PageFlags::OFFLINE);
+                }
             });
-            for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
-                nd.offline_pages += n;
+            for ((nd, n), m) in self.buddy.nodes.iter_mut().zip(per_node).zip(meta_node) {
+                nd.offline_pages += n - m;
                 nd.zones[zone.index()].present_pages -= n;
-                nd.zones[zone.index()].managed_pages -= n;
+                nd.zones[zone.index()].managed_pages -= n - m;
             }
         }
         Ok(())
@@ -618,7 +661,9 @@ impl<S: MemMapStore> Mm<S> {
     }
 
     /// Makes the present, offline, 2 MiB-aligned `range` absent. A run-time section whose
-    /// last subsection goes loses its mem_map (released to the store, then freed).
+    /// last subsection goes loses its mem_map (released to the store, then freed); a unit
+    /// with its own descriptors releases them; an empty run-time chunk (and unit table)
+    /// is freed.
     pub fn remove_sections(&mut self, range: PfnRange) -> Result<(), Error> {
         self.check_remove(range)?;
         for p in pieces(range) {
@@ -626,17 +671,31 @@ impl<S: MemMapStore> Mm<S> {
                 continue;
             };
             let node = sec.node();
-            sec.set_present(sec.present() & !p.mask);
             let nr = p.nr;
-            let mut per_node = [0u64; MAX_NODES];
-            self.buddy.table.for_each_page_mut(p.range, |_, pg| {
-                per_node[pg.node().index()] += 1;
-                *pg = Page::init(nr, node, PageFlags::HOLE);
-            });
-            for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
-                nd.offline_pages -= n;
+            if sec.has_mem_map() {
+                sec.set_present(sec.present() & !p.mask);
+                let mut per_node = [0u64; MAX_NODES];
+                self.buddy.table.for_each_page_mut(p.range, |_, pg| {
+                    per_node[pg.node().index()] += 1;
+                    *pg = Page::init(nr, node, PageFlags::HOLE);
+                });
+                for (nd, n) in self.buddy.nodes.iter_mut().zip(per_node) {
+                    nd.offline_pages -= n;
+                }
+            } else {
+                // Per-unit descriptors, all on the section's node: the counts come from the
+                // unit table, not from the descriptors (never read once the range goes).
+                let meta = self.unit_meta_in(p.range);
+                let nd = &mut self.buddy.nodes[node.index()];
+                nd.offline_pages -= p.range.nr_pages() - meta;
+                nd.mem_map_pages -= meta;
+                // Descriptors first, presence after: a unit leaves with its descriptors.
+                self.remove_unit_maps(p.range);
+                if let Some(sec) = self.buddy.table.get_mut(nr) {
+                    sec.set_present(sec.present() & !p.mask);
+                }
             }
-            self.drop_mem_map(p.nr);
+            self.release_section_meta(nr);
         }
         Ok(())
     }

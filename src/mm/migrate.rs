@@ -292,7 +292,7 @@ impl<S: MemMapStore> Mm<S> {
                 pfn = pfn.add(1 << p.order());
                 continue;
             }
-            if range.contains(pfn) && !p.flags().contains(PageFlags::HOLE) {
+            if range.contains(pfn) && !p.flags().contains(PageFlags::HOLE) && !t.is_unit_meta(pfn) {
                 used += 1;
             }
             pfn = pfn.add(1);
@@ -346,6 +346,11 @@ impl<S: MemMapStore> Mm<S> {
         for _ in 0..SCAN_BLOCKS {
             if pfn.0 >= end.0 {
                 return Scan::Done;
+            }
+            // A unit's own descriptors leave with the unit: nothing to move.
+            if self.buddy.table.is_unit_meta(pfn) {
+                pfn = pfn.add(1);
+                continue;
             }
             return Scan::Used(match self.block_at(pfn) {
                 Some((head, order, true)) => {

@@ -8,7 +8,9 @@
 //! Physical memory is a sparse set of 128 MiB sections ([`section`]), each split into 64
 //! subsections of 2 MiB; a subsection is the unit of presence and onlining and is also a
 //! pageblock (the unit of migrate types). A present section owns a mem_map: one 32-byte
-//! [`Page`] per 4 KiB page, stored in physical memory the model allocates itself. All
+//! [`Page`] per 4 KiB page, stored in physical memory the model allocates itself; or, with
+//! memmap on memory, each 2 MiB unit of a hot-plugged section carries its own 512
+//! descriptors in its first 16 KiB ([`memmap`]: the layout, and why per unit). All
 //! allocator state lives in those descriptors ([`page`], [`buddy`]).
 //!
 //! NUMA: every page descriptor carries its own node, and zones (counts, free lists) are
@@ -33,7 +35,8 @@
 //!   be allocated, and pages freed there stay isolated.
 //! - `offline_range`: isolated -> offline, only if every page in the range is free.
 //! - `remove_sections`: offline -> absent; the last subsection of a run-time section frees
-//!   its mem_map. Boot sections keep theirs.
+//!   its mem_map, a unit with its own descriptors releases them, and an empty run-time
+//!   table chunk goes too. Boot sections and chunks keep theirs.
 //!
 //! Ranges of the run-time calls are pfn ranges aligned to 2 MiB; they need not be
 //! section aligned. A call checks the whole range first and either does all of it or
@@ -98,6 +101,7 @@ pub mod early;
 pub mod faults;
 pub mod heap;
 pub mod hotplug;
+pub mod memmap;
 pub mod migrate;
 pub mod model;
 pub mod page;
@@ -157,6 +161,9 @@ pub enum Error {
     AlreadyOnline(Pfn),
     /// Onlining would mix two zones in one section.
     ZoneConflict(SectionNr),
+    /// Adding another node's memory to a section whose units carry their own descriptors
+    /// (such a section holds one node).
+    NodeConflict(SectionNr),
     /// Part of the range is not isolated.
     NotIsolated(Pfn),
     /// Part of the range is already isolated.
@@ -197,6 +204,7 @@ impl fmt::Display for Error {
             Error::NotOnline(p) => write!(f, "{p} not online"),
             Error::AlreadyOnline(p) => write!(f, "{p} is online"),
             Error::ZoneConflict(s) => write!(f, "section {s} would mix zones"),
+            Error::NodeConflict(s) => write!(f, "section {s} holds another node's units"),
             Error::NotIsolated(p) => write!(f, "{p} not isolated"),
             Error::AlreadyIsolated(p) => write!(f, "{p} already isolated"),
             Error::Busy(p) => write!(f, "{p} in use"),

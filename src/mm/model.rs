@@ -157,6 +157,8 @@ pub struct Mm<S: MemMapStore> {
     pub(crate) buddy: Buddy,
     pub(crate) store: S,
     pa_bits: u32,
+    /// New sections keep their descriptors in their own units ([`super::memmap`]).
+    pub(crate) memmap_on_memory: bool,
 }
 
 impl<S: MemMapStore> fmt::Debug for Mm<S> {
@@ -247,7 +249,7 @@ impl<S: MemMapStore> Mm<S> {
             if buddy.table.needs_chunk(nr) {
                 let meta = early_alloc(&mut early, CHUNK_ORDER, node)?;
                 let chunk = store.map::<Section>(meta);
-                buddy.table.install_chunk(nr, chunk);
+                buddy.table.install_chunk(nr, chunk, true);
             }
             let meta = early_alloc(&mut early, MEM_MAP_ORDER, node)?;
             let mut map = store.map::<Page>(meta);
@@ -297,6 +299,7 @@ impl<S: MemMapStore> Mm<S> {
             buddy,
             store,
             pa_bits,
+            memmap_on_memory: false,
         })
     }
 

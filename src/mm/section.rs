@@ -25,21 +25,36 @@
 //! - `zone`: the zone of its online subsections, `None` when none is online (a section
 //!   never mixes zones).
 //!
-//! Invariants: `online ⊆ present`; `present != 0 ⇒ mem_map`; `zone.is_some() ⇔ online != 0`;
-//! `isolate ⊆ online`. Page -> pfn is O(1): the descriptor stores its section number and
-//! its index is its offset in the section's mem_map.
+//! - or, instead of `mem_map`, descriptors per unit ([`super::memmap`]): each present
+//!   subsection's 512 descriptors live in its own first 16 KiB, reached through the
+//!   section's row of its chunk's unit table ([`UnitMaps`]). Such a section has no
+//!   `mem_map`; an absent subsection of it has no descriptors (lookups see a hole).
+//!
+//! Invariants: `online ⊆ present`; `present != 0 ⇒ mem_map` or a unit map for every
+//! present subsection (never both); `zone.is_some() ⇔ online != 0`; `isolate ⊆ online`.
+//! Page -> pfn is O(1): the descriptor stores its section number and its index is its
+//! offset in the section's mem_map (or in its unit's map, one of 64).
+//!
+//! Chunks come from the early allocator at boot (kept for good) or from the buddy
+//! allocator at run time; a run-time chunk is freed when its last section is empty (no
+//! mem_map, nothing present), and a chunk's unit table when its last unit map goes.
 //!
 //! Locks: part of `Mm`, under the kernel's `Mm` lock.
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 
+use super::memmap::{UnitMap, UnitMaps, UNIT_META_PAGES};
 use super::page::{MigrateType, Page, ZoneType};
 use super::store::MemMap;
 use super::types::{
-    NodeId, Pfn, PfnRange, PhysAddr, SectionNr, PAGES_PER_SECTION, PAGE_SHIFT, PAGE_SIZE,
-    SECTION_SHIFT,
+    NodeId, Pfn, PfnRange, PhysAddr, SectionNr, PAGES_PER_SECTION, PAGES_PER_SUBSECTION,
+    PAGE_SHIFT, PAGE_SIZE, SECTION_SHIFT,
 };
+
+/// What a lookup of a pfn in an absent subsection of a section with per-unit descriptors
+/// sees: a hole (it has no descriptor of its own).
+static ABSENT: Page = Page::EMPTY;
 
 /// log2 of sections per chunk.
 pub const CHUNK_SHIFT: u32 = 9;
@@ -113,6 +128,10 @@ impl Section {
         self.node = node.index() as u8;
         self.flags = if boot { SEC_BOOT } else { 0 };
     }
+    /// Sets the node of a section with per-unit descriptors (its first unit's).
+    pub(crate) fn set_node(&mut self, node: NodeId) {
+        self.node = node.index() as u8;
+    }
     pub(crate) fn take_mem_map(&mut self) -> Option<MemMap<Page>> {
         self.mem_map.take()
     }
@@ -170,6 +189,26 @@ impl Section {
 
 struct Chunk {
     sections: MemMap<Section>,
+    /// The unit maps of its sections with per-unit descriptors (one [`UnitMaps`] row per
+    /// section), while any of them has one.
+    units: Option<MemMap<UnitMaps>>,
+    /// From the early allocator: never freed.
+    boot: bool,
+}
+
+impl Chunk {
+    /// The unit map of subsection `sub` of section `i` of this chunk.
+    fn unit(&self, i: usize, sub: u32) -> Option<&UnitMap> {
+        self.units.as_ref()?.get(i)?.get(sub)
+    }
+}
+
+/// Index of `nr`'s chunk in the root array, and of `nr` in its chunk.
+fn split(nr: SectionNr) -> (usize, usize) {
+    (
+        (nr.0 >> CHUNK_SHIFT) as usize,
+        (nr.0 & (SECTIONS_PER_CHUNK - 1)) as usize,
+    )
 }
 
 /// The two-level table (see the module doc).
@@ -200,11 +239,109 @@ impl SectionTable {
             .is_some_and(|r| r.is_none())
     }
 
-    /// Installs the chunk covering section `nr`.
-    pub(crate) fn install_chunk(&mut self, nr: SectionNr, sections: MemMap<Section>) {
+    /// Installs the chunk covering section `nr` (`boot`: from the early allocator).
+    pub(crate) fn install_chunk(&mut self, nr: SectionNr, sections: MemMap<Section>, boot: bool) {
         let slot = &mut self.roots[(nr.0 >> CHUNK_SHIFT) as usize];
         debug_assert!(slot.is_none());
-        *slot = Some(Chunk { sections });
+        *slot = Some(Chunk {
+            sections,
+            units: None,
+            boot,
+        });
+    }
+
+    /// Takes out the run-time chunk covering `nr` if none of its sections holds anything
+    /// (no mem_map, nothing present, no unit table): its mapping, for the model to release
+    /// and free.
+    pub(crate) fn take_empty_chunk(&mut self, nr: SectionNr) -> Option<MemMap<Section>> {
+        let slot = self.roots.get_mut(split(nr).0)?;
+        let c = slot.as_ref()?;
+        let empty = !c.boot
+            && c.units.is_none()
+            && c.sections
+                .iter()
+                .all(|s| s.mem_map.is_none() && s.present == 0);
+        if !empty {
+            return None;
+        }
+        slot.take().map(|c| c.sections)
+    }
+
+    /// Whether the chunk of section `nr` exists and lacks a unit table.
+    pub(crate) fn needs_unit_table(&self, nr: SectionNr) -> bool {
+        self.roots
+            .get(split(nr).0)
+            .and_then(|r| r.as_ref())
+            .is_some_and(|c| c.units.is_none())
+    }
+
+    /// Installs the unit table of the chunk covering section `nr` (which exists).
+    pub(crate) fn install_unit_table(&mut self, nr: SectionNr, units: MemMap<UnitMaps>) {
+        if let Some(c) = self.roots.get_mut(split(nr).0).and_then(|r| r.as_mut()) {
+            debug_assert!(c.units.is_none());
+            c.units = Some(units);
+        }
+    }
+
+    /// Takes out the unit table of the chunk covering `nr` if no section of it has a unit
+    /// map left: its mapping, for the model to release and free.
+    pub(crate) fn take_empty_unit_table(&mut self, nr: SectionNr) -> Option<MemMap<UnitMaps>> {
+        let c = self.roots.get_mut(split(nr).0)?.as_mut()?;
+        if c.units.as_ref()?.iter().any(|row| !row.is_empty()) {
+            return None;
+        }
+        c.units.take()
+    }
+
+    /// Whether section `nr` keeps its descriptors per unit: no mem_map, and either a unit
+    /// map or nothing present (`fresh`: what an empty section would get).
+    pub(crate) fn uses_units(&self, nr: SectionNr, fresh: bool) -> bool {
+        match self.get(nr) {
+            Some(s) if s.mem_map.is_some() => false,
+            Some(s) if s.present != 0 => true,
+            _ => fresh,
+        }
+    }
+
+    /// Installs `map` as the unit map of the subsection starting at `unit` (its section
+    /// has a unit table and no mem_map).
+    pub(crate) fn set_unit(&mut self, unit: Pfn, map: UnitMap) {
+        let (r, i) = split(unit.section());
+        if let Some(row) = self.roots[r]
+            .as_mut()
+            .and_then(|c| c.units.as_mut())
+            .and_then(|u| u.get_mut(i))
+        {
+            row.set(unit.subsection_in_section(), map);
+        }
+    }
+
+    /// Takes out the unit map of the subsection starting at `unit`.
+    pub(crate) fn take_unit(&mut self, unit: Pfn) -> Option<UnitMap> {
+        let (r, i) = split(unit.section());
+        self.roots
+            .get_mut(r)?
+            .as_mut()?
+            .units
+            .as_mut()?
+            .get_mut(i)?
+            .take(unit.subsection_in_section())
+    }
+
+    /// Whether `pfn` holds descriptors of its own unit (one of the first
+    /// [`UNIT_META_PAGES`] pages of a subsection with a unit map).
+    pub(crate) fn is_unit_meta(&self, pfn: Pfn) -> bool {
+        (pfn.0 % PAGES_PER_SUBSECTION) < UNIT_META_PAGES && self.unit_map(pfn).is_some()
+    }
+
+    /// The unit map of the subsection holding `pfn`, if its section has per-unit
+    /// descriptors and that subsection is present.
+    pub(crate) fn unit_map(&self, pfn: Pfn) -> Option<&UnitMap> {
+        let (r, i) = split(pfn.section());
+        self.roots
+            .get(r)?
+            .as_ref()?
+            .unit(i, pfn.subsection_in_section())
     }
 
     /// Section `nr`, if its chunk exists.
@@ -226,20 +363,88 @@ impl SectionTable {
             .get_mut((nr.0 & (SECTIONS_PER_CHUNK - 1)) as usize)
     }
 
-    /// The descriptor of `pfn` if its section has a mem_map (holes included). O(1).
+    /// The descriptor of `pfn` if its section has a mem_map (holes included) or per-unit
+    /// descriptors (an absent unit reads as a hole). O(1).
     pub(crate) fn page(&self, pfn: Pfn) -> Option<&Page> {
-        self.get(pfn.section())?
-            .mem_map
-            .as_ref()?
-            .get(pfn.index_in_section())
+        let (r, i) = split(pfn.section());
+        let chunk = self.roots.get(r)?.as_ref()?;
+        let sec = chunk.sections.get(i)?;
+        if let Some(map) = &sec.mem_map {
+            return map.get(pfn.index_in_section());
+        }
+        if sec.present == 0 {
+            return None;
+        }
+        Some(
+            chunk
+                .unit(i, pfn.subsection_in_section())
+                .map_or(&ABSENT, |u| u.page(pfn)),
+        )
     }
 
-    /// The descriptor of `pfn` if its section has a mem_map (holes included). O(1).
+    /// The descriptor of `pfn` if its section has a mem_map (holes included) or a unit map
+    /// for it. O(1).
     pub(crate) fn page_mut(&mut self, pfn: Pfn) -> Option<&mut Page> {
-        self.get_mut(pfn.section())?
-            .mem_map
+        let (r, i) = split(pfn.section());
+        let chunk = self.roots.get_mut(r)?.as_mut()?;
+        let sec = chunk.sections.get_mut(i)?;
+        if let Some(map) = &mut sec.mem_map {
+            return map.get_mut(pfn.index_in_section());
+        }
+        chunk
+            .units
             .as_mut()?
-            .get_mut(pfn.index_in_section())
+            .get_mut(i)?
+            .get_mut(pfn.subsection_in_section())
+            .map(|u| u.page_mut(pfn))
+    }
+
+    /// The descriptor slices of section `nr` between indices `lo..hi` (of the section):
+    /// one piece of its mem_map, or one per unit map (absent units skipped), each with the
+    /// index of its first descriptor.
+    fn slices_mut(
+        &mut self,
+        nr: SectionNr,
+        lo: usize,
+        hi: usize,
+    ) -> impl Iterator<Item = (usize, &mut [Page])> + '_ {
+        let (r, i) = split(nr);
+        let chunk = self.roots.get_mut(r).and_then(|c| c.as_mut());
+        let (whole, units) = match chunk {
+            Some(c) => match c.sections.get_mut(i) {
+                Some(s) if s.mem_map.is_some() => (s.mem_map.as_deref_mut(), None),
+                Some(_) => (None, c.units.as_mut().and_then(|u| u.get_mut(i))),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        let whole = whole.map(move |m| (lo, &mut m[lo..hi]));
+        let units = units
+            .into_iter()
+            .flat_map(move |row| row.slices_mut(lo, hi));
+        whole.into_iter().chain(units)
+    }
+
+    /// Shared twin of [`SectionTable::slices_mut`].
+    pub(crate) fn slices(
+        &self,
+        nr: SectionNr,
+        lo: usize,
+        hi: usize,
+    ) -> impl Iterator<Item = (usize, &[Page])> + '_ {
+        let (r, i) = split(nr);
+        let chunk = self.roots.get(r).and_then(|c| c.as_ref());
+        let (whole, units) = match chunk {
+            Some(c) => match c.sections.get(i) {
+                Some(s) if s.mem_map.is_some() => (s.mem_map.as_deref(), None),
+                Some(_) => (None, c.units.as_ref().and_then(|u| u.get(i))),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        let whole = whole.map(move |m| (lo, &m[lo..hi]));
+        let units = units.into_iter().flat_map(move |row| row.slices(lo, hi));
+        whole.into_iter().chain(units)
     }
 
     /// Calls `f(pfn, page)` for every page of `range` whose section has a mem_map, one
@@ -250,11 +455,12 @@ impl SectionTable {
             let nr = pfn.section();
             let sec_end = nr.start_pfn().add(PAGES_PER_SECTION);
             let end = Pfn(sec_end.0.min(range.end_exclusive.0));
-            if let Some(map) = self.get_mut(nr).and_then(|s| s.mem_map.as_deref_mut()) {
-                let lo = pfn.index_in_section();
-                let hi = lo + (end.0 - pfn.0) as usize;
-                for (i, page) in map[lo..hi].iter_mut().enumerate() {
-                    f(pfn.add(i as u64), page);
+            let lo = pfn.index_in_section();
+            let hi = lo + (end.0 - pfn.0) as usize;
+            for (first, slice) in self.slices_mut(nr, lo, hi) {
+                let base = nr.start_pfn().add(first as u64);
+                for (i, page) in slice.iter_mut().enumerate() {
+                    f(base.add(i as u64), page);
                 }
             }
             pfn = end;
@@ -272,11 +478,11 @@ impl SectionTable {
                 .add(PAGES_PER_SECTION)
                 .0
                 .min(range.end_exclusive.0));
-            if let Some(map) = self.get(nr).and_then(|s| s.mem_map.as_deref()) {
-                let lo = pfn.index_in_section();
-                let hi = lo + (end.0 - pfn.0) as usize;
-                if let Some(i) = map[lo..hi].iter().position(&pred) {
-                    return Some(pfn.add(i as u64));
+            let lo = pfn.index_in_section();
+            let hi = lo + (end.0 - pfn.0) as usize;
+            for (first, slice) in self.slices(nr, lo, hi) {
+                if let Some(i) = slice.iter().position(&pred) {
+                    return Some(nr.start_pfn().add((first + i) as u64));
                 }
             }
             pfn = end;
@@ -319,21 +525,21 @@ impl SectionTable {
         })
     }
 
-    /// The pfn of a descriptor borrowed from this table, in O(1).
+    /// The pfn of a descriptor borrowed from this table, in O(1) (at most one comparison
+    /// per unit for a section with per-unit descriptors).
     pub(crate) fn page_to_pfn(&self, page: &Page) -> Option<Pfn> {
         let nr = page.section();
-        let map = self.get(nr)?.mem_map.as_ref()?;
-        let base = map.as_ptr() as usize;
         let addr = page as *const Page as usize;
-        let offset = addr.checked_sub(base)?;
-        let idx = offset / core::mem::size_of::<Page>();
-        if offset % core::mem::size_of::<Page>() != 0 || idx >= map.len() {
-            return None;
-        }
-        Some(nr.start_pfn().add(idx as u64))
+        self.slices(nr, 0, PAGES_PER_SECTION as usize)
+            .find_map(|(first, slice)| {
+                let offset = addr.checked_sub(slice.as_ptr() as usize)?;
+                let idx = offset / core::mem::size_of::<Page>();
+                (offset % core::mem::size_of::<Page>() == 0 && idx < slice.len())
+                    .then(|| nr.start_pfn().add((first + idx) as u64))
+            })
     }
 
-    /// Every section that has a mem_map, in ascending order.
+    /// Every section that has a mem_map or present memory, in ascending order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (SectionNr, &Section)> + '_ {
         self.roots
             .iter()
@@ -341,8 +547,7 @@ impl SectionTable {
             .filter_map(|(r, c)| c.as_ref().map(|c| (r, c)))
             .flat_map(|(r, c)| {
                 c.sections.iter().enumerate().filter_map(move |(i, s)| {
-                    s.mem_map
-                        .is_some()
+                    (s.mem_map.is_some() || s.present != 0)
                         .then_some((SectionNr(((r as u64) << CHUNK_SHIFT) + i as u64), s))
                 })
             })
@@ -353,6 +558,14 @@ impl SectionTable {
         self.roots.iter().enumerate().filter_map(|(r, c)| {
             c.as_ref()
                 .map(|c| (SectionNr((r as u64) << CHUNK_SHIFT), c.sections.base()))
+        })
+    }
+
+    /// Allocated unit tables: (first section of their chunk, physical base).
+    pub(crate) fn unit_tables(&self) -> impl Iterator<Item = (SectionNr, PhysAddr)> + '_ {
+        self.roots.iter().enumerate().filter_map(|(r, c)| {
+            let u = c.as_ref()?.units.as_ref()?;
+            Some((SectionNr((r as u64) << CHUNK_SHIFT), u.base()))
         })
     }
 }

@@ -2,8 +2,8 @@
 //! purpose ([`MetaPages`], a handle only the model makes), turned into a typed slice
 //! ([`MemMap`]) by the one trait [`MemMapStore`].
 //!
-//! Model: mem_maps (arrays of [`Page`]) and section-table chunks (arrays of
-//! [`Section`]) live in physical memory that the model itself allocates: from the early
+//! Model: mem_maps (arrays of [`Page`]), section-table chunks (arrays of [`Section`]) and
+//! unit tables (arrays of [`UnitMaps`], see [`super::memmap`]) live in physical memory that the model itself allocates: from the early
 //! allocator at boot, from the buddy allocator (unmovable, node-preferred) at run time.
 //! The model never touches page contents otherwise. The kernel implements the store with
 //! a cast through its linear map (one `unsafe fn`); host tests implement it with ordinary
@@ -29,7 +29,11 @@
 //!    pages lives inside their [`MemMap`]: the model gets it back only from
 //!    [`MemMapStore::release`], which takes the mapping. Release therefore comes before
 //!    free, and nothing of the model's refers into the pages afterwards. Boot mem_maps and
-//!    table chunks are never released.
+//!    table chunks are never released. A unit's own descriptors ([`super::memmap`]) are
+//!    the one mapping the model takes apart while it lives: it keeps the slice and rebuilds
+//!    the handle from the unit's address (the pages are never free, so no one else can
+//!    hold them) to release the mapping before the unit is removed; the pages then leave
+//!    with the unit instead of being freed.
 //!
 //! What an implementation promises in return: the slice inside a [`MemMap`] is memory that
 //! only that mapping reaches (for the kernel, the handle's pages through the linear map),
@@ -51,6 +55,7 @@
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 
+use super::memmap::UnitMaps;
 use super::page::Page;
 use super::section::Section;
 use super::types::{Pfn, PhysAddr, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE};
@@ -59,7 +64,7 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// Types the model stores through a [`MemMapStore`]: [`Page`] and [`Section`]. Every bit
+/// Types the model stores through a [`MemMapStore`]: [`Page`], [`Section`], [`UnitMaps`]. Every bit
 /// pattern the model reads back was written by the model, starting from `EMPTY`.
 pub trait MemMapItem: Sized + 'static + sealed::Sealed {
     /// The value every element holds right after [`MemMapStore::map`].
@@ -73,6 +78,10 @@ impl MemMapItem for Page {
 impl sealed::Sealed for Section {}
 impl MemMapItem for Section {
     const EMPTY: Section = Section::EMPTY;
+}
+impl sealed::Sealed for UnitMaps {}
+impl MemMapItem for UnitMaps {
+    const EMPTY: UnitMaps = UnitMaps::EMPTY;
 }
 
 const _: () = assert!(

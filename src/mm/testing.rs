@@ -30,6 +30,13 @@ pub struct FakeStore {
     pub releases: usize,
 }
 
+impl FakeStore {
+    /// Physical bases of the mappings live now, ascending.
+    pub fn live_bases(&self) -> impl Iterator<Item = u64> + '_ {
+        self.live.keys().copied()
+    }
+}
+
 impl MemMapStore for FakeStore {
     fn map<T: MemMapItem>(&mut self, meta: MetaPages) -> MemMap<T> {
         let base = meta.base();

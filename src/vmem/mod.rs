@@ -63,8 +63,11 @@
 //! 4. Plug: units in sections that already have plugged units first, then lowest address
 //!    first; contiguous units are batched into one request (at most 65535 blocks, and at most
 //!    the current run limit, see BUSY below). Before plugging, [`HotplugMemory::can_add`] must
-//!    agree that free Normal memory can hold the new mem_maps and keep a reserve; otherwise
-//!    the device stalls with `no_memory`.
+//!    agree that free Normal memory can hold the new metadata (mem_maps, or with memmap on
+//!    memory only table chunks and unit tables) and keep a reserve; a run it refuses is cut
+//!    to the longest prefix it accepts (found by bisection, so a short Normal zone still
+//!    plugs in large requests), and only when not even one unit fits does the device stall
+//!    with `no_memory`, at once, with what it has plugged.
 //! 5. Unplug (of free memory first; `unplug.rs`).
 //!
 //! Every part of a step works with what the step was given, bundled once (`StepCx`): the
@@ -559,9 +562,18 @@ impl Vmem {
         let range = self.run_range(run);
         let node = self.node;
         if !cx.mem.can_add(range, node) {
-            // Try a smaller piece before giving up: one unit.
-            let one = self.unit_range(run.first, 1);
-            if run.count == 1 || !cx.mem.can_add(one, node) {
+            // The largest run from `run.first` the room allows (binary search: the metadata a
+            // run needs grows with its length), never one unit per request while more fits.
+            let (mut fits, mut too_big) = (0, run.count);
+            while too_big - fits > 1 {
+                let mid = fits + (too_big - fits) / 2;
+                if cx.mem.can_add(self.unit_range(run.first, mid), node) {
+                    fits = mid;
+                } else {
+                    too_big = mid;
+                }
+            }
+            if fits == 0 {
                 log::warn!(
                     "vmem{}: stopping at {} MiB plugged: no free memory for more mem_maps",
                     self.id,
@@ -569,7 +581,7 @@ impl Vmem {
                 );
                 return self.backoff(cx.now, State::Stalled, Reason::NoMemory);
             }
-            run.count = 1;
+            run.count = fits;
         }
         self.plug_run(cx, run)
     }

@@ -19,9 +19,7 @@
 //! allocating (the heap must not be used while that lock is held).
 
 use super::{MemError, PhysRange};
-use crate::mm::{
-    self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE,
-};
+use crate::mm::{self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType};
 
 /// Free Normal memory that plugging never uses for mem_maps: twice the kernel reserve,
 /// `max(16 MiB, managed Normal / 32)` (see the module doc).
@@ -48,14 +46,7 @@ pub fn mm_err(e: mm::Error) -> MemError {
 /// minus the reserve ([`mem_map_reserve_bytes`]). Allocates nothing (it runs under the
 /// model's lock).
 pub fn mm_can_add<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> bool {
-    let first = range.base / SECTION_SIZE;
-    let last = (range.end() - 1) / SECTION_SIZE;
-    let present = m
-        .sections()
-        .filter(|s| (first..=last).contains(&s.nr.0))
-        .count() as u64;
-    let new_sections = (last - first + 1) - present;
-    let cost = new_sections * mm::MEM_MAP_BYTES;
+    let cost = m.metadata_bytes_for(pfn_range(range));
     let (mut free, mut managed) = (0u64, 0u64);
     for z in m.stats().filter(|z| z.zone == Some(ZoneType::Normal)) {
         free += z.free_pages * mm::PAGE_SIZE;

@@ -517,3 +517,52 @@ fn floor_and_no_memory_stop_unplug_with_their_reason() {
     assert_eq!(m.held.len(), 200 * 256);
     m.mm.check().unwrap();
 }
+
+/// With mem_maps from Normal, a Normal zone too small for the request still plugs in the
+/// largest runs its room allows (a few requests, not one block per request), then stalls
+/// at once with `no_memory` and what it reached; with memmap on memory the same boot
+/// memory plugs all of it.
+#[test]
+fn short_normal_plugs_in_large_runs_then_stalls() {
+    let plugs = |d: &FakeDevice| {
+        d.log
+            .iter()
+            .filter(|r| matches!(r, Request::Plug { .. }))
+            .count()
+    };
+    let (mut v, mut d, mut m) = setup(2 * MIB, 16 * GIB, 96 * MIB);
+    d.set_requested(16 * GIB);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)), "{n:?}");
+    assert_eq!((v.state(), v.reason()), (State::Stalled, Reason::NoMemory));
+    let plugged = d.plugged_bytes();
+    eprintln!(
+        "off: {} MiB plugged in {} PLUG requests",
+        plugged >> 20,
+        plugs(&d)
+    );
+    assert!(
+        plugged >= 4 * GIB,
+        "plugged as far as memory allows: {plugged}"
+    );
+    assert!(
+        plugs(&d) <= 16,
+        "{} PLUG requests for {plugged} bytes",
+        plugs(&d)
+    );
+    assert_eq!(m.movable_free_bytes(), plugged);
+    // Stalled means stopped: another step sends nothing.
+    let sent = d.log.len();
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert!(matches!(n, Next::RetryAt(_)), "{n:?}");
+    assert_eq!(d.log.len(), sent, "requests after the stall");
+
+    let (mut v, mut d, mut m) = setup(2 * MIB, 16 * GIB, 96 * MIB);
+    m.mm.set_memmap_on_memory(true);
+    d.set_requested(16 * GIB);
+    let (n, _) = converge(&mut v, &mut d, &mut m, 0);
+    assert_eq!(n, Next::Idle);
+    assert_eq!(d.plugged_bytes(), 16 * GIB);
+    eprintln!("on: 16 GiB plugged in {} PLUG requests", plugs(&d));
+    assert!(m.mm.check().is_ok());
+}

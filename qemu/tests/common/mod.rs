@@ -308,6 +308,12 @@ pub fn poll_until<T: fmt::Display>(
     })
 }
 
+/// `key` summed over the lines of `zone` (all nodes) of a `mem` report (panics with it).
+pub fn zone_sum(mem: &Mem, zone: &str, key: fn(&MemLine) -> u64) -> u64 {
+    mem.zone_sum(zone, key)
+        .unwrap_or_else(|e| panic!("{e}:\n{mem}"))
+}
+
 /// The numeric field `key` of a record (panics with the parse error).
 pub fn field(r: &Record, key: &str) -> u64 {
     r.u64(key).unwrap_or_else(|e| panic!("{e}"))

@@ -118,9 +118,13 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
-        // Unmapped (and TLBs flushed on every CPU) before the model forgets the range.
+        // The model forgets the range first: with memmap on memory the range holds its own
+        // descriptors, which the removal rewrites and releases through the linear map. The
+        // range is offline, so nothing else reaches it in between. Then it is unmapped (and
+        // TLBs flushed on every CPU) before the device may take it back.
+        vmem::mm_remove(&mut chunked_model()?, range)?;
         mmu::unmap_linear(range).map_err(|_| MemError::Other("unmap"))?;
-        vmem::mm_remove(&mut chunked_model()?, range)
+        Ok(())
     }
 }
 

@@ -27,6 +27,7 @@ mod boot;
 mod chunked;
 mod heap;
 mod hotplug;
+mod memmap;
 mod migrate;
 mod nodes;
 mod pressure;
