@@ -58,7 +58,8 @@ pub use deadline::Deadline;
 pub use error::{Error, Result};
 pub use instance::{default_image, workspace_root, LaunchOptions, Qemu};
 pub use machine::{
-    format_size, parse_size, Backend, Gic, Machine, NumaNode, VirtioMem, GIB, KIB, MIB,
+    format_size, parse_size, Backend, Gic, Machine, NumaNode, Prop, RootPort, VirtioMem, GIB, KIB,
+    MIB,
 };
 pub use qmp::{MemorySummary, Qmp, VirtioMemInfo};
 pub use record::{parse_records, Record};
