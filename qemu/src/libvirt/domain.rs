@@ -247,8 +247,8 @@ impl Domain {
         virsh(args, deadline, &self.log)
     }
 
-    /// Starts the domain paused, connects the console (with [`ConsoleKind::Socket`]), resumes it.
-    pub fn start(&mut self) -> Result<()> {
+    /// `virsh start --paused`, then, with [`ConsoleKind::Socket`], connects the console.
+    pub fn start_paused(&mut self) -> Result<()> {
         self.virsh(&["start", &self.name, "--paused"], VIRSH)?;
         if let ConsoleKind::Socket(path) = &self.spec.console {
             let stream = UnixStream::connect(path)
@@ -258,6 +258,12 @@ impl Domain {
                 .map_err(|e| Error::io("cloning the console socket", e))?;
             self.console = Some(Console::new(reader, stream));
         }
+        Ok(())
+    }
+
+    /// Starts the domain paused, connects the console (with [`ConsoleKind::Socket`]), resumes it.
+    pub fn start(&mut self) -> Result<()> {
+        self.start_paused()?;
         self.virsh(&["resume", &self.name], VIRSH).map(drop)
     }
 

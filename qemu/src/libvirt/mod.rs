@@ -31,18 +31,24 @@
 //!   detail (`memory-device-size-change` with `alias` and `size`, `device-removed`).
 
 //!
-//! Files: this one (constants, the `virsh` runner and its transcript), `daemons.rs`
+//! [`run_on_terminal`] is `make libvirt-run`: the daemons, a domain with a pty console, started
+//! paused; `virsh console` on this terminal (Ctrl-] leaves it), then the domain is resumed; when
+//! the console ends the domain is destroyed and undefined and the daemons this run started stop.
+//!
+//! Files: this one (constants, the `virsh` runner and its transcript, [`run_on_terminal`]), `daemons.rs`
 //! ([`Daemons`]), `domain.rs` ([`DomainSpec`], [`Domain`], [`MemoryDevice`]), `events.rs`
 //! ([`EventWatch`], [`Event`]).
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::machine::GIB;
 
 mod daemons;
 mod domain;
@@ -181,4 +187,50 @@ impl Transcript {
             .unwrap_or_else(PoisonError::into_inner)
             .join("\n")
     }
+}
+
+/// `make libvirt-run`: boots `image` as a libvirt domain (boot RAM `ram_bytes`, one virtio-mem
+/// device of `vmem_bytes` at `placement`, 1 GiB of room for `virsh attach-device`) and attaches
+/// this terminal with `virsh console`; returns `virsh console`'s status once it ends. Prints
+/// the domain's name and how to resize it first.
+pub fn run_on_terminal(
+    image: &Path,
+    ram_bytes: u64,
+    vmem_bytes: u64,
+    placement: Placement,
+) -> Result<ExitStatus> {
+    let _daemons = Daemons::ensure(DAEMON_READY)?;
+    let name = Domain::unique_name();
+    let spec = DomainSpec {
+        name: name.clone(),
+        image: image.to_path_buf(),
+        ram_bytes,
+        vmem_bytes,
+        attach_bytes: GIB,
+        placement,
+        console: ConsoleKind::Pty,
+    };
+    let mut domain = Domain::define(spec, image)?;
+    domain.start_paused()?;
+    eprintln!(
+        "# libvirt domain {name} ({URI}); in another terminal:\n\
+         #   virsh -c {URI} update-memory-device {name} --requested-size 1GiB\n\
+         #   virsh -c {URI} dumpxml {name}\n\
+         # Ctrl-] leaves the console; the domain is then destroyed and undefined."
+    );
+    let mut console = Command::new("virsh")
+        .args(["-c", URI, "console", &name, "--force"])
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            program: "virsh console".into(),
+            source,
+        })?;
+    // `virsh console` needs a moment to open the pty; output before that would be lost.
+    thread::sleep(Duration::from_millis(500));
+    let resumed = domain.virsh(&["resume", &name], VIRSH);
+    let status = console
+        .wait()
+        .map_err(|e| Error::io("waiting for virsh console", e))?;
+    resumed?;
+    Ok(status)
 }
