@@ -78,7 +78,7 @@ impl EventWatch {
     pub fn start(domain: &Domain, deadline: impl Into<Deadline>) -> Result<EventWatch> {
         let deadline = deadline.into();
         let mut child = Command::new("virsh")
-            .args(["-c", URI, "event", &domain.name(), "--all", "--loop"])
+            .args(["-c", URI, "event", domain.name(), "--all", "--loop"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -114,7 +114,7 @@ impl EventWatch {
         for n in 0.. {
             let title = format!("hotmem-watch-{n}");
             domain.virsh(
-                &["desc", &domain.name(), "--live", "--title", &title],
+                &["desc", domain.name(), "--live", "--title", &title],
                 deadline,
             )?;
             let step = Deadline::after(Duration::from_millis(500));
