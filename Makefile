@@ -7,6 +7,9 @@
 #   make stress   seeded random stress with fault injection on the default and two-node topologies
 #                 (SEED= STEPS= DURATION=)
 #   make debug    QEMU waiting for gdb on :1234
+#   make libvirt-run  the kernel as a libvirt domain (qemu/libvirt/hotmem.xml, libvirt's default
+#                 PCI placement; LIBVIRT_ARGS=--bus0 puts the device on pcie.0), on this terminal
+#                 through `virsh console` (Ctrl-] leaves; the domain is undefined); needs root
 
 RAM       ?= 512M
 VMEM      ?= 4G
@@ -15,6 +18,7 @@ CPU       ?= max
 GIC       ?= 3
 BOOTARGS  ?=
 QEMU_EXTRA ?=
+LIBVIRT_ARGS ?=
 # make stress: run length per topology, optional seed and step limit; faults ride along some
 # resizes (--inject).
 DURATION  ?= 15m
@@ -34,7 +38,7 @@ IMAGE     := target/hotmem.img
 # hotmem-qemu's `run`; QEMU_EXTRA goes to QEMU verbatim, last.
 RUN_ARGS  = --ram $(RAM) --vmem $(VMEM) --smp $(SMP) --cpu $(CPU) --gic $(GIC) --append "$(BOOTARGS)"
 
-.PHONY: deps kernel run test debug clippy fmt-check unit qemu-test bench stress stress-short
+.PHONY: deps kernel run libvirt-run test debug clippy fmt-check unit qemu-test bench stress stress-short
 
 deps:
 	@bash qemu/deps.sh
@@ -46,6 +50,9 @@ kernel: deps
 
 run: kernel
 	cargo run -p hotmem-qemu --release -- run $(RUN_ARGS) -- $(QEMU_EXTRA)
+
+libvirt-run: kernel
+	cargo run -p hotmem-qemu --release -- libvirt-run --ram $(RAM) --vmem $(VMEM) $(LIBVIRT_ARGS)
 
 debug: kernel
 	@echo "In another terminal: gdb-multiarch $(ELF) -ex 'target remote :1234'"

@@ -73,6 +73,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A libvirt daemon or `virsh` command failed (the daemons need root and `make deps`).
+    #[error("{command}: {message}")]
+    Virsh {
+        /// The command line (or the daemon) that failed.
+        command: String,
+        /// Its stderr, or why it could not run.
+        message: String,
+    },
+
     /// The console output did not follow the shell contract, or a record did not parse.
     #[error("{0}")]
     Protocol(String),

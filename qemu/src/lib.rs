@@ -15,7 +15,9 @@
 //!    [`Qmp`] client with a transcript and deadlines), [`instance`] ([`Qemu::launch`] spawns QEMU
 //!    with the console on its stdio and QMP on a private socket; dropping it kills QEMU;
 //!    [`Qemu::report`] is what a failing test prints), [`interactive`] (the same machine on this
-//!    terminal, `hotmem-qemu run`, behind `make run` and `make debug`).
+//!    terminal, `hotmem-qemu run`, behind `make run` and `make debug`), [`libvirt`] (the same
+//!    kernel as a libvirt domain: the daemons, `qemu/libvirt/hotmem.xml`, `virsh` operations and
+//!    events, the console on the domain's serial socket; behind `make libvirt-run`).
 //! 4. The guest's view: [`guest`] (what `mem`, `vmem` and the hog print and the resize log line,
 //!    as types; the actions resize, hog start/stop, wait for a resize or a reboot).
 //! 5. Users: [`mod@bench`] (the timings of `hotmem-qemu bench`: scenarios, measuring loop, table,
@@ -46,6 +48,7 @@ pub mod error;
 pub mod guest;
 pub mod instance;
 pub mod interactive;
+pub mod libvirt;
 pub mod machine;
 pub mod plot;
 pub mod qmp;
@@ -58,7 +61,8 @@ pub use deadline::Deadline;
 pub use error::{Error, Result};
 pub use instance::{default_image, workspace_root, LaunchOptions, Qemu};
 pub use machine::{
-    format_size, parse_size, Backend, Gic, Machine, NumaNode, VirtioMem, GIB, KIB, MIB,
+    format_size, parse_size, Backend, Gic, Machine, NumaNode, Prop, RootPort, VirtioMem, GIB, KIB,
+    MIB,
 };
 pub use qmp::{MemorySummary, Qmp, VirtioMemInfo};
 pub use record::{parse_records, Record};

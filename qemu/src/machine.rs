@@ -15,6 +15,12 @@
 //!   the first device is always `vm0` (the id QMP `qom-set` uses).
 //! - With NUMA nodes that each own the same number of CPUs, `-smp` gets one socket per node so that
 //!   QEMU's topology agrees with the node split (QEMU warns otherwise).
+//! - PCIe root ports ([`RootPort`]) come before the devices, so a device can name one as its
+//!   `bus`. A device marked [`VirtioMem::hot`] gets its backend on the command line but no
+//!   `-device`: the test adds it at run time with QMP `device_add`, whose properties
+//!   [`Machine::virtio_mem_props`] gives (the same list the command line renders, with numbers
+//!   as numbers). The machine a saved VM restores into is the same machine with that device
+//!   cold ([`Machine::all_cold`]) and `-incoming defer` ([`Machine::incoming_defer`]).
 
 use std::fmt;
 use std::path::Path;
@@ -125,6 +131,14 @@ pub struct VirtioMem {
     pub prealloc: bool,
     /// `memaddr`: where the region starts, or QEMU's choice.
     pub memaddr: Option<u64>,
+    /// `bus`: the id of the root port the device sits behind, or `pcie.0` (QEMU's choice).
+    pub bus: Option<String>,
+    /// `reserve=off` on the backend: QEMU does not reserve swap space for it, so a machine
+    /// may have more device memory than the host has RAM (only what the guest touches costs).
+    pub no_reserve: bool,
+    /// Added at run time with QMP `device_add` ([`Machine::virtio_mem_props`]); the command
+    /// line has only its backend.
+    pub hot: bool,
 }
 
 impl VirtioMem {
@@ -138,7 +152,28 @@ impl VirtioMem {
             backend: Backend::Ram,
             prealloc: false,
             memaddr: None,
+            bus: None,
+            no_reserve: false,
+            hot: false,
         }
+    }
+
+    /// Places the device behind the root port with id `port`.
+    pub fn bus(mut self, port: &str) -> Self {
+        self.bus = Some(port.into());
+        self
+    }
+
+    /// Sets `reserve=off` on the backend.
+    pub fn no_reserve(mut self) -> Self {
+        self.no_reserve = true;
+        self
+    }
+
+    /// Leaves the device off the command line (its backend stays): added by `device_add`.
+    pub fn hot(mut self) -> Self {
+        self.hot = true;
+        self
     }
 
     /// Sets the backend.
@@ -178,6 +213,97 @@ impl VirtioMem {
     }
 }
 
+/// A `pcie-root-port` on `pcie.0`: a hotplug-capable slot that devices name as their `bus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPort {
+    /// QEMU id, the `bus` of the device behind it.
+    pub id: String,
+    /// `chassis` (with `slot`, unique per port).
+    pub chassis: u8,
+    /// `slot`.
+    pub slot: u8,
+    /// `bus-reserve`: bus numbers the firmware should keep behind the port.
+    pub bus_reserve: Option<u32>,
+    /// `mem-reserve`: non-prefetchable window to keep for a device added later.
+    pub mem_reserve_bytes: Option<u64>,
+    /// `pref64-reserve`: 64-bit prefetchable window to keep.
+    pub pref64_reserve_bytes: Option<u64>,
+}
+
+impl RootPort {
+    /// Port `id` at chassis `chassis`, slot `slot`, without reserve hints.
+    pub fn new(id: &str, chassis: u8, slot: u8) -> Self {
+        RootPort {
+            id: id.into(),
+            chassis,
+            slot,
+            bus_reserve: None,
+            mem_reserve_bytes: None,
+            pref64_reserve_bytes: None,
+        }
+    }
+
+    /// Sets the reserve hints (`bus-reserve`, `mem-reserve`, `pref64-reserve`).
+    pub fn reserve(mut self, buses: u32, mem_bytes: u64, pref64_bytes: u64) -> Self {
+        self.bus_reserve = Some(buses);
+        self.mem_reserve_bytes = Some(mem_bytes);
+        self.pref64_reserve_bytes = Some(pref64_bytes);
+        self
+    }
+
+    fn spec(&self) -> String {
+        let mut spec = format!(
+            "pcie-root-port,id={},chassis={},slot={}",
+            self.id, self.chassis, self.slot
+        );
+        if let Some(n) = self.bus_reserve {
+            spec.push_str(&format!(",bus-reserve={n}"));
+        }
+        if let Some(b) = self.mem_reserve_bytes {
+            spec.push_str(&format!(",mem-reserve={}", format_size(b)));
+        }
+        if let Some(b) = self.pref64_reserve_bytes {
+            spec.push_str(&format!(",pref64-reserve={}", format_size(b)));
+        }
+        spec
+    }
+}
+
+/// A property value of a virtio-mem device: rendered `key=value` on the command line, a JSON
+/// string or number in QMP `device_add` (which type-checks its arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prop {
+    /// A string (`memdev`).
+    Str(String),
+    /// A size in bytes (`requested-size`, `block-size`), rendered with [`format_size`].
+    Size(u64),
+    /// A number (`node`), or an address rendered in hex (`memaddr`).
+    Num(u64, bool),
+    /// A boolean that is on (`prealloc`).
+    On,
+}
+
+impl Prop {
+    fn render(&self) -> String {
+        match self {
+            Prop::Str(s) => s.clone(),
+            Prop::Size(b) => format_size(*b),
+            Prop::Num(n, false) => n.to_string(),
+            Prop::Num(n, true) => format!("{n:#x}"),
+            Prop::On => "on".into(),
+        }
+    }
+
+    /// The JSON value QMP `device_add` takes.
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            Prop::Str(s) => s.clone().into(),
+            Prop::Size(n) | Prop::Num(n, _) => (*n).into(),
+            Prop::On => true.into(),
+        }
+    }
+}
+
 /// A QEMU `virt` machine. Build one from [`Machine::default`] with the setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
@@ -195,6 +321,10 @@ pub struct Machine {
     pub numa: Vec<NumaNode>,
     /// virtio-mem devices, `vm0` first.
     pub virtio_mem: Vec<VirtioMem>,
+    /// PCIe root ports on `pcie.0`, before the devices.
+    pub root_ports: Vec<RootPort>,
+    /// `-incoming defer`: QEMU waits for QMP `migrate-incoming` instead of booting.
+    pub incoming_defer: bool,
     /// `-append`, left out when empty.
     pub bootargs: String,
     /// Appended verbatim after everything else.
@@ -212,6 +342,8 @@ impl Default for Machine {
             ram_bytes: 512 * MIB,
             numa: Vec::new(),
             virtio_mem: vec![VirtioMem::new(4 * GIB)],
+            root_ports: Vec::new(),
+            incoming_defer: false,
             bootargs: String::new(),
             extra_args: Vec::new(),
         }
@@ -284,6 +416,27 @@ impl Machine {
         self
     }
 
+    /// Adds a PCIe root port.
+    pub fn with_root_port(mut self, port: RootPort) -> Self {
+        self.root_ports.push(port);
+        self
+    }
+
+    /// Starts QEMU with `-incoming defer` (a restore target).
+    pub fn incoming_defer(mut self) -> Self {
+        self.incoming_defer = true;
+        self
+    }
+
+    /// The same machine with every hot device on the command line: what a VM that had them
+    /// added at run time is restored into.
+    pub fn all_cold(mut self) -> Self {
+        for d in &mut self.virtio_mem {
+            d.hot = false;
+        }
+        self
+    }
+
     /// Sets the kernel command line.
     pub fn bootargs(mut self, bootargs: &str) -> Self {
         self.bootargs = bootargs.into();
@@ -326,6 +479,30 @@ impl Machine {
         format!("vm{index}")
     }
 
+    /// The properties of virtio-mem device `index` after its `id` (`memdev`, `requested-size`,
+    /// then those set: `block-size`, `node`, `prealloc`, `memaddr`), in command-line order; the
+    /// `bus` is [`VirtioMem::bus`]. `None` for an index past the last device.
+    pub fn virtio_mem_props(&self, index: usize) -> Option<Vec<(&'static str, Prop)>> {
+        let dev = self.virtio_mem.get(index)?;
+        let mut props = vec![
+            ("memdev", Prop::Str(format!("mem{index}"))),
+            ("requested-size", Prop::Size(dev.requested_bytes)),
+        ];
+        if let Some(bs) = dev.block_size_bytes {
+            props.push(("block-size", Prop::Size(bs)));
+        }
+        if let Some(node) = dev.node {
+            props.push(("node", Prop::Num(node.into(), false)));
+        }
+        if dev.prealloc {
+            props.push(("prealloc", Prop::On));
+        }
+        if let Some(addr) = dev.memaddr {
+            props.push(("memaddr", Prop::Num(addr, true)));
+        }
+        Some(props)
+    }
+
     /// Checks what the harness can express; QEMU itself checks the rest.
     pub fn validate(&self) -> Result<()> {
         if self.smp == 0 {
@@ -350,6 +527,14 @@ impl Machine {
                     format_size(dev.requested_bytes),
                     format_size(dev.size_bytes)
                 )));
+            }
+            if let Some(bus) = &dev.bus {
+                if !self.root_ports.iter().any(|p| &p.id == bus) {
+                    return Err(Error::Machine(format!(
+                        "{}: bus {bus} is not a root port of the machine",
+                        Self::virtio_mem_id(i)
+                    )));
+                }
             }
         }
         Ok(())
@@ -410,9 +595,13 @@ impl Machine {
             push("-numa", spec);
         }
 
+        for port in &self.root_ports {
+            push("-device", port.spec());
+        }
+
         for (i, dev) in self.virtio_mem.iter().enumerate() {
             let size = format_size(dev.size_bytes);
-            let backend = match &dev.backend {
+            let mut backend = match &dev.backend {
                 Backend::Ram => format!("memory-backend-ram,id=mem{i},size={size}"),
                 Backend::RamNoReserve => {
                     format!("memory-backend-ram,id=mem{i},size={size},reserve=off")
@@ -424,23 +613,19 @@ impl Machine {
                     if *share { "on" } else { "off" }
                 ),
             };
+            if dev.no_reserve {
+                backend.push_str(",reserve=off");
+            }
             push("-object", backend);
-            let mut spec = format!(
-                "virtio-mem-pci,id={},memdev=mem{i},requested-size={}",
-                Self::virtio_mem_id(i),
-                format_size(dev.requested_bytes)
-            );
-            if let Some(bs) = dev.block_size_bytes {
-                spec.push_str(&format!(",block-size={}", format_size(bs)));
+            if dev.hot {
+                continue;
             }
-            if let Some(node) = dev.node {
-                spec.push_str(&format!(",node={node}"));
+            let mut spec = format!("virtio-mem-pci,id={}", Self::virtio_mem_id(i));
+            for (key, value) in self.virtio_mem_props(i).unwrap_or_default() {
+                spec.push_str(&format!(",{key}={}", value.render()));
             }
-            if dev.prealloc {
-                spec.push_str(",prealloc=on");
-            }
-            if let Some(addr) = dev.memaddr {
-                spec.push_str(&format!(",memaddr={addr:#x}"));
+            if let Some(bus) = &dev.bus {
+                spec.push_str(&format!(",bus={bus}"));
             }
             push("-device", spec);
         }
@@ -450,6 +635,9 @@ impl Machine {
         push("-kernel", image.display().to_string());
         if !self.bootargs.is_empty() {
             push("-append", self.bootargs.clone());
+        }
+        if self.incoming_defer {
+            push("-incoming", "defer".into());
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -578,6 +766,59 @@ mod tests {
              memaddr=0x140100000 \
              -nic none -display none -kernel k"
         );
+    }
+
+    #[test]
+    fn root_ports_hot_devices_and_incoming() {
+        let m = Machine::default()
+            .numa_nodes(&[512 * MIB, 512 * MIB])
+            .without_virtio_mem()
+            .with_root_port(RootPort::new("rp1", 1, 1))
+            .with_root_port(RootPort::new("rp2", 2, 2).reserve(1, MIB, 2 * MIB))
+            .with_virtio_mem(VirtioMem::new(8 * GIB).node(0).bus("rp1").no_reserve())
+            .with_virtio_mem(
+                VirtioMem::new(8 * GIB)
+                    .node(1)
+                    .bus("rp2")
+                    .no_reserve()
+                    .hot(),
+            );
+        m.validate().unwrap();
+        assert_eq!(m.maxmem_bytes(), 17 * GIB, "a hot device counts in maxmem");
+        let a = m.args(Path::new("k")).join(" ");
+        assert!(
+            a.contains(
+                "-device pcie-root-port,id=rp1,chassis=1,slot=1 \
+                 -device pcie-root-port,id=rp2,chassis=2,slot=2,bus-reserve=1,mem-reserve=1M,\
+                 pref64-reserve=2M \
+                 -object memory-backend-ram,id=mem0,size=8G,reserve=off \
+                 -device virtio-mem-pci,id=vm0,memdev=mem0,requested-size=0,node=0,bus=rp1 \
+                 -object memory-backend-ram,id=mem1,size=8G,reserve=off -nic none"
+            ),
+            "{a}"
+        );
+        assert!(!a.contains("-incoming"), "{a}");
+        let props = m.virtio_mem_props(1).unwrap();
+        let json: Vec<_> = props.iter().map(|(k, v)| (*k, v.json())).collect();
+        assert_eq!(
+            json,
+            [
+                ("memdev", "mem1".into()),
+                ("requested-size", 0.into()),
+                ("node", 1.into())
+            ]
+        );
+        let restored = m.clone().all_cold().incoming_defer();
+        let r = restored.args(Path::new("k")).join(" ");
+        assert!(
+            r.contains("-device virtio-mem-pci,id=vm1,memdev=mem1,requested-size=0,node=1,bus=rp2"),
+            "{r}"
+        );
+        assert!(r.ends_with("-kernel k -incoming defer"), "{r}");
+        let stray = Machine::default()
+            .without_virtio_mem()
+            .with_virtio_mem(VirtioMem::new(GIB).bus("rp9"));
+        assert!(stray.validate().is_err(), "a bus that is no root port");
     }
 
     #[test]

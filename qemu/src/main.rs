@@ -9,6 +9,8 @@
 //! cargo run -p hotmem-qemu --release -- bench [MACHINE] [--runs N] [--linux-runs N]
 //!                      [--only hotmem|linux] [--out FILE]  plug/unplug timings, hotmem beside
 //!                                                          Linux: table, JSON
+//! cargo run -p hotmem-qemu -- libvirt-run [--ram SIZE] [--vmem SIZE] [--bus0]
+//!                                                          the kernel as a libvirt domain, virsh console
 //! cargo run -p hotmem-qemu --release -- stress [--seed N] [--steps N] [--duration 15m]
 //!                      [--topology default|two-node] [--inject] [--out DIR] [--plot FILE]
 //!                                                          seeded random resize/reset/hog/pin steps
@@ -23,13 +25,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hotmem_qemu::bench::{self, Report};
 use hotmem_qemu::interactive::Interactive;
+use hotmem_qemu::libvirt::{self, Placement};
 use hotmem_qemu::stress::{self, Topology};
 use hotmem_qemu::{
     format_size, parse_size, Error, Gic, LaunchOptions, Machine, Qemu, Result, VirtioMem,
 };
 
 const USAGE: &str = "\
-usage: hotmem-qemu <run|boot|args|probe|bench|stress> [options] [-- QEMU ARGS...]
+usage: hotmem-qemu <run|boot|args|probe|bench|stress|libvirt-run> [options] [-- QEMU ARGS...]
   run     boot on this terminal: console and QEMU monitor on stdio (Ctrl-a c switches, Ctrl-a x
           quits), QMP on target/qmp.sock; exits with QEMU's status (make run, make debug)
   boot    boot, print the console live, run each -c command, then poweroff
@@ -39,6 +42,8 @@ usage: hotmem-qemu <run|boot|args|probe|bench|stress> [options] [-- QEMU ARGS...
           mem_map overhead, on hotmem and on Debian's arm64 Linux (fetched with apt into
           target/linux; $HOTMEM_LINUX_MIRROR replaces the mirror) on the same machine: fresh
           boots per scenario, print a table with both columns and the ratio, write --out as JSON
+  libvirt-run  define and start qemu/libvirt/hotmem.xml (--ram, --vmem; as root) and attach
+          with `virsh console` (Ctrl-] leaves); the domain is undefined on exit (make libvirt-run)
   stress  seeded random scenarios (resizes, overlapping resizes, system_reset, and hog/pin when
           the guest has them), checked against QMP after every step; progress, summary, plot
 machine options (default: make run's machine):
@@ -54,6 +59,8 @@ machine options (default: make run's machine):
   --boot-timeout S   seconds to wait for the prompt (default 60)
   -c CMD             shell command to run after boot (repeatable)
   -- ARGS...         extra QEMU arguments, verbatim (run: after the console and QMP wiring)
+libvirt-run options:
+  --bus0             the device at a fixed slot on pcie.0 instead of libvirt's default placement
 run options:
   --debug            start halted, waiting for gdb on port 1234 (-s -S)
   --qmp SOCKET       QMP socket (default: <workspace>/target/qmp.sock)
@@ -93,6 +100,8 @@ struct Cli {
     stress: StressArgs,
     /// `run --debug`.
     debug: bool,
+    /// `libvirt-run --bus0`.
+    bus0: bool,
     /// `run --qmp`.
     qmp: Option<PathBuf>,
 }
@@ -136,6 +145,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             inject: false,
         },
         debug: false,
+        bus0: false,
         qmp: None,
     };
     let mut vmem_seen = false;
@@ -220,6 +230,7 @@ fn parse_args(args: &[String]) -> Result<Cli> {
             "--plot" => cli.stress.plot = Some(value()?.into()),
             "--inject" => cli.stress.inject = true,
             "--debug" => cli.debug = true,
+            "--bus0" => cli.bus0 = true,
             "--qmp" => cli.qmp = Some(value()?.into()),
             "--" => {
                 cli.machine.extra_args.extend(it.by_ref().cloned());
@@ -301,6 +312,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             result
         }
         "bench" => run_bench(&cli, &options),
+        "libvirt-run" => {
+            let image = options.image.unwrap_or_else(hotmem_qemu::default_image);
+            let placement = if cli.bus0 {
+                Placement::Bus0Slot(2)
+            } else {
+                Placement::Default
+            };
+            let vmem = cli.machine.virtio_mem_bytes();
+            let status = libvirt::run_on_terminal(&image, cli.machine.ram_bytes, vmem, placement)?;
+            eprintln!("# virsh console exited: {status}");
+            Ok(())
+        }
         "stress" => run_stress(&cli, options),
         other => Err(Error::Machine(format!("unknown subcommand {other}"))),
     }

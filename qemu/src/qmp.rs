@@ -13,7 +13,16 @@
 //!
 //! Events that arrive while waiting for a reply are queued; take them with [`Qmp::events`]. Note
 //! that `MEMORY_DEVICE_SIZE_CHANGE` is rate-limited by QEMU to one per second per device, so
-//! measuring plug progress means polling [`Qmp::virtio_mem_devices`].
+//! measuring plug progress means polling [`Qmp::virtio_mem_devices`]. QMP sends events only
+//! along with replies to a reader, so [`Qmp::wait_device_deleted`] asks `query-version` between
+//! looks at the queue; the events it passes over stay queued for [`Qmp::events`].
+//!
+//! Device and migration commands: [`Qmp::device_add`] (a virtio-mem from its
+//! [`Machine::virtio_mem_props`]), [`Qmp::device_del`] (QEMU refuses it, with a QMP error, while
+//! the device has memory plugged or requested) and [`Qmp::wait_device_deleted`]; saving a VM to
+//! a file and restoring it: [`Qmp::stop`], [`Qmp::migrate`] to `file:PATH`,
+//! [`Qmp::wait_migration`] until `completed`, on the restore target (started with
+//! `-incoming defer`) [`Qmp::migrate_incoming`], then [`Qmp::cont`].
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -26,6 +35,11 @@ use qapi::qmp;
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::machine::Machine;
+
+/// Pause between two `query-version`s of [`Qmp::wait_device_deleted`] and two
+/// `query-migrate`s of [`Qmp::wait_migration`].
+const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A virtio-mem device as `query-memory-devices` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +165,8 @@ pub struct Qmp {
     transcript: Transcript,
     broken: Option<String>,
     version: String,
+    /// Events taken off `qapi`'s queue by a wait that was looking for another one.
+    held: Vec<qmp::Event>,
 }
 
 impl Qmp {
@@ -217,6 +233,7 @@ impl Qmp {
             transcript,
             broken: None,
             version,
+            held: Vec::new(),
         };
         qmp.execute(&qmp::qmp_capabilities { enable: None }, deadline)?;
         Ok(qmp)
@@ -240,7 +257,9 @@ impl Qmp {
 
     /// Events received so far, oldest first.
     pub fn events(&mut self) -> Vec<qmp::Event> {
-        self.inner.events().collect()
+        let mut all = std::mem::take(&mut self.held);
+        all.extend(self.inner.events());
+        all
     }
 
     /// Runs any typed QMP command from `qapi::qmp`.
@@ -383,6 +402,136 @@ impl Qmp {
     /// `system_reset`: QEMU resets the machine (and unplugs all virtio-mem memory).
     pub fn system_reset(&mut self, deadline: impl Into<Deadline>) -> Result<()> {
         self.execute(&qmp::system_reset {}, deadline).map(drop)
+    }
+
+    /// `device_add` of virtio-mem device `index` of `machine` (a [`crate::VirtioMem::hot`]
+    /// device, whose backend `mem<index>` is already there), with id `vm<index>` behind its
+    /// `bus`.
+    pub fn device_add(
+        &mut self,
+        machine: &Machine,
+        index: usize,
+        deadline: impl Into<Deadline>,
+    ) -> Result<()> {
+        let id = Machine::virtio_mem_id(index);
+        let props = machine.virtio_mem_props(index).ok_or_else(|| {
+            Error::Machine(format!("device_add {id}: the machine has no such device"))
+        })?;
+        let cmd = qmp::device_add {
+            driver: "virtio-mem-pci".into(),
+            id: Some(id),
+            bus: machine.virtio_mem[index].bus.clone(),
+            arguments: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.json()))
+                .collect(),
+        };
+        self.execute(&cmd, deadline).map(drop)
+    }
+
+    /// `device_del`: asks for the device's removal. Success means the request went out; the
+    /// device is gone at `DEVICE_DELETED` ([`Qmp::wait_device_deleted`]).
+    pub fn device_del(&mut self, id: &str, deadline: impl Into<Deadline>) -> Result<()> {
+        self.execute(&qmp::device_del { id: id.into() }, deadline)
+            .map(drop)
+    }
+
+    /// Waits for the `DEVICE_DELETED` event of device `id`.
+    pub fn wait_device_deleted(&mut self, id: &str, deadline: impl Into<Deadline>) -> Result<()> {
+        let deadline = deadline.into();
+        let started = Instant::now();
+        loop {
+            let mut found = false;
+            for event in self.inner.events().collect::<Vec<_>>() {
+                match &event {
+                    qmp::Event::DEVICE_DELETED { data, .. }
+                        if data.device.as_deref() == Some(id) =>
+                    {
+                        found = true;
+                    }
+                    _ => self.held.push(event),
+                }
+            }
+            if found {
+                return Ok(());
+            }
+            if deadline.expired() {
+                return Err(Error::Timeout {
+                    what: format!("DEVICE_DELETED of {id}"),
+                    waited: started.elapsed(),
+                });
+            }
+            thread::sleep(EVENT_POLL_INTERVAL);
+            self.execute(&qmp::query_version {}, deadline)?;
+        }
+    }
+
+    /// `stop`: pauses the vCPUs.
+    pub fn stop(&mut self, deadline: impl Into<Deadline>) -> Result<()> {
+        self.execute(&qmp::stop {}, deadline).map(drop)
+    }
+
+    /// `cont`: resumes the vCPUs (after [`Qmp::stop`], or after an incoming migration).
+    pub fn cont(&mut self, deadline: impl Into<Deadline>) -> Result<()> {
+        self.execute(&qmp::cont {}, deadline).map(drop)
+    }
+
+    /// `migrate` to `uri` (`file:/path` saves the VM to a file). Returns at once; see
+    /// [`Qmp::wait_migration`].
+    pub fn migrate(&mut self, uri: &str, deadline: impl Into<Deadline>) -> Result<()> {
+        let cmd = qmp::migrate {
+            uri: Some(uri.into()),
+            channels: None,
+            detach: None,
+            resume: None,
+        };
+        self.execute(&cmd, deadline).map(drop)
+    }
+
+    /// `migrate-incoming` from `uri` on a QEMU started with `-incoming defer`. Sent through HMP
+    /// (`migrate_incoming`): `qapi` 0.15 expects a list in the QMP reply, which is `{}`.
+    /// HMP reports a refusal as text, returned as an error.
+    pub fn migrate_incoming(&mut self, uri: &str, deadline: impl Into<Deadline>) -> Result<()> {
+        let out = self.hmp(&format!("migrate_incoming {uri}"), deadline)?;
+        if out.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Qmp {
+                command: "migrate_incoming".into(),
+                message: out.trim().into(),
+            })
+        }
+    }
+
+    /// Polls `query-migrate` until the migration (outgoing, or incoming on a restore target)
+    /// is `completed`; `failed` or `cancelled` is an error with QEMU's reason.
+    pub fn wait_migration(&mut self, deadline: impl Into<Deadline>) -> Result<()> {
+        let deadline = deadline.into();
+        let started = Instant::now();
+        loop {
+            let info = self.execute(&qmp::query_migrate {}, deadline)?;
+            match info.status {
+                Some(qmp::MigrationStatus::completed) => return Ok(()),
+                Some(s @ (qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled)) => {
+                    return Err(Error::Qmp {
+                        command: "query-migrate".into(),
+                        message: format!(
+                            "migration {s:?}: {}",
+                            info.error_desc.unwrap_or_default()
+                        ),
+                    })
+                }
+                status => {
+                    if deadline.expired() {
+                        return Err(Error::Timeout {
+                            what: format!("the migration to complete (status {status:?})"),
+                            waited: started.elapsed(),
+                        });
+                    }
+                }
+            }
+            thread::sleep(EVENT_POLL_INTERVAL);
+        }
     }
 
     /// `quit`: QEMU exits. A connection closed before the reply counts as success.
