@@ -141,6 +141,10 @@ pub enum Command {
     },
     /// `unpin`.
     Unpin,
+    /// `vmem stats`: the unplug profile, one record per phase.
+    VmemStats,
+    /// `vmem stats reset`: zero the unplug profile.
+    VmemStatsReset,
     /// `locks`: hold times of the IRQ-masking locks, one line per lock class.
     Locks,
     /// `locks reset`: forget the hold times recorded so far.
@@ -176,6 +180,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "vmem state <vmemN> <addr> <size>",
         "device STATE of a block-aligned range next to the guest's view (size: bytes, K/M/G)",
+    ),
+    (
+        "vmem stats [reset]",
+        "unplug profile: calls, time and pages per phase, TLB broadcasts",
     ),
     ("cpus", "CPUs, their MPIDR, timer ticks, TLB broadcasts"),
     ("ps", "tasks: cpu, state, switches"),
@@ -322,7 +330,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     }
 }
 
-const VMEM_USAGE: &str = "vmem | vmem wait [vmemN] [timeout_ms] | vmem state <vmemN> <addr> <size>";
+const VMEM_USAGE: &str =
+    "vmem | vmem wait [vmemN] [timeout_ms] | vmem state <vmemN> <addr> <size> | vmem stats [reset]";
 
 /// `vmem` and its subcommands.
 fn parse_vmem(args: &[&str]) -> Result<Command, ParseError> {
@@ -355,6 +364,9 @@ fn parse_vmem(args: &[&str]) -> Result<Command, ParseError> {
             (_, _, None) => fail(STATE, "bad_size"),
             (Some(dev), Some(addr), Some(size)) => Ok(Command::VmemState { dev, addr, size }),
         },
+        ["stats"] => Ok(Command::VmemStats),
+        ["stats", "reset"] => Ok(Command::VmemStatsReset),
+        ["stats", ..] => Err(ParseError::Usage("vmem stats [reset]")),
         ["wait", ..] => Err(ParseError::Usage("vmem wait [vmemN] [timeout_ms]")),
         ["state", ..] => Err(ParseError::Usage("vmem state <vmemN> <addr> <size>")),
         _ => Err(ParseError::Usage(VMEM_USAGE)),
@@ -626,7 +638,7 @@ mod tests {
             parse("vmem state vmem0 0"),
             Err(ParseError::Usage(_))
         ));
-        assert!(matches!(parse("vmem stats"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("vmem statz"), Err(ParseError::Usage(_))));
         assert_eq!(
             ParseError::Fail {
                 cmd: "vmem wait",
@@ -655,6 +667,9 @@ mod tests {
         assert_eq!(parse("unpin"), Ok(Command::Unpin));
         assert_eq!(parse("locks"), Ok(Command::Locks));
         assert_eq!(parse("locks reset"), Ok(Command::LocksReset));
+        assert_eq!(parse("vmem stats"), Ok(Command::VmemStats));
+        assert_eq!(parse("vmem stats reset"), Ok(Command::VmemStatsReset));
+        assert!(matches!(parse("vmem stats x"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("locks x"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("locks reset 1"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("ps 1"), Err(ParseError::Usage("ps"))));

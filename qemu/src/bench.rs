@@ -28,6 +28,7 @@
 //! again when the run ends. The arithmetic, formatting and parsing are unit tested
 //! without QEMU.
 
+pub mod profile;
 pub mod report;
 pub mod scenario;
 
@@ -262,7 +263,9 @@ fn run_scenario(
     let mut hog = false;
     for step in &sc.steps {
         match step {
-            Step::Resize(r) => resize(vm, r, hog, metrics, progress)?,
+            Step::Resize(r) => profile::resize(vm, r.migration, progress, |vm, p| {
+                resize(vm, r, hog, metrics, p)
+            })?,
             Step::Hog(mib) => {
                 start_hog(vm, *mib)?;
                 hog = true;

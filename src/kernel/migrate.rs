@@ -187,6 +187,10 @@ impl PageTables for KernelPageTables {
         unsafe { core::ptr::copy_nonoverlapping(src, dst, (PAGE_SIZE / 8) as usize) };
     }
 
+    fn now_ns(&self) -> u64 {
+        hotmem_arch::timer::now_ns()
+    }
+
     fn wake_waiters(&mut self) {
         MIGRATION_WQ.wake_all();
         // After the batch: the pins fault injection took have done their work.
@@ -254,6 +258,7 @@ pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> 
     let report = migrate::migrate_range(&mut ModelLock, &mut KernelRmap, &mut pt, range);
     pt.release_injected();
     let report = report.map_err(MemError::Mm)?;
+    add_profile(&report.profile);
     if report.is_complete() {
         return Ok(report);
     }
@@ -262,6 +267,25 @@ pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> 
         Some(MigrateFailure::NoMemory) => MemError::NoMemory,
         _ => MemError::InUse,
     })
+}
+
+/// Adds the engine's profile of one run to the unplug profile (`vmem stats`).
+fn add_profile(p: &migrate::MigrateProfile) {
+    use hotmem::mm::migrate::Step;
+    use hotmem::vmem::stats::{self, Phase};
+    for (step, &(calls, ns, pages)) in Step::ALL.iter().zip(&p.steps) {
+        let phase = match step {
+            Step::Scan => Phase::Scan,
+            Step::Alloc => Phase::Alloc,
+            Step::Unmap => Phase::Unmap,
+            Step::Flush => Phase::Flush,
+            Step::Freeze => Phase::Freeze,
+            Step::Copy => Phase::Copy,
+            Step::Remap => Phase::Remap,
+            Step::Rmap => Phase::Rmap,
+        };
+        stats::add(phase, calls, ns, pages);
+    }
 }
 
 /// The synchronous-exception hook: a task that touched a page under migration sleeps until

@@ -104,6 +104,11 @@ fn execute(cmd: Command) {
         Command::Unpin => cmd_unpin(),
         Command::Spin { tasks, ms } => cmd_spin(tasks as usize, ms),
         Command::Inject(c) => cmd_inject(c),
+        Command::VmemStats => cmd_vmem_stats(),
+        Command::VmemStatsReset => {
+            hotmem::vmem::stats::reset();
+            println!("vmem stats: reset");
+        }
         Command::Locks => cmd_locks(),
         Command::LocksReset => {
             lockstat::reset_all();
@@ -292,6 +297,16 @@ fn print_vmem_record(i: usize, r: &hotmem::vmem::Record) {
         r.moved >> 10,
         r.left >> 10
     );
+}
+
+/// `vmem stats`: one `vmem_stats phase=…` record per phase, then the TLB broadcasts of
+/// every CPU since boot: `vmem_stats tlbi=N`.
+fn cmd_vmem_stats() {
+    for p in hotmem::vmem::stats::snapshot() {
+        println!("{p}");
+    }
+    let tlbi: u64 = (0..cpus::records().count()).map(tlb::broadcasts).sum();
+    println!("vmem_stats tlbi={tlbi}");
 }
 
 /// `vmem wait`: the records once settled, or the current ones and a timeout line.

@@ -124,6 +124,11 @@ pub trait PageTables {
     fn copy_page(&mut self, from: Pfn, to: Pfn);
     /// Wakes every task sleeping on a migration entry (they re-check their entry).
     fn wake_waiters(&mut self);
+    /// A monotonic clock in ns for the engine's profile ([`MigrateProfile`]); 0 (the
+    /// default) when there is none: only the counts move.
+    fn now_ns(&self) -> u64 {
+        0
+    }
 }
 
 /// Runs code under the kernel's rmap lock. A plain `Rmap` implements it (no lock).
@@ -172,6 +177,69 @@ pub struct MigrateReport {
     pub no_memory_pages: u64,
     /// The lowest page that did not move, and why.
     pub first_failure: Option<(Pfn, MigrateFailure)>,
+    /// Where the time went.
+    pub profile: MigrateProfile,
+}
+
+/// A step of the engine, for its profile.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Step {
+    /// Finding used pages (the bounded scan).
+    Scan,
+    /// Step 1: pin check and destination allocation.
+    Alloc,
+    /// Step 2: present entries to migration entries.
+    Unmap,
+    /// Step 3: the batch's TLB flush.
+    Flush,
+    /// Step 4: freezing the old pages.
+    Freeze,
+    /// Step 5: copying.
+    Copy,
+    /// Step 6: the new entries.
+    Remap,
+    /// Step 7: reverse map, references, freeing the old pages.
+    Rmap,
+}
+
+impl Step {
+    /// Every step, in [`MigrateProfile::steps`] order.
+    pub const ALL: [Step; 8] = [
+        Step::Scan,
+        Step::Alloc,
+        Step::Unmap,
+        Step::Flush,
+        Step::Freeze,
+        Step::Copy,
+        Step::Remap,
+        Step::Rmap,
+    ];
+}
+
+/// Per step of the engine: how often it ran, the time it took (ns, from
+/// [`PageTables::now_ns`]) and the pages it handled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct MigrateProfile {
+    /// `(calls, ns, pages)` per step, in [`Step::ALL`] order.
+    pub steps: [(u64, u64, u64); 8],
+}
+
+impl MigrateProfile {
+    fn add(&mut self, step: Step, t0: u64, t1: u64, pages: usize) {
+        let s = &mut self.steps[step as usize];
+        s.0 += 1;
+        s.1 += t1.saturating_sub(t0);
+        s.2 += pages as u64;
+    }
+
+    /// Adds `other` to this profile.
+    pub fn merge(&mut self, other: &MigrateProfile) {
+        for (a, b) in self.steps.iter_mut().zip(&other.steps) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+    }
 }
 
 impl MigrateReport {
@@ -213,6 +281,7 @@ impl MigrateReport {
         self.pinned_pages += other.pinned_pages;
         self.unmovable_pages += other.unmovable_pages;
         self.no_memory_pages += other.no_memory_pages;
+        self.profile.merge(&other.profile);
         if let Some((pfn, cause)) = other.first_failure {
             if self.first_failure.is_none_or(|(first, _)| pfn < first) {
                 self.first_failure = Some((pfn, cause));
@@ -396,6 +465,7 @@ pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
     loop {
         // Collect the next batch of candidates; anything else used fails right away.
         batch.clear();
+        let t0 = pt.now_ns();
         while batch.len() < MIGRATE_BATCH && pfn.0 < range.end_exclusive.0 {
             let used = match mm.with_mm(|m| m.next_used(pfn, range.end_exclusive)) {
                 Scan::Used(used) => used,
@@ -415,10 +485,11 @@ pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
                 report.fail(used.pfn, MigrateFailure::Unmovable, used.nr_pages);
             }
         }
+        report.profile.add(Step::Scan, t0, pt.now_ns(), batch.len());
         if batch.is_empty() {
             break;
         }
-        let (results, touched) = migrate_batch(mm, rmap, pt, &batch, range);
+        let (results, touched) = migrate_batch(mm, rmap, pt, &batch, range, &mut report.profile);
         // 8. Wake the waiters, once per batch.
         if touched {
             pt.wake_waiters();
@@ -454,6 +525,7 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     pt: &mut P,
     olds: &[Pfn],
     range: PfnRange,
+    profile: &mut MigrateProfile,
 ) -> (Vec<Result<(), MigrateFailure>>, bool) {
     let mut results: Vec<Result<(), MigrateFailure>> = Vec::with_capacity(olds.len());
     // (index in `olds`, the move) for the pages still going.
@@ -461,6 +533,8 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     let mut maps: Vec<Mapping> = Vec::with_capacity(olds.len());
     let mut flushed: Vec<Mapping> = Vec::new();
     let mut touched = false;
+    let mut t = [0u64; 3];
+    t[0] = pt.now_ns();
     rmap.with_rmap(|rmap| {
         // 1. Pin check and destination.
         for (i, &old) in olds.iter().enumerate() {
@@ -492,6 +566,7 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
                 moves.push((i, m));
             }
         }
+        t[1] = pt.now_ns();
         // 2. Migration entries for every page.
         flushed.reserve(maps.len());
         moves.retain(|(i, mv)| {
@@ -529,12 +604,17 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
             results[*i] = Err(MigrateFailure::Unmovable);
             false
         });
+        t[2] = pt.now_ns();
     });
+    profile.add(Step::Alloc, t[0], t[1], olds.len());
+    profile.add(Step::Unmap, t[1], t[2], moves.len());
     // 3. One flush for all of them, unlocked: the entries are the engine's now.
     if !flushed.is_empty() {
         pt.flush(&flushed);
+        profile.add(Step::Flush, t[2], pt.now_ns(), moves.len());
     }
     // 4. Freeze, unless a pin came in before the entries went invalid.
+    let t0 = pt.now_ns();
     moves.retain(|(i, mv)| {
         if mm.with_mm(|m| m.migrate_freeze(mv.old, mv.map_count)) {
             return true;
@@ -544,21 +624,32 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
         results[*i] = Err(MigrateFailure::Pinned);
         false
     });
+    let t1 = pt.now_ns();
+    profile.add(Step::Freeze, t0, t1, moves.len());
     // 5. Copy, unlocked: nothing can write `old` any more, nothing reaches `new` yet.
     for (_, mv) in &moves {
         pt.copy_page(mv.old, mv.new);
     }
+    let t2 = pt.now_ns();
+    profile.add(Step::Copy, t1, t2, moves.len());
+    let (mut remap_ns, mut rmap_ns) = (0, 0);
     rmap.with_rmap(|rmap| {
         for (_, mv) in &moves {
+            let a = pt.now_ns();
             // 6. New entries.
             restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
+            let b = pt.now_ns();
             // 7. Reverse map and references; `old` is freed.
             if let Err(e) = rmap.move_page(mv.old, mv.new) {
                 panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
             }
             mm.with_mm(|m| m.migrate_finish(mv.old, mv.new));
+            remap_ns += b - a;
+            rmap_ns += pt.now_ns() - b;
         }
     });
+    profile.add(Step::Remap, 0, remap_ns, moves.len());
+    profile.add(Step::Rmap, 0, rmap_ns, moves.len());
     (results, touched)
 }
 

@@ -93,6 +93,7 @@ use hotmem_drivers::virtio_mem::{Config, Request, Response};
 
 mod model;
 mod reconcile;
+pub mod stats;
 mod status;
 mod types;
 mod unplug;

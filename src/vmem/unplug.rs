@@ -13,7 +13,9 @@
 //! for `reconcile.rs`, so memory the device may have unplugged is never used again before
 //! STATE says it is still plugged.
 
+use super::stats::{self, Phase};
 use super::{Device, HotplugMemory, MemError, Next, Op, Reason, Run, State, StepCx, Vmem};
+use crate::mm;
 use alloc::vec::Vec;
 use hotmem_drivers::virtio_mem::Response;
 
@@ -125,7 +127,8 @@ impl Vmem {
     fn unplug_run<D: Device, M: HotplugMemory>(&mut self, cx: &mut StepCx<D, M>, run: Run) -> Next {
         let range = self.run_range(run);
         let req = self.request(Op::Unplug, range);
-        match self.send(cx.dev, req) {
+        let pages = range.size / mm::PAGE_SIZE;
+        match stats::time(Phase::Request, pages, || self.send(cx.dev, req)) {
             Some(Response::Ack) => {
                 self.nacks = 0;
                 self.removed(cx.mem, run);

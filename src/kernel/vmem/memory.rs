@@ -26,8 +26,10 @@ use crate::kernel::mem::{self, mm_lock};
 use crate::kernel::migrate::{self, ModelLock};
 use core::sync::atomic::{AtomicBool, Ordering};
 use hotmem::mm::{chunked, NodeId, ZoneType};
+use hotmem::vmem::stats::{self, Phase};
 use hotmem::vmem::{self, HotplugMemory, MemError};
 use hotmem_arch::addr::PhysRange;
+use hotmem_arch::layout::PAGE_SIZE;
 use hotmem_arch::mmu;
 use hotmem_arch::pgtable::{Attrs, Granule};
 use hotmem_arch::timer;
@@ -94,11 +96,17 @@ impl HotplugMemory for KernelMemory {
         if !with(|m| Ok(vmem::mm_floor_allows(m, range, m.floor_bytes())))? {
             return Err(MemError::Floor);
         }
-        chunked::isolate(&mut mm, pfns).map_err(vmem::mm_err)?;
+        let pages = pfns.nr_pages();
+        stats::time(Phase::Isolate, pages, || chunked::isolate(&mut mm, pfns))
+            .map_err(vmem::mm_err)?;
         // Isolated: nothing new lands here. Move what is mapped out, then offline.
+        let t0 = timer::now_ns();
         let moved = migrate::migrate_out(pfns);
+        let moved_pages = moved.as_ref().map_or(0, |r| r.moved_pages);
+        stats::add(Phase::Migrate, 1, timer::now_ns() - t0, moved_pages);
         let r = moved.and_then(|report| {
-            chunked::offline(&mut mm, pfns).map_err(vmem::mm_err)?;
+            stats::time(Phase::Offline, pages, || chunked::offline(&mut mm, pfns))
+                .map_err(vmem::mm_err)?;
             Ok(report.moved_pages)
         });
         if r.is_err() {
@@ -119,8 +127,11 @@ impl HotplugMemory for KernelMemory {
 
     fn remove(&mut self, range: PhysRange) -> Result<(), MemError> {
         // Unmapped (and TLBs flushed on every CPU) before the model forgets the range.
-        mmu::unmap_linear(range).map_err(|_| MemError::Other("unmap"))?;
-        vmem::mm_remove(&mut chunked_model()?, range)
+        let pages = range.size / PAGE_SIZE;
+        stats::time(Phase::UnmapLinear, pages, || mmu::unmap_linear(range))
+            .map_err(|_| MemError::Other("unmap"))?;
+        let mut mm = chunked_model()?;
+        stats::time(Phase::Remove, pages, || vmem::mm_remove(&mut mm, range))
     }
 }
 
@@ -137,6 +148,7 @@ fn online_zone() -> ZoneType {
 
 /// Applies the boot arguments that shape hotplug.
 pub fn configure(args: &hotmem::shell::BootArgs) {
+    stats::set_clock(timer::now_ns);
     mem::set_floor_bytes(args.unplug_floor_mib << 20);
     ONLINE_NORMAL.store(args.memhp_online_normal, Ordering::Relaxed);
     if args.memhp_online_normal {

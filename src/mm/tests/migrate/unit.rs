@@ -110,6 +110,16 @@ fn migrate_moves_mapped_pages_and_keeps_contents() {
     // One flush and one wake-up per batch.
     let batches = 40u64.div_ceil(MIGRATE_BATCH as u64);
     assert_eq!((pt.copies, pt.flushes, pt.wakes), (40, batches, batches));
+    // The profile counts each step once per batch, over the pages it handled.
+    use crate::mm::migrate::Step;
+    for (step, &(calls, _, pages)) in Step::ALL.iter().zip(&r.profile.steps) {
+        let want_calls = if *step == Step::Scan {
+            batches + 1
+        } else {
+            batches
+        };
+        assert_eq!((calls, pages), (want_calls, 40), "profile of {step:?}");
+    }
     checked(&mm, &rmap);
     assert_eq!(mm.borrow().used_pages_in(range), 0);
     for (i, &(old, va)) in pages.iter().enumerate() {
