@@ -9,10 +9,11 @@
 //!
 //! Order of the two halves: memory is mapped in the linear map before the model adds it
 //! (the mapping is not taken under the model's lock: table pages come from the model) and
-//! unmapped, with TLBs flushed on every CPU, before the model forgets it. Offlining checks
-//! the unplug floor, isolates the range, moves its movable pages out
-//! (`migrate::migrate_out`), then offlines it; on failure the range is un-isolated and
-//! stays online.
+//! unmapped, with TLBs flushed on every CPU, before the model forgets it (both before the
+//! device is asked to unplug it). Offlining a pass of units checks the unplug floor for
+//! them together, isolates every one, then per unit moves its movable pages out
+//! (`migrate::migrate_out`) and offlines it; a unit that fails is un-isolated and stays
+//! online.
 //!
 //! Locks: each call takes `mm_lock()` for the model's part only. The calls that walk a
 //! range's descriptors (add and online, isolate, offline, un-isolate, re-online, remove)
@@ -24,6 +25,7 @@
 
 use crate::kernel::mem::{self, mm_lock};
 use crate::kernel::migrate::{self, ModelLock};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hotmem::mm::{chunked, NodeId, ZoneType};
 use hotmem::vmem::stats::{self, Phase};
@@ -91,28 +93,17 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
-        let pfns = vmem::pfn_range(range);
-        let mut mm = chunked_model()?;
-        if !with(|m| Ok(vmem::mm_floor_allows(m, range, m.floor_bytes())))? {
-            return Err(MemError::Floor);
-        }
-        let pages = pfns.nr_pages();
-        stats::time(Phase::Isolate, pages, || chunked::isolate(&mut mm, pfns))
-            .map_err(vmem::mm_err)?;
-        // Isolated: nothing new lands here. Move what is mapped out, then offline.
-        let t0 = timer::now_ns();
-        let moved = migrate::migrate_out(pfns);
-        let moved_pages = moved.as_ref().map_or(0, |r| r.moved_pages);
-        stats::add(Phase::Migrate, 1, timer::now_ns() - t0, moved_pages);
-        let r = moved.and_then(|report| {
-            stats::time(Phase::Offline, pages, || chunked::offline(&mut mm, pfns))
-                .map_err(vmem::mm_err)?;
-            Ok(report.moved_pages)
-        });
-        if r.is_err() {
-            let _ = chunked::unisolate(&mut mm, pfns);
-        }
-        r
+        self.offline_pass(&[range]).remove(0)
+    }
+
+    fn offline_pass(&mut self, ranges: &[PhysRange]) -> Vec<Result<u64, MemError>> {
+        let mut steps = match chunked_model() {
+            Ok(mm) => KernelPass(mm),
+            Err(e) => return ranges.iter().map(|_| Err(e)).collect(),
+        };
+        let allowed =
+            with(|m| Ok(vmem::mm_floor_allows_prefix(m, ranges, m.floor_bytes()))).unwrap_or(0);
+        vmem::offline_pass(&mut steps, ranges, allowed)
     }
 
     fn used_pages(&mut self, range: PhysRange) -> u64 {
@@ -132,6 +123,40 @@ impl HotplugMemory for KernelMemory {
             .map_err(|_| MemError::Other("unmap"))?;
         let mut mm = chunked_model()?;
         stats::time(Phase::Remove, pages, || vmem::mm_remove(&mut mm, range))
+    }
+}
+
+/// The steps of an unplug pass over the model in bounded holds and the migration engine,
+/// each counted in the unplug profile.
+struct KernelPass(ModelLock);
+
+impl vmem::PassSteps for KernelPass {
+    fn isolate(&mut self, range: PhysRange) -> Result<(), MemError> {
+        let pfns = vmem::pfn_range(range);
+        stats::time(Phase::Isolate, pfns.nr_pages(), || {
+            chunked::isolate(&mut self.0, pfns)
+        })
+        .map_err(vmem::mm_err)
+    }
+
+    fn migrate(&mut self, range: PhysRange) -> Result<u64, MemError> {
+        let t0 = timer::now_ns();
+        let moved = migrate::migrate_out(vmem::pfn_range(range)).map(|r| r.moved_pages);
+        let pages = *moved.as_ref().unwrap_or(&0);
+        stats::add(Phase::Migrate, 1, timer::now_ns() - t0, pages);
+        moved
+    }
+
+    fn offline(&mut self, range: PhysRange) -> Result<(), MemError> {
+        let pfns = vmem::pfn_range(range);
+        stats::time(Phase::Offline, pfns.nr_pages(), || {
+            chunked::offline(&mut self.0, pfns)
+        })
+        .map_err(vmem::mm_err)
+    }
+
+    fn unisolate(&mut self, range: PhysRange) {
+        let _ = chunked::unisolate(&mut self.0, vmem::pfn_range(range));
     }
 }
 
