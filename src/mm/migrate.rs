@@ -25,8 +25,9 @@
 //! before the next, so one TLB broadcast serves the batch (under QEMU's TCG every
 //! broadcast invalidation stops all vCPUs: one per page made it the main cost of a
 //! migration). The rmap lock is held only for the steps that read or change the reverse
-//! map or turn entries from present to migrating and back: two short holds per batch, none
-//! across the TLB flush or the copies. For each page `old`:
+//! map or turn entries from present to migrating and back: short holds of at most
+//! [`HOLD_PAGES`] pages each for steps 1-2 and for steps 6-7, none across the TLB flush or
+//! the copies. For each page `old`:
 //! 1. Rmap lock (first hold) and `Mm` lock: `old` must be unpinned; allocate `new`
 //!    (movable, `old`'s node first). The range is isolated, and isolated pageblocks are
 //!    never allocated from, so `new` is outside it (asserted).
@@ -51,8 +52,9 @@
 //!
 //! # Concurrency contract for the kernel
 //! - The `Mm` lock is held only inside steps 1, 4 and 7 and the bounded scan; the rmap
-//!   lock only in the two holds (1-2, 6-7), each O(pages in the batch × their mappings),
-//!   never across a copy, a TLB flush or more than one batch.
+//!   lock only in the holds of steps 1-2 and 6-7, each O([`HOLD_PAGES`] × their
+//!   mappings), never across a copy, a TLB flush or more than one batch. Between the holds
+//!   of steps 1-2, the pages already turned are the engine's (below), the rest untouched.
 //! - Between the two holds the engine owns the batch's migration entries: only it rewrites
 //!   them (step 4's put-back or step 6). Everyone else who finds one waits instead of
 //!   changing it: a task touching the page takes a translation fault, and an unmap or a
@@ -84,6 +86,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
+use arrayvec::ArrayVec;
 use core::fmt;
 
 pub use super::model::MmLock;
@@ -441,12 +444,18 @@ impl<S: MemMapStore> Mm<S> {
     }
 }
 
-/// Most pages moved per TLB broadcast, and per pair of rmap-lock holds. Bigger batches
-/// flush less often; smaller ones keep the two holds (the kernel's rmap lock masks
-/// interrupts) and the time a faulting task waits shorter. The holds do per page only
-/// page-table, reverse-map and allocator updates (the copies and the flush run unlocked),
-/// so 32 pages are a few dozen entry rewrites per hold.
-pub const MIGRATE_BATCH: usize = 32;
+/// Most pages moved per TLB broadcast. Each batch costs one broadcast (under TCG every
+/// broadcast invalidation stops all vCPUs; measured at about 180 µs each on the 2-core
+/// host this project is measured on, -smp 2) and one wake-up; 32-page batches made the
+/// flushes an eighth of a migration's time (8192 per GiB). At 256 pages a GiB costs 1024
+/// broadcasts. Larger batches do not lengthen the rmap lock's holds: those are taken per
+/// [`HOLD_PAGES`] pages. The bound is the time a task that faults on a page of the batch
+/// waits: the batch's copy (256 pages, about a megabyte, a few ms under TCG).
+pub const MIGRATE_BATCH: usize = 256;
+
+/// Most pages one hold of the rmap lock (which masks interrupts) covers, in steps 1-2 and
+/// in steps 6-7: a few dozen page-table, reverse-map and allocator updates per hold.
+pub const HOLD_PAGES: usize = 32;
 
 /// Moves every movable page out of `range` (pageblock aligned, every pageblock isolated
 /// by [`Mm::isolate_range`]) and reports what stayed. See the module doc for the steps
@@ -517,8 +526,10 @@ struct Move {
 }
 
 /// Moves the order-0 pages `olds` (steps 1-7 of the module doc, each step for the whole
-/// batch, with one TLB flush and two holds of the rmap lock). Returns each page's outcome,
-/// in order, and whether any page-table entry was changed (waiters to wake).
+/// batch, with one TLB flush). The rmap lock is taken per [`HOLD_PAGES`] pages for steps
+/// 1-2 and again for steps 6-7, so a hold stays as short as with small batches. Returns
+/// each page's outcome, in order, and whether any page-table entry was changed (waiters to
+/// wake).
 fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     mm: &mut M,
     rmap: &mut R,
@@ -533,90 +544,109 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     let mut maps: Vec<Mapping> = Vec::with_capacity(olds.len());
     let mut flushed: Vec<Mapping> = Vec::new();
     let mut touched = false;
-    let mut t = [0u64; 3];
-    t[0] = pt.now_ns();
-    rmap.with_rmap(|rmap| {
-        // 1. Pin check and destination.
-        for (i, &old) in olds.iter().enumerate() {
-            let n = rmap.map_count(old);
-            let prepared = if n == 0 {
-                Err(MigrateFailure::Unmovable)
-            } else {
-                mm.with_mm(|m| m.migrate_prepare(old, n))
-                    .map_err(|e| match e {
+    for (c, chunk) in olds.chunks(HOLD_PAGES).enumerate() {
+        let base = c * HOLD_PAGES;
+        let first_move = moves.len();
+        let mut t = [0u64; 3];
+        t[0] = pt.now_ns();
+        rmap.with_rmap(|rmap| {
+            // 1. Pin check and destination, the chunk under one hold of the `Mm` lock.
+            let mut prepared: ArrayVec<Result<Pfn, MigrateFailure>, HOLD_PAGES> = ArrayVec::new();
+            mm.with_mm(|m| {
+                prepared.extend(chunk.iter().map(|&old| match rmap.map_count(old) {
+                    0 => Err(MigrateFailure::Unmovable),
+                    n => m.migrate_prepare(old, n).map_err(|e| match e {
                         Prepare::Pinned => MigrateFailure::Pinned,
                         Prepare::Unmovable => MigrateFailure::Unmovable,
                         Prepare::NoMemory => MigrateFailure::NoMemory,
-                    })
-            };
-            results.push(prepared.map(|_| ()));
-            if let Ok(new) = prepared {
-                assert!(
-                    !range.contains(new),
-                    "mm: migration target {new:?} inside the isolated range {range:?}"
-                );
-                let first = maps.len();
-                maps.extend_from_slice(rmap.mappings(old));
-                let m = Move {
-                    old,
-                    new,
-                    map_count: n,
-                    maps: first..maps.len(),
-                };
-                moves.push((i, m));
-            }
-        }
-        t[1] = pt.now_ns();
-        // 2. Migration entries for every page.
-        flushed.reserve(maps.len());
-        moves.retain(|(i, mv)| {
-            let mine = &maps[mv.maps.clone()];
-            let mut done = 0;
-            for m in mine {
-                match pt.entry(m.as_id, m.va) {
-                    Pte::Present { pfn, writable } if pfn == mv.old => {
-                        pt.replace(
-                            m.as_id,
-                            m.va,
-                            Pte::Migrating {
-                                pfn: mv.old,
-                                writable,
-                            },
-                        );
-                        done += 1;
-                    }
-                    _ => break,
+                    }),
+                }))
+            });
+            for (j, (&old, prepared)) in chunk.iter().zip(prepared).enumerate() {
+                let n = rmap.map_count(old);
+                results.push(prepared.map(|_| ()));
+                if let Ok(new) = prepared {
+                    assert!(
+                        !range.contains(new),
+                        "mm: migration target {new:?} inside the isolated range {range:?}"
+                    );
+                    let first = maps.len();
+                    maps.extend_from_slice(rmap.mappings(old));
+                    let m = Move {
+                        old,
+                        new,
+                        map_count: n,
+                        maps: first..maps.len(),
+                    };
+                    moves.push((base + j, m));
                 }
             }
-            flushed.extend_from_slice(&mine[..done]);
-            touched |= done > 0;
-            if done == mine.len() {
-                return true;
+            t[1] = pt.now_ns();
+            // 2. Migration entries for every page of the chunk.
+            let mut k = first_move;
+            while k < moves.len() {
+                let (i, ref mv) = moves[k];
+                let mine = &maps[mv.maps.clone()];
+                let mut done = 0;
+                for m in mine {
+                    match pt.entry(m.as_id, m.va) {
+                        Pte::Present { pfn, writable } if pfn == mv.old => {
+                            pt.replace(
+                                m.as_id,
+                                m.va,
+                                Pte::Migrating {
+                                    pfn: mv.old,
+                                    writable,
+                                },
+                            );
+                            done += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                flushed.extend_from_slice(&mine[..done]);
+                touched |= done > 0;
+                if done == mine.len() {
+                    k += 1;
+                    continue;
+                }
+                // The reverse map disagrees with the page tables: leave the page alone.
+                log::error!(
+                    "mm: {:?} mapping {:?} not in the page tables",
+                    mv.old,
+                    mine[done]
+                );
+                restore(pt, &mine[..done], mv.old, mv.old);
+                mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
+                results[i] = Err(MigrateFailure::Unmovable);
+                moves.remove(k);
             }
-            // The reverse map disagrees with the page tables: leave the page alone.
-            log::error!(
-                "mm: {:?} mapping {:?} not in the page tables",
-                mv.old,
-                mine[done]
-            );
-            restore(pt, &mine[..done], mv.old, mv.old);
-            mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
-            results[*i] = Err(MigrateFailure::Unmovable);
-            false
+            t[2] = pt.now_ns();
         });
-        t[2] = pt.now_ns();
-    });
-    profile.add(Step::Alloc, t[0], t[1], olds.len());
-    profile.add(Step::Unmap, t[1], t[2], moves.len());
+        profile.add(Step::Alloc, t[0], t[1], chunk.len());
+        profile.add(Step::Unmap, t[1], t[2], moves.len() - first_move);
+    }
     // 3. One flush for all of them, unlocked: the entries are the engine's now.
+    let t0 = pt.now_ns();
     if !flushed.is_empty() {
         pt.flush(&flushed);
-        profile.add(Step::Flush, t[2], pt.now_ns(), moves.len());
+        profile.add(Step::Flush, t0, pt.now_ns(), moves.len());
     }
     // 4. Freeze, unless a pin came in before the entries went invalid.
     let t0 = pt.now_ns();
+    let mut frozen: Vec<bool> = Vec::with_capacity(moves.len());
+    for chunk in moves.chunks(HOLD_PAGES) {
+        mm.with_mm(|m| {
+            frozen.extend(
+                chunk
+                    .iter()
+                    .map(|(_, mv)| m.migrate_freeze(mv.old, mv.map_count)),
+            )
+        });
+    }
+    let mut frozen = frozen.into_iter();
     moves.retain(|(i, mv)| {
-        if mm.with_mm(|m| m.migrate_freeze(mv.old, mv.map_count)) {
+        if frozen.next() == Some(true) {
             return true;
         }
         restore(pt, &maps[mv.maps.clone()], mv.old, mv.old);
@@ -630,26 +660,32 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     for (_, mv) in &moves {
         pt.copy_page(mv.old, mv.new);
     }
-    let t2 = pt.now_ns();
-    profile.add(Step::Copy, t1, t2, moves.len());
-    let (mut remap_ns, mut rmap_ns) = (0, 0);
-    rmap.with_rmap(|rmap| {
-        for (_, mv) in &moves {
-            let a = pt.now_ns();
+    profile.add(Step::Copy, t1, pt.now_ns(), moves.len());
+    for chunk in moves.chunks(HOLD_PAGES) {
+        let mut t = [0u64; 3];
+        rmap.with_rmap(|rmap| {
+            t[0] = pt.now_ns();
             // 6. New entries.
-            restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
-            let b = pt.now_ns();
-            // 7. Reverse map and references; `old` is freed.
-            if let Err(e) = rmap.move_page(mv.old, mv.new) {
-                panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
+            for (_, mv) in chunk {
+                restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
             }
-            mm.with_mm(|m| m.migrate_finish(mv.old, mv.new));
-            remap_ns += b - a;
-            rmap_ns += pt.now_ns() - b;
-        }
-    });
-    profile.add(Step::Remap, 0, remap_ns, moves.len());
-    profile.add(Step::Rmap, 0, rmap_ns, moves.len());
+            t[1] = pt.now_ns();
+            // 7. Reverse map and references; `old` is freed.
+            for (_, mv) in chunk {
+                if let Err(e) = rmap.move_page(mv.old, mv.new) {
+                    panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
+                }
+            }
+            mm.with_mm(|m| {
+                for (_, mv) in chunk {
+                    m.migrate_finish(mv.old, mv.new);
+                }
+            });
+            t[2] = pt.now_ns();
+        });
+        profile.add(Step::Remap, t[0], t[1], chunk.len());
+        profile.add(Step::Rmap, t[1], t[2], chunk.len());
+    }
     (results, touched)
 }
 
