@@ -129,6 +129,8 @@ pub enum Command {
     HogStart {
         /// How much memory it maps, in MiB.
         mib: u64,
+        /// How many tasks (default max(1, CPUs - 1)).
+        tasks: Option<u64>,
     },
     /// `hog status`.
     HogStatus,
@@ -192,7 +194,7 @@ pub const HELP: &[(&str, &str)] = &[
         "IRQ-masking lock holds per lock: count, longest, 99th percentile (us)",
     ),
     (
-        "hog <MiB>|status|stop",
+        "hog <MiB> [tasks]|status|stop",
         "movable workload that verifies every byte while memory moves",
     ),
     (
@@ -270,11 +272,19 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "hog" => match args.as_slice() {
             ["status"] => Ok(Command::HogStatus),
             ["stop"] => Ok(Command::HogStop),
-            [n] => match parse_u64(n) {
-                Some(mib) if (1..=1 << 20).contains(&mib) => Ok(Command::HogStart { mib }),
-                _ => Err(ParseError::Usage("hog <MiB>|status|stop")),
-            },
-            _ => Err(ParseError::Usage("hog <MiB>|status|stop")),
+            [n, rest @ ..] if rest.len() <= 1 => {
+                let tasks = rest.first().map(|t| parse_u64(t));
+                match (parse_u64(n), tasks) {
+                    (Some(mib), None | Some(Some(1..=64))) if (1..=1 << 20).contains(&mib) => {
+                        Ok(Command::HogStart {
+                            mib,
+                            tasks: tasks.flatten(),
+                        })
+                    }
+                    _ => Err(ParseError::Usage(HOG_USAGE)),
+                }
+            }
+            _ => Err(ParseError::Usage(HOG_USAGE)),
         },
         "pin" => match args.as_slice() {
             [n] => match parse_u64(n) {
@@ -329,6 +339,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         }
     }
 }
+
+const HOG_USAGE: &str = "hog <MiB> [tasks]|status|stop";
 
 const VMEM_USAGE: &str =
     "vmem | vmem wait [vmemN] [timeout_ms] | vmem state <vmemN> <addr> <size> | vmem stats [reset]";
@@ -656,7 +668,22 @@ mod tests {
     #[test]
     fn parsing_tasks() {
         assert_eq!(parse("ps"), Ok(Command::Ps));
-        assert_eq!(parse("hog 1536"), Ok(Command::HogStart { mib: 1536 }));
+        assert_eq!(
+            parse("hog 1536"),
+            Ok(Command::HogStart {
+                mib: 1536,
+                tasks: None
+            })
+        );
+        assert_eq!(
+            parse("hog 64 1"),
+            Ok(Command::HogStart {
+                mib: 64,
+                tasks: Some(1)
+            })
+        );
+        assert!(matches!(parse("hog 64 0"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("hog 64 1 2"), Err(ParseError::Usage(_))));
         assert_eq!(parse("hog status"), Ok(Command::HogStatus));
         assert_eq!(parse("hog stop"), Ok(Command::HogStop));
         assert!(matches!(parse("hog"), Err(ParseError::Usage(_))));

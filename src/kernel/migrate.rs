@@ -295,18 +295,8 @@ pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> 
 fn add_profile(p: &migrate::MigrateProfile) {
     use hotmem::mm::migrate::Step;
     use hotmem::vmem::stats::{self, Phase};
-    for (step, &(calls, ns, pages)) in Step::ALL.iter().zip(&p.steps) {
-        let phase = match step {
-            Step::Scan => Phase::Scan,
-            Step::Alloc => Phase::Alloc,
-            Step::Unmap => Phase::Unmap,
-            Step::Flush => Phase::Flush,
-            Step::Freeze => Phase::Freeze,
-            Step::Copy => Phase::Copy,
-            Step::Remap => Phase::Remap,
-            Step::Rmap => Phase::Rmap,
-        };
-        stats::add(phase, calls, ns, pages);
+    for (&step, &(calls, ns, pages)) in Step::ALL.iter().zip(&p.steps) {
+        stats::add(Phase::Engine(step), calls, ns, pages);
     }
 }
 

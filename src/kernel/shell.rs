@@ -97,7 +97,7 @@ fn execute(cmd: Command) {
         Command::VmemState { dev, addr, size } => cmd_vmem_state(dev, addr, size),
         Command::Memtest { mib } => cmd_memtest(mib),
         Command::Ps => cmd_ps(),
-        Command::HogStart { mib } => cmd_hog_start(mib),
+        Command::HogStart { mib, tasks } => cmd_hog_start(mib, tasks),
         Command::HogStatus => cmd_hog_status(),
         Command::HogStop => cmd_hog_stop(),
         Command::Pin { mib } => cmd_pin(mib),
@@ -403,8 +403,8 @@ fn cmd_spin(n: usize, ms: u64) {
 // ---------------------------------------------------------------------------------------
 // The hog workload: `hog`, `pin`, `unpin`
 
-fn cmd_hog_start(mib: u64) {
-    let Ok(started) = hog::start(mib) else {
+fn cmd_hog_start(mib: u64, tasks: Option<u64>) {
+    let Ok(started) = hog::start(mib, tasks) else {
         println!("hog: already running; 'hog stop' first");
         return;
     };

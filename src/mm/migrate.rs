@@ -206,6 +206,20 @@ pub enum Step {
 }
 
 impl Step {
+    /// The step's name in profiles.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Step::Scan => "scan",
+            Step::Alloc => "alloc",
+            Step::Unmap => "unmap",
+            Step::Flush => "flush",
+            Step::Freeze => "freeze",
+            Step::Copy => "copy",
+            Step::Remap => "remap",
+            Step::Rmap => "rmap",
+        }
+    }
+
     /// Every step, in [`MigrateProfile::steps`] order.
     pub const ALL: [Step; 8] = [
         Step::Scan,

@@ -29,6 +29,7 @@
 //! None: relaxed atomics, each counter on its own. A `vmem stats` racing an unplug may see a
 //! phase's calls without its time of the same call; the numbers are a profile, not books.
 
+use crate::mm::migrate::Step;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A phase of an unplug pass (see the module doc).
@@ -38,22 +39,8 @@ pub enum Phase {
     Isolate,
     /// Moving the used pages out of the victims (the whole engine run).
     Migrate,
-    /// Engine: scanning for used pages.
-    Scan,
-    /// Engine: pin check and destination allocation.
-    Alloc,
-    /// Engine: present entries to migration entries.
-    Unmap,
-    /// Engine: the batch's TLB flush.
-    Flush,
-    /// Engine: freezing the old pages.
-    Freeze,
-    /// Engine: copying the pages.
-    Copy,
-    /// Engine: the new entries.
-    Remap,
-    /// Engine: reverse map, references, freeing the old page.
-    Rmap,
+    /// One step of the migration engine.
+    Engine(Step),
     /// Offlining the victims once free.
     Offline,
     /// UNPLUG requests to the device.
@@ -66,36 +53,27 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in the order `vmem stats` prints them.
-    pub const ALL: [Phase; 14] = [
-        Phase::Isolate,
-        Phase::Migrate,
-        Phase::Scan,
-        Phase::Alloc,
-        Phase::Unmap,
-        Phase::Flush,
-        Phase::Freeze,
-        Phase::Copy,
-        Phase::Remap,
-        Phase::Rmap,
-        Phase::Offline,
-        Phase::Request,
-        Phase::UnmapLinear,
-        Phase::Remove,
-    ];
+    pub const ALL: [Phase; 14] = {
+        let mut all = [Phase::Isolate; 14];
+        all[1] = Phase::Migrate;
+        let mut i = 0;
+        while i < Step::ALL.len() {
+            all[2 + i] = Phase::Engine(Step::ALL[i]);
+            i += 1;
+        }
+        all[10] = Phase::Offline;
+        all[11] = Phase::Request;
+        all[12] = Phase::UnmapLinear;
+        all[13] = Phase::Remove;
+        all
+    };
 
     /// The name `vmem stats` prints (`phase=`).
     pub fn name(self) -> &'static str {
         match self {
             Phase::Isolate => "isolate",
             Phase::Migrate => "migrate",
-            Phase::Scan => "scan",
-            Phase::Alloc => "alloc",
-            Phase::Unmap => "unmap",
-            Phase::Flush => "flush",
-            Phase::Freeze => "freeze",
-            Phase::Copy => "copy",
-            Phase::Remap => "remap",
-            Phase::Rmap => "rmap",
+            Phase::Engine(s) => s.name(),
             Phase::Offline => "offline",
             Phase::Request => "request",
             Phase::UnmapLinear => "unmap_linear",
@@ -104,7 +82,15 @@ impl Phase {
     }
 
     fn index(self) -> usize {
-        self as usize
+        match self {
+            Phase::Isolate => 0,
+            Phase::Migrate => 1,
+            Phase::Engine(s) => 2 + s as usize,
+            Phase::Offline => 10,
+            Phase::Request => 11,
+            Phase::UnmapLinear => 12,
+            Phase::Remove => 13,
+        }
     }
 }
 
@@ -219,7 +205,7 @@ mod tests {
     #[test]
     fn record_prints_keys_in_order() {
         let s = PhaseStats {
-            phase: Phase::Copy,
+            phase: Phase::Engine(Step::Copy),
             calls: 3,
             ns: 12_345_678,
             pages: 96,
