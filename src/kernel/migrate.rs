@@ -182,6 +182,13 @@ impl PageTables for KernelPageTables {
         }
     }
 
+    fn update(&mut self, as_id: AsId, va: u64, f: &mut dyn FnMut(Pte) -> Option<Pte>) -> Pte {
+        let Some(a) = self.space(as_id) else {
+            return Pte::None;
+        };
+        decode(a.update_entry(va, |d| f(decode(d)).map(encode)))
+    }
+
     /// One broadcast per address space: by VA for a single page, by ASID for more (each
     /// broadcast stops every vCPU under TCG, and a batch usually hits one space).
     fn flush(&mut self, maps: &[Mapping]) {

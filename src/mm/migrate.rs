@@ -120,6 +120,16 @@ pub trait PageTables {
     /// Writes `new` for `va` in `as_id` (with the barriers that make it visible to the
     /// table walkers) and returns the previous entry. Does not flush the TLB.
     fn replace(&mut self, as_id: AsId, va: u64, new: Pte) -> Pte;
+    /// Reads the entry for `va` in `as_id` and, if `f` gives a new one for it, writes that
+    /// (as [`PageTables::replace`] does), walking the tables once; returns the entry that
+    /// was there, which `f` saw. The default does it with `entry` and `replace`.
+    fn update(&mut self, as_id: AsId, va: u64, f: &mut dyn FnMut(Pte) -> Option<Pte>) -> Pte {
+        let old = self.entry(as_id, va);
+        if let Some(new) = f(old) {
+            self.replace(as_id, va, new);
+        }
+        old
+    }
     /// Invalidates the translations of every `(as_id, va)` in `maps` in the TLBs of all
     /// CPUs and waits for completion (it may invalidate more, e.g. a whole ASID).
     fn flush(&mut self, maps: &[Mapping]);
@@ -602,19 +612,17 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
                 let (i, ref mv) = moves[k];
                 let mine = &maps[mv.maps.clone()];
                 let mut done = 0;
+                let old = mv.old;
                 for m in mine {
-                    match pt.entry(m.as_id, m.va) {
-                        Pte::Present { pfn, writable } if pfn == mv.old => {
-                            pt.replace(
-                                m.as_id,
-                                m.va,
-                                Pte::Migrating {
-                                    pfn: mv.old,
-                                    writable,
-                                },
-                            );
-                            done += 1;
+                    // One walk per mapping: read the present entry, write the migration entry.
+                    let prev = pt.update(m.as_id, m.va, &mut |pte| match pte {
+                        Pte::Present { pfn, writable } if pfn == old => {
+                            Some(Pte::Migrating { pfn, writable })
                         }
+                        _ => None,
+                    });
+                    match prev {
+                        Pte::Present { pfn, .. } if pfn == old => done += 1,
                         _ => break,
                     }
                 }
@@ -707,14 +715,18 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
 /// the permission each migration entry kept.
 fn restore<P: PageTables>(pt: &mut P, maps: &[Mapping], old: Pfn, to: Pfn) {
     for m in maps {
-        match pt.entry(m.as_id, m.va) {
+        // One walk per mapping: read the migration entry, write the present one.
+        let prev = pt.update(m.as_id, m.va, &mut |pte| match pte {
             Pte::Migrating { pfn, writable } if pfn == old => {
-                pt.replace(m.as_id, m.va, Pte::Present { pfn: to, writable });
+                Some(Pte::Present { pfn: to, writable })
             }
-            // Only the engine rewrites its migration entries (see the contract).
-            other => panic!(
-                "mm: migration entry for {old:?} at {m:?} changed during the migration: {other:?}"
-            ),
+            _ => None,
+        });
+        // Only the engine rewrites its migration entries (see the contract).
+        if !matches!(prev, Pte::Migrating { pfn, .. } if pfn == old) {
+            panic!(
+                "mm: migration entry for {old:?} at {m:?} changed during the migration: {prev:?}"
+            );
         }
     }
 }
