@@ -131,6 +131,8 @@ pub enum Command {
     HogStart {
         /// How much memory it maps, in MiB.
         mib: u64,
+        /// How many tasks (default max(1, CPUs - 1)).
+        tasks: Option<u64>,
     },
     /// `hog status`.
     HogStatus,
@@ -143,6 +145,10 @@ pub enum Command {
     },
     /// `unpin`.
     Unpin,
+    /// `vmem stats`: the unplug profile, one record per phase.
+    VmemStats,
+    /// `vmem stats reset`: zero the unplug profile.
+    VmemStatsReset,
     /// `locks`: hold times of the IRQ-masking locks, one line per lock class.
     Locks,
     /// `locks reset`: forget the hold times recorded so far.
@@ -179,6 +185,10 @@ pub const HELP: &[(&str, &str)] = &[
         "vmem state <vmemN> <addr> <size>",
         "device STATE of a block-aligned range next to the guest's view (size: bytes, K/M/G)",
     ),
+    (
+        "vmem stats [reset]",
+        "unplug profile: calls, time and pages per phase, TLB broadcasts",
+    ),
     ("cpus", "CPUs, their MPIDR, timer ticks, TLB broadcasts"),
     (
         "irqs",
@@ -190,7 +200,7 @@ pub const HELP: &[(&str, &str)] = &[
         "IRQ-masking lock holds per lock: count, longest, 99th percentile (us)",
     ),
     (
-        "hog <MiB>|status|stop",
+        "hog <MiB> [tasks]|status|stop",
         "movable workload that verifies every byte while memory moves",
     ),
     (
@@ -269,11 +279,19 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "hog" => match args.as_slice() {
             ["status"] => Ok(Command::HogStatus),
             ["stop"] => Ok(Command::HogStop),
-            [n] => match parse_u64(n) {
-                Some(mib) if (1..=1 << 20).contains(&mib) => Ok(Command::HogStart { mib }),
-                _ => Err(ParseError::Usage("hog <MiB>|status|stop")),
-            },
-            _ => Err(ParseError::Usage("hog <MiB>|status|stop")),
+            [n, rest @ ..] if rest.len() <= 1 => {
+                let tasks = rest.first().map(|t| parse_u64(t));
+                match (parse_u64(n), tasks) {
+                    (Some(mib), None | Some(Some(1..=64))) if (1..=1 << 20).contains(&mib) => {
+                        Ok(Command::HogStart {
+                            mib,
+                            tasks: tasks.flatten(),
+                        })
+                    }
+                    _ => Err(ParseError::Usage(HOG_USAGE)),
+                }
+            }
+            _ => Err(ParseError::Usage(HOG_USAGE)),
         },
         "pin" => match args.as_slice() {
             [n] => match parse_u64(n) {
@@ -329,7 +347,10 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     }
 }
 
-const VMEM_USAGE: &str = "vmem | vmem wait [vmemN] [timeout_ms] | vmem state <vmemN> <addr> <size>";
+const HOG_USAGE: &str = "hog <MiB> [tasks]|status|stop";
+
+const VMEM_USAGE: &str =
+    "vmem | vmem wait [vmemN] [timeout_ms] | vmem state <vmemN> <addr> <size> | vmem stats [reset]";
 
 /// `vmem` and its subcommands.
 fn parse_vmem(args: &[&str]) -> Result<Command, ParseError> {
@@ -362,6 +383,9 @@ fn parse_vmem(args: &[&str]) -> Result<Command, ParseError> {
             (_, _, None) => fail(STATE, "bad_size"),
             (Some(dev), Some(addr), Some(size)) => Ok(Command::VmemState { dev, addr, size }),
         },
+        ["stats"] => Ok(Command::VmemStats),
+        ["stats", "reset"] => Ok(Command::VmemStatsReset),
+        ["stats", ..] => Err(ParseError::Usage("vmem stats [reset]")),
         ["wait", ..] => Err(ParseError::Usage("vmem wait [vmemN] [timeout_ms]")),
         ["state", ..] => Err(ParseError::Usage("vmem state <vmemN> <addr> <size>")),
         _ => Err(ParseError::Usage(VMEM_USAGE)),
@@ -640,7 +664,7 @@ mod tests {
             parse("vmem state vmem0 0"),
             Err(ParseError::Usage(_))
         ));
-        assert!(matches!(parse("vmem stats"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("vmem statz"), Err(ParseError::Usage(_))));
         assert_eq!(
             ParseError::Fail {
                 cmd: "vmem wait",
@@ -660,7 +684,22 @@ mod tests {
         assert_eq!(parse("ps"), Ok(Command::Ps));
         assert_eq!(parse("irqs"), Ok(Command::Irqs));
         assert!(matches!(parse("irqs 1"), Err(ParseError::Usage("irqs"))));
-        assert_eq!(parse("hog 1536"), Ok(Command::HogStart { mib: 1536 }));
+        assert_eq!(
+            parse("hog 1536"),
+            Ok(Command::HogStart {
+                mib: 1536,
+                tasks: None
+            })
+        );
+        assert_eq!(
+            parse("hog 64 1"),
+            Ok(Command::HogStart {
+                mib: 64,
+                tasks: Some(1)
+            })
+        );
+        assert!(matches!(parse("hog 64 0"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse("hog 64 1 2"), Err(ParseError::Usage(_))));
         assert_eq!(parse("hog status"), Ok(Command::HogStatus));
         assert_eq!(parse("hog stop"), Ok(Command::HogStop));
         assert!(matches!(parse("hog"), Err(ParseError::Usage(_))));
@@ -671,6 +710,9 @@ mod tests {
         assert_eq!(parse("unpin"), Ok(Command::Unpin));
         assert_eq!(parse("locks"), Ok(Command::Locks));
         assert_eq!(parse("locks reset"), Ok(Command::LocksReset));
+        assert_eq!(parse("vmem stats"), Ok(Command::VmemStats));
+        assert_eq!(parse("vmem stats reset"), Ok(Command::VmemStatsReset));
+        assert!(matches!(parse("vmem stats x"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("locks x"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("locks reset 1"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("ps 1"), Err(ParseError::Usage("ps"))));

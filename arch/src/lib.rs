@@ -44,6 +44,8 @@ pub mod boot;
 #[cfg(target_os = "none")]
 pub mod context;
 #[cfg(target_os = "none")]
+pub mod copy;
+#[cfg(target_os = "none")]
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod exception;

@@ -263,6 +263,22 @@ impl AddressSpace {
         Some(old)
     }
 
+    /// Reads `va`'s descriptor and, if `f` gives a new one for it, stores that, in one walk
+    /// under the tables lock (the barriers of [`AddressSpace::replace_entry`] when it
+    /// stores). Returns the descriptor that was there (`None`: no level-3 table, or an
+    /// all-zero entry); `f` sees the same. The caller flushes as for `replace_entry`.
+    pub fn update_entry(&self, va: u64, f: impl FnOnce(Option<u64>) -> Option<u64>) -> Option<u64> {
+        let _t = self.tables.lock();
+        let slot = self.slot(va);
+        let old = slot.map(|s| s.load(Ordering::Acquire)).filter(|&d| d != 0);
+        if let (Some(slot), Some(new)) = (slot, f(old)) {
+            slot.store(new, Ordering::Release);
+            barrier::dsb(barrier::ISHST);
+            crate::cpu::isb();
+        }
+        old
+    }
+
     /// Clears `va`'s entry, flushes it from every CPU's TLB if it was valid, and returns the
     /// old descriptor (valid or a migration entry), `None` if nothing was there.
     pub fn unmap_page(&self, va: u64) -> Option<u64> {

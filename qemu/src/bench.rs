@@ -41,6 +41,7 @@
 pub mod fetch;
 pub mod initramfs;
 pub mod linux;
+pub mod profile;
 pub mod report;
 pub mod scenario;
 
@@ -512,7 +513,9 @@ fn run_scenario(
     let mut hog = false;
     for step in &sc.steps {
         match step {
-            Step::Resize(r) => resize(vm, r, hog, metrics, progress)?,
+            Step::Resize(r) => profile::resize(vm, r.migration, progress, |vm, p| {
+                resize(vm, r, hog, metrics, p)
+            })?,
             Step::Hog(mib) => {
                 start_hog(vm, *mib)?;
                 hog = true;

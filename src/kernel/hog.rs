@@ -126,13 +126,13 @@ pub struct Pinned {
     pub highest: u64,
 }
 
-/// Starts the hog: max(1, CPUs - 1) tasks that map `mib` MiB together.
-pub fn start(mib: u64) -> Result<Started, AlreadyRunning> {
+/// Starts the hog: `tasks` tasks (default max(1, CPUs - 1)) that map `mib` MiB together.
+pub fn start(mib: u64, tasks: Option<u64>) -> Result<Started, AlreadyRunning> {
     if HOG.lock().is_some() {
         return Err(AlreadyRunning);
     }
     let cpus = super::cpus::NR_CPUS.load(Ordering::Relaxed).max(1);
-    let n = (cpus - 1).max(1) as u64;
+    let n = tasks.unwrap_or((cpus - 1).max(1) as u64);
     let total = mib * (1 << 20) / PAGE_SIZE;
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();

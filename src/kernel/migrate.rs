@@ -104,6 +104,12 @@ struct KernelPageTables {
     /// Pages of the batch in flight that fault injection pinned ([`Self::inject_pins`]),
     /// released once the engine is done with the batch.
     injected: arrayvec::ArrayVec<Pfn, MIGRATE_BATCH>,
+    /// The address space the last entry looked at, so a batch (usually of one space) looks
+    /// it up once, not per entry. Dropped after each batch ([`PageTables::wake_waiters`]),
+    /// outside the rmap lock: a batch's mappings stay registered while it runs (an address
+    /// space is unregistered only after its pages were unmapped, and an unmap waits for
+    /// the migration entries).
+    last: core::cell::RefCell<Option<(AsId, Arc<AddressSpace>)>>,
 }
 
 impl KernelPageTables {
@@ -150,16 +156,37 @@ impl KernelPageTables {
     }
 }
 
+impl KernelPageTables {
+    fn space(&self, as_id: AsId) -> Option<Arc<AddressSpace>> {
+        let mut last = self.last.borrow_mut();
+        match &*last {
+            Some((id, a)) if *id == as_id => Some(a.clone()),
+            _ => {
+                let a = space(as_id)?;
+                *last = Some((as_id, a.clone()));
+                Some(a)
+            }
+        }
+    }
+}
+
 impl PageTables for KernelPageTables {
     fn entry(&self, as_id: AsId, va: u64) -> Pte {
-        space(as_id).map_or(Pte::None, |a| decode(a.entry(va)))
+        self.space(as_id).map_or(Pte::None, |a| decode(a.entry(va)))
     }
 
     fn replace(&mut self, as_id: AsId, va: u64, new: Pte) -> Pte {
-        match space(as_id) {
+        match self.space(as_id) {
             Some(a) => decode(a.replace_entry(va, encode(new))),
             None => Pte::None,
         }
+    }
+
+    fn update(&mut self, as_id: AsId, va: u64, f: &mut dyn FnMut(Pte) -> Option<Pte>) -> Pte {
+        let Some(a) = self.space(as_id) else {
+            return Pte::None;
+        };
+        decode(a.update_entry(va, |d| f(decode(d)).map(encode)))
     }
 
     /// One broadcast per address space: by VA for a single page, by ASID for more (each
@@ -180,14 +207,20 @@ impl PageTables for KernelPageTables {
     }
 
     fn copy_page(&mut self, from: Pfn, to: Pfn) {
-        let src = layout::phys_to_virt(from.0 * PAGE_SIZE) as *const u64;
-        let dst = layout::phys_to_virt(to.0 * PAGE_SIZE) as *mut u64;
-        // SAFETY: both are RAM pages in the linear map: `from` is frozen by the engine (no
-        // mapping reaches it, TLBs flushed) and `to` was just allocated to the engine.
-        unsafe { core::ptr::copy_nonoverlapping(src, dst, (PAGE_SIZE / 8) as usize) };
+        let src = layout::phys_to_virt(from.0 * PAGE_SIZE) as *const u8;
+        let dst = layout::phys_to_virt(to.0 * PAGE_SIZE) as *mut u8;
+        // SAFETY: both are distinct RAM pages in the linear map (page-aligned): `from` is
+        // frozen by the engine (no mapping reaches it, TLBs flushed) and `to` was just
+        // allocated to the engine, reachable by nobody else.
+        unsafe { hotmem_arch::copy::copy_page(dst, src) };
+    }
+
+    fn now_ns(&self) -> u64 {
+        hotmem_arch::timer::now_ns()
     }
 
     fn wake_waiters(&mut self) {
+        self.last.take();
         MIGRATION_WQ.wake_all();
         // After the batch: the pins fault injection took have done their work.
         self.release_injected();
@@ -254,6 +287,7 @@ pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> 
     let report = migrate::migrate_range(&mut ModelLock, &mut KernelRmap, &mut pt, range);
     pt.release_injected();
     let report = report.map_err(MemError::Mm)?;
+    add_profile(&report.profile);
     if report.is_complete() {
         return Ok(report);
     }
@@ -262,6 +296,15 @@ pub fn migrate_out(range: PfnRange) -> Result<migrate::MigrateReport, MemError> 
         Some(MigrateFailure::NoMemory) => MemError::NoMemory,
         _ => MemError::InUse,
     })
+}
+
+/// Adds the engine's profile of one run to the unplug profile (`vmem stats`).
+fn add_profile(p: &migrate::MigrateProfile) {
+    use hotmem::mm::migrate::Step;
+    use hotmem::vmem::stats::{self, Phase};
+    for (&step, &(calls, ns, pages)) in Step::ALL.iter().zip(&p.steps) {
+        stats::add(Phase::Engine(step), calls, ns, pages);
+    }
 }
 
 /// The synchronous-exception hook: a task that touched a page under migration sleeps until

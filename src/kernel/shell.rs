@@ -111,13 +111,18 @@ fn execute(cmd: Command) {
         Command::VmemState { dev, addr, size } => cmd_vmem_state(dev, addr, size),
         Command::Memtest { mib } => cmd_memtest(mib),
         Command::Ps => cmd_ps(),
-        Command::HogStart { mib } => cmd_hog_start(mib),
+        Command::HogStart { mib, tasks } => cmd_hog_start(mib, tasks),
         Command::HogStatus => cmd_hog_status(),
         Command::HogStop => cmd_hog_stop(),
         Command::Pin { mib } => cmd_pin(mib),
         Command::Unpin => cmd_unpin(),
         Command::Spin { tasks, ms } => cmd_spin(tasks as usize, ms),
         Command::Inject(c) => cmd_inject(c),
+        Command::VmemStats => cmd_vmem_stats(),
+        Command::VmemStatsReset => {
+            hotmem::vmem::stats::reset();
+            println!("vmem stats: reset");
+        }
         Command::Locks => cmd_locks(),
         Command::LocksReset => {
             lockstat::reset_all();
@@ -308,6 +313,16 @@ fn print_vmem_record(i: usize, r: &hotmem::vmem::Record) {
     );
 }
 
+/// `vmem stats`: one `vmem_stats phase=…` record per phase, then the TLB broadcasts of
+/// every CPU since boot: `vmem_stats tlbi=N`.
+fn cmd_vmem_stats() {
+    for p in hotmem::vmem::stats::snapshot() {
+        println!("{p}");
+    }
+    let tlbi: u64 = (0..cpus::records().count()).map(tlb::broadcasts).sum();
+    println!("vmem_stats tlbi={tlbi}");
+}
+
 /// `vmem wait`: the records once settled, or the current ones and a timeout line.
 fn cmd_vmem_wait(dev: Option<usize>, timeout_ms: u64) {
     if dev.is_some_and(|d| d >= vmem::records().len()) {
@@ -402,8 +417,8 @@ fn cmd_spin(n: usize, ms: u64) {
 // ---------------------------------------------------------------------------------------
 // The hog workload: `hog`, `pin`, `unpin`
 
-fn cmd_hog_start(mib: u64) {
-    let Ok(started) = hog::start(mib) else {
+fn cmd_hog_start(mib: u64, tasks: Option<u64>) {
+    let Ok(started) = hog::start(mib, tasks) else {
         println!("hog: already running; 'hog stop' first");
         return;
     };

@@ -25,8 +25,9 @@
 //! before the next, so one TLB broadcast serves the batch (under QEMU's TCG every
 //! broadcast invalidation stops all vCPUs: one per page made it the main cost of a
 //! migration). The rmap lock is held only for the steps that read or change the reverse
-//! map or turn entries from present to migrating and back: two short holds per batch, none
-//! across the TLB flush or the copies. For each page `old`:
+//! map or turn entries from present to migrating and back: short holds of at most
+//! [`HOLD_PAGES`] pages each for steps 1-2 and for steps 6-7, none across the TLB flush or
+//! the copies. For each page `old`:
 //! 1. Rmap lock (first hold) and `Mm` lock: `old` must be unpinned; allocate `new`
 //!    (movable, `old`'s node first). The range is isolated, and isolated pageblocks are
 //!    never allocated from, so `new` is outside it (asserted).
@@ -51,8 +52,9 @@
 //!
 //! # Concurrency contract for the kernel
 //! - The `Mm` lock is held only inside steps 1, 4 and 7 and the bounded scan; the rmap
-//!   lock only in the two holds (1-2, 6-7), each O(pages in the batch × their mappings),
-//!   never across a copy, a TLB flush or more than one batch.
+//!   lock only in the holds of steps 1-2 and 6-7, each O([`HOLD_PAGES`] × their
+//!   mappings), never across a copy, a TLB flush or more than one batch. Between the holds
+//!   of steps 1-2, the pages already turned are the engine's (below), the rest untouched.
 //! - Between the two holds the engine owns the batch's migration entries: only it rewrites
 //!   them (step 4's put-back or step 6). Everyone else who finds one waits instead of
 //!   changing it: a task touching the page takes a translation fault, and an unmap or a
@@ -84,6 +86,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
+use arrayvec::ArrayVec;
 use core::fmt;
 
 pub use super::model::MmLock;
@@ -117,6 +120,16 @@ pub trait PageTables {
     /// Writes `new` for `va` in `as_id` (with the barriers that make it visible to the
     /// table walkers) and returns the previous entry. Does not flush the TLB.
     fn replace(&mut self, as_id: AsId, va: u64, new: Pte) -> Pte;
+    /// Reads the entry for `va` in `as_id` and, if `f` gives a new one for it, writes that
+    /// (as [`PageTables::replace`] does), walking the tables once; returns the entry that
+    /// was there, which `f` saw. The default does it with `entry` and `replace`.
+    fn update(&mut self, as_id: AsId, va: u64, f: &mut dyn FnMut(Pte) -> Option<Pte>) -> Pte {
+        let old = self.entry(as_id, va);
+        if let Some(new) = f(old) {
+            self.replace(as_id, va, new);
+        }
+        old
+    }
     /// Invalidates the translations of every `(as_id, va)` in `maps` in the TLBs of all
     /// CPUs and waits for completion (it may invalidate more, e.g. a whole ASID).
     fn flush(&mut self, maps: &[Mapping]);
@@ -124,6 +137,11 @@ pub trait PageTables {
     fn copy_page(&mut self, from: Pfn, to: Pfn);
     /// Wakes every task sleeping on a migration entry (they re-check their entry).
     fn wake_waiters(&mut self);
+    /// A monotonic clock in ns for the engine's profile ([`MigrateProfile`]); 0 (the
+    /// default) when there is none: only the counts move.
+    fn now_ns(&self) -> u64 {
+        0
+    }
 }
 
 /// Runs code under the kernel's rmap lock. A plain `Rmap` implements it (no lock).
@@ -172,6 +190,83 @@ pub struct MigrateReport {
     pub no_memory_pages: u64,
     /// The lowest page that did not move, and why.
     pub first_failure: Option<(Pfn, MigrateFailure)>,
+    /// Where the time went.
+    pub profile: MigrateProfile,
+}
+
+/// A step of the engine, for its profile.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Step {
+    /// Finding used pages (the bounded scan).
+    Scan,
+    /// Step 1: pin check and destination allocation.
+    Alloc,
+    /// Step 2: present entries to migration entries.
+    Unmap,
+    /// Step 3: the batch's TLB flush.
+    Flush,
+    /// Step 4: freezing the old pages.
+    Freeze,
+    /// Step 5: copying.
+    Copy,
+    /// Step 6: the new entries.
+    Remap,
+    /// Step 7: reverse map, references, freeing the old pages.
+    Rmap,
+}
+
+impl Step {
+    /// The step's name in profiles.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Step::Scan => "scan",
+            Step::Alloc => "alloc",
+            Step::Unmap => "unmap",
+            Step::Flush => "flush",
+            Step::Freeze => "freeze",
+            Step::Copy => "copy",
+            Step::Remap => "remap",
+            Step::Rmap => "rmap",
+        }
+    }
+
+    /// Every step, in [`MigrateProfile::steps`] order.
+    pub const ALL: [Step; 8] = [
+        Step::Scan,
+        Step::Alloc,
+        Step::Unmap,
+        Step::Flush,
+        Step::Freeze,
+        Step::Copy,
+        Step::Remap,
+        Step::Rmap,
+    ];
+}
+
+/// Per step of the engine: how often it ran, the time it took (ns, from
+/// [`PageTables::now_ns`]) and the pages it handled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct MigrateProfile {
+    /// `(calls, ns, pages)` per step, in [`Step::ALL`] order.
+    pub steps: [(u64, u64, u64); 8],
+}
+
+impl MigrateProfile {
+    fn add(&mut self, step: Step, t0: u64, t1: u64, pages: usize) {
+        let s = &mut self.steps[step as usize];
+        s.0 += 1;
+        s.1 += t1.saturating_sub(t0);
+        s.2 += pages as u64;
+    }
+
+    /// Adds `other` to this profile.
+    pub fn merge(&mut self, other: &MigrateProfile) {
+        for (a, b) in self.steps.iter_mut().zip(&other.steps) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 += b.2;
+        }
+    }
 }
 
 impl MigrateReport {
@@ -213,6 +308,7 @@ impl MigrateReport {
         self.pinned_pages += other.pinned_pages;
         self.unmovable_pages += other.unmovable_pages;
         self.no_memory_pages += other.no_memory_pages;
+        self.profile.merge(&other.profile);
         if let Some((pfn, cause)) = other.first_failure {
             if self.first_failure.is_none_or(|(first, _)| pfn < first) {
                 self.first_failure = Some((pfn, cause));
@@ -377,12 +473,18 @@ impl<S: MemMapStore> Mm<S> {
     }
 }
 
-/// Most pages moved per TLB broadcast, and per pair of rmap-lock holds. Bigger batches
-/// flush less often; smaller ones keep the two holds (the kernel's rmap lock masks
-/// interrupts) and the time a faulting task waits shorter. The holds do per page only
-/// page-table, reverse-map and allocator updates (the copies and the flush run unlocked),
-/// so 32 pages are a few dozen entry rewrites per hold.
-pub const MIGRATE_BATCH: usize = 32;
+/// Most pages moved per TLB broadcast. Each batch costs one broadcast (under TCG every
+/// broadcast invalidation stops all vCPUs; measured at about 180 µs each on the 2-core
+/// host this project is measured on, -smp 2) and one wake-up; 32-page batches made the
+/// flushes an eighth of a migration's time (8192 per GiB). At 256 pages a GiB costs 1024
+/// broadcasts. Larger batches do not lengthen the rmap lock's holds: those are taken per
+/// [`HOLD_PAGES`] pages. The bound is the time a task that faults on a page of the batch
+/// waits: the batch's copy (256 pages, about a megabyte, a few ms under TCG).
+pub const MIGRATE_BATCH: usize = 256;
+
+/// Most pages one hold of the rmap lock (which masks interrupts) covers, in steps 1-2 and
+/// in steps 6-7: a few dozen page-table, reverse-map and allocator updates per hold.
+pub const HOLD_PAGES: usize = 32;
 
 /// Moves every movable page out of `range` (pageblock aligned, every pageblock isolated
 /// by [`Mm::isolate_range`]) and reports what stayed. See the module doc for the steps
@@ -401,6 +503,7 @@ pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
     loop {
         // Collect the next batch of candidates; anything else used fails right away.
         batch.clear();
+        let t0 = pt.now_ns();
         while batch.len() < MIGRATE_BATCH && pfn.0 < range.end_exclusive.0 {
             let used = match mm.with_mm(|m| m.next_used(pfn, range.end_exclusive)) {
                 Scan::Used(used) => used,
@@ -420,10 +523,11 @@ pub fn migrate_range<M: MmLock, R: RmapLock, P: PageTables>(
                 report.fail(used.pfn, MigrateFailure::Unmovable, used.nr_pages);
             }
         }
+        report.profile.add(Step::Scan, t0, pt.now_ns(), batch.len());
         if batch.is_empty() {
             break;
         }
-        let (results, touched) = migrate_batch(mm, rmap, pt, &batch, range);
+        let (results, touched) = migrate_batch(mm, rmap, pt, &batch, range, &mut report.profile);
         // 8. Wake the waiters, once per batch.
         if touched {
             pt.wake_waiters();
@@ -451,14 +555,17 @@ struct Move {
 }
 
 /// Moves the order-0 pages `olds` (steps 1-7 of the module doc, each step for the whole
-/// batch, with one TLB flush and two holds of the rmap lock). Returns each page's outcome,
-/// in order, and whether any page-table entry was changed (waiters to wake).
+/// batch, with one TLB flush). The rmap lock is taken per [`HOLD_PAGES`] pages for steps
+/// 1-2 and again for steps 6-7, so a hold stays as short as with small batches. Returns
+/// each page's outcome, in order, and whether any page-table entry was changed (waiters to
+/// wake).
 fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     mm: &mut M,
     rmap: &mut R,
     pt: &mut P,
     olds: &[Pfn],
     range: PfnRange,
+    profile: &mut MigrateProfile,
 ) -> (Vec<Result<(), MigrateFailure>>, bool) {
     let mut results: Vec<Result<(), MigrateFailure>> = Vec::with_capacity(olds.len());
     // (index in `olds`, the move) for the pages still going.
@@ -466,82 +573,107 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
     let mut maps: Vec<Mapping> = Vec::with_capacity(olds.len());
     let mut flushed: Vec<Mapping> = Vec::new();
     let mut touched = false;
-    rmap.with_rmap(|rmap| {
-        // 1. Pin check and destination.
-        for (i, &old) in olds.iter().enumerate() {
-            let n = rmap.map_count(old);
-            let prepared = if n == 0 {
-                Err(MigrateFailure::Unmovable)
-            } else {
-                mm.with_mm(|m| m.migrate_prepare(old, n))
-                    .map_err(|e| match e {
+    for (c, chunk) in olds.chunks(HOLD_PAGES).enumerate() {
+        let base = c * HOLD_PAGES;
+        let first_move = moves.len();
+        let mut t = [0u64; 3];
+        t[0] = pt.now_ns();
+        rmap.with_rmap(|rmap| {
+            // 1. Pin check and destination, the chunk under one hold of the `Mm` lock.
+            let mut prepared: ArrayVec<Result<Pfn, MigrateFailure>, HOLD_PAGES> = ArrayVec::new();
+            mm.with_mm(|m| {
+                prepared.extend(chunk.iter().map(|&old| match rmap.map_count(old) {
+                    0 => Err(MigrateFailure::Unmovable),
+                    n => m.migrate_prepare(old, n).map_err(|e| match e {
                         Prepare::Pinned => MigrateFailure::Pinned,
                         Prepare::Unmovable => MigrateFailure::Unmovable,
                         Prepare::NoMemory => MigrateFailure::NoMemory,
-                    })
-            };
-            results.push(prepared.map(|_| ()));
-            if let Ok(new) = prepared {
-                assert!(
-                    !range.contains(new),
-                    "mm: migration target {new:?} inside the isolated range {range:?}"
-                );
-                let first = maps.len();
-                maps.extend_from_slice(rmap.mappings(old));
-                let m = Move {
-                    old,
-                    new,
-                    map_count: n,
-                    maps: first..maps.len(),
-                };
-                moves.push((i, m));
-            }
-        }
-        // 2. Migration entries for every page.
-        flushed.reserve(maps.len());
-        moves.retain(|(i, mv)| {
-            let mine = &maps[mv.maps.clone()];
-            let mut done = 0;
-            for m in mine {
-                match pt.entry(m.as_id, m.va) {
-                    Pte::Present { pfn, writable } if pfn == mv.old => {
-                        pt.replace(
-                            m.as_id,
-                            m.va,
-                            Pte::Migrating {
-                                pfn: mv.old,
-                                writable,
-                            },
-                        );
-                        done += 1;
-                    }
-                    _ => break,
+                    }),
+                }))
+            });
+            for (j, (&old, prepared)) in chunk.iter().zip(prepared).enumerate() {
+                let n = rmap.map_count(old);
+                results.push(prepared.map(|_| ()));
+                if let Ok(new) = prepared {
+                    assert!(
+                        !range.contains(new),
+                        "mm: migration target {new:?} inside the isolated range {range:?}"
+                    );
+                    let first = maps.len();
+                    maps.extend_from_slice(rmap.mappings(old));
+                    let m = Move {
+                        old,
+                        new,
+                        map_count: n,
+                        maps: first..maps.len(),
+                    };
+                    moves.push((base + j, m));
                 }
             }
-            flushed.extend_from_slice(&mine[..done]);
-            touched |= done > 0;
-            if done == mine.len() {
-                return true;
+            t[1] = pt.now_ns();
+            // 2. Migration entries for every page of the chunk.
+            let mut k = first_move;
+            while k < moves.len() {
+                let (i, ref mv) = moves[k];
+                let mine = &maps[mv.maps.clone()];
+                let mut done = 0;
+                let old = mv.old;
+                for m in mine {
+                    // One walk per mapping: read the present entry, write the migration entry.
+                    let prev = pt.update(m.as_id, m.va, &mut |pte| match pte {
+                        Pte::Present { pfn, writable } if pfn == old => {
+                            Some(Pte::Migrating { pfn, writable })
+                        }
+                        _ => None,
+                    });
+                    match prev {
+                        Pte::Present { pfn, .. } if pfn == old => done += 1,
+                        _ => break,
+                    }
+                }
+                flushed.extend_from_slice(&mine[..done]);
+                touched |= done > 0;
+                if done == mine.len() {
+                    k += 1;
+                    continue;
+                }
+                // The reverse map disagrees with the page tables: leave the page alone.
+                log::error!(
+                    "mm: {:?} mapping {:?} not in the page tables",
+                    mv.old,
+                    mine[done]
+                );
+                restore(pt, &mine[..done], mv.old, mv.old);
+                mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
+                results[i] = Err(MigrateFailure::Unmovable);
+                moves.remove(k);
             }
-            // The reverse map disagrees with the page tables: leave the page alone.
-            log::error!(
-                "mm: {:?} mapping {:?} not in the page tables",
-                mv.old,
-                mine[done]
-            );
-            restore(pt, &mine[..done], mv.old, mv.old);
-            mm.with_mm(|m| m.migrate_abort(mv.old, mv.new));
-            results[*i] = Err(MigrateFailure::Unmovable);
-            false
+            t[2] = pt.now_ns();
         });
-    });
+        profile.add(Step::Alloc, t[0], t[1], chunk.len());
+        profile.add(Step::Unmap, t[1], t[2], moves.len() - first_move);
+    }
     // 3. One flush for all of them, unlocked: the entries are the engine's now.
+    let t0 = pt.now_ns();
     if !flushed.is_empty() {
         pt.flush(&flushed);
+        profile.add(Step::Flush, t0, pt.now_ns(), moves.len());
     }
     // 4. Freeze, unless a pin came in before the entries went invalid.
+    let t0 = pt.now_ns();
+    let mut frozen: Vec<bool> = Vec::with_capacity(moves.len());
+    for chunk in moves.chunks(HOLD_PAGES) {
+        mm.with_mm(|m| {
+            frozen.extend(
+                chunk
+                    .iter()
+                    .map(|(_, mv)| m.migrate_freeze(mv.old, mv.map_count)),
+            )
+        });
+    }
+    let mut frozen = frozen.into_iter();
     moves.retain(|(i, mv)| {
-        if mm.with_mm(|m| m.migrate_freeze(mv.old, mv.map_count)) {
+        if frozen.next() == Some(true) {
             return true;
         }
         restore(pt, &maps[mv.maps.clone()], mv.old, mv.old);
@@ -549,21 +681,38 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
         results[*i] = Err(MigrateFailure::Pinned);
         false
     });
+    let t1 = pt.now_ns();
+    profile.add(Step::Freeze, t0, t1, moves.len());
     // 5. Copy, unlocked: nothing can write `old` any more, nothing reaches `new` yet.
     for (_, mv) in &moves {
         pt.copy_page(mv.old, mv.new);
     }
-    rmap.with_rmap(|rmap| {
-        for (_, mv) in &moves {
+    profile.add(Step::Copy, t1, pt.now_ns(), moves.len());
+    for chunk in moves.chunks(HOLD_PAGES) {
+        let mut t = [0u64; 3];
+        rmap.with_rmap(|rmap| {
+            t[0] = pt.now_ns();
             // 6. New entries.
-            restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
-            // 7. Reverse map and references; `old` is freed.
-            if let Err(e) = rmap.move_page(mv.old, mv.new) {
-                panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
+            for (_, mv) in chunk {
+                restore(pt, &maps[mv.maps.clone()], mv.old, mv.new);
             }
-            mm.with_mm(|m| m.migrate_finish(mv.old, mv.new));
-        }
-    });
+            t[1] = pt.now_ns();
+            // 7. Reverse map and references; `old` is freed.
+            for (_, mv) in chunk {
+                if let Err(e) = rmap.move_page(mv.old, mv.new) {
+                    panic!("mm: rmap move {:?} -> {:?} failed: {e}", mv.old, mv.new);
+                }
+            }
+            mm.with_mm(|m| {
+                for (_, mv) in chunk {
+                    m.migrate_finish(mv.old, mv.new);
+                }
+            });
+            t[2] = pt.now_ns();
+        });
+        profile.add(Step::Remap, t[0], t[1], chunk.len());
+        profile.add(Step::Rmap, t[1], t[2], chunk.len());
+    }
     (results, touched)
 }
 
@@ -571,14 +720,18 @@ fn migrate_batch<M: MmLock, R: RmapLock, P: PageTables>(
 /// the permission each migration entry kept.
 fn restore<P: PageTables>(pt: &mut P, maps: &[Mapping], old: Pfn, to: Pfn) {
     for m in maps {
-        match pt.entry(m.as_id, m.va) {
+        // One walk per mapping: read the migration entry, write the present one.
+        let prev = pt.update(m.as_id, m.va, &mut |pte| match pte {
             Pte::Migrating { pfn, writable } if pfn == old => {
-                pt.replace(m.as_id, m.va, Pte::Present { pfn: to, writable });
+                Some(Pte::Present { pfn: to, writable })
             }
-            // Only the engine rewrites its migration entries (see the contract).
-            other => panic!(
-                "mm: migration entry for {old:?} at {m:?} changed during the migration: {other:?}"
-            ),
+            _ => None,
+        });
+        // Only the engine rewrites its migration entries (see the contract).
+        if !matches!(prev, Pte::Migrating { pfn, .. } if pfn == old) {
+            panic!(
+                "mm: migration entry for {old:?} at {m:?} changed during the migration: {prev:?}"
+            );
         }
     }
 }

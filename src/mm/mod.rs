@@ -121,7 +121,8 @@ use core::fmt;
 
 pub use check::CheckError;
 pub use migrate::{
-    migrate_range, MigrateFailure, MigrateReport, PageTables, Pte, RmapLock, MIGRATE_BATCH,
+    migrate_range, MigrateFailure, MigrateReport, PageTables, Pte, RmapLock, HOLD_PAGES,
+    MIGRATE_BATCH,
 };
 pub use model::{
     MemRegion, Mm, MmLock, NodeStats, Reservation, SectionInfo, SectionState, ZoneStats,

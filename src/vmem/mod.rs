@@ -39,17 +39,19 @@
 //! ```text
 //!   unplugged --PLUG ack--> plugged --add+online--> online (zone chosen by the memory side)
 //!      ^                                                |
-//!      +---- UNPLUG ack <-- offline (isolated, free) <--+ (only when every page is free)
+//!      |                          offline (isolated, free) <--+ (every page moved out)
+//!      |                                |
+//!      +---- UNPLUG ack <-- down (sections removed, linear map unmapped)
 //!                             |  ^
-//!            UNPLUG ERROR --> pending: stays offline until STATE says what the device holds
+//!            UNPLUG ERROR --> pending: stays down until STATE says what the device holds
 //! ```
 //! Unplugged units are never read or written: memory is added to the linear map only after
-//! the device acknowledged the PLUG (or STATE said plugged). Offlined memory is unmapped only
-//! after the device acknowledged the UNPLUG (or STATE said unplugged); nothing touches it in
-//! between: it is offline. NACK or BUSY to an UNPLUG leave the device unchanged, so the unit
-//! goes back online at once — after checking that `plugged_size` did not move, else it is
-//! treated as ERROR. After ERROR the unit stays offline until STATE answers
-//! (`reconcile.rs`).
+//! the device acknowledged the PLUG (or STATE said plugged), and it is taken down (its
+//! sections removed from the model, its linear map unmapped) *before* the UNPLUG that names
+//! it is sent, so nothing, not even the teardown, reads memory the device may already have
+//! taken back. NACK or BUSY to an UNPLUG leave the device unchanged, so the unit is added
+//! and onlined again at once — after checking that `plugged_size` did not move, else it is
+//! treated as ERROR. After ERROR the unit stays down until STATE answers (`reconcile.rs`).
 //!
 //! # Convergence ([`Vmem::step`])
 //! Each call re-reads the configuration and does at most one request (a few when reconciling),
@@ -96,13 +98,15 @@ use hotmem_drivers::virtio_mem::{Config, Request, Response};
 
 mod model;
 mod reconcile;
+pub mod stats;
 mod status;
 mod types;
 mod unplug;
 
 pub use model::{
-    mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows, mm_remove,
-    mm_reonline, mm_used_pages, pfn_range,
+    mem_map_reserve_bytes, mm_add_online, mm_can_add, mm_err, mm_floor_allows,
+    mm_floor_allows_prefix, mm_remove, mm_reonline, mm_used_pages, offline_pass, pfn_range,
+    PassSteps,
 };
 pub use status::{
     block_state_name, Pace, ProgressLine, QueryError, Record, Snapshot, StateReport,

@@ -19,7 +19,10 @@
 //! allocating (the heap must not be used while that lock is held).
 
 use super::{MemError, PhysRange};
-use crate::mm::{self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType};
+use crate::mm::{
+    self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE,
+};
+use alloc::vec::Vec;
 
 /// Free Normal memory that plugging never uses for mem_maps: twice the kernel reserve,
 /// `max(16 MiB, managed Normal / 32)` (see the module doc).
@@ -78,6 +81,72 @@ pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: PhysRange, floor_bytes:
     let free_total = m.total_stats().free_pages;
     free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE
         >= floor_bytes + m.reserve_bytes()
+}
+
+/// How many of `ranges` (a prefix, taken together) [`mm_floor_allows`] lets go: taking
+/// them all out keeps `floor_bytes` free on top of the kernel reserve.
+pub fn mm_floor_allows_prefix<S: MemMapStore>(
+    m: &Mm<S>,
+    ranges: &[PhysRange],
+    floor_bytes: u64,
+) -> usize {
+    let keep = floor_bytes + m.reserve_bytes();
+    let mut left = m.total_stats().free_pages;
+    for (i, &range) in ranges.iter().enumerate() {
+        let r = pfn_range(range);
+        let free_here = m.free_pages_in(r);
+        let used_here = r.nr_pages().saturating_sub(free_here);
+        left = left.saturating_sub(free_here + used_here);
+        if left * mm::PAGE_SIZE < keep {
+            return i;
+        }
+    }
+    ranges.len()
+}
+
+/// The steps of [`HotplugMemory::offline_pass`](super::HotplugMemory::offline_pass) for
+/// one unit, as the memory side implements them.
+pub trait PassSteps {
+    /// Isolates the unit (nothing is allocated from it any more).
+    fn isolate(&mut self, range: PhysRange) -> Result<(), MemError>;
+    /// Moves the unit's used pages out (the unit is isolated); the pages moved.
+    fn migrate(&mut self, range: PhysRange) -> Result<u64, MemError>;
+    /// Offlines the isolated, free unit.
+    fn offline(&mut self, range: PhysRange) -> Result<(), MemError>;
+    /// Undoes [`PassSteps::isolate`] after a failure.
+    fn unisolate(&mut self, range: PhysRange);
+}
+
+/// [`HotplugMemory::offline_pass`](super::HotplugMemory::offline_pass) over its steps:
+/// the first `allowed` units (what the floor lets go, [`mm_floor_allows_prefix`]) are all
+/// isolated before any page moves, so migration destinations lie outside every unit of the
+/// pass and no page moves twice in it; then each is emptied and offlined, and a unit that
+/// fails is un-isolated (online as before).
+pub fn offline_pass<P: PassSteps>(
+    steps: &mut P,
+    ranges: &[PhysRange],
+    allowed: usize,
+) -> Vec<Result<u64, MemError>> {
+    let mut out: Vec<Result<u64, MemError>> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, &range)| match i < allowed {
+            true => steps.isolate(range).map(|()| 0),
+            false => Err(MemError::Floor),
+        })
+        .collect();
+    for (&range, result) in ranges.iter().zip(out.iter_mut()) {
+        if result.is_err() {
+            continue;
+        }
+        *result = steps
+            .migrate(range)
+            .and_then(|moved| steps.offline(range).map(|()| moved));
+        if result.is_err() {
+            steps.unisolate(range);
+        }
+    }
+    out
 }
 
 /// Allocated pages of an online `range` (its present pages minus its free pages).

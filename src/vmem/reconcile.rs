@@ -4,8 +4,8 @@
 //!
 //! # What each side holds
 //! The policy holds each unit of a run in one of three ways ([`Held`]): absent (never added,
-//! nothing may touch it), online, or offline (taken out for an UNPLUG whose outcome is
-//! unknown: isolated, free, not mapped for anyone). The device's side comes from STATE
+//! nothing may touch it), online, or offline (taken down for an UNPLUG whose outcome is
+//! unknown: removed from the model and the linear map, so nothing can read it). The device's side comes from STATE
 //! ([`Seen`]): a run is plugged, unplugged, or mixed. A mixed run is split in halves and
 //! each half asked again, down to single units ([`Vmem::survey`]); a mixed unit can only be a
 //! unit of two 1 MiB blocks with one of them plugged, which STATE on its first block tells.
@@ -14,15 +14,15 @@
 //!
 //! # What is done ([`Vmem::apply`]), one line per (held, seen)
 //! - online/plugged, absent/unplugged: nothing.
-//! - offline/plugged: back online (the UNPLUG did not happen).
-//! - offline/unplugged: unmap and remove (it did).
-//! - offline/half: UNPLUG the plugged block, then remove; until that succeeds the unit stays
-//!   offline and pending.
+//! - offline/plugged: added and online again (the UNPLUG did not happen).
+//! - offline/unplugged: nothing left to do (it did; the unit was taken down before).
+//! - offline/half: UNPLUG the plugged block; until that succeeds the unit stays down and
+//!   pending.
 //! - absent/plugged: adopt it (add and online), as after an ACK; given back if the memory
 //!   side cannot take it.
 //! - absent/half: UNPLUG the plugged block (half a unit is of no use).
 //! - online/unplugged or online/half (the device took backing from memory in use): take the
-//!   unit offline and go on as offline; if it cannot go offline, PLUG the missing blocks
+//!   unit offline and down and go on as offline; if it cannot go offline, PLUG the missing blocks
 //!   again so that what is online is backed.
 //!
 //! An unplug's unknown outcome is kept in [`Vmem::pending`] and resolved before any other
@@ -201,19 +201,17 @@ impl Vmem {
         match (held, seen) {
             (Held::Online, Seen::Plugged) | (Held::Absent, Seen::Unplugged) => Ok(()),
             (Held::Offline, Seen::Plugged) => {
-                if let Err(e) = cx.mem.reonline(range) {
-                    log::error!("vmem{}: re-online 0x{:x}: {e:?}", self.id, range.base);
-                }
+                self.bring_back(cx, run);
                 Ok(())
             }
             (Held::Offline, Seen::Unplugged) => {
-                self.removed(cx.mem, run);
+                self.unplugged(run);
                 Ok(())
             }
             (Held::Offline, Seen::Half { first_plugged }) => {
                 match self.repair(cx, Op::Unplug, self.half(run, first_plugged)) {
                     Ok(()) => {
-                        self.removed(cx.mem, run);
+                        self.unplugged(run);
                         Ok(())
                     }
                     Err(next) => {
@@ -234,7 +232,12 @@ impl Vmem {
                     range.base,
                     range.size >> 10
                 );
-                match cx.mem.offline(range) {
+                match cx.mem.offline(range).and_then(|moved| {
+                    cx.mem.remove(range).inspect_err(|_| {
+                        let _ = cx.mem.reonline(range);
+                    })?;
+                    Ok(moved)
+                }) {
                     Ok(moved) => {
                         self.count_migrated(moved);
                         self.apply(cx, run, seen, Held::Offline)

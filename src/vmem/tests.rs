@@ -8,6 +8,7 @@ use hotmem_drivers::virtio_mem::BlockState;
 mod errors;
 mod fake;
 mod status;
+mod unplug;
 use fake::{FakeDevice, TestMem};
 
 const GIB: u64 = 1 << 30;
@@ -20,10 +21,10 @@ fn converge(v: &mut Vmem, d: &mut FakeDevice, m: &mut TestMem, max_retries: u32)
     for _ in 0..100_000 {
         match v.step(d, m, now) {
             Next::Again => {}
-            Next::Idle => return (Next::Idle, now),
+            Next::Idle => return checked((Next::Idle, now), d, m),
             Next::RetryAt(t) => {
                 if retries == max_retries {
-                    return (Next::RetryAt(t), now);
+                    return checked((Next::RetryAt(t), now), d, m);
                 }
                 retries += 1;
                 now = t;
@@ -32,6 +33,14 @@ fn converge(v: &mut Vmem, d: &mut FakeDevice, m: &mut TestMem, max_retries: u32)
         m.mm.check().expect("memory model invariants");
     }
     panic!("no convergence");
+}
+
+/// What `converge` returns, after checking the order of teardown and UNPLUG in the trace.
+fn checked(r: (Next, u64), d: &FakeDevice, m: &TestMem) -> (Next, u64) {
+    if let Err(e) = unplug::down_before_unplug(&m.trace.borrow(), d.cfg.block_size) {
+        panic!("{e}");
+    }
+    r
 }
 
 /// A policy, a fake device of `region` bytes in `block`s at 0x1_0000_0000, and `boot`

@@ -5,6 +5,7 @@
 //! [`Vmem`](super::Vmem).
 
 use crate::mm::{self, NodeId};
+use alloc::vec::Vec;
 use core::fmt;
 use hotmem_arch::addr::PhysRange;
 use hotmem_drivers::virtio_mem::{Config, Request, Response};
@@ -53,11 +54,18 @@ pub trait HotplugMemory {
     /// every page is free. On error the range is left online as it was (pages already moved
     /// stay moved). Returns the number of pages it moved.
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError>;
+    /// Takes the units `ranges` offline in one pass: the unplug floor is checked for them
+    /// together (the units beyond the longest prefix it allows fail with
+    /// [`MemError::Floor`]), every unit is isolated before any page moves (so no page moves
+    /// into a unit of the pass), then each unit's pages move out and it goes offline. Per
+    /// range, in order: the pages moved, or why it stays online as it was.
+    fn offline_pass(&mut self, ranges: &[PhysRange]) -> Vec<Result<u64, MemError>>;
     /// Pages of `range` that are allocated (victim choice: fewest first).
     fn used_pages(&mut self, range: PhysRange) -> u64;
     /// Undoes [`HotplugMemory::offline`].
     fn reonline(&mut self, range: PhysRange) -> Result<(), MemError>;
-    /// Unmaps and removes the offline `range` (after the device unplugged it).
+    /// Takes the offline `range` down: removes it from the model and unmaps it from the
+    /// linear map (before the device is asked to unplug it).
     fn remove(&mut self, range: PhysRange) -> Result<(), MemError>;
 }
 

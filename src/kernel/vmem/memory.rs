@@ -9,10 +9,11 @@
 //!
 //! Order of the two halves: memory is mapped in the linear map before the model adds it
 //! (the mapping is not taken under the model's lock: table pages come from the model) and
-//! unmapped, with TLBs flushed on every CPU, before the model forgets it. Offlining checks
-//! the unplug floor, isolates the range, moves its movable pages out
-//! (`migrate::migrate_out`), then offlines it; on failure the range is un-isolated and
-//! stays online.
+//! unmapped, with TLBs flushed on every CPU, before the model forgets it (both before the
+//! device is asked to unplug it). Offlining a pass of units checks the unplug floor for
+//! them together, isolates every one, then per unit moves its movable pages out
+//! (`migrate::migrate_out`) and offlines it; a unit that fails is un-isolated and stays
+//! online.
 //!
 //! Locks: each call takes `mm_lock()` for the model's part only. The calls that walk a
 //! range's descriptors (add and online, isolate, offline, un-isolate, re-online, remove)
@@ -24,10 +25,13 @@
 
 use crate::kernel::mem::{self, mm_lock};
 use crate::kernel::migrate::{self, ModelLock};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use hotmem::mm::{chunked, NodeId, ZoneType};
+use hotmem::vmem::stats::{self, Phase};
 use hotmem::vmem::{self, HotplugMemory, MemError};
 use hotmem_arch::addr::PhysRange;
+use hotmem_arch::layout::PAGE_SIZE;
 use hotmem_arch::mmu;
 use hotmem_arch::pgtable::{Attrs, Granule};
 use hotmem_arch::timer;
@@ -89,22 +93,17 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
-        let pfns = vmem::pfn_range(range);
-        let mut mm = chunked_model()?;
-        if !with(|m| Ok(vmem::mm_floor_allows(m, range, m.floor_bytes())))? {
-            return Err(MemError::Floor);
-        }
-        chunked::isolate(&mut mm, pfns).map_err(vmem::mm_err)?;
-        // Isolated: nothing new lands here. Move what is mapped out, then offline.
-        let moved = migrate::migrate_out(pfns);
-        let r = moved.and_then(|report| {
-            chunked::offline(&mut mm, pfns).map_err(vmem::mm_err)?;
-            Ok(report.moved_pages)
-        });
-        if r.is_err() {
-            let _ = chunked::unisolate(&mut mm, pfns);
-        }
-        r
+        self.offline_pass(&[range]).remove(0)
+    }
+
+    fn offline_pass(&mut self, ranges: &[PhysRange]) -> Vec<Result<u64, MemError>> {
+        let mut steps = match chunked_model() {
+            Ok(mm) => KernelPass(mm),
+            Err(e) => return ranges.iter().map(|_| Err(e)).collect(),
+        };
+        let allowed =
+            with(|m| Ok(vmem::mm_floor_allows_prefix(m, ranges, m.floor_bytes()))).unwrap_or(0);
+        vmem::offline_pass(&mut steps, ranges, allowed)
     }
 
     fn used_pages(&mut self, range: PhysRange) -> u64 {
@@ -122,9 +121,47 @@ impl HotplugMemory for KernelMemory {
         // descriptors, which the removal rewrites and releases through the linear map. The
         // range is offline, so nothing else reaches it in between. Then it is unmapped (and
         // TLBs flushed on every CPU) before the device may take it back.
-        vmem::mm_remove(&mut chunked_model()?, range)?;
-        mmu::unmap_linear(range).map_err(|_| MemError::Other("unmap"))?;
+        let pages = range.size / PAGE_SIZE;
+        let mut mm = chunked_model()?;
+        stats::time(Phase::Remove, pages, || vmem::mm_remove(&mut mm, range))?;
+        drop(mm);
+        stats::time(Phase::UnmapLinear, pages, || mmu::unmap_linear(range))
+            .map_err(|_| MemError::Other("unmap"))?;
         Ok(())
+    }
+}
+
+/// The steps of an unplug pass over the model in bounded holds and the migration engine,
+/// each counted in the unplug profile.
+struct KernelPass(ModelLock);
+
+impl vmem::PassSteps for KernelPass {
+    fn isolate(&mut self, range: PhysRange) -> Result<(), MemError> {
+        let pfns = vmem::pfn_range(range);
+        stats::time(Phase::Isolate, pfns.nr_pages(), || {
+            chunked::isolate(&mut self.0, pfns)
+        })
+        .map_err(vmem::mm_err)
+    }
+
+    fn migrate(&mut self, range: PhysRange) -> Result<u64, MemError> {
+        let t0 = timer::now_ns();
+        let moved = migrate::migrate_out(vmem::pfn_range(range)).map(|r| r.moved_pages);
+        let pages = *moved.as_ref().unwrap_or(&0);
+        stats::add(Phase::Migrate, 1, timer::now_ns() - t0, pages);
+        moved
+    }
+
+    fn offline(&mut self, range: PhysRange) -> Result<(), MemError> {
+        let pfns = vmem::pfn_range(range);
+        stats::time(Phase::Offline, pfns.nr_pages(), || {
+            chunked::offline(&mut self.0, pfns)
+        })
+        .map_err(vmem::mm_err)
+    }
+
+    fn unisolate(&mut self, range: PhysRange) {
+        let _ = chunked::unisolate(&mut self.0, vmem::pfn_range(range));
     }
 }
 
@@ -141,6 +178,7 @@ fn online_zone() -> ZoneType {
 
 /// Applies the boot arguments that shape hotplug.
 pub fn configure(args: &hotmem::shell::BootArgs) {
+    stats::set_clock(timer::now_ns);
     mem::set_floor_bytes(args.unplug_floor_mib << 20);
     ONLINE_NORMAL.store(args.memhp_online_normal, Ordering::Relaxed);
     if args.memhp_online_normal {

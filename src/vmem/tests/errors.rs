@@ -2,8 +2,10 @@
 //! STATE (plugged, unplugged, mixed), NACK to UNPLUG, BUSY splitting against a host that
 //! backs only part of a run, the `plugged_size` audit, and the checks at probe.
 //!
-//! Ordering checks read the shared trace (`fake::Trace`): the unit an UNPLUG refused must
-//! not go back online (nor be removed) before a STATE answer covering it.
+//! Ordering checks read the shared trace (`fake::Trace`): a unit is taken down (removed from
+//! the model and the linear map) before the UNPLUG that names it, nothing touches it after
+//! an UNPLUG the device may have done, and the unit an UNPLUG refused comes back (added and
+//! online) only after a STATE answer covering it.
 
 use super::fake::{Blocks, Event};
 use super::*;
@@ -33,14 +35,15 @@ fn unplug_and_state(r: PhysRange) -> (Request, Request) {
 }
 
 /// What the trace shows for `victim` when the device did unplug it yet answered `answer` to
-/// the UNPLUG: offline, the UNPLUG, STATE saying unplugged, removed; never online between.
+/// the UNPLUG: offline, taken down, the UNPLUG, STATE saying unplugged; never touched
+/// after the UNPLUG.
 fn removed_after_state(victim: PhysRange, answer: Response) -> [Event; 4] {
     let (unplug, state) = unplug_and_state(victim);
     [
         Event::Mem("offline", victim),
+        Event::Mem("remove", victim),
         Event::Req(unplug, answer),
         Event::Req(state, Response::AckState(BlockState::Unplugged)),
-        Event::Mem("remove", victim),
     ]
 }
 
@@ -121,10 +124,11 @@ fn unplug_error_keeps_the_unit_offline_until_state_says_plugged() {
         from_offline(&m, victim, 2 * MIB),
         [
             Event::Mem("offline", victim),
+            Event::Mem("remove", victim),
             Event::Req(unplug, Response::Error),
             Event::Req(state, Response::Busy),
             Event::Req(state, Response::AckState(BlockState::Plugged)),
-            Event::Mem("reonline", victim),
+            Event::Mem("add_online", victim),
         ]
     );
     // The next try goes through.
@@ -181,12 +185,26 @@ fn unplug_error_then_mixed_is_resolved_block_by_block() {
     m.mm.check().unwrap();
     let events = from_offline(&m, units(0, 32), MIB);
     assert_eq!(events[0], Event::Mem("offline", units(0, 32)));
-    // Onlined again: only units 8..16, after STATE said they are plugged.
+    // Taken down as a whole before the UNPLUG, never again after.
+    assert_eq!(events[1], Event::Mem("remove", units(0, 32)));
+    assert!(matches!(
+        events[2],
+        Event::Req(Request::Unplug { .. }, Response::Error)
+    ));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Mem("remove", _)))
+            .count(),
+        1,
+        "{events:#?}"
+    );
+    // Back: only units 8..16, after STATE said they are plugged.
     let onlined: Vec<usize> = (0..events.len())
-        .filter(|&i| matches!(events[i], Event::Mem("reonline", _)))
+        .filter(|&i| matches!(events[i], Event::Mem("add_online" | "reonline", _)))
         .collect();
     assert_eq!(onlined.len(), 1, "{events:#?}");
-    assert_eq!(events[onlined[0]], Event::Mem("reonline", units(8, 8)));
+    assert_eq!(events[onlined[0]], Event::Mem("add_online", units(8, 8)));
     let said_plugged = events.iter().position(|e| {
         *e == Event::Req(
             Request::State {
@@ -207,7 +225,6 @@ fn unplug_error_then_mixed_is_resolved_block_by_block() {
             },
             Response::Ack
         )));
-        assert!(events.contains(&Event::Mem("remove", units(u, 1))));
     }
     // Then the normal unplug finishes the job.
     let (n, _) = converge(&mut v, &mut d, &mut m, 0);
@@ -251,8 +268,9 @@ fn nack_to_unplug_goes_back_online_at_once_unless_plugged_size_moved() {
         from_offline(&m, victim, 2 * MIB),
         [
             Event::Mem("offline", victim),
+            Event::Mem("remove", victim),
             Event::Req(unplug, Response::Nack),
-            Event::Mem("reonline", victim),
+            Event::Mem("add_online", victim),
         ]
     );
     m.trace.borrow_mut().clear();

@@ -47,6 +47,10 @@ pub(super) struct TestMem {
     pub(super) offlined: Vec<PhysRange>,
     /// Free bytes that must remain after an unplug (0: no floor).
     pub(super) floor: u64,
+    /// Held pages that moved more than once in one [`HotplugMemory::offline_pass`].
+    pub(super) moved_twice: u64,
+    /// Per held page, its moves in the pass in progress.
+    moves_in_pass: Vec<u32>,
     /// Shared with the device (see [`super::setup`]).
     pub(super) trace: Trace,
 }
@@ -67,6 +71,8 @@ impl TestMem {
             pinned: vec![],
             offlined: vec![],
             floor: 0,
+            moved_twice: 0,
+            moves_in_pass: vec![],
             trace: Trace::default(),
         }
     }
@@ -80,6 +86,46 @@ impl TestMem {
             .map(|z| z.free_pages)
             .sum::<u64>()
             * 4096
+    }
+}
+
+/// The pass's steps over the real model, with a stand-in for migration: a new page for
+/// every held page inside, from wherever the allocator gives one.
+impl PassSteps for TestMem {
+    fn isolate(&mut self, range: PhysRange) -> Result<(), MemError> {
+        let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
+        if self.pinned.iter().any(inside) {
+            return Err(MemError::Pinned);
+        }
+        self.mm.isolate_range(pfn_range(range)).map_err(mm_err)
+    }
+    fn migrate(&mut self, range: PhysRange) -> Result<u64, MemError> {
+        let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
+        let mut moved = 0;
+        for i in 0..self.held.len() {
+            if inside(&self.held[i]) {
+                let new = self
+                    .mm
+                    .alloc_pages(0, AllocFlags::MOVABLE)
+                    .map_err(|_| MemError::NoMemory)?;
+                self.mm.free_pages(self.held[i], 0).unwrap();
+                self.held[i] = new;
+                moved += 1;
+                if let Some(n) = self.moves_in_pass.get_mut(i) {
+                    *n += 1;
+                }
+            }
+        }
+        Ok(moved)
+    }
+    fn offline(&mut self, range: PhysRange) -> Result<(), MemError> {
+        self.mm.offline_range(pfn_range(range)).map_err(mm_err)?;
+        self.offlined.push(range);
+        self.record("offline", range);
+        Ok(())
+    }
+    fn unisolate(&mut self, range: PhysRange) {
+        let _ = self.mm.unisolate_range(pfn_range(range));
     }
 }
 
@@ -97,39 +143,14 @@ impl HotplugMemory for TestMem {
         Ok(())
     }
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
-        let inside = |p: &Pfn| p.addr().0 >= range.base && p.addr().0 < range.end();
-        if self.pinned.iter().any(inside) {
-            return Err(MemError::Pinned);
-        }
-        if !mm_floor_allows(&self.mm, range, self.floor) {
-            return Err(MemError::Floor);
-        }
-        let r = pfn_range(range);
-        self.mm.isolate_range(r).map_err(mm_err)?;
-        // "Migrate": a new page outside the isolated range for every held page inside.
-        let mut moved = 0;
-        for i in 0..self.held.len() {
-            if inside(&self.held[i]) {
-                match self.mm.alloc_pages(0, AllocFlags::MOVABLE) {
-                    Ok(new) => {
-                        self.mm.free_pages(self.held[i], 0).unwrap();
-                        self.held[i] = new;
-                        moved += 1;
-                    }
-                    Err(_) => {
-                        let _ = self.mm.unisolate_range(r);
-                        return Err(MemError::NoMemory);
-                    }
-                }
-            }
-        }
-        self.mm.offline_range(r).map_err(|e| {
-            let _ = self.mm.unisolate_range(r);
-            mm_err(e)
-        })?;
-        self.offlined.push(range);
-        self.record("offline", range);
-        Ok(moved)
+        self.offline_pass(&[range]).remove(0)
+    }
+    fn offline_pass(&mut self, ranges: &[PhysRange]) -> Vec<Result<u64, MemError>> {
+        let allowed = mm_floor_allows_prefix(&self.mm, ranges, self.floor);
+        self.moves_in_pass = vec![0; self.held.len()];
+        let out = offline_pass(self, ranges, allowed);
+        self.moved_twice += self.moves_in_pass.iter().filter(|&&n| n > 1).count() as u64;
+        out
     }
     fn reonline(&mut self, range: PhysRange) -> Result<(), MemError> {
         mm_reonline(&mut self.mm, range, ZoneType::Movable)?;

@@ -110,6 +110,17 @@ fn migrate_moves_mapped_pages_and_keeps_contents() {
     // One flush and one wake-up per batch.
     let batches = 40u64.div_ceil(MIGRATE_BATCH as u64);
     assert_eq!((pt.copies, pt.flushes, pt.wakes), (40, batches, batches));
+    // The profile counts each step once per batch, over the pages it handled.
+    use crate::mm::migrate::Step;
+    for (step, &(calls, _, pages)) in Step::ALL.iter().zip(&r.profile.steps) {
+        let holds = 40u64.div_ceil(crate::mm::migrate::HOLD_PAGES as u64);
+        let want_calls = match step {
+            Step::Scan => batches + 1,
+            Step::Alloc | Step::Unmap | Step::Remap | Step::Rmap => holds,
+            Step::Flush | Step::Freeze | Step::Copy => batches,
+        };
+        assert_eq!((calls, pages), (want_calls, 40), "profile of {step:?}");
+    }
     checked(&mm, &rmap);
     assert_eq!(mm.borrow().used_pages_in(range), 0);
     for (i, &(old, va)) in pages.iter().enumerate() {
@@ -186,14 +197,16 @@ fn migrate_reports_each_cause() {
     assert!(r.unmovable_pages >= 512 && r.moved_pages == 0);
 }
 
-/// Batches with mixed outcomes: over two batches, a page pinned beforehand, a pin that
-/// arrives during the first batch's flush, and a page whose reverse map disagrees with the
-/// page tables; every other page of the same batches still moves, the failed ones stay
+/// A batch with mixed outcomes: over three holds of the rmap lock, a page pinned beforehand,
+/// a pin that arrives during the batch's flush, and a page whose reverse map disagrees with
+/// the page tables; every other page of the batch still moves, the failed ones stay
 /// mapped where they were, and nothing leaks.
 #[test]
 fn batches_with_mixed_outcomes_move_the_rest() {
     let (mm, mut rmap, mut pt) = setup();
-    let n = MIGRATE_BATCH as u64 * 2 + 6;
+    // Three holds of the rmap lock in one batch (a batch is larger than a pageblock).
+    let hold = crate::mm::migrate::HOLD_PAGES;
+    let n = hold as u64 * 2 + 6;
     let mut pages = Vec::new();
     for i in 0..n {
         let va = 0x40_0000 + i * PAGE_SIZE;
@@ -203,13 +216,9 @@ fn batches_with_mixed_outcomes_move_the_rest() {
     pages.sort_unstable(); // batches go in pfn order
     let range = pageblock_of(pages[0].0);
     assert!(pages.iter().all(|(p, _)| range.contains(*p)));
-    // In batch 1: a pin during the flush. In batch 2: a pin from before, and a mapping the
+    // In hold 1: a pin during the flush. In hold 2: a pin from before, and a mapping the
     // page tables lost (a stale reverse-map entry).
-    let (racing, pinned, stale) = (
-        pages[5].0,
-        pages[MIGRATE_BATCH + 3].0,
-        pages[MIGRATE_BATCH + 9],
-    );
+    let (racing, pinned, stale) = (pages[5].0, pages[hold + 3].0, pages[hold + 9]);
     pt.pin_on_flush = Some(racing);
     mm.borrow_mut().get_page(pinned).unwrap();
     pt.replace(1, stale.1, Pte::None);
