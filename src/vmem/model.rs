@@ -19,9 +19,7 @@
 //! allocating (the heap must not be used while that lock is held).
 
 use super::{MemError, PhysRange};
-use crate::mm::{
-    self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType, SECTION_SIZE,
-};
+use crate::mm::{self, MemMapStore, Mm, MmLock, NodeId, Pfn, PfnRange, PhysAddr, ZoneType};
 use alloc::vec::Vec;
 
 /// Free Normal memory that plugging never uses for mem_maps: twice the kernel reserve,
