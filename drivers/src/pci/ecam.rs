@@ -66,6 +66,10 @@ impl Ecam {
     }
 }
 
+// SAFETY: every access is one aligned volatile 32-bit load or store of its own, with no state
+// kept between accesses, so clones may write as long as accesses do not overlap.
+unsafe impl super::WritableClone for Ecam {}
+
 impl ConfigurationAccess for Ecam {
     fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
         let Some(offset) = self.offset(df, reg) else {

@@ -1,6 +1,7 @@
-//! PCI bring-up of virtio-mem: map the ECAM of the device tree's host bridge, enumerate bus
-//! 0, place the BARs of every virtio-mem function, start its driver, route its interrupt,
-//! and hand the devices to the device list (`super::device`).
+//! PCI bring-up of virtio-mem: map the ECAM of the device tree's host bridge (the whole bus
+//! range), enumerate depth-first through bridges (bus numbers, windows, every BAR: the
+//! driver's `pci` module), start the driver of every virtio-mem function, route its
+//! interrupt, and hand the devices to the device list (`super::device`).
 //!
 //! Runs once at boot, in thread context, before the first convergence pass. A device that
 //! fails any step is logged and left disabled; the others go on. The driver is told which
@@ -48,8 +49,12 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         log::info!("pci: no host bridge in the device tree; no virtio-mem");
         return;
     };
-    // Only bus 0 is populated without bridges; map its 1 MiB of ECAM.
-    let ecam_size = host.ecam.size.min(pci::ECAM_BUS_BYTES as u64);
+    // All of the ECAM (1 MiB per bus of `bus-range`; 256 MiB on QEMU `virt`), in 2 MiB
+    // blocks: that costs one page-table page, and buses numbered later (behind a hotplug
+    // port) are reachable without mapping anything at run time.
+    let ecam_size = host.ecam.size.min(
+        (u64::from(host.bus_end) - u64::from(host.bus_start) + 1) * pci::ECAM_BUS_BYTES as u64,
+    );
     let ecam = PhysRange {
         base: host.ecam.base,
         size: ecam_size,

@@ -1,0 +1,112 @@
+//! PCIe topologies on `virt`: virtio-mem behind `pcie-root-port`s, next to the default device
+//! on bus 0. The guest numbers the buses, programs the root ports' windows and places the
+//! BARs behind them (QEMU leaves all of it to the guest under `-kernel`); a device behind a
+//! port must then resize like one on bus 0. QMP `query-memory-devices` is the outside truth,
+//! `vmem` (matched by `addr` == `memaddr`) and `check` the guest's view.
+//!
+//! The extra devices come as raw QEMU arguments (`Machine::extra_arg`); a second `-m` raises
+//! `maxmem` by their backends' size (QEMU merges the two `-m` options, the later keys win).
+//!
+//! One QEMU runs at a time (tests/common); each test boots its own machine.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{boot, check_ok, poll, Vm, QMP};
+use hotmem_qemu::machine::format_size;
+use hotmem_qemu::{Machine, VirtioMemInfo, GIB};
+
+/// From `qom-set` to QMP size == requested, and from there to the guest showing it.
+const RESIZE: Duration = Duration::from_secs(30);
+/// Between two polls of QMP or the shell.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The backend of the device behind the root port.
+const RP_DEVICE_BYTES: u64 = 2 * GIB;
+
+/// The default machine (`vm0` on bus 0) plus root port `rp1` (slot 1) holding `vmrp`
+/// (`RP_DEVICE_BYTES`, requested 0) and an empty hotplug root port `rp2` (slot 2).
+fn root_port_machine() -> Machine {
+    let m = Machine::default();
+    let memory = format!(
+        "{},maxmem={}",
+        format_size(m.boot_ram_bytes()),
+        format_size(m.maxmem_bytes() + RP_DEVICE_BYTES)
+    );
+    let args = [
+        "-m".to_string(),
+        memory,
+        "-device".into(),
+        "pcie-root-port,id=rp1,chassis=1,slot=1,bus=pcie.0".into(),
+        "-object".into(),
+        format!(
+            "memory-backend-ram,id=rpmem,size={}",
+            format_size(RP_DEVICE_BYTES)
+        ),
+        "-device".into(),
+        "virtio-mem-pci,id=vmrp,memdev=rpmem,bus=rp1,requested-size=0".into(),
+        "-device".into(),
+        "pcie-root-port,id=rp2,chassis=2,slot=2,bus=pcie.0".into(),
+    ];
+    args.iter().fold(m, |m, a| m.extra_arg(a))
+}
+
+fn qmp_device(vm: &mut Vm, id: &str) -> VirtioMemInfo {
+    vm.qmp()
+        .virtio_mem(id, QMP)
+        .unwrap_or_else(|e| panic!("QMP {id}: {e}"))
+}
+
+/// `qom-set <id> requested-size`, then waits for QMP size == requested and for the guest's
+/// `vmem` line of that device (by address) to show it plugged and converged.
+fn resize(vm: &mut Vm, id: &str, bytes: u64) {
+    vm.qmp()
+        .set_requested_size(id, bytes, QMP)
+        .unwrap_or_else(|e| panic!("qom-set {id} requested-size {bytes}: {e}"));
+    let (dev, took) = poll(
+        &format!("QMP {id} size == {bytes}"),
+        RESIZE,
+        POLL_EVERY,
+        || {
+            let d = qmp_device(vm, id);
+            (d.plugged_bytes == bytes)
+                .then_some(d.clone())
+                .ok_or(format!("{d:?}"))
+        },
+    );
+    eprintln!("[{id} {bytes}] QMP size == requested after {took:.2?}");
+    poll(
+        &format!("vmem to show {id} at {bytes}"),
+        RESIZE,
+        POLL_EVERY,
+        || {
+            let vmem = vm.vmem();
+            let line = vmem
+                .by_addr(dev.memaddr)
+                .ok_or_else(|| format!("no addr={:#x}:\n{vmem}", dev.memaddr))?;
+            (line.plugged_kib * 1024 == bytes
+                && line.requested_kib * 1024 == bytes
+                && line.converged())
+            .then_some(())
+            .ok_or_else(|| line.to_string())
+        },
+    );
+}
+
+/// A virtio-mem device behind a root port at boot is found (bus 1), plugs 1 GiB and unplugs
+/// it; the default device on bus 0 still resizes; `check` is ok after each step.
+///
+/// Runtime: about 1 s on the 2-core TCG development host.
+#[test]
+fn cold_plugged_behind_root_port_resizes() {
+    let mut vm = boot(&root_port_machine());
+    let vmem = vm.vmem();
+    assert_eq!(vmem.devices.len(), 2, "two devices:\n{vmem}");
+    resize(&mut vm, "vmrp", GIB);
+    check_ok(&mut vm, "with 1 GiB plugged behind the root port");
+    resize(&mut vm, "vm0", GIB);
+    resize(&mut vm, "vm0", 0);
+    resize(&mut vm, "vmrp", 0);
+    check_ok(&mut vm, "after unplugging both");
+    vm.poweroff_ok();
+}
