@@ -93,8 +93,8 @@ fn resize(vm: &mut Vm, id: &str, bytes: u64) {
     );
 }
 
-/// A virtio-mem device behind a root port at boot is found (bus 1), plugs 1 GiB and unplugs
-/// it; the default device on bus 0 still resizes; `check` is ok after each step.
+/// A virtio-mem device behind a root port at boot is found (`pci=01:00.0`, the default
+/// device keeps `pci=00:01.0`), plugs 1 GiB and unplugs it; the default device on bus 0 still resizes; `check` is ok after each step.
 ///
 /// Runtime: about 1 s on the 2-core TCG development host.
 #[test]
@@ -102,6 +102,14 @@ fn cold_plugged_behind_root_port_resizes() {
     let mut vm = boot(&root_port_machine());
     let vmem = vm.vmem();
     assert_eq!(vmem.devices.len(), 2, "two devices:\n{vmem}");
+    // The default device stays on bus 0; the one behind the root port is on bus 1.
+    for (id, pci) in [("vm0", "00:01.0"), ("vmrp", "01:00.0")] {
+        let addr = qmp_device(&mut vm, id).memaddr;
+        let line = vmem
+            .by_pci(pci)
+            .unwrap_or_else(|| panic!("no pci={pci}:\n{vmem}"));
+        assert_eq!(line.addr, addr, "{id} at {pci}:\n{vmem}");
+    }
     resize(&mut vm, "vmrp", GIB);
     check_ok(&mut vm, "with 1 GiB plugged behind the root port");
     resize(&mut vm, "vm0", GIB);

@@ -45,8 +45,8 @@ use crate::kernel::work::Work;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::mem::ManuallyDrop;
-use core::sync::atomic::{AtomicU64, Ordering};
-use hotmem::vmem::{Device, Next, Pace, QueryError, Record, Snapshot, StateReport, Vmem};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use hotmem::vmem::{Device, Next, Pace, PciAddr, QueryError, Record, Snapshot, StateReport, Vmem};
 use hotmem_arch::addr::PhysRange;
 use hotmem_arch::cpu::{self, IrqSpinLock};
 use hotmem_arch::gic::{self, Trigger};
@@ -61,7 +61,10 @@ pub(super) type Driver = VirtioMem<KernelHal, InjectTransport<PciTransport>>;
 /// One probed device.
 pub(super) struct Dev {
     pub(super) driver: Driver,
+    /// Its policy; `policy.id` is the device's id (`vmemN`), from [`next_id`].
     pub(super) policy: Vmem,
+    /// Its PCI address.
+    pub(super) pci: PciAddr,
     pub(super) intid: Option<u32>,
     /// The interrupt count (see [`Live`]) the last finished pass answered.
     pub(super) answered: u64,
@@ -139,6 +142,15 @@ impl Device for DriverDevice<'_> {
     }
 }
 
+/// The next device id: ids only grow, so `vmemN` is never reused while the kernel runs,
+/// whatever devices come and go.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh device id.
+pub(super) fn next_id() -> usize {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The probed devices; see the module doc for who takes the lock.
 pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> =
     IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("vmem_devices"));
@@ -146,6 +158,8 @@ pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> =
 /// What the worker published about one device.
 #[derive(Clone, Copy)]
 struct Status {
+    id: usize,
+    pci: PciAddr,
     snap: Snapshot,
     /// The interrupt count the last finished pass answered.
     answered: u64,
@@ -220,7 +234,7 @@ fn converge() {
                     let now = timer::now_ns();
                     let snap = d.policy.snapshot();
                     if pace.line_due(now, snap.progress.started_ns) {
-                        if let Some(line) = snap.progress_line(i) {
+                        if let Some(line) = snap.progress_line(d.policy.id) {
                             log::info!("{line}");
                         }
                     }
@@ -256,7 +270,7 @@ fn serve_query(devs: &mut [Dev]) {
         _ => None,
     };
     let Some((i, range)) = asked else { return };
-    let answer = match devs.get_mut(i) {
+    let answer = match devs.iter_mut().find(|d| d.policy.id == i) {
         Some(d) => d
             .policy
             .query_state(&mut DriverDevice(&mut d.driver), range),
@@ -271,6 +285,8 @@ pub(super) fn publish(devs: &[Dev]) {
     let statuses: Vec<Status> = devs
         .iter()
         .map(|d| Status {
+            id: d.policy.id,
+            pci: d.pci,
             snap: d.policy.snapshot(),
             answered: d.answered,
         })
@@ -291,12 +307,12 @@ pub fn records() -> Vec<Record> {
             let l = live(i);
             let cfg = l.and_then(Live::config);
             let unanswered = l.is_some_and(|l| l.interrupts() != s.answered);
-            Record::new(&s.snap, cfg.as_ref(), unanswered)
+            Record::new(&s.snap, cfg.as_ref(), unanswered).device(s.id, s.pci)
         })
         .collect()
 }
 
-/// `vmem wait`: sleeps until the record of device `dev` (of every device when `None`) is
+/// `vmem wait`: sleeps until the record of device id `dev` (of every device when `None`) is
 /// settled (`ok`, `stalled` or `broken`) or `timeout_ms` passed. Returns the records last
 /// looked at and whether they were settled.
 pub fn wait(dev: Option<usize>, timeout_ms: u64) -> (Vec<Record>, bool) {
@@ -306,9 +322,8 @@ pub fn wait(dev: Option<usize>, timeout_ms: u64) -> (Vec<Record>, bool) {
         let recs = records();
         let settled = recs
             .iter()
-            .enumerate()
-            .filter(|(i, _)| dev.is_none_or(|d| d == *i))
-            .all(|(_, r)| r.settled());
+            .filter(|r| dev.is_none_or(|d| d == r.id))
+            .all(Record::settled);
         *last.borrow_mut() = (recs, settled);
         if settled || timer::now_ns() >= deadline {
             return true;
@@ -320,7 +335,7 @@ pub fn wait(dev: Option<usize>, timeout_ms: u64) -> (Vec<Record>, bool) {
     last.into_inner()
 }
 
-/// `vmem state`: asks the worker to compare the device's STATE over `range` with the
+/// `vmem state`: asks the worker to compare the STATE of device id `dev` over `range` with the
 /// policy's bitmap, and sleeps until it answered.
 pub fn query_state(dev: usize, range: PhysRange) -> Result<StateReport, QueryError> {
     *QUERY.lock() = Query::Asked { dev, range };

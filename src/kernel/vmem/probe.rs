@@ -15,7 +15,7 @@ use super::hal::KernelHal;
 use super::transport::InjectTransport;
 use alloc::vec::Vec;
 use hotmem::dt::BootInfo;
-use hotmem::vmem::Vmem;
+use hotmem::vmem::{PciAddr, Vmem};
 use hotmem_arch::addr::PhysRange;
 use hotmem_arch::gic::{self, Trigger};
 use hotmem_arch::irq;
@@ -110,7 +110,9 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         if f.virtio != Some(virtio_drivers::transport::DeviceType::Memory) {
             continue;
         }
-        let id = devs.len();
+        // Taken before the device is known to work: an id is never given twice, even to a
+        // device that failed.
+        let id = device::next_id();
         let transport = match pci
             .setup_bars(f.df)
             .and_then(|_| pci.virtio_transport::<KernelHal>(f.df))
@@ -169,6 +171,11 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         devs.push(Dev {
             driver,
             policy: Vmem::new(id, cfg),
+            pci: PciAddr {
+                bus: f.df.bus,
+                device: f.df.device,
+                function: f.df.function,
+            },
             intid: f.intid,
             answered: 0,
         });
@@ -177,7 +184,8 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         return;
     }
     LIVE.call_once(|| lives);
-    for (id, d) in devs.iter().enumerate() {
+    for d in &devs {
+        let id = d.policy.id;
         if let Some(intid) = d.intid {
             if irq::register(intid, device::irq_handler).is_err()
                 || gic::enable(intid, Trigger::Level).is_err()
