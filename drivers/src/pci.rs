@@ -73,6 +73,8 @@ mod bar_alloc;
 pub mod caps;
 mod ecam;
 mod enumerate;
+mod port;
+pub mod slot;
 mod window;
 
 pub use bar_alloc::{
@@ -329,7 +331,12 @@ pub fn swizzle_intx(pin: u8, device: u8) -> u8 {
 /// self-contained (no cached state, no multi-step protocol). [`PciHost`] uses one clone for
 /// the bridge and slot registers virtio-drivers' `PciRoot` has no setter for, and only under
 /// `&mut self`, so its accesses never overlap those of its `PciRoot`.
-pub unsafe trait WritableClone: ConfigurationAccess {}
+pub unsafe trait WritableClone: ConfigurationAccess {
+    /// Writes the 16-bit register at `reg` (2-byte aligned) alone, leaving its dword's other
+    /// half unwritten (Slot Status must be cleared without writing Slot Control, whose every
+    /// write is a command).
+    fn write_u16(&mut self, df: DeviceFunction, reg: u8, value: u16);
+}
 
 /// Bus numbers of a bridge (its primary bus is the bus it sits on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -299,7 +299,17 @@ fn key(df: DeviceFunction) -> (u8, u8, u8) {
 }
 
 // SAFETY: the fake keeps its whole state behind one `RefCell`; each access borrows it once.
-unsafe impl WritableClone for FakeCam {}
+unsafe impl WritableClone for FakeCam {
+    fn write_u16(&mut self, df: DeviceFunction, reg: u8, value: u16) {
+        let mut s = self.0.borrow_mut();
+        s.writes += 1;
+        if let Some(f) = s.functions.get_mut(&key(df)) {
+            let i = usize::from(reg / 4);
+            let shift = u32::from(reg & 2) * 8;
+            f.regs[i] = (f.regs[i] & !(0xffff << shift)) | (u32::from(value) << shift);
+        }
+    }
+}
 
 impl ConfigurationAccess for FakeCam {
     fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
@@ -596,3 +606,5 @@ fn ecam_offsets_and_bounds() {
 }
 
 mod bridges;
+
+mod slot;

@@ -372,3 +372,53 @@ fn capability_list_loop_ends() {
     let caps = caps::capabilities(&cam, df(0, 2, 0));
     assert_eq!(caps.len(), 2, "{caps:?}");
 }
+
+#[test]
+fn hotplug_port_scan_clear_and_slot_registers() {
+    let (mut host, cam) = host_with(vec![
+        ((0, 1, 0), virtio_mem_like()),
+        ((0, 3, 0), root_port(Some(2))),
+    ]);
+    host.enumerate();
+    assert_eq!(host.hotplug_ports(), vec![df(0, 3, 0)]);
+    // Nothing behind it yet.
+    assert_eq!(host.scan_slot(df(0, 3, 0)).unwrap(), vec![]);
+    cam.0
+        .borrow_mut()
+        .functions
+        .insert((1, 0, 0), virtio_mem_like());
+    let found = host.scan_slot(df(0, 3, 0)).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].parent, Some(df(0, 3, 0)));
+    // INTA behind the port at slot 3 of bus 0: INTID 38.
+    assert_eq!(found[0].intid, Some(38));
+    bars_behind(&host, &cam, (1, 0, 0), (0, 3, 0));
+    let first = host.bars(df(1, 0, 0)).unwrap().to_vec();
+    assert_eq!(command(&cam, (1, 0, 0)), DEVICE_ON);
+    // Gone and back: the same space again.
+    host.clear_slot(df(0, 3, 0));
+    assert!(host.bars(df(1, 0, 0)).is_none());
+    assert!(host.functions().iter().all(|f| f.df.bus != 1));
+    host.scan_slot(df(0, 3, 0)).unwrap();
+    assert_eq!(host.bars(df(1, 0, 0)).unwrap(), first.as_slice());
+    // Not a hotplug port.
+    assert_eq!(
+        host.scan_slot(df(0, 1, 0)),
+        Err(PciError::NoBridge(df(0, 1, 0)))
+    );
+
+    // Slot registers at PCI Express capability + 0x18: control low, status high. Clearing
+    // status writes only the high half (the fake stores what is written; RW1C is the port's).
+    cam.0
+        .borrow_mut()
+        .functions
+        .get_mut(&(0, 3, 0))
+        .unwrap()
+        .regs[0x58 / 4] = 0x0048_0123;
+    assert_eq!(host.slot_registers(df(0, 3, 0)), Some((0x0123, 0x0048)));
+    host.clear_slot_status(df(0, 3, 0), crate::pci::slot::status::PDC);
+    assert_eq!(reg(&cam, (0, 3, 0), 0x58), 0x0008_0123);
+    host.write_slot_control(df(0, 3, 0), 0x0400);
+    assert_eq!(reg(&cam, (0, 3, 0), 0x58), 0x0008_0400);
+    assert_eq!(host.slot_registers(df(0, 1, 0)), None);
+}
