@@ -6,8 +6,8 @@
 //! 2. map and parse the device tree; bring up the console and the logger;
 //! 3. check the memory ranges against the physical-address limit, map RAM in the linear
 //!    map, boot the memory model (from then on the heap and the page tables draw from it);
-//! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence) and
-//!    the task-exit hook; exception hooks, GIC, timer tick, the reschedule SGI, UART
+//! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence and
+//!    hotplug slots) and the task-exit hook; exception hooks, GIC, timer tick, the reschedule SGI, UART
 //!    receive interrupt;
 //! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
 //!    CPU_ON (each boot context becomes that CPU's idle task);
@@ -25,7 +25,7 @@
 //!   4    shell      executes commands, prints every record          console cpus hog inject
 //!                                                                   mem spin_test task vmem
 //!   3    vmem/      virtio-mem glue; inside it hal, memory,         inject mem migrate work
-//!                   transport < device < probe
+//!                   transport < device < probe < slots
 //!        hog        the hog and pin workload                        cpus mem migrate task
 //!   2    migrate    rmap lock, engine page tables, fault hook       inject mem task
 //!        work       the worker and its registry of Work items       task
@@ -138,6 +138,7 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     // reaper.
     work::register(&REAPER);
     work::register(&vmem::CONVERGE);
+    work::register(&vmem::SLOTS);
     task::set_exit_hook(|| REAPER.schedule());
     exception::set_sync_hook(migrate::fault_hook);
     exception::set_irq_hook(|frame| {

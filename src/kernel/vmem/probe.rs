@@ -10,7 +10,7 @@
 //! transport that only reads its configuration (`device::Live`); the interrupt lines are
 //! enabled once every device's `Live` is in place, so the handler finds them.
 
-use super::device::{self, Dev, Live, CONVERGE, DEVICES, LIVE};
+use super::device::{self, Dev, Live};
 use super::hal::KernelHal;
 use super::transport::InjectTransport;
 use alloc::vec::Vec;
@@ -43,11 +43,12 @@ fn dt_windows(info: &hotmem::dt::PciHostInfo) -> Vec<pci::Window> {
         .collect()
 }
 
-/// Finds and starts every virtio-mem device behind the DT's PCIe host bridge.
-pub fn probe(info: &BootInfo, pa_bits: u32) {
+/// Finds and starts every virtio-mem device behind the DT's PCIe host bridge; returns the
+/// host bridge for the hotplug slots (`None` without one).
+pub(super) fn probe(info: &BootInfo, pa_bits: u32) -> Option<Probed> {
     let Some(host) = info.pci.as_ref() else {
         log::info!("pci: no host bridge in the device tree; no virtio-mem");
-        return;
+        return None;
     };
     // All of the ECAM (1 MiB per bus of `bus-range`; 256 MiB on QEMU `virt`), in 2 MiB
     // blocks: that costs one page-table page, and buses numbered later (behind a hotplug
@@ -61,7 +62,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
     };
     if let Err(e) = mmu::map_linear(ecam, Attrs::MMIO, Granule::Block2M) {
         log::error!("pci: cannot map ECAM: {e:?}");
-        return;
+        return None;
     }
     let irq_map = pci::IrqMap {
         mask_hi: host.irq_map_mask.0,
@@ -94,7 +95,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         Ok(p) => p,
         Err(e) => {
             log::error!("pci: {e}");
-            return;
+            return None;
         }
     };
     // What a device region must not overlap: RAM, the bridge's windows and ECAM.
@@ -104,15 +105,65 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         size: w.size,
     }));
     taken.push(host.ecam);
-    let mut devs = Vec::new();
-    let mut lives = Vec::new();
-    for f in pci.enumerate() {
+    let functions = pci.enumerate();
+    let mut probed = Probed {
+        pci,
+        taken,
+        pa_bits,
+    };
+    let mut found = Vec::new();
+    for f in &functions {
+        if let Some(d) = probed.bring_up(f) {
+            found.push(d);
+        }
+    }
+    for (d, _) in &found {
+        enable_irq(&d.pci, d.intid, device::irq_handler);
+    }
+    // `vmem` shows the devices from the prompt on, before the first convergence pass, which
+    // converges to the initial request (and cleans up leftovers) right away.
+    device::add(found);
+    Some(probed)
+}
+
+/// What probe leaves for the hotplug slots: the host bridge and what a device region must
+/// not overlap.
+pub(super) struct Probed {
+    pub(super) pci: PciHost,
+    taken: Vec<PhysRange>,
+    pa_bits: u32,
+}
+
+/// Registers `handler` for the interrupt line of `who` and enables it (level-triggered).
+pub(super) fn enable_irq(who: &dyn core::fmt::Display, intid: Option<u32>, handler: irq::Handler) {
+    if let Some(intid) = intid {
+        if irq::register(intid, handler).is_err() || gic::enable(intid, Trigger::Level).is_err() {
+            log::error!("{who}: cannot enable interrupt {intid}");
+        }
+    }
+}
+
+impl Probed {
+    /// The region of a device released empty (nothing plugged, nothing mapped), free for a
+    /// device added later.
+    pub(super) fn give_back(&mut self, region: PhysRange) {
+        self.taken.retain(|r| *r != region);
+    }
+
+    /// Starts the driver of virtio-mem function `f` (BARs already placed by enumeration or
+    /// [`PciHost::scan_slot`]): the device and its `Live`, not yet in the list. `None` for
+    /// other functions and for a device that fails (logged).
+    pub(super) fn bring_up(&mut self, f: &pci::PciFunction) -> Option<(Dev, Live)> {
         if f.virtio != Some(virtio_drivers::transport::DeviceType::Memory) {
-            continue;
+            return None;
         }
         // Taken before the device is known to work: an id is never given twice, even to a
         // device that failed.
-        let id = device::next_id();
+        let Some(id) = device::next_id() else {
+            log::error!("vmem: {}: no device id left; device disabled", f.df);
+            return None;
+        };
+        let pci = &mut self.pci;
         let transport = match pci
             .setup_bars(f.df)
             .and_then(|_| pci.virtio_transport::<KernelHal>(f.df))
@@ -120,33 +171,29 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             Ok(t) => InjectTransport::new(t),
             Err(e) => {
                 log::error!("vmem{id}: {}: {e}; device disabled", f.df);
-                continue;
+                return None;
             }
         };
-        let driver = match VirtioMem::<KernelHal, _>::new(
-            transport,
-            &Limits {
-                pa_bits,
-                taken: &taken,
-            },
-        ) {
+        let limits = Limits {
+            pa_bits: self.pa_bits,
+            taken: &self.taken,
+        };
+        let driver = match VirtioMem::<KernelHal, _>::new(transport, &limits) {
             Ok(d) => d,
             Err(e) => {
-                log::error!(
-                    "vmem{id}: {:?}: invalid device: {e:?}; device disabled",
-                    f.df
-                );
-                continue;
+                log::error!("vmem{id}: {}: invalid device: {e:?}; device disabled", f.df);
+                return None;
             }
         };
         let cfg = match driver.config() {
             Ok(c) => c,
             Err(e) => {
                 log::error!("vmem{id}: {e:?}; device disabled");
-                continue;
+                return None;
             }
         };
-        taken.push(PhysRange {
+        // Taken until the device is released (`Probed::give_back`).
+        self.taken.push(PhysRange {
             base: cfg.addr,
             size: cfg.region_size,
         });
@@ -167,8 +214,8 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
         if let Err(e) = &reader {
             log::warn!("vmem{id}: no configuration reader ({e}); `vmem` shows the last pass");
         }
-        lives.push(Live::new(reader.ok(), driver.node_id_valid(), f.intid));
-        devs.push(Dev {
+        let live = Live::new(reader.ok(), driver.node_id_valid(), f.intid);
+        let dev = Dev {
             driver,
             policy: Vmem::new(id, cfg),
             pci: PciAddr {
@@ -178,25 +225,7 @@ pub fn probe(info: &BootInfo, pa_bits: u32) {
             },
             intid: f.intid,
             answered: 0,
-        });
+        };
+        Some((dev, live))
     }
-    if devs.is_empty() {
-        return;
-    }
-    LIVE.call_once(|| lives);
-    for d in &devs {
-        let id = d.policy.id;
-        if let Some(intid) = d.intid {
-            if irq::register(intid, device::irq_handler).is_err()
-                || gic::enable(intid, Trigger::Level).is_err()
-            {
-                log::error!("vmem{id}: cannot enable interrupt {intid}");
-            }
-        }
-    }
-    // `vmem` shows the devices from the prompt on, before the first convergence pass.
-    device::publish(&devs);
-    *DEVICES.lock() = devs;
-    // Converge to the initial request (and clean up leftovers) right away.
-    CONVERGE.schedule();
 }
