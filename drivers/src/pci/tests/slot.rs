@@ -86,27 +86,18 @@ fn eject_refused_while_memory_is_plugged_keeps_the_device() {
 
 #[test]
 fn surprise_removal_drops_the_device_untouched() {
+    let vanished = vec![
+        Action::ClearStatus(PDC),
+        Action::SurpriseRemoval,
+        Action::PowerOff,
+    ];
     let mut s = Slot::new(control::PIC_ON, PDS).0;
-    assert_eq!(
-        run(&mut s, PDC),
-        vec![
-            Action::ClearStatus(PDC),
-            Action::SurpriseRemoval,
-            Action::PowerOff
-        ]
-    );
+    assert_eq!(run(&mut s, PDC), vanished);
     assert_eq!(s.state(), SlotState::Empty);
     // Also while an eject is being released.
     let mut s = Slot::new(control::PIC_ON, PDS).0;
     run(&mut s, ABP | PDS);
-    assert_eq!(
-        run(&mut s, PDC),
-        vec![
-            Action::ClearStatus(PDC),
-            Action::SurpriseRemoval,
-            Action::PowerOff
-        ]
-    );
+    assert_eq!(run(&mut s, PDC), vanished);
     // And a device that leaves before its power-on completed.
     let mut s = empty();
     run(&mut s, PDC | ABP | PDS);
