@@ -8,28 +8,42 @@
 //! [`ConfigurationAccess`]; in the kernel that is [`Ecam`], the only code here that dereferences
 //! MMIO, and in host tests a fake config space.
 //!
-//! - **Enumeration** ([`PciHost::enumerate`]) scans every device and function of every bus in
-//!   the range. Nothing programs bridges under `-kernel`, so buses behind bridges stay empty:
-//!   bridges are reported but not recursed into (QEMU `virt` has only bus 0).
-//! - **BAR placement** ([`BarAllocator`], used by [`PciHost::setup_bars`]): nothing assigns BARs
-//!   before us, so every memory BAR is sized (decoding off), given a naturally aligned range of at
-//!   least one 4 KiB page (two BARs never share a page, so each can be mapped on its own), and
-//!   programmed; then MEMORY_SPACE | BUS_MASTER are enabled. 64-bit BARs go to a MEM64 window and
-//!   fall back to MEM32; 32-bit BARs go to MEM32 and always end below 4 GiB (also checked against
-//!   the address, since the DT is not trusted). A non-prefetchable BAR never goes into a
-//!   prefetchable window. I/O BARs are not supported: they are skipped with a warning. Windows are
-//!   bump-allocated, largest BAR first, and space is never given back.
-//! - **INTx routing** ([`route_intx`]): `(phys.hi, pin) & interrupt-map-mask` is looked up in the
-//!   map. On QEMU `virt` the map lists all 4 slots x 4 pins, so the slot swizzle is in the table;
-//!   device 1 INTA is INTID 36.
+//! - **Enumeration** ([`PciHost::enumerate`], `enumerate.rs`): depth-first from the root
+//!   bus through type-1 headers (PCI-to-PCI bridges, PCIe root ports): each bridge gets the
+//!   next bus number as secondary, its subordinate after the scan below it; hotplug-capable
+//!   ports (PCI Express capability, Slot Capabilities HPC) keep at least one bus. Nothing
+//!   programs bridges under `-kernel`, so we number every bus. Every BAR is sized on the way.
+//! - **Windows and BARs** (`window.rs`, over [`BarAllocator`]): bridge windows are sized
+//!   bottom-up (whole MiB, hotplug ports at least their reservation: 1 MiB non-prefetchable
+//!   and 1 MiB 64-bit prefetchable, or QEMU's reserve hints, `caps.rs`), then everything is
+//!   placed top-down, the root bus in the host bridge's `ranges`, each secondary bus in its
+//!   bridge's windows, and decoding is enabled (MEMORY | BUS_MASTER, plus IO on bridges).
+//!   Each memory BAR gets a naturally aligned range of at least one 4 KiB page (two BARs
+//!   never share a page, so each can be mapped on its own). 64-bit BARs go to a MEM64 window
+//!   and fall back to MEM32; 32-bit BARs go to MEM32 and always end below 4 GiB (also checked
+//!   against the address, since the DT is not trusted). A non-prefetchable BAR never goes
+//!   into a prefetchable window. I/O BARs are not supported: they are skipped with a warning,
+//!   and I/O windows stay closed. Windows are bump-allocated and space is never given back.
+//!   [`PciHost::setup_bars`] places one function on its own (a device that appeared behind a
+//!   hotplug port, or a function on the root bus).
+//! - **INTx routing** ([`route_intx`], [`swizzle_intx`]): a pin is swizzled at every bridge
+//!   (`(pin - 1 + device) % 4 + 1`) up to the root bus, then `(phys.hi, pin) &
+//!   interrupt-map-mask` of the root-bus device is looked up in the map. On QEMU `virt` the
+//!   map lists all 4 slots x 4 pins; device 1 INTA is INTID 36.
+//! - **Records** ([`PciHost::functions`], [`PciHost::bars`], [`PciHost::bridges`]): per
+//!   function its address (the requester ID), IDs, capability list, INTx route, parent
+//!   bridge and BAR assignments; per forwarding bridge its buses and windows.
 //!
 //! Everything read from config space is untrusted: absent functions, BARs whose size is not a
-//! power of two, BARs bigger than any window and BARs that do not hold their address are
-//! [`PciError`]s or warnings, never panics.
+//! power of two, BARs bigger than any window, BARs that do not hold their address, bridges
+//! that do not hold their bus numbers or loop back to a scanned bus, windows that do not fit
+//! and unknown header types are [`PciError`]s or warnings that disable the function or bridge
+//! concerned, never panics; the rest goes on.
 //!
 //! # What the caller maps
 //!
-//! - ECAM, as Device memory, before [`PciHost::new_ecam`]: 1 MiB per bus from `bus_start`.
+//! - ECAM, as Device memory, before [`PciHost::new_ecam`]: 1 MiB per bus from `bus_start`,
+//!   for every bus the bridges may be given (the kernel maps the whole `bus-range`).
 //! - BARs: [`PciHost::virtio_transport`] calls [`Hal::mmio_phys_to_virt`] with the *PCI bus
 //!   address* read back from the BAR, plus the capability offset. On QEMU `virt` bus and CPU
 //!   addresses are equal; elsewhere the `Hal` can translate with [`PciHost::pci_to_cpu`]. Each
@@ -37,36 +51,46 @@
 //!
 //! # Files
 //!
-//! This file holds the inputs, the errors, INTx routing and [`PciHost`]; `bar_alloc.rs` the
-//! pure BAR allocator and `ecam.rs` the MMIO config access. Their public items are
-//! re-exported here.
+//! This file holds the inputs, the errors, INTx routing, the records and [`PciHost`] with
+//! single-function BAR setup; `enumerate.rs` the depth-first scan and bus numbers;
+//! `window.rs` bridge window sizing, placement and registers; `caps.rs` capability lists,
+//! hotplug slots and QEMU's reserve hints; `bar_alloc.rs` the pure allocator; `ecam.rs` the
+//! MMIO config access. Their public items are re-exported here.
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use log::{debug, info, warn};
 use virtio_drivers::transport::pci::bus::{
-    BarInfo, Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType,
-    PciError as BusError, PciRoot, Status,
+    BarInfo, Command, ConfigurationAccess, DeviceFunction, HeaderType, PciError as BusError,
+    PciRoot, Status,
 };
-use virtio_drivers::transport::pci::{virtio_device_type, PciTransport, VirtioPciError};
+use virtio_drivers::transport::pci::{PciTransport, VirtioPciError};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::Hal;
 
 mod bar_alloc;
+pub mod caps;
 mod ecam;
+mod enumerate;
 pub mod msix;
+mod port;
+pub mod slot;
+mod window;
 
 pub use bar_alloc::{
     AllocError, Allocation, BarAllocator, BarRequest, BarWidth, MIN_BAR_ALLOC_BYTES,
 };
+pub use caps::{Capability, HotplugSlot, ReserveHints};
 pub use ecam::{Ecam, ECAM_BUS_BYTES};
+pub use enumerate::{HOTPLUG_BUSES, MAX_BRIDGE_DEPTH};
+pub use window::{BridgeState, HOTPLUG_MEM_BYTES, HOTPLUG_PREF_BYTES, WINDOW_ALIGN};
 
 const VENDOR_ABSENT: u16 = 0xffff;
 const REG_ID: u8 = 0x00;
 const REG_HEADER: u8 = 0x0c;
 /// Interrupt line (byte 0) and interrupt pin (byte 1).
-const REG_INTERRUPT: u8 = 0x3c;
+pub(crate) const REG_INTERRUPT: u8 = 0x3c;
 
 // ---------------------------------------------------------------------------------------------
 // Inputs (mirrors of the kernel's DT types)
@@ -171,6 +195,39 @@ pub enum PciError {
     },
     /// [`PciHost::virtio_transport`] before [`PciHost::setup_bars`].
     BarsNotAssigned(DeviceFunction),
+    /// A bridge did not hold the bus numbers written to it.
+    BusNumbers {
+        /// The bridge.
+        bridge: DeviceFunction,
+        /// The secondary bus written.
+        wrote: u8,
+        /// What it read back.
+        read: u8,
+    },
+    /// A bridge's secondary bus reads back as a bus already scanned.
+    BusLoop {
+        /// The bridge.
+        bridge: DeviceFunction,
+        /// The bus it names.
+        secondary: u8,
+    },
+    /// No bus number left in the host's range for this bridge.
+    OutOfBusNumbers(DeviceFunction),
+    /// This bridge sits deeper than [`MAX_BRIDGE_DEPTH`].
+    BridgeTooDeep(DeviceFunction),
+    /// A bridge window could not be placed in the bus above it.
+    BridgeWindow {
+        /// The bridge.
+        bridge: DeviceFunction,
+        /// The prefetchable window (else the non-prefetchable one).
+        prefetchable: bool,
+        /// Its size in bytes.
+        size: u64,
+        /// Why the allocator refused it.
+        cause: AllocError,
+    },
+    /// No forwarding bridge leads to this function's bus.
+    NoBridge(DeviceFunction),
     /// virtio-drivers could not build a transport (not virtio, missing capabilities, ...).
     Transport(VirtioPciError),
 }
@@ -197,6 +254,37 @@ impl fmt::Display for PciError {
                 read,
             } => write!(f, "{df}: BAR{bar} wrote {wrote:#x}, read back {read:#x}"),
             Self::BarsNotAssigned(df) => write!(f, "{df}: BARs not assigned"),
+            Self::BusNumbers {
+                bridge,
+                wrote,
+                read,
+            } => write!(
+                f,
+                "{bridge}: bridge wrote secondary bus {wrote}, read back {read}"
+            ),
+            Self::BusLoop { bridge, secondary } => write!(
+                f,
+                "{bridge}: bridge secondary bus {secondary} already scanned (bus-number loop)"
+            ),
+            Self::OutOfBusNumbers(df) => write!(f, "{df}: no bus number left for the bridge"),
+            Self::BridgeTooDeep(df) => {
+                write!(f, "{df}: bridge nested deeper than {MAX_BRIDGE_DEPTH}")
+            }
+            Self::BridgeWindow {
+                bridge,
+                prefetchable,
+                size,
+                cause,
+            } => write!(
+                f,
+                "{bridge}: {} window ({size:#x} bytes): {cause}",
+                if *prefetchable {
+                    "prefetchable"
+                } else {
+                    "memory"
+                }
+            ),
+            Self::NoBridge(df) => write!(f, "{df}: no forwarding bridge to its bus"),
             Self::Transport(e) => write!(f, "virtio transport: {e}"),
         }
     }
@@ -221,9 +309,44 @@ pub fn route_intx(map: &IrqMap, bus: u8, device: u8, function: u8, pin: u8) -> O
         .map(|e| e.intid)
 }
 
+/// The pin a bridge sees for INTx `pin` of device `device` on its secondary bus (the
+/// PCI-to-PCI Bridge spec's swizzle: `(pin - 1 + device) % 4 + 1`); pins outside 1..=4 pass
+/// through unchanged (and route nowhere).
+pub fn swizzle_intx(pin: u8, device: u8) -> u8 {
+    if !(1..=4).contains(&pin) {
+        return pin;
+    }
+    (pin - 1 + device % 4) % 4 + 1
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host bridge
 // ---------------------------------------------------------------------------------------------
+
+/// Config access whose clones may also write, as long as no two accesses run at once.
+///
+/// # Safety
+///
+/// Implementers guarantee that a value made by `unsafe_clone` may read and write any register
+/// while the original lives, provided accesses are not concurrent: each access is
+/// self-contained (no cached state, no multi-step protocol). [`PciHost`] uses one clone for
+/// the bridge and slot registers virtio-drivers' `PciRoot` has no setter for, and only under
+/// `&mut self`, so its accesses never overlap those of its `PciRoot`.
+pub unsafe trait WritableClone: ConfigurationAccess {
+    /// Writes the 16-bit register at `reg` (2-byte aligned) alone, leaving its dword's other
+    /// half unwritten (Slot Status must be cleared without writing Slot Control, whose every
+    /// write is a command).
+    fn write_u16(&mut self, df: DeviceFunction, reg: u8, value: u16);
+}
+
+/// Bus numbers of a bridge (its primary bus is the bus it sits on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeBuses {
+    /// The bus right behind it.
+    pub secondary: u8,
+    /// The last bus behind it.
+    pub subordinate: u8,
+}
 
 /// One function found by [`PciHost::enumerate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,8 +367,16 @@ pub struct PciFunction {
     pub virtio: Option<DeviceType>,
     /// Config 0x3d: 0 = none, 1 = INTA .. 4 = INTD.
     pub interrupt_pin: u8,
-    /// GIC INTID of that pin through the `interrupt-map`.
+    /// GIC INTID of that pin: swizzled through the bridges above, then the `interrupt-map`.
     pub intid: Option<u32>,
+    /// The bridge whose secondary bus this function is on (`None` on the root bus).
+    pub parent: Option<DeviceFunction>,
+    /// Its capability list (MSI-X, PCI Express, vendor-specific, ...).
+    pub capabilities: Vec<Capability>,
+    /// The buses behind it, for a bridge that was given bus numbers.
+    pub bridge: Option<BridgeBuses>,
+    /// Its hotplug slot, for a hotplug-capable port.
+    pub hotplug: Option<HotplugSlot>,
 }
 
 /// One programmed BAR.
@@ -265,17 +396,39 @@ pub struct BarAssignment {
     pub cpu_addr: u64,
 }
 
-/// An ECAM host bridge: config access, the BAR allocator and the INTx map.
-pub struct PciHost<C: ConfigurationAccess = Ecam> {
+impl BarAssignment {
+    fn new(bar: u8, req: &BarRequest, a: &Allocation) -> BarAssignment {
+        BarAssignment {
+            bar,
+            width: req.width,
+            prefetchable: req.prefetchable,
+            size_bytes: req.size_bytes,
+            pci_addr: a.pci_addr,
+            cpu_addr: a.cpu_addr,
+        }
+    }
+}
+
+/// An ECAM host bridge: config access, the BAR allocators and the INTx map, and the records
+/// of what [`PciHost::enumerate`] found and assigned.
+pub struct PciHost<C: ConfigurationAccess + WritableClone = Ecam> {
     root: PciRoot<C>,
-    /// Second handle on the same config space, used only to read read-only registers (IDs,
-    /// class, header type, interrupt pin), as `unsafe_clone` requires.
+    /// Second handle on the same config space, for reads only (IDs, header, capabilities,
+    /// bridge registers), as `unsafe_clone` requires.
     reader: C,
+    /// Third handle, for the bridge and slot registers `PciRoot` has no setter for; used only
+    /// under `&mut self` ([`WritableClone`]).
+    writer: C,
     bus_start: u8,
     bus_end: u8,
+    /// The host bridge's windows and the allocator over them (the root bus's BARs and
+    /// bridge windows).
+    windows: Vec<Window>,
     allocator: BarAllocator,
     irq_map: IrqMap,
     assigned: Vec<(DeviceFunction, Vec<BarAssignment>)>,
+    functions: Vec<PciFunction>,
+    bridges: Vec<BridgeState>,
 }
 
 impl PciHost<Ecam> {
@@ -306,11 +459,14 @@ impl PciHost<Ecam> {
     }
 }
 
-impl<C: ConfigurationAccess> PciHost<C> {
+impl<C: ConfigurationAccess + WritableClone> PciHost<C> {
     /// A host bridge over any config access (a fake one in tests).
     pub fn new(access: C, bus_start: u8, bus_end: u8, windows: &[Window], irq_map: IrqMap) -> Self {
-        // SAFETY: `reader` is used only for read-only registers (see the field doc).
+        // SAFETY: `reader` is used only for reads (see the field doc).
         let reader = unsafe { access.unsafe_clone() };
+        // SAFETY: `C: WritableClone`, and `writer` is used only under `&mut self`, never while
+        // `root` is in use (see the field doc).
+        let writer = unsafe { access.unsafe_clone() };
         for w in windows {
             info!(
                 "pci: window {:?}{} bus {:#x} cpu {:#x} size {:#x}",
@@ -324,74 +480,35 @@ impl<C: ConfigurationAccess> PciHost<C> {
         Self {
             root: PciRoot::new(access),
             reader,
+            writer,
             bus_start,
             bus_end,
+            windows: windows.to_vec(),
             allocator: BarAllocator::new(windows),
             irq_map,
             assigned: Vec::new(),
+            functions: Vec::new(),
+            bridges: Vec::new(),
         }
     }
 
-    /// Every function on every bus in the range. Bridges are listed but not recursed into.
-    pub fn enumerate(&self) -> Vec<PciFunction> {
-        let mut found = Vec::new();
-        if self.bus_start > self.bus_end {
-            return found;
-        }
-        for bus in self.bus_start..=self.bus_end {
-            for (df, dfi) in self.root.enumerate_bus(bus) {
-                let f = self.describe(df, &dfi);
-                info!(
-                    "pci: {df} {:04x}:{:04x} class {:02x}.{:02x} {:?} virtio {:?} pin {} intid {:?}",
-                    f.vendor_id,
-                    f.device_id,
-                    f.class,
-                    f.subclass,
-                    f.header_type,
-                    f.virtio,
-                    f.interrupt_pin,
-                    f.intid
-                );
-                if f.header_type != HeaderType::Standard {
-                    info!("pci: {df}: not a plain function, not recursing");
-                }
-                found.push(f);
-            }
-        }
-        found
+    /// The functions the last [`PciHost::enumerate`] found (requester ID = `df`, its
+    /// capabilities, its INTx route); their BARs are in [`PciHost::bars`].
+    pub fn functions(&self) -> &[PciFunction] {
+        &self.functions
     }
 
-    fn describe(&self, df: DeviceFunction, dfi: &DeviceFunctionInfo) -> PciFunction {
-        let interrupt_pin = (self.reader.read_word(df, REG_INTERRUPT) >> 8) as u8;
-        let intid = match interrupt_pin {
-            0 => None,
-            1..=4 => {
-                let intid =
-                    route_intx(&self.irq_map, df.bus, df.device, df.function, interrupt_pin);
-                if intid.is_none() {
-                    warn!(
-                        "pci: {df}: INT{} not in interrupt-map",
-                        pin_name(interrupt_pin)
-                    );
-                }
-                intid
-            }
-            _ => {
-                warn!("pci: {df}: invalid interrupt pin {interrupt_pin}");
-                None
-            }
-        };
-        PciFunction {
-            df,
-            vendor_id: dfi.vendor_id,
-            device_id: dfi.device_id,
-            class: dfi.class,
-            subclass: dfi.subclass,
-            header_type: dfi.header_type,
-            virtio: virtio_device_type(dfi),
-            interrupt_pin,
-            intid,
-        }
+    /// The BARs assigned to `df`, if it was enabled.
+    pub fn bars(&self, df: DeviceFunction) -> Option<&[BarAssignment]> {
+        self.assigned
+            .iter()
+            .find(|(d, _)| *d == df)
+            .map(|(_, b)| b.as_slice())
+    }
+
+    /// The bridges that forward, with their windows.
+    pub fn bridges(&self) -> &[BridgeState] {
+        &self.bridges
     }
 
     /// The CPU physical address of bus range `pci_addr .. + size_bytes` (for the `Hal`).
@@ -400,13 +517,43 @@ impl<C: ConfigurationAccess> PciHost<C> {
     }
 
     /// Sizes, places and programs every memory BAR of `df`, then enables memory decoding and
-    /// bus mastering. Calling it again for the same function returns the first assignment.
+    /// bus mastering. Calling it again for the same function returns the first assignment
+    /// (which [`PciHost::enumerate`] may have made). BARs come from the host bridge's windows
+    /// on the root bus, else from the windows of the bridge whose secondary bus holds `df`.
     ///
     /// On error decoding stays off and space already taken for this function is given back.
     pub fn setup_bars(&mut self, df: DeviceFunction) -> Result<Vec<BarAssignment>, PciError> {
         if let Some((_, bars)) = self.assigned.iter().find(|(d, _)| *d == df) {
             return Ok(bars.clone());
         }
+        let requests = self.size_bars(df)?;
+        let alloc = self.allocator_for(df)?;
+        let snapshot = alloc.clone();
+        let placed = place(alloc, df, requests);
+        let programmed = placed.and_then(|bars| self.program_bars(df, bars, Command::empty()));
+        if programmed.is_err() {
+            *self.allocator_for(df)? = snapshot;
+        }
+        programmed
+    }
+
+    /// The allocator BARs on `df`'s bus come from.
+    fn allocator_for(&mut self, df: DeviceFunction) -> Result<&mut BarAllocator, PciError> {
+        if df.bus == self.bus_start {
+            return Ok(&mut self.allocator);
+        }
+        self.bridges
+            .iter_mut()
+            .find(|b| b.buses.secondary == df.bus)
+            .map(|b| &mut b.allocator)
+            .ok_or(PciError::NoBridge(df))
+    }
+
+    /// Turns decoding off and sizes every memory BAR of `df` (2 on a bridge, 6 otherwise).
+    pub(super) fn size_bars(
+        &mut self,
+        df: DeviceFunction,
+    ) -> Result<Vec<(u8, BarRequest)>, PciError> {
         if self.reader.read_word(df, REG_ID) as u16 == VENDOR_ABSENT {
             return Err(PciError::NotPresent(df));
         }
@@ -456,34 +603,18 @@ impl<C: ConfigurationAccess> PciHost<C> {
                 }
             }
         }
+        Ok(requests)
+    }
 
-        // 3. Place, largest first, all or nothing.
-        requests.sort_by_key(|r| core::cmp::Reverse(r.1.size_bytes));
-        let snapshot = self.allocator.clone();
-        let mut bars = Vec::with_capacity(requests.len());
-        for &(bar, req) in &requests {
-            match self.allocator.allocate(req) {
-                Ok(a) => bars.push(BarAssignment {
-                    bar,
-                    width: req.width,
-                    prefetchable: req.prefetchable,
-                    size_bytes: req.size_bytes,
-                    pci_addr: a.pci_addr,
-                    cpu_addr: a.cpu_addr,
-                }),
-                Err(cause) => {
-                    self.allocator = snapshot;
-                    return Err(PciError::Bar {
-                        df,
-                        bar,
-                        size: req.size_bytes,
-                        cause,
-                    });
-                }
-            }
-        }
+    /// Programs placed BARs, checks that each holds its address, then enables memory decoding,
+    /// bus mastering and `extra` (I/O forwarding on bridges), and records the assignment.
+    pub(super) fn program_bars(
+        &mut self,
+        df: DeviceFunction,
+        mut bars: Vec<BarAssignment>,
+        extra: Command,
+    ) -> Result<Vec<BarAssignment>, PciError> {
         bars.sort_by_key(|b| b.bar);
-
         // 4. Program and check that each BAR holds its address.
         for b in &bars {
             match b.width {
@@ -500,7 +631,6 @@ impl<C: ConfigurationAccess> PciHost<C> {
                 _ => u64::MAX,
             };
             if read != b.pci_addr {
-                self.allocator = snapshot;
                 return Err(PciError::BarReadback {
                     df,
                     bar: b.bar,
@@ -520,7 +650,9 @@ impl<C: ConfigurationAccess> PciHost<C> {
         }
 
         // 5. Decode memory, allow DMA.
-        let command = (command - Command::IO_SPACE) | Command::MEMORY_SPACE | Command::BUS_MASTER;
+        let (_, command) = self.root.get_status_command(df);
+        let command =
+            (command - Command::IO_SPACE) | Command::MEMORY_SPACE | Command::BUS_MASTER | extra;
         self.root.set_command(df, command);
         debug!("pci: {df}: command {command:?}");
         self.assigned.push((df, bars.clone()));
@@ -549,6 +681,29 @@ impl<C: ConfigurationAccess> PciHost<C> {
     pub fn status_command(&self, df: DeviceFunction) -> (Status, Command) {
         self.root.get_status_command(df)
     }
+}
+
+/// Places `requests` (largest first, all or nothing) for `df`.
+fn place(
+    alloc: &mut BarAllocator,
+    df: DeviceFunction,
+    mut requests: Vec<(u8, BarRequest)>,
+) -> Result<Vec<BarAssignment>, PciError> {
+    requests.sort_by_key(|r| core::cmp::Reverse(r.1.size_bytes));
+    requests
+        .into_iter()
+        .map(|(bar, req)| {
+            alloc
+                .allocate(req)
+                .map(|a| BarAssignment::new(bar, &req, &a))
+                .map_err(|cause| PciError::Bar {
+                    df,
+                    bar,
+                    size: req.size_bytes,
+                    cause,
+                })
+        })
+        .collect()
 }
 
 fn pin_name(pin: u8) -> char {

@@ -6,10 +6,10 @@
 //! 2. map and parse the device tree; bring up the console and the logger;
 //! 3. check the memory ranges against the physical-address limit, map RAM in the linear
 //!    map, boot the memory model (from then on the heap and the page tables draw from it);
-//! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence) and
-//!    the task-exit hook; exception hooks, GIC, timer tick, the reschedule SGI, UART
-//!    receive interrupt; CPU 0's GIC interface; the MSI controller (`msi`: LPIs on CPU 0's
-//!    redistributor and the ITS, or the v2m frame);
+//! 4. wire the glue: register the deferred work (the reaper, virtio-mem's convergence and
+//!    hotplug slots) and the task-exit hook; exception hooks, GIC, timer tick, the reschedule
+//!    SGI, UART receive interrupt; CPU 0's GIC interface; the MSI controller (`msi`: LPIs on
+//!    CPU 0's redistributor and the ITS, or the v2m frame);
 //! 5. this boot context becomes CPU 0's idle task; start the other CPUs through PSCI
 //!    CPU_ON (each boot context becomes that CPU's idle task);
 //! 6. probe virtio-mem; start the `worker` (deferred work) and `shell` tasks; CPU 0 idles.
@@ -26,7 +26,7 @@
 //!   4    shell      executes commands, prints every record          console cpus hog inject
 //!                                                                   mem msi spin_test task vmem
 //!   3    vmem/      virtio-mem glue; inside it hal, memory, msix    inject mem migrate msi
-//!                   < transport < device < probe                    work
+//!                   < transport < device < probe < slots            work
 //!        hog        the hog and pin workload                        cpus mem migrate task
 //!   2    migrate    rmap lock, engine page tables, fault hook       inject mem task
 //!        msi        MSI controller, MSI-X of a function, sources    mem
@@ -146,6 +146,7 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     // reaper.
     work::register(&REAPER);
     work::register(&vmem::CONVERGE);
+    work::register(&vmem::SLOTS);
     task::set_exit_hook(|| REAPER.schedule());
     exception::set_sync_hook(migrate::fault_hook);
     exception::set_irq_hook(|frame| {

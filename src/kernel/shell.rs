@@ -286,17 +286,18 @@ fn print_vmem(records: &[hotmem::vmem::Record]) {
         println!("vmem: no virtio-mem device");
         return;
     }
-    for (i, r) in records.iter().enumerate() {
-        print_vmem_record(i, r);
+    for r in records {
+        print_vmem_record(r);
     }
 }
 
-/// The `vmem` line of device `i` (the keys after `reason=` were appended later; the order
+/// The `vmem` line of a device (the keys after `reason=` were appended later; the order
 /// never changes).
-fn print_vmem_record(i: usize, r: &hotmem::vmem::Record) {
+fn print_vmem_record(r: &hotmem::vmem::Record) {
     let c = &r.cfg;
     println!(
-        "id=vmem{i} addr=0x{:x} region_kib={} block_kib={} usable_kib={} plugged_kib={} requested_kib={} pending_kib={} node={} state={} reason={} guest_plugged_kib={} moved_kib={} left_kib={}",
+        "id=vmem{} addr=0x{:x} region_kib={} block_kib={} usable_kib={} plugged_kib={} requested_kib={} pending_kib={} node={} state={} reason={} guest_plugged_kib={} moved_kib={} left_kib={} pci={}",
+        r.id,
         c.addr,
         c.region_size >> 10,
         c.block_size >> 10,
@@ -309,7 +310,8 @@ fn print_vmem_record(i: usize, r: &hotmem::vmem::Record) {
         r.reason.name(),
         r.guest_plugged >> 10,
         r.moved >> 10,
-        r.left >> 10
+        r.left >> 10,
+        r.pci_text()
     );
 }
 
@@ -325,13 +327,13 @@ fn cmd_vmem_stats() {
 
 /// `vmem wait`: the records once settled, or the current ones and a timeout line.
 fn cmd_vmem_wait(dev: Option<usize>, timeout_ms: u64) {
-    if dev.is_some_and(|d| d >= vmem::records().len()) {
+    if dev.is_some_and(|d| !vmem::records().iter().any(|r| r.id == d)) {
         println!("vmem wait: FAIL no_device");
         return;
     }
     let (records, settled) = vmem::wait(dev, timeout_ms);
-    match dev.and_then(|d| records.get(d).map(|r| (d, r))) {
-        Some((d, r)) => print_vmem_record(d, r),
+    match dev.and_then(|d| records.iter().find(|r| r.id == d)) {
+        Some(r) => print_vmem_record(r),
         None => print_vmem(&records),
     }
     if !settled {
@@ -342,7 +344,7 @@ fn cmd_vmem_wait(dev: Option<usize>, timeout_ms: u64) {
 /// `vmem state`: the device's STATE over the range next to the guest's bitmap.
 fn cmd_vmem_state(dev: usize, addr: u64, size: u64) {
     use hotmem::vmem::block_state_name;
-    if dev >= vmem::records().len() {
+    if !vmem::records().iter().any(|r| r.id == dev) {
         println!("vmem state: FAIL no_device");
         return;
     }

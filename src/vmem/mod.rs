@@ -109,7 +109,7 @@ pub use model::{
     PassSteps,
 };
 pub use status::{
-    block_state_name, Pace, ProgressLine, QueryError, Record, Snapshot, StateReport,
+    block_state_name, Pace, PciAddr, ProgressLine, QueryError, Record, Snapshot, StateReport,
     PROGRESS_AFTER_NS, PROGRESS_EVERY_NS, PUBLISH_EVERY_NS,
 };
 pub use types::{Device, HotplugMemory, MemError, Next, Progress, Reason, Resized, State};

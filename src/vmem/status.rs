@@ -80,6 +80,29 @@ pub struct Record {
     pub moved: u64,
     /// `left_kib=` in bytes.
     pub left: u64,
+    /// `id=vmemN`: the device's id, never reused while the kernel runs (0 until
+    /// [`Record::device`] sets it).
+    pub id: usize,
+    /// `pci=BB:DD.F`, the last key of the record (`None` until [`Record::device`] sets it;
+    /// printed as `-`).
+    pub pci: Option<PciAddr>,
+}
+
+/// A PCI function's address, printed `BB:DD.F` (hex bus and device, function digit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciAddr {
+    /// Bus number.
+    pub bus: u8,
+    /// Device number (0..32).
+    pub device: u8,
+    /// Function number (0..8).
+    pub function: u8,
+}
+
+impl fmt::Display for PciAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+    }
 }
 
 impl Record {
@@ -110,7 +133,24 @@ impl Record {
             guest_plugged: snap.guest_plugged,
             moved: snap.moved,
             left: snap.left,
+            id: 0,
+            pci: None,
         }
+    }
+
+    /// The record of device `vmem{id}` at PCI address `pci`.
+    pub fn device(self, id: usize, pci: PciAddr) -> Record {
+        Record {
+            id,
+            pci: Some(pci),
+            ..self
+        }
+    }
+
+    /// The `pci=` value: `BB:DD.F`, or `-` when unknown.
+    pub fn pci_text(&self) -> alloc::string::String {
+        use alloc::string::ToString;
+        self.pci.map_or_else(|| "-".into(), |p| p.to_string())
     }
 
     /// `pending_kib=` in bytes: distance between the requested and the plugged size.

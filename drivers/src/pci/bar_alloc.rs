@@ -138,14 +138,30 @@ impl BarAllocator {
         if !req.size_bytes.is_power_of_two() {
             return Err(AllocError::SizeNotPowerOfTwo);
         }
-        let alloc_bytes = req.size_bytes.max(MIN_BAR_ALLOC_BYTES);
-        let (spaces, limit): (&[Space], u64) = match req.width {
+        let span = req.size_bytes.max(MIN_BAR_ALLOC_BYTES);
+        self.allocate_span(span, span, req.width, req.prefetchable)
+    }
+
+    /// Places `size_bytes` aligned to `align_bytes` (a power of two) with the window rules of
+    /// [`BarAllocator::allocate`]: a BAR is a span aligned to its size, a bridge window a span
+    /// of whole MiB aligned to at least 1 MiB.
+    pub fn allocate_span(
+        &mut self,
+        size_bytes: u64,
+        align_bytes: u64,
+        width: BarWidth,
+        prefetchable: bool,
+    ) -> Result<Allocation, AllocError> {
+        if size_bytes == 0 || !align_bytes.is_power_of_two() {
+            return Err(AllocError::SizeNotPowerOfTwo);
+        }
+        let (spaces, limit): (&[Space], u64) = match width {
             BarWidth::Bits64 => (&[Space::Mem64, Space::Mem32], u64::MAX),
             BarWidth::Bits32 => (&[Space::Mem32], LIMIT_4GIB),
             BarWidth::Below1MiB => (&[Space::Mem32], LIMIT_1MIB),
         };
-        // Prefetchable BARs try prefetchable windows first.
-        let prefetch_order: &[bool] = if req.prefetchable {
+        // Prefetchable requests try prefetchable windows first.
+        let prefetch_order: &[bool] = if prefetchable {
             &[true, false]
         } else {
             &[false]
@@ -159,8 +175,8 @@ impl BarAllocator {
                         continue;
                     }
                     any_candidate = true;
-                    if let Some(pci_addr) = fit(ws, alloc_bytes, limit) {
-                        ws.used_bytes = pci_addr - w.pci_addr + alloc_bytes;
+                    if let Some(pci_addr) = fit(ws, size_bytes, align_bytes, limit) {
+                        ws.used_bytes = pci_addr - w.pci_addr + size_bytes;
                         return Ok(Allocation {
                             pci_addr,
                             cpu_addr: w.cpu_addr + (pci_addr - w.pci_addr),
@@ -175,6 +191,11 @@ impl BarAllocator {
         } else {
             AllocError::NoWindow
         })
+    }
+
+    /// Bytes of window `index` handed out so far, from its base (0 for an unknown index).
+    pub fn used_bytes(&self, index: usize) -> u64 {
+        self.windows.get(index).map_or(0, |ws| ws.used_bytes)
     }
 
     /// The CPU physical address of `size_bytes` at bus address `pci_addr`, if one memory window
@@ -195,12 +216,12 @@ impl BarAllocator {
     }
 }
 
-/// First naturally aligned `alloc_bytes` (a power of two) free in `ws` and ending at or below
-/// `limit`.
-fn fit(ws: &WindowState, alloc_bytes: u64, limit: u64) -> Option<u64> {
+/// First `size_bytes` aligned to `align_bytes` (a power of two) free in `ws` and ending at or
+/// below `limit`.
+fn fit(ws: &WindowState, size_bytes: u64, align_bytes: u64, limit: u64) -> Option<u64> {
     let w = ws.window;
     let free = w.pci_addr.checked_add(ws.used_bytes)?;
-    let start = free.checked_add(alloc_bytes - 1)? & !(alloc_bytes - 1);
-    let end = start.checked_add(alloc_bytes)?;
+    let start = free.checked_add(align_bytes - 1)? & !(align_bytes - 1);
+    let end = start.checked_add(size_bytes)?;
     (end <= w.pci_addr + w.size && end <= limit).then_some(start)
 }

@@ -66,6 +66,28 @@ impl Ecam {
     }
 }
 
+// SAFETY: every access is one aligned volatile 32-bit load or store of its own, with no state
+// kept between accesses, so clones may write as long as accesses do not overlap.
+unsafe impl super::WritableClone for Ecam {
+    fn write_u16(&mut self, df: DeviceFunction, reg: u8, value: u16) {
+        let Some(offset) = self.offset(df, reg & !3).filter(|_| reg % 2 == 0) else {
+            debug!("pci: dropped config write {df} +{reg:#x}");
+            return;
+        };
+        let offset = offset + usize::from(reg & 2);
+        // SAFETY: as in `read_word`: the dword is in bounds and mapped Device memory without
+        // references; `offset` is 2-byte aligned inside it, so a volatile u16 store is one
+        // 16-bit config write.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(offset)
+                .cast::<u16>()
+                .write_volatile(value)
+        }
+    }
+}
+
 impl ConfigurationAccess for Ecam {
     fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
         let Some(offset) = self.offset(df, reg) else {

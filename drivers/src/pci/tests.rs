@@ -1,5 +1,5 @@
 //! Host tests: the allocator, INTx routing with QEMU `virt`'s table, and enumeration and BAR
-//! setup over a fake config space.
+//! setup over a fake config space; `tests/bridges.rs` enumeration through bridges.
 
 use super::bar_alloc::LIMIT_4GIB;
 use super::*;
@@ -258,6 +258,8 @@ struct FakeFunction {
     bar_writable: [u32; 6],
     /// Bits of BAR0..5 that always read as one (a broken device).
     bar_stuck: [u32; 6],
+    /// Registers (dword index) that ignore writes.
+    frozen: Vec<usize>,
 }
 
 impl FakeFunction {
@@ -271,6 +273,7 @@ impl FakeFunction {
             regs,
             bar_writable: [0; 6],
             bar_stuck: [0; 6],
+            frozen: Vec::new(),
         }
     }
 
@@ -293,6 +296,19 @@ struct FakeCam(Rc<RefCell<FakeState>>);
 
 fn key(df: DeviceFunction) -> (u8, u8, u8) {
     (df.bus, df.device, df.function)
+}
+
+// SAFETY: the fake keeps its whole state behind one `RefCell`; each access borrows it once.
+unsafe impl WritableClone for FakeCam {
+    fn write_u16(&mut self, df: DeviceFunction, reg: u8, value: u16) {
+        let mut s = self.0.borrow_mut();
+        s.writes += 1;
+        if let Some(f) = s.functions.get_mut(&key(df)) {
+            let i = usize::from(reg / 4);
+            let shift = u32::from(reg & 2) * 8;
+            f.regs[i] = (f.regs[i] & !(0xffff << shift)) | (u32::from(value) << shift);
+        }
+    }
 }
 
 impl ConfigurationAccess for FakeCam {
@@ -319,6 +335,9 @@ impl ConfigurationAccess for FakeCam {
         let nr_bars = if header == 1 { 2 } else { 6 };
         let decoding = f.command() & 0b11 != 0;
         let i = usize::from(reg / 4);
+        if f.frozen.contains(&i) {
+            return;
+        }
         let mut bar_write = false;
         match reg {
             0x04 => f.regs[1] = (f.regs[1] & 0xffff_0000) | (data & 0xffff),
@@ -342,7 +361,7 @@ impl ConfigurationAccess for FakeCam {
     }
 }
 
-fn df(bus: u8, device: u8, function: u8) -> DeviceFunction {
+pub(super) fn df(bus: u8, device: u8, function: u8) -> DeviceFunction {
     DeviceFunction {
         bus,
         device,
@@ -373,7 +392,7 @@ fn host_with(functions: Vec<((u8, u8, u8), FakeFunction)>) -> (PciHost<FakeCam>,
 fn enumerate_finds_functions_and_routes_intx() {
     let mut bridge = FakeFunction::new(0x1b36, 0x000c, 0x06, 0x01, 1);
     bridge.regs[6] = 0x0001_0100; // primary 0, secondary 1, subordinate 1
-    let (host, _) = host_with(vec![
+    let (mut host, _) = host_with(vec![
         ((0, 0, 0), FakeFunction::new(0x1b36, 0x0008, 0x06, 0, 0)),
         ((0, 1, 0), virtio_mem_like()),
         ((0, 2, 0), bridge),
@@ -585,3 +604,7 @@ fn ecam_offsets_and_bounds() {
     // SAFETY: null is rejected before any access.
     assert!(unsafe { Ecam::new(core::ptr::null_mut(), 1 << 28, 0) }.is_err());
 }
+
+mod bridges;
+
+mod slot;

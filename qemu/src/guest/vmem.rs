@@ -5,7 +5,7 @@
 //! ```text
 //! id=vmem0 addr=0x140000000 region_kib=4194304 block_kib=2048 usable_kib=4194304
 //!     plugged_kib=1048576 requested_kib=1048576 pending_kib=0 node=0 state=ok reason=none
-//!     guest_plugged_kib=1048576 moved_kib=0 left_kib=0
+//!     guest_plugged_kib=1048576 moved_kib=0 left_kib=0 pci=00:01.0
 //! ```
 //!
 //! (one line on the console). `addr` is the guest physical start of the device region (QMP's
@@ -16,7 +16,9 @@
 //! when it is). The keys after `reason` came later (older kernels lack them, so they are
 //! `Option`s): `guest_plugged_kib` the guest's own accounting of what it holds plugged (its
 //! bitmap, not the device's count), `moved_kib` what the unplug in progress (or the last one)
-//! migrated, `left_kib` what it still has to unplug. The sizes that move (`usable_kib`,
+//! migrated, `left_kib` what it still has to unplug, `pci` the device's PCI address
+//! (`BB:DD.F`; with `addr`, what identifies a device: `id=vmemN` is never reused, so a device
+//! that leaves and comes back has a new id). The sizes that move (`usable_kib`,
 //! `plugged_kib`, `requested_kib`) are read from the device when `vmem` runs, and `state=busy`
 //! holds from the config change until the pass that answers it ends, so `state=ok` is never
 //! the old request's. `vmem wait` ([`vmem_wait`]) prints the same lines once the devices are
@@ -82,6 +84,8 @@ pub struct VmemLine {
     pub moved_kib: Option<u64>,
     /// Still to unplug in the unplug in progress (newer kernels).
     pub left_kib: Option<u64>,
+    /// `pci=BB:DD.F` (`None` on older kernels).
+    pub pci: Option<String>,
     record: Record,
 }
 
@@ -103,6 +107,7 @@ impl VmemLine {
             guest_plugged_kib: optional_u64(record, "guest_plugged_kib")?,
             moved_kib: optional_u64(record, "moved_kib")?,
             left_kib: optional_u64(record, "left_kib")?,
+            pci: record.get("pci").map(str::to_string),
             record: record.clone(),
         })
     }
@@ -152,6 +157,11 @@ impl Vmem {
     /// The line of the device whose region starts at `addr` (QMP's `memaddr`).
     pub fn by_addr(&self, addr: u64) -> Option<&VmemLine> {
         self.devices.iter().find(|d| d.addr == addr)
+    }
+
+    /// The line of the device at PCI address `pci` (`01:00.0`).
+    pub fn by_pci(&self, pci: &str) -> Option<&VmemLine> {
+        self.devices.iter().find(|d| d.pci.as_deref() == Some(pci))
     }
 
     /// The line with `id=<id>` (`vmem0`, ...).
@@ -359,6 +369,13 @@ mod tests {
             (Some(1_048_576), Some(512), Some(0))
         );
         assert_eq!(n.to_string(), newer);
+        assert_eq!(n.pci, None);
+        // `pci=` last; a device is found by it.
+        let with_pci = format!("{newer} pci=01:00.0");
+        let v = Vmem::parse(&[with_pci.as_str()]).unwrap().unwrap();
+        assert_eq!(v.devices[0].pci.as_deref(), Some("01:00.0"));
+        assert_eq!(v.by_pci("01:00.0").map(|d| d.addr), Some(0x1_4000_0000));
+        assert!(v.by_pci("00:01.0").is_none());
         assert!(Vmem::parse(&[format!("{LINE} moved_kib=x")]).is_err());
         assert!(Vmem::parse(&["vmem: something else"]).is_err());
     }

@@ -1,5 +1,5 @@
 //! The virtio-mem devices the kernel drives: the list of probed devices (driver and policy
-//! of each), what is known about each outside the worker (its live configuration reader and
+//! of each, its never-reused id and its PCI address), what is known about each outside the worker (its live configuration reader and
 //! its interrupt count), the interrupt handler, the deferred convergence work, the status
 //! snapshots `vmem` prints, and the two requests the shell makes of the worker (`vmem wait`,
 //! `vmem state`).
@@ -35,9 +35,16 @@
 //! `STATUS` (the snapshots) is only swapped under its lock (the new list is built before,
 //! the old one dropped after), readers copy it out. `QUERY` holds one request or answer,
 //! taken for a copy or a store. None of them is held while another is taken, nor across a
-//! policy step, so nothing is allocated under the memory-model lock. [`LIVE`] is written
-//! once at probe and only read after; its counters are atomics, so the interrupt handler
-//! takes no lock but the wait queue's (a leaf).
+//! policy step, so nothing is allocated under the memory-model lock. [`LIVE`] holds one
+//! cell per device id, each written once when its device is added (before its interrupt is
+//! enabled) and only read after; a device that leaves is marked gone there (ids are never
+//! reused, so the cell is never written again); its counters are atomics, so the interrupt
+//! handler takes no lock but the wait queue's (a leaf).
+//!
+//! Devices come and go at run time (`slots`): [`add`] and [`release`] run in the worker, as
+//! the convergence pass does, so they never overlap a pass and no request is in flight when
+//! a device is released; a released device is out of the list before its driver is dropped,
+//! so no pass touches it again.
 
 use super::hal::KernelHal;
 use super::memory::KernelMemory;
@@ -48,8 +55,8 @@ use crate::kernel::work::Work;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::mem::ManuallyDrop;
-use core::sync::atomic::{AtomicU64, Ordering};
-use hotmem::vmem::{Device, Next, Pace, QueryError, Record, Snapshot, StateReport, Vmem};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use hotmem::vmem::{Device, Next, Pace, PciAddr, QueryError, Record, Snapshot, StateReport, Vmem};
 use hotmem_arch::addr::PhysRange;
 use hotmem_arch::cpu::{self, IrqSpinLock};
 use hotmem_arch::gic::{self, Trigger};
@@ -64,7 +71,10 @@ pub(super) type Driver = VirtioMem<KernelHal, InjectTransport<PciTransport>>;
 /// One probed device.
 pub(super) struct Dev {
     pub(super) driver: Driver,
+    /// Its policy; `policy.id` is the device's id (`vmemN`), from [`next_id`].
     pub(super) policy: Vmem,
+    /// Its PCI address.
+    pub(super) pci: PciAddr,
     pub(super) intid: Option<u32>,
     /// The interrupt count (see [`Live`]) the last finished pass answered.
     pub(super) answered: u64,
@@ -81,6 +91,9 @@ pub(super) struct Live {
     node_id_valid: bool,
     intid: Option<u32>,
     interrupts: AtomicU64,
+    /// Set when the device left (ejected or vanished): its reader is never used again and
+    /// its interrupts are not counted.
+    gone: AtomicBool,
 }
 
 impl Live {
@@ -94,11 +107,15 @@ impl Live {
             node_id_valid,
             intid,
             interrupts: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
         }
     }
 
-    /// The newest configuration, if it reads consistently.
+    /// The newest configuration, if it reads consistently (never once the device left).
     fn config(&self) -> Option<Config> {
+        if self.gone.load(Ordering::Acquire) {
+            return None;
+        }
         let reader: &PciTransport = self.reader.as_ref()?;
         driver::read_config(reader, self.node_id_valid).ok()
     }
@@ -108,12 +125,15 @@ impl Live {
     }
 }
 
-/// One [`Live`] per probed device, in the order of `DEVICES`; set once by probe before any
-/// of their interrupts is enabled.
-pub(super) static LIVE: spin::Once<Vec<Live>> = spin::Once::new();
+/// Device ids the kernel can hand out (the size of [`LIVE`]).
+pub(super) const MAX_DEVICE_IDS: usize = 32;
 
-fn live(i: usize) -> Option<&'static Live> {
-    LIVE.get().and_then(|l| l.get(i))
+/// One [`Live`] per device id, set once when the device is added, before its interrupt is
+/// enabled, and kept (marked gone) after it leaves, since ids are never reused.
+static LIVE: [spin::Once<Live>; MAX_DEVICE_IDS] = [const { spin::Once::new() }; MAX_DEVICE_IDS];
+
+fn live(id: usize) -> Option<&'static Live> {
+    LIVE.get(id).and_then(spin::Once::get)
 }
 
 /// The driver as the policy's [`Device`], with the reply faults of fault injection: a
@@ -142,6 +162,16 @@ impl Device for DriverDevice<'_> {
     }
 }
 
+/// The next device id: ids only grow, so `vmemN` is never reused while the kernel runs,
+/// whatever devices come and go.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh device id, `None` once [`MAX_DEVICE_IDS`] were handed out.
+pub(super) fn next_id() -> Option<usize> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    (id < MAX_DEVICE_IDS).then_some(id)
+}
+
 /// The probed devices; see the module doc for who takes the lock.
 pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> =
     IrqSpinLock::new(Vec::new()).with_class(hotmem_arch::lock_class!("vmem_devices"));
@@ -149,6 +179,8 @@ pub(super) static DEVICES: IrqSpinLock<Vec<Dev>> =
 /// What the worker published about one device.
 #[derive(Clone, Copy)]
 struct Status {
+    id: usize,
+    pci: PciAddr,
     snap: Snapshot,
     /// The interrupt count the last finished pass answered.
     answered: u64,
@@ -179,8 +211,8 @@ pub static CONVERGE: Work = Work::new(converge);
 /// rest to the work.
 pub(super) fn irq_handler(intid: u32) {
     let _ = gic::disable(intid);
-    for l in LIVE.get().into_iter().flatten() {
-        if l.intid == Some(intid) {
+    for l in LIVE.iter().filter_map(spin::Once::get) {
+        if l.intid == Some(intid) && !l.gone.load(Ordering::Acquire) {
             l.interrupts.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -204,11 +236,12 @@ fn converge() {
     let mut devs = core::mem::take(&mut *DEVICES.lock());
     serve_query(&mut devs);
     // The interrupts this pass answers: those counted before it reads the ISRs.
-    let seen: Vec<u64> = (0..devs.len())
-        .map(|i| live(i).map_or(0, Live::interrupts))
+    let seen: Vec<u64> = devs
+        .iter()
+        .map(|d| live(d.policy.id).map_or(0, Live::interrupts))
         .collect();
-    for (i, d) in devs.iter_mut().enumerate() {
-        if super::msix::config_changed(i, || d.driver.ack_interrupt().0) {
+    for d in devs.iter_mut() {
+        if super::msix::config_changed(d.policy.id, || d.driver.ack_interrupt().0) {
             d.policy.config_changed();
         }
     }
@@ -231,7 +264,7 @@ fn converge() {
                     let now = timer::now_ns();
                     let snap = d.policy.snapshot();
                     if pace.line_due(now, snap.progress.started_ns) {
-                        if let Some(line) = snap.progress_line(i) {
+                        if let Some(line) = snap.progress_line(d.policy.id) {
                             log::info!("{line}");
                         }
                     }
@@ -260,6 +293,90 @@ fn converge() {
     *DEVICES.lock() = devs;
 }
 
+/// Adds probed devices at boot or later (a hot-added one), with their [`Live`]s, and
+/// asks for a convergence pass. Runs in thread context, never during a pass (probe before
+/// the worker starts; the slot work in the worker). A device whose id already has a `Live`
+/// is refused (and dropped, which resets it).
+pub(super) fn add(new: Vec<(Dev, Live)>) {
+    let mut devs = core::mem::take(&mut *DEVICES.lock());
+    for (d, l) in new {
+        let id = d.policy.id;
+        let Some(cell) = LIVE.get(id).filter(|c| !c.is_completed()) else {
+            log::error!("vmem{id}: id taken; device disabled");
+            continue;
+        };
+        cell.call_once(|| l);
+        devs.push(d);
+    }
+    publish(&devs);
+    *DEVICES.lock() = devs;
+    CONVERGE.schedule();
+}
+
+/// Why a device cannot be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReleaseError {
+    /// No device with that id.
+    NoDevice,
+    /// The device still has memory plugged (or asked for): the host must unplug it first.
+    Plugged,
+}
+
+/// Releases device `id` for an eject: refuses while the device or the guest holds memory
+/// plugged or a size is requested; otherwise the device leaves the list and `vmem`, its
+/// `Live` is marked gone, and the driver is dropped (which resets the device and frees its
+/// queue). No request is in flight: requests run inside a pass and passes run in the same
+/// worker task as the caller. `vanished`: the device is gone already (surprise removal), so
+/// it is never touched again; the driver is leaked instead of dropped, and whatever it had
+/// plugged stays as it is. Returns the device's region.
+pub(super) fn release(id: usize, vanished: bool) -> Result<PhysRange, ReleaseError> {
+    let mut devs = core::mem::take(&mut *DEVICES.lock());
+    let result = match devs.iter().position(|d| d.policy.id == id) {
+        None => Err(ReleaseError::NoDevice),
+        Some(i) => {
+            let snap = devs[i].policy.snapshot();
+            let live_cfg = if vanished {
+                None
+            } else {
+                live(id).and_then(Live::config)
+            };
+            let plugged = snap.guest_plugged != 0
+                || live_cfg.is_some_and(|c| c.plugged_size != 0 || c.requested_size != 0);
+            if plugged && !vanished {
+                Err(ReleaseError::Plugged)
+            } else {
+                if let Some(l) = live(id) {
+                    l.gone.store(true, Ordering::Release);
+                }
+                let d = devs.remove(i);
+                if vanished {
+                    if snap.guest_plugged != 0 {
+                        log::error!(
+                            "vmem{id}: vanished with {} MiB plugged; that memory stays as it is",
+                            snap.guest_plugged >> 20
+                        );
+                    }
+                    core::mem::forget(d);
+                } else {
+                    drop(d);
+                }
+                Ok(PhysRange {
+                    base: snap.cfg.addr,
+                    size: snap.cfg.region_size,
+                })
+            }
+        }
+    };
+    publish(&devs);
+    *DEVICES.lock() = devs;
+    result
+}
+
+/// The id of the device at `pci`, if one is in the list.
+pub(super) fn id_at(pci: PciAddr) -> Option<usize> {
+    STATUS.lock().iter().find(|s| s.pci == pci).map(|s| s.id)
+}
+
 /// Answers the `vmem state` query, if one is asked, with the device's STATE.
 fn serve_query(devs: &mut [Dev]) {
     let asked = match *QUERY.lock() {
@@ -267,7 +384,7 @@ fn serve_query(devs: &mut [Dev]) {
         _ => None,
     };
     let Some((i, range)) = asked else { return };
-    let answer = match devs.get_mut(i) {
+    let answer = match devs.iter_mut().find(|d| d.policy.id == i) {
         Some(d) => d
             .policy
             .query_state(&mut DriverDevice(&mut d.driver), range),
@@ -282,6 +399,8 @@ pub(super) fn publish(devs: &[Dev]) {
     let statuses: Vec<Status> = devs
         .iter()
         .map(|d| Status {
+            id: d.policy.id,
+            pci: d.pci,
             snap: d.policy.snapshot(),
             answered: d.answered,
         })
@@ -297,17 +416,16 @@ pub fn records() -> Vec<Record> {
     let statuses = STATUS.lock().clone();
     statuses
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let l = live(i);
+        .map(|s| {
+            let l = live(s.id);
             let cfg = l.and_then(Live::config);
             let unanswered = l.is_some_and(|l| l.interrupts() != s.answered);
-            Record::new(&s.snap, cfg.as_ref(), unanswered)
+            Record::new(&s.snap, cfg.as_ref(), unanswered).device(s.id, s.pci)
         })
         .collect()
 }
 
-/// `vmem wait`: sleeps until the record of device `dev` (of every device when `None`) is
+/// `vmem wait`: sleeps until the record of device id `dev` (of every device when `None`) is
 /// settled (`ok`, `stalled` or `broken`) or `timeout_ms` passed. Returns the records last
 /// looked at and whether they were settled.
 pub fn wait(dev: Option<usize>, timeout_ms: u64) -> (Vec<Record>, bool) {
@@ -317,9 +435,8 @@ pub fn wait(dev: Option<usize>, timeout_ms: u64) -> (Vec<Record>, bool) {
         let recs = records();
         let settled = recs
             .iter()
-            .enumerate()
-            .filter(|(i, _)| dev.is_none_or(|d| d == *i))
-            .all(|(_, r)| r.settled());
+            .filter(|r| dev.is_none_or(|d| d == r.id))
+            .all(Record::settled);
         *last.borrow_mut() = (recs, settled);
         if settled || timer::now_ns() >= deadline {
             return true;
@@ -331,7 +448,7 @@ pub fn wait(dev: Option<usize>, timeout_ms: u64) -> (Vec<Record>, bool) {
     last.into_inner()
 }
 
-/// `vmem state`: asks the worker to compare the device's STATE over `range` with the
+/// `vmem state`: asks the worker to compare the STATE of device id `dev` over `range` with the
 /// policy's bitmap, and sleeps until it answered.
 pub fn query_state(dev: usize, range: PhysRange) -> Result<StateReport, QueryError> {
     *QUERY.lock() = Query::Asked { dev, range };

@@ -12,7 +12,9 @@
 //! - `device`: the device list, the live configuration readers and interrupt counts, the
 //!   interrupt handler, the convergence work, the status snapshots for `vmem`, and the
 //!   worker's side of `vmem wait` and `vmem state`;
-//! - `probe`: PCI bring-up, which fills the device list.
+//! - `probe`: PCI bring-up, which fills the device list;
+//! - `slots`: PCIe native hotplug: each hotplug port's slot machine, devices added to and
+//!   released from the device list at run time.
 //!
 //! Flow: an interrupt (or a back-off deadline, or memory freed by a command) schedules the
 //! work; the worker acknowledges the interrupts and steps every device's policy until it
@@ -33,8 +35,17 @@ mod hal;
 mod memory;
 mod msix;
 mod probe;
+mod slots;
 mod transport;
 
 pub use device::{query_state, records, wait, CONVERGE};
 pub use memory::configure;
-pub use probe::probe;
+pub use slots::SLOTS;
+
+/// Finds and starts every virtio-mem device behind the DT's PCIe host bridge, then hands
+/// the bridge to the hotplug slots.
+pub fn probe(info: &hotmem::dt::BootInfo, pa_bits: u32) {
+    if let Some(probed) = probe::probe(info, pa_bits) {
+        slots::start(probed);
+    }
+}

@@ -259,3 +259,20 @@ fn progress_lines_say_what_is_done_and_come_at_a_pace() {
     assert!(!p.line_due(s + s / 2, Some(0)));
     assert!(p.line_due(2 * s, Some(0)));
 }
+
+#[test]
+fn record_carries_the_device_id_and_pci_address() {
+    let (v, mut d, _) = setup(MIB, GIB, GIB);
+    let r = record(&v, &mut d, false);
+    assert_eq!((r.id, r.pci, r.pci_text().as_str()), (0, None, "-"));
+    let pci = PciAddr {
+        bus: 0x1a,
+        device: 0x1f,
+        function: 7,
+    };
+    let r = r.device(7, pci);
+    assert_eq!((r.id, r.pci), (7, Some(pci)));
+    assert_eq!(r.pci_text(), "1a:1f.7");
+    // The rest of the record is untouched.
+    assert_eq!(r.cfg, record(&v, &mut d, false).cfg);
+}
