@@ -124,7 +124,6 @@ impl HotplugMemory for KernelMemory {
         let pages = range.size / PAGE_SIZE;
         let mut mm = chunked_model()?;
         stats::time(Phase::Remove, pages, || vmem::mm_remove(&mut mm, range))?;
-        drop(mm);
         stats::time(Phase::UnmapLinear, pages, || mmu::unmap_linear(range))
             .map_err(|_| MemError::Other("unmap"))?;
         Ok(())
