@@ -44,6 +44,8 @@ static UNHANDLED: AtomicU64 = AtomicU64::new(0);
 pub enum IrqError {
     /// The INTID is outside the table.
     BadIntid(u32),
+    /// The INTID already has a handler ([`register_if_free`]).
+    Taken(u32),
 }
 
 /// Registers `handler` for `intid`.
@@ -51,6 +53,16 @@ pub fn register(intid: u32, handler: Handler) -> Result<(), IrqError> {
     let slot = slot(intid).ok_or(IrqError::BadIntid(intid))?;
     HANDLERS[slot].store(handler as usize, Ordering::Release);
     Ok(())
+}
+
+/// Registers `handler` for `intid` only if it has none: a line shared with another source
+/// (a device behind a bridge shares its INTx with the bridge's) keeps its handler.
+pub fn register_if_free(intid: u32, handler: Handler) -> Result<(), IrqError> {
+    let slot = slot(intid).ok_or(IrqError::BadIntid(intid))?;
+    HANDLERS[slot]
+        .compare_exchange(0, handler as usize, Ordering::AcqRel, Ordering::Acquire)
+        .map(drop)
+        .map_err(|_| IrqError::Taken(intid))
 }
 
 /// Removes the handler of `intid`.
@@ -131,5 +143,21 @@ mod tests {
         assert_eq!(register(past, h), Err(IrqError::BadIntid(past)));
         assert!(!dispatch(past));
         assert_eq!(count(past), 0);
+    }
+
+    static OTHER_SEEN: AtomicUsize = AtomicUsize::new(0);
+    fn other(intid: u32) {
+        OTHER_SEEN.store(intid as usize, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_taken_line_keeps_its_handler() {
+        register(78, h).unwrap();
+        assert_eq!(register_if_free(78, other), Err(IrqError::Taken(78)));
+        assert!(dispatch(78));
+        assert_eq!(OTHER_SEEN.load(Ordering::SeqCst), 0, "the first handler ran");
+        unregister(78);
+        assert_eq!(register_if_free(78, other), Ok(()));
+        unregister(78);
     }
 }

@@ -136,8 +136,11 @@ pub(super) fn finish(
                 p.function.kind.name()
             );
             if let Some(intid) = intx {
-                // MSI-X turned the line off; count (and mask) it if it fires anyway.
-                if irq::register(intid, stray_intx).is_ok() {
+                // MSI-X turned the line off; count (and mask) it if it fires anyway. A line
+                // that already has a handler is shared (a device behind a root port has the
+                // port's INTx) and keeps it: replacing it would mask the port's hotplug
+                // interrupts for good.
+                if irq::register_if_free(intid, stray_intx).is_ok() {
                     let _ = gic::enable(intid, Trigger::Level);
                 }
                 msi::add_source(format!("vmem{id}.intx"), Kind::Intx, intid, None);
