@@ -155,7 +155,11 @@ mod tests {
         register(78, h).unwrap();
         assert_eq!(register_if_free(78, other), Err(IrqError::Taken(78)));
         assert!(dispatch(78));
-        assert_eq!(OTHER_SEEN.load(Ordering::SeqCst), 0, "the first handler ran");
+        assert_eq!(
+            OTHER_SEEN.load(Ordering::SeqCst),
+            0,
+            "the first handler ran"
+        );
         unregister(78);
         assert_eq!(register_if_free(78, other), Ok(()));
         unregister(78);

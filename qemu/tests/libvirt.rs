@@ -237,9 +237,15 @@ fn libvirt_default_placement_resize_attach_detach() {
     rig.wait_guest_sees(&second);
     rig.resize(&second, GIB);
     rig.resize(&second, 0);
+    // The live element (with the addresses libvirt gave it), as `virsh dumpxml` shows it: the
+    // attach XML alone does not name the device once it is running.
+    let live = rig
+        .domain
+        .memory_device_xml(&second)
+        .unwrap_or_else(|e| panic!("{e}"));
     let since = Instant::now();
     rig.domain
-        .detach(&xml)
+        .detach(&live)
         .unwrap_or_else(|e| panic!("virsh detach-device: {e}"));
     rig.watch
         .wait_until(REMOVED, |e| {

@@ -174,6 +174,22 @@ pub fn parse_memory_devices(xml: &str) -> Result<Vec<MemoryDevice>> {
     Ok(out)
 }
 
+/// The whole `<memory model='virtio-mem'>…</memory>` element of the device aliased `alias` in
+/// a domain XML: what `virsh detach-device` is given, so libvirt matches exactly the live
+/// device (its target address and PCI address included).
+pub fn memory_device_element(xml: &str, alias: &str) -> Option<String> {
+    let mut rest = xml;
+    while let Some(at) = rest.find("<memory model='virtio-mem'") {
+        let block = &rest[at..];
+        let end = block.find("</memory>")? + "</memory>".len();
+        if block[..end].contains(&format!("<alias name='{alias}'/>")) {
+            return Some(block[..end].to_string());
+        }
+        rest = &rest[at + end..];
+    }
+    None
+}
+
 fn hex(text: &str) -> Option<u64> {
     u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
 }
@@ -288,6 +304,13 @@ impl Domain {
     /// The virtio-mem devices of the live XML (`virsh dumpxml`).
     pub fn memory_devices(&self) -> Result<Vec<MemoryDevice>> {
         parse_memory_devices(&self.virsh(&["dumpxml", &self.name], VIRSH)?)
+    }
+
+    /// The live XML element of the virtio-mem device aliased `alias` (`virsh dumpxml`).
+    pub fn memory_device_xml(&self, alias: &str) -> Result<String> {
+        let xml = self.virsh(&["dumpxml", &self.name], VIRSH)?;
+        memory_device_element(&xml, alias)
+            .ok_or_else(|| Error::Protocol(format!("dumpxml: no virtio-mem device {alias}")))
     }
 
     /// `virsh attach-device DOM FILE --live` with `xml` written to a file.
@@ -437,6 +460,24 @@ mod tests {
         let mib = xml.replace("<size unit='KiB'>4194304", "<size unit='MiB'>4096");
         assert!(parse_memory_devices(&mib).is_err(), "a unit other than KiB");
         assert!(parse_memory_devices("<memory model='virtio-mem'><target>").is_err());
+    }
+
+    #[test]
+    fn the_element_of_one_alias() {
+        let xml = "<devices><memory model='virtio-mem'><target/><alias name='virtiomem0'/>\
+                   </memory><memory model='virtio-mem'><target><address base='0x1'/></target>\
+                   <alias name='virtiomem1'/></memory></devices>";
+        assert_eq!(
+            memory_device_element(xml, "virtiomem1").as_deref(),
+            Some(
+                "<memory model='virtio-mem'><target><address base='0x1'/></target>\
+                 <alias name='virtiomem1'/></memory>"
+            )
+        );
+        assert!(memory_device_element(xml, "virtiomem0")
+            .unwrap()
+            .contains("virtiomem0"));
+        assert_eq!(memory_device_element(xml, "virtiomem2"), None);
     }
 
     #[test]
