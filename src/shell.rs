@@ -472,6 +472,9 @@ pub struct BootArgs {
     /// plugged memory itself (`on`) or in Normal memory (`off`, the default; see
     /// [`crate::mm::memmap`]).
     pub memmap_on_memory: bool,
+    /// `pci_msi=on|off`: PCI functions (virtio-mem, hotplug ports) use MSI-X through the
+    /// DT's MSI controller (`on`, the default) or stay on INTx (`off`).
+    pub pci_msi: bool,
 }
 
 impl Default for BootArgs {
@@ -482,6 +485,7 @@ impl Default for BootArgs {
             memhp_online_normal: false,
             inject: crate::inject::Plan::new(),
             memmap_on_memory: false,
+            pci_msi: true,
         }
     }
 }
@@ -505,6 +509,8 @@ impl BootArgs {
                 Some(("memhp_online", "normal")) => out.memhp_online_normal = true,
                 Some(("memmap_on_memory", "on")) => out.memmap_on_memory = true,
                 Some(("memmap_on_memory", "off")) => out.memmap_on_memory = false,
+                Some(("pci_msi", "on")) => out.pci_msi = true,
+                Some(("pci_msi", "off")) => out.pci_msi = false,
                 Some(("inject", v)) => match crate::inject::parse_bootarg(v) {
                     Ok(plan) => out.inject = plan,
                     Err(_) => bad(opt),
@@ -779,5 +785,9 @@ mod tests {
             !BootArgs::parse("memmap_on_memory=on memmap_on_memory=off", |_| panic!())
                 .memmap_on_memory
         );
+        assert!(BootArgs::default().pci_msi);
+        let mut bad = vec![];
+        let a = BootArgs::parse("pci_msi=off pci_msi=no", |s| bad.push(s));
+        assert_eq!((bad, a.pci_msi), (vec!["pci_msi=no"], false));
     }
 }

@@ -7,6 +7,15 @@
 //! The extra devices come as raw QEMU arguments (`Machine::extra_arg`); a second `-m` raises
 //! `maxmem` by their backends' size (QEMU merges the two `-m` options, the later keys win).
 //!
+//! Interrupts: `irqs` lists each hotplug port's source as `pcie.BB:DD.F` (MSI-X vector 0:
+//! `kind=lpi` on the ITS, `kind=v2m-spi` on GICv2m, else `kind=intx`); its count must rise
+//! on each `device_add`. The smoke tests run one cold-plugged device, one hot-add and one
+//! resize on the other setups (INTx with `pci_msi=off`: QEMU has no root port without
+//! MSI, so none on `its=off`; GICv2 with v2m). Not enabling the ports'
+//! MSI-X (the function left masked) makes the ITS and v2m hot-adds time out: the PDC of the
+//! arrival never reaches the guest. Writing Slot Control without CCIE does the same: on MSI
+//! the power-on's Command Completed is taken from its interrupt only.
+//!
 //! One QEMU runs at a time (tests/common); each test boots its own machine.
 
 mod common;
@@ -15,7 +24,7 @@ use std::time::Duration;
 
 use common::{boot, check_ok, poll, Vm, QMP};
 use hotmem_qemu::machine::format_size;
-use hotmem_qemu::{Machine, VirtioMemInfo, GIB};
+use hotmem_qemu::{Gic, Machine, Record, VirtioMemInfo, GIB};
 use qapi::qmp;
 
 /// From `qom-set` to QMP size == requested, and from there to the guest showing it.
@@ -31,11 +40,19 @@ const HOT_DEVICE_BYTES: u64 = 4 * GIB;
 /// DEVICE_DELETED.
 const HOTPLUG: Duration = Duration::from_secs(30);
 
+/// The `irqs` source of `rp2`: QEMU gives each `-device` without `addr` the first free
+/// slot of `pcie.0` (`vm0` 01, `rp1` 02, `rp2` 03).
+const HOT_PORT_IRQ: &str = "pcie.00:03.0";
+
 /// The default machine (`vm0` on bus 0) plus root port `rp1` (slot 1) holding `vmrp`
 /// (`RP_DEVICE_BYTES`, requested 0), an empty hotplug root port `rp2` (slot 2), and the
 /// unused backend `hot0` (`HOT_DEVICE_BYTES`) for a device added later.
 fn root_port_machine() -> Machine {
-    let m = Machine::default();
+    root_ports(Machine::default())
+}
+
+/// `m` with the root ports, devices and backends of [`root_port_machine`].
+fn root_ports(m: Machine) -> Machine {
     let memory = format!(
         "{},maxmem={}",
         format_size(m.boot_ram_bytes()),
@@ -167,6 +184,43 @@ fn wait_listed(vm: &mut Vm, pci: &str, bytes: u64) -> String {
     id
 }
 
+/// The `irqs` record of `source` (`irq source=NAME kind=KIND intid=N count=N vector=V|-`).
+fn irq(vm: &mut Vm, source: &str) -> Record {
+    let out = vm.cmd("irqs");
+    out.lines
+        .iter()
+        .filter_map(|l| Record::parse_after(l, "irq ").ok())
+        .find(|r| r.is("source", source))
+        .unwrap_or_else(|| panic!("`irqs` has no {source}:\n{}", out.text()))
+}
+
+/// `device_add` of `vmh` (1G) on `rp2` until the guest lists it converged; the port's
+/// hotplug source and the new device's vectors (`kind`: `lpi`, `v2m-spi`, or `intx` for
+/// the port and the device's line) are checked in `irqs`, and the port's count must rise
+/// (on MSI by at least 2: the arrival and the power-on's Command Completed each raise one).
+/// Returns the device's id.
+fn hot_add_on(vm: &mut Vm, kind: &str) -> String {
+    let before = irq(vm, HOT_PORT_IRQ);
+    assert!(before.is("kind", kind), "port source: {before}");
+    device_add(vm, "1G");
+    let id = wait_listed(vm, "02:00.0", GIB);
+    let after = irq(vm, HOT_PORT_IRQ);
+    let rise = after.u64("count").unwrap() - before.u64("count").unwrap();
+    eprintln!("[{HOT_PORT_IRQ}] {before} -> {after}");
+    let least = if kind == "intx" { 1 } else { 2 };
+    assert!(
+        rise >= least,
+        "port count rose by {rise}: {before} -> {after}"
+    );
+    let device = match kind {
+        "intx" => format!("{id}.intx"),
+        _ => format!("{id}.config"),
+    };
+    let r = irq(vm, &device);
+    assert!(r.is("kind", kind), "hot-added device: {r}");
+    id
+}
+
 /// `device_del vmh`: refused by QEMU while memory is plugged; after requested-size 0 it
 /// completes (DEVICE_DELETED) once the guest released the device.
 fn device_del_after_unplug(vm: &mut Vm) {
@@ -194,14 +248,14 @@ fn device_del_after_unplug(vm: &mut Vm) {
 /// The suites' hot-add case on a spare root port: `device_add` with requested-size 1G
 /// converges and `vmem` lists it with `pci=02:00.0`; 4G then 2G, size == requested each
 /// time; `device_del` refused while plugged, completed after requested-size 0, and `vmem`
-/// no longer lists it; a second `device_add` gets a new id; `check` ok throughout.
+/// no longer lists it; a second `device_add` gets a new id; `check` ok throughout. The port
+/// and the hot-added device are on LPIs (`irqs`), the port's count rising on the add.
 ///
 /// Runtime: about 1 s on the 2-core TCG development host.
 #[test]
 fn device_add_and_del_on_root_port() {
     let mut vm = boot(&root_port_machine());
-    device_add(&mut vm, "1G");
-    let first = wait_listed(&mut vm, "02:00.0", GIB);
+    let first = hot_add_on(&mut vm, "lpi");
     for size in [4 * GIB, 2 * GIB] {
         resize(&mut vm, "vmh", size);
     }
@@ -220,4 +274,32 @@ fn device_add_and_del_on_root_port() {
     resize(&mut vm, "vmh", 0);
     check_ok(&mut vm, "after the second hot-add");
     vm.poweroff_ok();
+}
+
+/// The smoke test on one interrupt setup: the cold-plugged device behind `rp1` is listed
+/// at `pci=01:00.0`, a `device_add` on `rp2` converges (`hot_add_on` with `kind`), and the
+/// cold-plugged device resizes to 1 GiB; `check` ok.
+fn smoke(machine: Machine, kind: &str) {
+    let mut vm = boot(&root_ports(machine));
+    let vmem = vm.vmem();
+    assert!(vmem.by_pci("01:00.0").is_some(), "no pci=01:00.0:\n{vmem}");
+    hot_add_on(&mut vm, kind);
+    resize(&mut vm, "vmrp", GIB);
+    check_ok(&mut vm, "after the hot-add and the resize");
+    vm.poweroff_ok();
+}
+
+/// INTx: ports and devices on their lines. On `gic-version=3,its=off` QEMU 10 refuses
+/// every root port (`pcie-root-port`: "MSI-X is not supported by interrupt controller";
+/// `ioh3420` the same for MSI), so the board keeps its ITS and the kernel is told not to
+/// use it (`pci_msi=off`). Runtime: about 1 s on the 2-core TCG development host.
+#[test]
+fn smoke_intx() {
+    smoke(Machine::default().bootargs("pci_msi=off"), "intx");
+}
+
+/// GICv2 with its v2m frame: ports and devices on v2m SPIs. Runtime: about 1 s.
+#[test]
+fn smoke_gicv2_v2m() {
+    smoke(Machine::default().gic(Gic::V2), "v2m-spi");
 }

@@ -171,7 +171,7 @@ extern "C" fn kernel_main(dtb_pa: u64, kimage_pa: u64) -> ! {
     cpu_online(0);
     list_irq_sources(uart.intid);
     // MSIs (the ITS with LPIs to CPU 0, or the v2m frame) before PCI probe asks for them.
-    msi::init(info);
+    msi::init(info, args.pci_msi);
 
     start_secondaries(info);
     vmem::probe(info, pa_bits);

@@ -7,8 +7,8 @@
 //!   command queue, device table (sized for the bridge's requester IDs) and collection
 //!   table (`its::driver::init`). Every LPI targets collection 0 = CPU 0.
 //! - GICv2m: the frame's SPIs (DT properties, else MSI_TYPER), edge-triggered.
-//! - Neither (no property, `its=off`, or a bring-up step failed, e.g. no memory for the
-//!   tables): no MSIs; devices stay on INTx, and the log says why.
+//! - Neither (no property, `its=off`, the `pci_msi=off` bootarg, or a bring-up step failed,
+//!   e.g. no memory for the tables): no MSIs; devices stay on INTx, and the log says why.
 //!
 //! Table memory comes from the memory model (unmovable pages, zeroed, linear map) and is
 //! never given back: the GIC may write it at any time.
@@ -149,9 +149,13 @@ unsafe impl GicMemory for ModelMemory {
     }
 }
 
-/// Chooses and brings up the MSI controller (see the module doc). Call once on CPU 0
-/// after its GIC interface is up.
-pub fn init(info: &BootInfo) {
+/// Chooses and brings up the MSI controller (see the module doc), unless `enabled` is false
+/// (`pci_msi=off`). Call once on CPU 0 after its GIC interface is up.
+pub fn init(info: &BootInfo, enabled: bool) {
+    if !enabled {
+        log::info!("msi: off (pci_msi=off); PCI interrupts are INTx");
+        return;
+    }
     let Some(msi) = info.pci.as_ref().and_then(|p| p.msi.clone()) else {
         log::info!("msi: no msi-map/msi-parent to a usable frame; PCI interrupts are INTx");
         return;

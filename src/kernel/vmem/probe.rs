@@ -136,8 +136,9 @@ pub(super) fn probe(info: &BootInfo, pa_bits: u32) -> Option<Probed> {
 /// not overlap.
 pub(super) struct Probed {
     pub(super) pci: PciHost,
-    /// A second config-space handle for MSI-X capability writes (`msix`).
-    cam: Ecam,
+    /// A second config-space handle for MSI-X capability writes (`msix`, the ports' MSI-X
+    /// in `slots`).
+    pub(super) cam: Ecam,
     taken: Vec<PhysRange>,
     pa_bits: u32,
 }

@@ -1,17 +1,31 @@
 //! PCIe native hotplug of virtio-mem: the kernel side of each hotplug port's slot machine
 //! (`hotmem_drivers::pci::slot`).
 //!
-//! Flow: the port's interrupt (its INTx, swizzled like any function's: [`port_irq`] is the
-//! one place that picks the source) masks the line and schedules [`SLOTS`]; the work, in
-//! the worker task, reads each port's Slot Status, feeds the machine and carries out its
-//! actions in order, then unmasks the lines:
+//! Interrupt source of a port ([`port_irq`] is the one place that picks it): its MSI-X
+//! vector 0 (QEMU's `pcie-root-port` has a one-entry table in BAR0, which enumeration
+//! placed; the PCIe capability's Interrupt Message Number is 0) when an MSI controller
+//! exists, else its INTx, swizzled like any function's. Either way the port signals when
+//! (Slot Status & enabled events) goes from empty to non-empty, so the work clears every
+//! status bit it handles. `irqs` lists the source as `pcie.BB:DD.F`.
+//!
+//! Flow: the port's interrupt schedules [`SLOTS`] (an INTx handler masks its line first;
+//! an MSI is an edge with nothing to mask); the work, in the worker task, reads each port's
+//! Slot Status, feeds the machine and carries out its actions in order, then unmasks the
+//! INTx lines:
 //! - `ClearStatus`: the 16-bit RW1C write, first, so no later event is lost;
 //! - `PowerOn` / `PowerOff`: one Slot Control write each (PCC and the power indicator
 //!   together); the write's completion is the Command Completed event, the machine's next
-//!   input. QEMU latches it during the write itself, and the interrupt that should follow
-//!   was not seen on QEMU 10 while the work held the line masked, so the work reads every
-//!   port's status again before it ends (at most [`MAX_ROUNDS`] rounds, each only reading
-//!   what is latched: nothing waits or sleeps); a CC latched later raises the interrupt;
+//!   input. QEMU latches CC during the write itself. On MSI the clear before it emptied the
+//!   status, so CC is an edge: its MSI arrives and schedules the work again, which feeds it
+//!   to the machine (measured: every hot-add takes at least two port MSIs, the arrival and
+//!   the power-on's CC; without CCIE the hot-add stalls). The work still reads an MSI
+//!   port's status once more after its actions: an event that latched between the work's
+//!   read and its clear found the status non-empty and raised no edge, so only a re-read
+//!   sees it; such bits (anything but CC, which only the work's own writes raise) are
+//!   handled in another round, a lone CC is left to its interrupt. On INTx the CC interrupt was not seen on QEMU 10 while the
+//!   work held the line masked, so there the work reads every INTx port's status again
+//!   until nothing is latched (at most [`MAX_ROUNDS`] rounds, each only reading what is
+//!   latched: nothing waits or sleeps); a CC latched later raises the interrupt;
 //! - `Enumerate`: the port's secondary bus is scanned and its BARs placed in the port's
 //!   reservation (`PciHost::scan_slot`), each virtio-mem function is started like at boot
 //!   (`probe::Probed::bring_up`) and added to the device list, which converges it;
@@ -23,18 +37,20 @@
 //! - `SurpriseRemoval`: the device is dropped without touching it (`release(.., true)`) and
 //!   the kernel says so.
 //!
-//! Device interrupts on a line a port also uses: the handler here serves both (the
+//! Device interrupts on a line a port also uses (INTx): the handler here serves both (the
 //! device's count and the convergence work, then the slot work), since a line has one
 //! handler. Hot-added devices get this handler too.
 //!
 //! Locks: [`STATE`] (the host bridge, the ports, the ranges taken) is taken out by the work
 //! and put back after, in thread context only; the work runs in the single worker task, so
 //! it never overlaps a convergence pass (which is why no request is in flight at a release).
-//! The interrupt handler reads only [`PORT_LINES`], set once at start.
+//! The interrupt handlers read only [`PORT_LINES`], set once at start.
 
 use super::device::{self, ReleaseError, CONVERGE};
 use super::probe::{self, Probed};
+use crate::kernel::msi::{self, Kind, MsiError};
 use crate::kernel::work::Work;
+use alloc::format;
 use alloc::vec::Vec;
 use hotmem::vmem::PciAddr;
 use hotmem_arch::cpu::IrqSpinLock;
@@ -49,6 +65,8 @@ struct Port {
     slot: Slot,
     /// The vmem id of the device in the slot, if one is bound.
     device: Option<usize>,
+    /// Its hotplug events come as an MSI (else on its INTx line).
+    msi: bool,
 }
 
 struct State {
@@ -60,16 +78,54 @@ struct State {
 static STATE: IrqSpinLock<Option<State>> =
     IrqSpinLock::new(None).with_class(hotmem_arch::lock_class!("vmem_slots"));
 
-/// The interrupt lines of the ports; set once at start, read by the handler.
+/// The INTx lines of the ports not on MSI; set once at start, read by the handler.
 static PORT_LINES: spin::Once<Vec<u32>> = spin::Once::new();
 
 /// The slot work, run by the worker once registered (`kernel/mod.rs`): scheduled by a
 /// port's interrupt.
 pub static SLOTS: Work = Work::new(slot_work);
 
-/// The interrupt source of a port's hotplug events: its INTx route for now.
-fn port_irq(f: &PciFunction) -> Option<u32> {
-    f.intid
+/// Where a port's hotplug events arrive.
+#[derive(Clone, Copy)]
+enum PortIrq {
+    /// Its MSI-X vector 0, with this INTID (an LPI or a v2m SPI), handled by [`msi_handler`].
+    Msi(u32),
+    /// Its INTx line, handled by [`irq_handler`].
+    Intx(u32),
+}
+
+impl core::fmt::Display for PortIrq {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            PortIrq::Msi(i) => write!(f, "MSI-X vector 0 -> {i}"),
+            PortIrq::Intx(i) => write!(f, "INTx {i}"),
+        }
+    }
+}
+
+/// The interrupt source of a port's hotplug events (see the module doc): MSI-X vector 0,
+/// set up masked and unmasked here, else the port's INTx route. Lists it in `irqs`.
+fn port_irq(probed: &mut Probed, f: Option<&PciFunction>, df: DeviceFunction) -> Option<PortIrq> {
+    let name = format!("pcie.{df}");
+    let bars = probed.pci.bars(df).unwrap_or_default().to_vec();
+    let bar_cpu = |bar: u8| bars.iter().find(|b| b.bar == bar).map(|b| b.cpu_addr);
+    match msi::msix_enable(
+        &mut probed.cam,
+        df,
+        bar_cpu,
+        core::slice::from_ref(&name),
+        msi_handler,
+    ) {
+        Ok(m) => {
+            m.start(&mut probed.cam);
+            return Some(PortIrq::Msi(m.intids[0]));
+        }
+        Err(MsiError::NoController) => {}
+        Err(e) => log::warn!("pcie: {df}: no MSI-X for hotplug ({e:?}); INTx"),
+    }
+    let intid = f.and_then(|f| f.intid)?;
+    msi::add_source(name, Kind::Intx, intid, None);
+    Some(PortIrq::Intx(intid))
 }
 
 fn addr(df: DeviceFunction) -> PciAddr {
@@ -90,6 +146,11 @@ fn irq_handler(intid: u32) {
     }
 }
 
+/// Handler of a port's hotplug MSI: an edge, nothing to mask or acknowledge at the port.
+fn msi_handler(_intid: u32) {
+    SLOTS.schedule();
+}
+
 /// Takes over the host bridge after probe: one machine per hotplug port, from the slot's
 /// registers (a slot occupied at boot is bound to the device probed in it), stale events
 /// cleared, hotplug interrupts enabled.
@@ -101,8 +162,8 @@ pub(super) fn start(mut probed: Probed) {
         let Some((ctl, sts)) = probed.pci.slot_registers(df) else {
             continue;
         };
-        let f = probed.pci.functions().iter().find(|f| f.df == df);
-        let intid = f.and_then(port_irq);
+        let f = probed.pci.functions().iter().find(|f| f.df == df).cloned();
+        let irq = port_irq(&mut probed, f.as_ref(), df);
         let buses = f.and_then(|f| f.bridge);
         let (slot, actions) = Slot::new(ctl, sts);
         let device = buses.and_then(|b| {
@@ -113,11 +174,17 @@ pub(super) fn start(mut probed: Probed) {
             })
         });
         log::info!(
-            "pcie: {df}: hotplug slot {:?}, interrupt {intid:?}, device {}",
+            "pcie: {df}: hotplug slot {:?}, interrupt {}, device {}",
             slot.state(),
+            irq.map_or_else(|| "none".into(), |i| alloc::format!("{i}")),
             device.map_or_else(|| "none".into(), |id| alloc::format!("vmem{id}"))
         );
-        let mut port = Port { df, slot, device };
+        let mut port = Port {
+            df,
+            slot,
+            device,
+            msi: matches!(irq, Some(PortIrq::Msi(_))),
+        };
         probed.pci.clear_slot_status(df, sts & slot::status::EVENTS);
         for &a in actions.as_slice() {
             perform(&mut probed, &mut port, a);
@@ -126,7 +193,7 @@ pub(super) fn start(mut probed: Probed) {
         probed
             .pci
             .write_slot_control(df, ctl | control::EVENTS_ENABLED);
-        if let Some(i) = intid {
+        if let Some(PortIrq::Intx(i)) = irq {
             lines.push(i);
         }
         ports.push(port);
@@ -140,24 +207,40 @@ pub(super) fn start(mut probed: Probed) {
     SLOTS.schedule();
 }
 
-/// Rounds of [`slot_work`] over the ports' latched events: a Slot Control write may latch
-/// Command Completed at once, which the next round handles; more rounds than actions a
-/// slot can chain means a port that keeps raising events, left to its next interrupt.
+/// Rounds of [`slot_work`] over the ports' latched events: on INTx a Slot Control write
+/// may latch Command Completed at once, which the next round handles; on MSI a round
+/// follows only events that raised no edge (module doc). More rounds than actions a slot
+/// can chain means a port that keeps raising events: the work runs again after
+/// [`RETRY_NS`] (an INTx line would fire again, an MSI would not).
 const MAX_ROUNDS: usize = 8;
 
+/// Back-off before the work looks again at a port that kept raising events.
+const RETRY_NS: u64 = 10_000_000;
+
+/// The events of a port that the work handles in this round: on INTx all latched ones; on
+/// MSI in a later round all but a lone Command Completed, whose MSI was raised (module doc).
+fn events_now(port: &Port, round: usize, sts: u16) -> bool {
+    let events = sts & slot::status::EVENTS;
+    match (port.msi, round) {
+        (true, 1..) => events & !slot::status::CC != 0,
+        _ => events != 0,
+    }
+}
+
 /// The deferred work: every port's latched events, round after round while a round found
-/// any, then the port lines unmasked.
+/// any, then the INTx lines unmasked.
 fn slot_work() {
     let Some(mut st) = STATE.lock().take() else {
         return;
     };
-    for _ in 0..MAX_ROUNDS {
+    let mut settled = false;
+    for round in 0..MAX_ROUNDS {
         let mut any = false;
         for port in st.ports.iter_mut() {
             let Some((_, sts)) = st.probed.pci.slot_registers(port.df) else {
                 continue;
             };
-            if sts & slot::status::EVENTS == 0 {
+            if !events_now(port, round, sts) {
                 continue;
             }
             any = true;
@@ -168,10 +251,15 @@ fn slot_work() {
             }
         }
         if !any {
+            settled = true;
             break;
         }
     }
     *STATE.lock() = Some(st);
+    if !settled {
+        // Events may still be latched, and on MSI no edge comes while they are.
+        SLOTS.schedule_at(hotmem_arch::timer::now_ns().saturating_add(RETRY_NS));
+    }
     for i in PORT_LINES.get().into_iter().flatten() {
         let _ = gic::enable(*i, Trigger::Level);
     }
