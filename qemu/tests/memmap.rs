@@ -231,11 +231,17 @@ fn scale_plug_unplug() {
     let m = Machine::default()
         .smp(8)
         .without_virtio_mem()
-        .with_virtio_mem(VirtioMem::new(gib * GIB).backend(hotmem_qemu::Backend::RamNoReserve))
+        .with_virtio_mem(VirtioMem::new(gib * GIB).backend(hotmem_qemu::Backend::Memfd))
         .bootargs("memmap_on_memory=on");
     let mut vm = boot(&m);
     let (normal_before, _, _) = normal_free_movable(&mut vm);
     let addr = vmem_line(&mut vm).addr;
+    // The hotplug profile of each direction, printed for whoever reads the times.
+    let profile = |vm: &mut Vm, what: &str| {
+        eprintln!("{what}:\n{}", vm.cmd("vmem stats").text());
+        vm.cmd("vmem stats reset");
+    };
+    profile(&mut vm, "profile at boot");
     let t = Instant::now();
     resize_within(
         &mut vm,
@@ -244,6 +250,7 @@ fn scale_plug_unplug() {
         "plug all",
     );
     let plug_took = t.elapsed();
+    profile(&mut vm, "profile of the plug");
     let (normal_plugged, present, managed) = normal_free_movable(&mut vm);
     assert_eq!(present, gib * GIB / KIB, "Movable present_kib");
     let spent = normal_before - normal_plugged;
@@ -270,6 +277,7 @@ fn scale_plug_unplug() {
     let t = Instant::now();
     resize_within(&mut vm, 0, Duration::from_secs(60 + 20 * gib), "unplug all");
     let unplug_took = t.elapsed();
+    profile(&mut vm, "profile of the unplug");
     check_ok(&mut vm, "back at 0");
     let (normal_after, _, _) = normal_free_movable(&mut vm);
     eprintln!(
