@@ -261,8 +261,9 @@ impl<S: MemMapStore> Mm<S> {
         }
     }
 
-    /// Descriptor pages of per-unit maps inside `range` (2 MiB aligned).
-    pub(super) fn unit_meta_in(&self, range: PfnRange) -> u64 {
+    /// Descriptor pages of per-unit maps inside `range` (2 MiB aligned): present pages
+    /// that are neither free nor allocated, and leave with their units.
+    pub fn unit_meta_in(&self, range: PfnRange) -> u64 {
         units(range)
             .filter(|&u| self.buddy.table.unit_map(u).is_some())
             .count() as u64

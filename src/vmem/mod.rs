@@ -95,6 +95,7 @@ use crate::mm::{self, NodeId, SECTION_SIZE, SUBSECTION_SIZE};
 use alloc::vec::Vec;
 use hotmem_arch::addr::PhysRange;
 use hotmem_drivers::virtio_mem::{Config, Request, Response};
+use stats::Phase;
 
 mod model;
 mod reconcile;
@@ -565,13 +566,16 @@ impl Vmem {
         }
         let range = self.run_range(run);
         let node = self.node;
-        if !cx.mem.can_add(range, node) {
+        let pages = range.size / mm::PAGE_SIZE;
+        if !stats::time(Phase::CanAdd, pages, || cx.mem.can_add(range, node)) {
             // The largest run from `run.first` the room allows (binary search: the metadata a
             // run needs grows with its length), never one unit per request while more fits.
             let (mut fits, mut too_big) = (0, run.count);
             while too_big - fits > 1 {
                 let mid = fits + (too_big - fits) / 2;
-                if cx.mem.can_add(self.unit_range(run.first, mid), node) {
+                let part = self.unit_range(run.first, mid);
+                let pages = part.size / mm::PAGE_SIZE;
+                if stats::time(Phase::CanAdd, pages, || cx.mem.can_add(part, node)) {
                     fits = mid;
                 } else {
                     too_big = mid;
@@ -593,7 +597,8 @@ impl Vmem {
     fn plug_run<D: Device, M: HotplugMemory>(&mut self, cx: &mut StepCx<D, M>, run: Run) -> Next {
         let range = self.run_range(run);
         let req = self.request(Op::Plug, range);
-        match self.send(cx.dev, req) {
+        let pages = range.size / mm::PAGE_SIZE;
+        match stats::time(Phase::PlugRequest, pages, || self.send(cx.dev, req)) {
             Some(Response::Ack) => {
                 self.plug_limit = self.plug_limit.saturating_mul(2).min(self.max_units());
                 self.plugged_ok(cx, run)

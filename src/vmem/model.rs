@@ -75,7 +75,7 @@ pub fn mm_add_online<M: MmLock>(
 pub fn mm_floor_allows<S: MemMapStore>(m: &Mm<S>, range: PhysRange, floor_bytes: u64) -> bool {
     let r = pfn_range(range);
     let free_here = m.free_pages_in(r);
-    let used_here = r.nr_pages().saturating_sub(free_here);
+    let used_here = mm_used_pages(m, range);
     let free_total = m.total_stats().free_pages;
     free_total.saturating_sub(free_here + used_here) * mm::PAGE_SIZE
         >= floor_bytes + m.reserve_bytes()
@@ -93,7 +93,7 @@ pub fn mm_floor_allows_prefix<S: MemMapStore>(
     for (i, &range) in ranges.iter().enumerate() {
         let r = pfn_range(range);
         let free_here = m.free_pages_in(r);
-        let used_here = r.nr_pages().saturating_sub(free_here);
+        let used_here = mm_used_pages(m, range);
         left = left.saturating_sub(free_here + used_here);
         if left * mm::PAGE_SIZE < keep {
             return i;
@@ -147,10 +147,14 @@ pub fn offline_pass<P: PassSteps>(
     out
 }
 
-/// Allocated pages of an online `range` (its present pages minus its free pages).
+/// Allocated pages of an online `range`: its present pages minus its free pages and minus
+/// the descriptor pages of units that carry their own (memmap on memory): those are
+/// bookkeeping that leaves with the unit, nothing to move out, so a unit holding only them
+/// is empty to the unplug policy (it goes in one run with its empty neighbours).
 pub fn mm_used_pages<S: MemMapStore>(m: &Mm<S>, range: PhysRange) -> u64 {
     let r = pfn_range(range);
-    r.nr_pages().saturating_sub(m.free_pages_in(r))
+    r.nr_pages()
+        .saturating_sub(m.free_pages_in(r) + m.unit_meta_in(r))
 }
 
 /// [`HotplugMemory::reonline`](super::HotplugMemory::reonline) over the model (into

@@ -1,5 +1,5 @@
-//! The unplug profile: where an unplug pass spends its time, as counters per phase that the
-//! `vmem stats` command prints and `vmem stats reset` zeroes.
+//! The hotplug profile: where an unplug pass (and a plug) spends its time, as counters per
+//! phase that the `vmem stats` command prints and `vmem stats reset` zeroes.
 //!
 //! # Model
 //! One set of counters for the whole kernel (every device adds to it), one entry per
@@ -15,6 +15,13 @@
 //! - `request`: UNPLUG requests to the device (calls = requests, pages = pages they covered);
 //! - `unmap_linear`: unmapping the linear map of unplugged memory (TLB broadcasts included);
 //! - `remove`: removing the sections' memory.
+//!
+//! The phases of a plug, after them (the record is append-only):
+//! - `can_add`: asking the model whether free Normal memory holds a run's metadata (calls
+//!   = questions, the bisection's included);
+//! - `plug_request`: PLUG requests to the device (pages = pages they covered);
+//! - `map_linear`: mapping the plugged memory in the linear map;
+//! - `add`: adding and onlining it in the model (sections, descriptors, free lists).
 //!
 //! The broadcasts a phase issues are not counted here: the arch layer counts every TLB
 //! broadcast per CPU (`cpus` shows them), and `vmem stats` prints their sum beside the pages
@@ -49,12 +56,20 @@ pub enum Phase {
     UnmapLinear,
     /// Removing the sections' memory.
     Remove,
+    /// Asking whether a run's metadata fits (plug).
+    CanAdd,
+    /// PLUG requests to the device.
+    PlugRequest,
+    /// Mapping plugged memory in the linear map.
+    MapLinear,
+    /// Adding and onlining plugged memory in the model.
+    Add,
 }
 
 impl Phase {
     /// Every phase, in the order `vmem stats` prints them.
-    pub const ALL: [Phase; 14] = {
-        let mut all = [Phase::Isolate; 14];
+    pub const ALL: [Phase; 18] = {
+        let mut all = [Phase::Isolate; 18];
         all[1] = Phase::Migrate;
         let mut i = 0;
         while i < Step::ALL.len() {
@@ -65,6 +80,10 @@ impl Phase {
         all[11] = Phase::Request;
         all[12] = Phase::UnmapLinear;
         all[13] = Phase::Remove;
+        all[14] = Phase::CanAdd;
+        all[15] = Phase::PlugRequest;
+        all[16] = Phase::MapLinear;
+        all[17] = Phase::Add;
         all
     };
 
@@ -78,6 +97,10 @@ impl Phase {
             Phase::Request => "request",
             Phase::UnmapLinear => "unmap_linear",
             Phase::Remove => "remove",
+            Phase::CanAdd => "can_add",
+            Phase::PlugRequest => "plug_request",
+            Phase::MapLinear => "map_linear",
+            Phase::Add => "add",
         }
     }
 
@@ -90,6 +113,10 @@ impl Phase {
             Phase::Request => 11,
             Phase::UnmapLinear => 12,
             Phase::Remove => 13,
+            Phase::CanAdd => 14,
+            Phase::PlugRequest => 15,
+            Phase::MapLinear => 16,
+            Phase::Add => 17,
         }
     }
 }

@@ -64,10 +64,13 @@ impl HotplugMemory for KernelMemory {
     }
 
     fn add_online(&mut self, range: PhysRange, node: NodeId) -> Result<(), MemError> {
-        let t0 = timer::now_ns();
+        let pages = range.size / PAGE_SIZE;
         // Mapped first (not under the model's lock: table pages come from the model).
         // Nothing touches the range until the model hands out its pages.
-        if let Err(e) = mmu::map_linear(range, Attrs::RAM, Granule::Block2M) {
+        let mapped = stats::time(Phase::MapLinear, pages, || {
+            mmu::map_linear(range, Attrs::RAM, Granule::Block2M)
+        });
+        if let Err(e) = mapped {
             log::error!(
                 "vmem: cannot map 0x{:x}+0x{:x}: {e:?}",
                 range.base,
@@ -76,20 +79,13 @@ impl HotplugMemory for KernelMemory {
             let _ = mmu::unmap_linear(range);
             return Err(MemError::NoMemory);
         }
-        let t1 = timer::now_ns();
-        chunked_model()
-            .and_then(|mut mm| vmem::mm_add_online(&mut mm, range, node, online_zone()))
-            .inspect_err(|_| {
-                let _ = mmu::unmap_linear(range);
-            })?;
-        log::debug!(
-            "vmem: added 0x{:x}+{} MiB: map {} us, sections and online {} us",
-            range.base,
-            range.size >> 20,
-            (t1 - t0) / 1000,
-            (timer::now_ns() - t1) / 1000
-        );
-        Ok(())
+        stats::time(Phase::Add, pages, || {
+            chunked_model()
+                .and_then(|mut mm| vmem::mm_add_online(&mut mm, range, node, online_zone()))
+        })
+        .inspect_err(|_| {
+            let _ = mmu::unmap_linear(range);
+        })
     }
 
     fn offline(&mut self, range: PhysRange) -> Result<u64, MemError> {
