@@ -130,16 +130,21 @@ impl Profile {
                 100.0 * l.us as f64 / pass
             );
         }
-        let _ = write!(
-            s,
-            "  pass {:.3} s, migrated {} MiB at {:.0} MiB/s, {:.2} us/page, {:.0} TLB broadcasts \
-             per GiB migrated",
-            pass / 1e6,
-            (self.migrated_pages() * 4096) >> 20,
-            self.migrate_mib_per_s(),
-            self.us_per_page(),
-            self.tlbi_per_gib(before)
-        );
+        let _ = write!(s, "  pass {:.3} s, ", pass / 1e6);
+        if self.migrated_pages() == 0 {
+            // Per-page and per-GiB figures have no meaning for a pass that moved nothing.
+            let _ = write!(s, "nothing migrated");
+        } else {
+            let _ = write!(
+                s,
+                "migrated {} MiB at {:.0} MiB/s, {:.2} us/page, {:.0} TLB broadcasts per GiB \
+                 migrated",
+                (self.migrated_pages() * 4096) >> 20,
+                self.migrate_mib_per_s(),
+                self.us_per_page(),
+                self.tlbi_per_gib(before)
+            );
+        }
         s
     }
 }
@@ -211,6 +216,20 @@ mod tests {
         // 32 broadcasts for 2 MiB: 16384 per GiB.
         assert!((p.tlbi_per_gib(&before) - 16384.0).abs() < 1e-6);
         assert!(p.summary(&before).contains("copy"));
+    }
+
+    #[test]
+    fn a_pass_that_moved_nothing_has_no_per_page_figures() {
+        let lines = [
+            "vmem_stats phase=offline calls=1 us=200 pages=1024",
+            "vmem_stats phase=migrate calls=1 us=10 pages=0",
+            "vmem_stats phase=copy calls=0 us=0 pages=0",
+            "vmem_stats tlbi=3",
+        ];
+        let p = Profile::parse(&lines).unwrap();
+        let s = p.summary(&Profile::default());
+        assert!(s.ends_with("nothing migrated"), "{s}");
+        assert!(!s.contains("per GiB"), "{s}");
     }
 
     #[test]
