@@ -94,6 +94,8 @@ pub enum Command {
         /// How much, in MiB (> 0).
         mib: u64,
     },
+    /// `memtest sample`: write and verify one page in every online Movable section.
+    MemtestSample,
     /// `peek <phys-addr>`: read 8 bytes of physical memory.
     Peek {
         /// The address (8-byte aligned).
@@ -168,6 +170,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "memtest <MiB>",
         "allocate, fill, verify and free MiB of movable memory",
+    ),
+    (
+        "memtest sample",
+        "fill, verify and free one page in every online Movable section",
     ),
     (
         "peek <phys-addr>",
@@ -322,11 +328,12 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             _ => Err(ParseError::Usage("spin <tasks> <ms>")),
         },
         "memtest" => match args.as_slice() {
+            ["sample"] => Ok(Command::MemtestSample),
             [n] => match parse_u64(n) {
                 Some(mib) if mib > 0 => Ok(Command::Memtest { mib }),
                 _ => Err(ParseError::Usage("memtest <MiB>  (MiB > 0)")),
             },
-            _ => Err(ParseError::Usage("memtest <MiB>")),
+            _ => Err(ParseError::Usage("memtest <MiB> | memtest sample")),
         },
         "peek" => match args.as_slice() {
             [a] => match parse_u64(a) {
@@ -582,6 +589,19 @@ mod tests {
         assert!(matches!(parse("memtest"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("memtest -1"), Err(ParseError::Usage(_))));
         assert!(matches!(parse("memtest 0"), Err(ParseError::Usage(_))));
+        assert_eq!(parse("memtest sample"), Ok(Command::MemtestSample));
+        assert!(matches!(
+            parse("memtest sample 1"),
+            Err(ParseError::Usage(_))
+        ));
+        assert!(matches!(
+            parse("memtest samples"),
+            Err(ParseError::Usage(_))
+        ));
+        assert!(matches!(
+            parse("memtest 1 sample"),
+            Err(ParseError::Usage(_))
+        ));
         assert!(matches!(
             parse("mem extra args"),
             Err(ParseError::Usage("mem"))

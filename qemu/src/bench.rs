@@ -23,7 +23,10 @@
 //!   `MEMORY_DEVICE_SIZE_CHANGE` events are rate-limited), `L_online_s` (`qom-set` to a `mem`
 //!   reply showing all of it free in the Movable zone), `L_guest_s` (the kernel's own time from
 //!   its `resized to` log line), with data to migrate `L_migrated_mib` and
-//!   `L_migrate_mib_per_s`, and, for the 0 -> 4 GiB plug, `memmap_overhead_kib_per_gib`.
+//!   `L_migrate_mib_per_s`, and, for the 0 -> 4 GiB plug, `memmap_overhead_kib_per_gib`
+//!   (Normal managed before minus after, per GiB) and, on the boot with `memmap_on_memory=on`,
+//!   `memmap_on_overhead_kib_per_gib` (Normal free before minus after, per GiB: with the
+//!   descriptors in the plugged memory managed Normal does not move).
 //!
 //! The scenario with 1 GiB to migrate also records, per lock class of the kernel's IRQ-masking
 //! locks ([`LOCK_CLASSES`]), the longest hold and the 99th percentile over the whole scenario
@@ -32,7 +35,7 @@
 //!
 //! [`measure_mm_init`] adds the boot-time cost of the memory model per GiB of RAM. After every
 //! step the guest must agree with QMP (`vmem` converged, `mem` Movable free, or present with a
-//! hog running, the hog without errors, `check: ok`); any `PANIC:` or early exit fails the run
+//! hog running or with memmap on memory, the hog without errors, `check: ok`); any `PANIC:` or early exit fails the run
 //! at once with the instance's report. While it runs, every result of a scenario run is printed
 //! as it comes (a plain `# run R/N <scenario> [T s]: ...` line on stderr), and all of them
 //! again when the run ends. The arithmetic, formatting and parsing are unit tested
@@ -47,7 +50,8 @@ pub mod scenario;
 
 pub use report::{default_out, git_commit, git_dirty, Metric, Reference, Report};
 pub use scenario::{
-    default_scenarios, Resize, Scenario, Step, BOOT_METRIC, LOCK_CLASSES, MEMMAP_OVERHEAD_METRIC,
+    default_scenarios, overhead_kib_per_gib, Overhead, Resize, Scenario, Step, BOOT_METRIC,
+    LOCK_CLASSES, MEMMAP_ON_BOOTARG, MEMMAP_ON_OVERHEAD_METRIC, MEMMAP_OVERHEAD_METRIC,
     MEM_ROUND_TRIP_METRIC, VMEM_QEMU_ID,
 };
 
@@ -148,10 +152,7 @@ fn measure_into(cfg: &BenchConfig, metrics: &mut [Metric]) -> Result<String> {
     let mut command_line = String::new();
     for run in 1..=cfg.runs {
         for sc in &cfg.scenarios {
-            let machine = match sc.ram_bytes {
-                Some(ram) => cfg.machine.clone().ram(ram),
-                None => cfg.machine.clone(),
-            };
+            let machine = scenario_machine(cfg.machine, sc);
             let mut vm = Qemu::launch_with(&machine, cfg.options)?;
             if command_line.is_empty() {
                 command_line = vm.command_line();
@@ -182,6 +183,22 @@ fn measure_into(cfg: &BenchConfig, metrics: &mut [Metric]) -> Result<String> {
         }
     }
     Ok(command_line)
+}
+
+/// The machine `sc` boots: the bench's, with the scenario's RAM and boot argument.
+fn scenario_machine(base: &Machine, sc: &Scenario) -> Machine {
+    let mut m = match sc.ram_bytes {
+        Some(ram) => base.clone().ram(ram),
+        None => base.clone(),
+    };
+    if sc.memmap_on_memory {
+        let args = match m.bootargs.as_str() {
+            "" => MEMMAP_ON_BOOTARG.to_string(),
+            have => format!("{have} {MEMMAP_ON_BOOTARG}"),
+        };
+        m = m.bootargs(&args);
+    }
+    m
 }
 
 /// Which guests a bench run measures (`--only`).
@@ -514,7 +531,10 @@ fn run_scenario(
     for step in &sc.steps {
         match step {
             Step::Resize(r) => profile::resize(vm, r.migration, progress, |vm, p| {
-                resize(vm, r, hog, metrics, p)
+                // Movable free is below the plugged size by the descriptors with memmap on
+                // memory, and by the hog's data with a hog: compare what is present then.
+                let by_present = hog || sc.memmap_on_memory;
+                resize(vm, r, by_present, hog, metrics, p)
             })?,
             Step::Hog(mib) => {
                 start_hog(vm, *mib)?;
@@ -560,6 +580,7 @@ fn run_scenario(
 fn resize(
     vm: &mut Qemu,
     r: &Resize,
+    by_present: bool,
     hog: bool,
     metrics: &mut [Metric],
     progress: &mut Progress,
@@ -571,6 +592,7 @@ fn resize(
 
     let before = guest::mem(vm.console(), COMMAND_TIMEOUT)?;
     let managed_before = before.zone_sum("Normal", |z| z.managed_kib)?;
+    let free_before = before.zone_sum("Normal", |z| z.free_kib)?;
     check_vmem(vm, r.from_bytes)?;
     let plugged = vm
         .qmp()
@@ -629,8 +651,8 @@ fn resize(
 
     let after = guest::mem(vm.console(), COMMAND_TIMEOUT)?;
     let managed_after = after.zone_sum("Normal", |z| z.managed_kib)?;
-    // With a hog running the Movable zone holds its data: compare what is present.
-    let (field, movable_after) = if hog {
+    let free_after = after.zone_sum("Normal", |z| z.free_kib)?;
+    let (field, movable_after) = if by_present {
         ("present_kib", after.zone_sum("Movable", |z| z.present_kib)?)
     } else {
         ("free_kib", after.zone_sum("Movable", |z| z.free_kib)?)
@@ -663,13 +685,14 @@ fn resize(
     if log.migrated_mib > 0 {
         let _ = write!(note, ", migrated {} MiB", log.migrated_mib);
     }
-    let overhead = (r.to_bytes > r.from_bytes).then(|| {
-        let gib = (r.to_bytes - r.from_bytes) as f64 / GIB as f64;
-        (managed_before as f64 - managed_after as f64) / gib
-    });
-    match overhead {
-        Some(o) => {
-            let _ = write!(note, ", overhead {o:.0} KiB/GiB");
+    let overhead = overhead_kib_per_gib(managed_before, managed_after, r.from_bytes, r.to_bytes);
+    let overhead_free = overhead_kib_per_gib(free_before, free_after, r.from_bytes, r.to_bytes);
+    match overhead.zip(overhead_free) {
+        Some((o, f)) => {
+            let _ = write!(
+                note,
+                ", overhead {o:.0} KiB/GiB (Normal managed), {f:.0} KiB/GiB (Normal free)"
+            );
         }
         None => {
             let back = managed_after as i64 - managed_before as i64;
@@ -696,10 +719,13 @@ fn resize(
                 log.migrated_mib as f64 / guest_s.max(1e-9),
             );
         }
-        if r.overhead {
-            if let Some(o) = overhead {
-                record(metrics, MEMMAP_OVERHEAD_METRIC, o);
-            }
+        let measured = match r.overhead {
+            Some(Overhead::Managed) => overhead,
+            Some(Overhead::Free) => overhead_free,
+            None => None,
+        };
+        if let (Some(which), Some(o)) = (r.overhead, measured) {
+            record(metrics, which.metric(), o);
         }
     }
     Ok(())
@@ -803,5 +829,44 @@ mod tests {
         assert_eq!(names(Guests::Both), ["scenarios", "mm_init", "linux"]);
         assert_eq!(names(Guests::Hotmem), ["scenarios", "mm_init"]);
         assert_eq!(names(Guests::Linux), ["linux"]);
+    }
+
+    #[test]
+    fn scenario_machine_adds_ram_and_the_memmap_bootarg() {
+        let scenarios = default_scenarios();
+        let on = scenarios.iter().find(|s| s.memmap_on_memory).unwrap();
+        let off = scenarios.iter().find(|s| !s.memmap_on_memory).unwrap();
+        let base = Machine::default();
+        assert_eq!(scenario_machine(&base, on).bootargs, MEMMAP_ON_BOOTARG);
+        assert_eq!(scenario_machine(&base, off).bootargs, "");
+        let with = Machine::default().bootargs("unplug_floor_mib=8");
+        assert_eq!(
+            scenario_machine(&with, on).bootargs,
+            format!("unplug_floor_mib=8 {MEMMAP_ON_BOOTARG}")
+        );
+        assert_eq!(scenario_machine(&with, off).bootargs, "unplug_floor_mib=8");
+        let big = scenarios.iter().find(|s| s.ram_bytes.is_some()).unwrap();
+        assert_eq!(
+            scenario_machine(&base, big).ram_bytes,
+            big.ram_bytes.unwrap()
+        );
+    }
+
+    #[test]
+    fn both_overhead_rows_compare_with_linux_s_one_figure() {
+        // As `linux::measure` records it: the same Linux sample under both names.
+        let mut rows: Vec<Metric> = declared_metrics(&default_scenarios())
+            .into_iter()
+            .filter(|m| m.name == MEMMAP_OVERHEAD_METRIC || m.name == MEMMAP_ON_OVERHEAD_METRIC)
+            .collect();
+        assert_eq!(rows.len(), 2);
+        rows[0].push(8192.0);
+        rows[1].push(10.0);
+        for m in &mut rows {
+            m.push_reference(17_000.0, "Linux");
+        }
+        let ratio = |name: &str| rows.iter().find(|m| m.name == name).unwrap().ratio();
+        assert_eq!(ratio(MEMMAP_ON_OVERHEAD_METRIC), Some(1700.0));
+        assert!((ratio(MEMMAP_OVERHEAD_METRIC).unwrap() - 17_000.0 / 8192.0).abs() < 1e-9);
     }
 }

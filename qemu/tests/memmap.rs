@@ -223,8 +223,9 @@ fn scale_gib() -> u64 {
 
 /// The scale case: a 256 GiB device (`memory-backend-memfd`, sparse) on a 512 MiB guest with
 /// `-smp 8` and `memmap_on_memory=on`: plug all of it, read the first descriptor of every
-/// section through `peek` (written by the guest, so backed and reachable), `check`, unplug
-/// all of it. Normal spent per GiB plugged at most 16 KiB; Normal free back within 64 KiB.
+/// section through `peek` (written by the guest, so backed and reachable), write and verify
+/// one page in every section (`memtest sample`, which must count every section), `check`,
+/// unplug all of it. Normal spent per GiB plugged at most 16 KiB; Normal free back within 64 KiB.
 /// Prints both times and the `vmem stats` profile of each direction.
 /// `MEMMAP_SCALE_GIB=<n>` runs another size (the per-GiB bound then allows one unit table,
 /// 256 KiB, on top).
@@ -281,6 +282,19 @@ fn scale_plug_unplug() {
             "section {s}: the first descriptor reads `{out}`"
         );
     }
+    // One page written and read back in every section plugged, none skipped.
+    let sections = gib * GIB / (128 * MIB);
+    let t = Instant::now();
+    let out = vm.cmd("memtest sample").text();
+    assert_eq!(
+        out,
+        format!("memtest: ok sections={sections} busy=0"),
+        "memtest sample over {sections} plugged sections"
+    );
+    eprintln!(
+        "memtest sample over {sections} sections in {:.2?}",
+        t.elapsed()
+    );
     check_ok(&mut vm, "all plugged");
     let t = Instant::now();
     resize_within(&mut vm, 0, scale_deadline(gib), "unplug all");

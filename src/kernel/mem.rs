@@ -2,7 +2,8 @@
 //! the linear map, page-table pages for the MMU code and for task address spaces, the
 //! floor (`unplug_floor_mib`), and what the `mem` / `sections` / `check` / `memtest`
 //! commands need: snapshots taken under the lock (the shell prints them after releasing
-//! it) and the memtest itself.
+//! it) and the memtests themselves (`memtest <MiB>`: any movable memory; `memtest sample`:
+//! one page in every online Movable section).
 //!
 //! Classes of memory ([`hotmem::mm::reserve`]): the kernel's own tables are kernel memory;
 //! the table pages of task address spaces (hog, spin) are workload memory, so a workload
@@ -21,7 +22,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use hotmem::dt::BootInfo;
 use hotmem::mm::{
     AllocFlags, CheckError, MemMap, MemMapItem, MemMapStore, MemRegion, MetaPages, Mm, NodeId, Pfn,
-    PhysAddr, Pressure, Reservation, SectionInfo, ZoneStats, MAX_ORDER, MEM_MAP_BYTES_PER_PAGE,
+    PfnRange, PhysAddr, Pressure, Reservation, SectionInfo, ZoneStats, ZoneType, MAX_ORDER,
+    MEM_MAP_BYTES_PER_PAGE, SECTION_SIZE, SUBSECTIONS_PER_SECTION, SUBSECTION_SIZE,
 };
 use hotmem_arch::cpu::{IrqSpinGuard, IrqSpinLock};
 use hotmem_arch::layout::{self, PAGE_SIZE};
@@ -369,6 +371,72 @@ pub fn memtest(mib: u64) -> Result<(), MemtestError> {
     } else {
         Ok(())
     }
+}
+
+/// What `memtest sample` found.
+pub struct SampleReport {
+    /// Online Movable sections in which one page was written and read back.
+    pub sections: u64,
+    /// Online Movable sections with no free page to take (nothing tested there).
+    pub busy: u64,
+}
+
+/// Tests one page in every present online Movable section: takes a free page inside the
+/// section (searching its pageblocks from one that varies with the section number, so
+/// repeated runs over many sections do not all hit a unit's first page), fills it with
+/// the address pattern, verifies and frees it. A transient workload like [`memtest`];
+/// one MM hold per pageblock searched, none while the page is written or read.
+pub fn memtest_sample() -> Result<SampleReport, MemtestError> {
+    let mut report = SampleReport {
+        sections: 0,
+        busy: 0,
+    };
+    let mut from = 0;
+    loop {
+        let batch = sections_from(from).ok_or(MemtestError::NoModel)?;
+        let Some(last) = batch.last() else {
+            return Ok(report);
+        };
+        from = last.nr.0 + 1;
+        for s in batch
+            .iter()
+            .filter(|s| s.zone == Some(ZoneType::Movable) && s.subsections_online > 0)
+        {
+            match sample_section(s.start)? {
+                Some(pfn) => {
+                    fill(pfn, 0);
+                    let failure = verify(pfn, 0);
+                    if let Some(mm) = mm_lock().as_mut() {
+                        let _ = mm.free_pages(pfn, 0);
+                    }
+                    if let Some((pa, expected, found)) = failure {
+                        return Err(MemtestError::Mismatch {
+                            pa,
+                            expected,
+                            found,
+                        });
+                    }
+                    report.sections += 1;
+                }
+                None => report.busy += 1,
+            }
+        }
+    }
+}
+
+/// One free page of the section at `start`, allocated (`None`: the section has none).
+fn sample_section(start: PhysAddr) -> Result<Option<Pfn>, MemtestError> {
+    let nr = start.0 / SECTION_SIZE;
+    for i in 0..SUBSECTIONS_PER_SECTION {
+        let pb = start.0 + (nr + i) % SUBSECTIONS_PER_SECTION * SUBSECTION_SIZE;
+        let range = PfnRange::new(Pfn(pb / PAGE_SIZE), Pfn((pb + SUBSECTION_SIZE) / PAGE_SIZE));
+        match with_mm(|mm| mm.alloc_page_in(range, AllocFlags::MOVABLE.transient())) {
+            None => return Err(MemtestError::NoModel),
+            Some(Ok(pfn)) => return Ok(Some(pfn)),
+            Some(Err(_)) => {}
+        }
+    }
+    Ok(None)
 }
 
 fn block_words(pfn: Pfn, order: u32) -> &'static mut [u64] {

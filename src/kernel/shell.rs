@@ -110,6 +110,7 @@ fn execute(cmd: Command) {
         Command::VmemWait { dev, timeout_ms } => cmd_vmem_wait(dev, timeout_ms),
         Command::VmemState { dev, addr, size } => cmd_vmem_state(dev, addr, size),
         Command::Memtest { mib } => cmd_memtest(mib),
+        Command::MemtestSample => cmd_memtest_sample(),
         Command::Ps => cmd_ps(),
         Command::HogStart { mib, tasks } => cmd_hog_start(mib, tasks),
         Command::HogStatus => cmd_hog_status(),
@@ -261,15 +262,28 @@ fn cmd_check() {
 fn cmd_memtest(mib: u64) {
     match mem::memtest(mib) {
         Ok(()) => println!("memtest: ok mib={mib}"),
-        Err(MemtestError::NoModel) => println!("memtest: FAIL the memory model is not initialised"),
-        Err(MemtestError::OutOfMemory { got_mib, mib }) => {
+        Err(e) => print_memtest_failure(e),
+    }
+}
+
+fn cmd_memtest_sample() {
+    match mem::memtest_sample() {
+        Ok(r) => println!("memtest: ok sections={} busy={}", r.sections, r.busy),
+        Err(e) => print_memtest_failure(e),
+    }
+}
+
+fn print_memtest_failure(e: MemtestError) {
+    match e {
+        MemtestError::NoModel => println!("memtest: FAIL the memory model is not initialised"),
+        MemtestError::OutOfMemory { got_mib, mib } => {
             println!("memtest: FAIL out of memory after {got_mib} of {mib} MiB")
         }
-        Err(MemtestError::Mismatch {
+        MemtestError::Mismatch {
             pa,
             expected,
             found,
-        }) => println!("memtest: FAIL addr=0x{pa:x} expected=0x{expected:x} got=0x{found:x}"),
+        } => println!("memtest: FAIL addr=0x{pa:x} expected=0x{expected:x} got=0x{found:x}"),
     }
 }
 

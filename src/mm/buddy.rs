@@ -31,7 +31,9 @@
 //! Unmovable otherwise), falling back to the other non-isolate type, and splits it.
 //! Normal gives a request pages only above the watermark of its class (kernel: none;
 //! workloads and migration destinations: the kernel reserve plus the floor; see
-//! [`super::reserve`]); the Movable zone has no watermark.
+//! [`super::reserve`]); the Movable zone has no watermark. [`Buddy::take_page_in`] serves a
+//! request for one page at a place (a test of particular memory): it finds the free block
+//! holding a page of the range and splits it around that page.
 //!
 //! Counts: per zone, free pages per migrate type; `present_pages` (RAM pages online in the
 //! zone) and `managed_pages` (present minus boot reservations and mem_maps).
@@ -321,6 +323,73 @@ impl Buddy {
             }
         }
         Err(AllocError::NoMemory)
+    }
+
+    /// Takes one free page inside `range` off the lists, as an order-0 allocation
+    /// (refcount 1), or `None` when `range` has none. Only online pages of pageblocks
+    /// that are not isolated count; a unit's own descriptor pages are never free, so they
+    /// are never taken. `zone_ok` decides whether pages of a zone may be given. The page
+    /// may lie inside a larger free block whose head is before `range`: that block is
+    /// split around it, the rest stays free. The walk reads each page's descriptor once
+    /// per order, so callers keep `range` small (a pageblock) to bound the hold.
+    pub(crate) fn take_page_in(
+        &mut self,
+        range: PfnRange,
+        zone_ok: impl Fn(ZoneType) -> bool,
+    ) -> Option<Pfn> {
+        let mut pfn = range.start;
+        while pfn.0 < range.end_exclusive.0 {
+            if self.table.pfn_online(pfn) {
+                if let Some((head, order)) = self.free_block_of(pfn) {
+                    let mt = self.table.migrate_type(head);
+                    if mt != MigrateType::Isolate && zone_ok(self.table.pg(head).zone()) {
+                        self.carve(head, order, mt, pfn);
+                        return Some(pfn);
+                    }
+                }
+            }
+            pfn = pfn.add(1);
+        }
+        None
+    }
+
+    /// The free block (head, order) that contains `pfn`, if `pfn` is free.
+    fn free_block_of(&self, pfn: Pfn) -> Option<(Pfn, u32)> {
+        (0..=MAX_ORDER).find_map(|o| {
+            let head = Pfn(pfn.0 & !((1u64 << o) - 1));
+            if !self.table.pfn_online(head) {
+                return None;
+            }
+            let p = self.table.pg(head);
+            (p.is_buddy() && p.order() == o).then_some((head, o))
+        })
+    }
+
+    /// Takes the free block `head`/`order` (on list `mt`) off its list, gives back every
+    /// half that does not hold `pfn`, and makes `pfn` an order-0 allocation.
+    fn carve(&mut self, head: Pfn, order: u32, mt: MigrateType, pfn: Pfn) {
+        let zi = self.zone_of(head);
+        self.list_remove(zi, head, order, mt);
+        let (mut start, mut o) = (head, order);
+        while o > 0 {
+            o -= 1;
+            let upper = start.add(1 << o);
+            let (keep, give) = if pfn.0 >= upper.0 {
+                (upper, start)
+            } else {
+                (start, upper)
+            };
+            let give_mt = if o >= PAGEBLOCK_ORDER {
+                self.table.migrate_type(give)
+            } else {
+                mt
+            };
+            self.list_push(zi, give, o, give_mt);
+            start = keep;
+        }
+        let p = self.table.pg_mut(pfn);
+        p.set_order(0);
+        p.set_refcount(1);
     }
 
     /// Frees an allocation made by [`Buddy::alloc`].

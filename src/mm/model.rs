@@ -314,6 +314,24 @@ impl<S: MemMapStore> Mm<S> {
         self.buddy.alloc(order, flags)
     }
 
+    /// Allocates one free page inside `range` (an order-0 allocation, freed with
+    /// `free_pages(pfn, 0)`): what a test of particular memory (`memtest sample`) needs.
+    /// Movable requests may take a page of any zone, unmovable ones only Normal; a Normal
+    /// page is given only above the request class's watermark, as [`Mm::alloc_pages`]
+    /// does. Isolated pageblocks give nothing; the fault hook is asked first.
+    pub fn alloc_page_in(&mut self, range: PfnRange, flags: AllocFlags) -> Result<Pfn, AllocError> {
+        if self.buddy.fault.is_some_and(|fail| fail(flags)) {
+            return Err(AllocError::NoMemory);
+        }
+        let normal_ok = self.buddy.normal_allows(0, flags.class);
+        self.buddy
+            .take_page_in(range, |z| match z {
+                ZoneType::Normal => normal_ok,
+                _ => flags.movable,
+            })
+            .ok_or(AllocError::NoMemory)
+    }
+
     /// Installs (or with `None` removes) the model's one allocation-failure hook: the page
     /// allocator asks it before each allocation — [`Mm::alloc_pages`] and the metadata
     /// pages of hotplug (mem_maps, section-table chunks, unmovable with the section's node)

@@ -27,6 +27,47 @@ pub const BOOT_METRIC: &str = "boot";
 pub const MEM_ROUND_TRIP_METRIC: &str = "mem_round_trip_ms";
 /// Normal zone memory spent on bookkeeping per GiB plugged.
 pub const MEMMAP_OVERHEAD_METRIC: &str = "memmap_overhead_kib_per_gib";
+/// The same with `memmap_on_memory=on`: the descriptors live in the plugged memory, so what
+/// Normal gives is section-table and page-table pages, measured as Normal free memory.
+pub const MEMMAP_ON_OVERHEAD_METRIC: &str = "memmap_on_overhead_kib_per_gib";
+/// The boot argument of a [`Scenario`] with `memmap_on_memory`.
+pub const MEMMAP_ON_BOOTARG: &str = "memmap_on_memory=on";
+
+/// Which bookkeeping figure a plug records, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overhead {
+    /// [`MEMMAP_OVERHEAD_METRIC`]: Normal `managed_kib` before minus after (with
+    /// `memmap_on_memory=off` the mem_maps come out of Normal's managed memory).
+    Managed,
+    /// [`MEMMAP_ON_OVERHEAD_METRIC`]: Normal `free_kib` before minus after (with
+    /// `memmap_on_memory=on` managed Normal does not change: the section-table and page-table
+    /// pages a plug needs are allocations, they leave managed alone and lower free).
+    Free,
+}
+
+impl Overhead {
+    /// Its metric's name.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Overhead::Managed => MEMMAP_OVERHEAD_METRIC,
+            Overhead::Free => MEMMAP_ON_OVERHEAD_METRIC,
+        }
+    }
+}
+
+/// KiB of Normal memory spent per GiB plugged, from a Normal figure (KiB) before and after
+/// a resize from `from_bytes` to `to_bytes`; `None` unless the resize grew the device.
+pub fn overhead_kib_per_gib(
+    before_kib: u64,
+    after_kib: u64,
+    from_bytes: u64,
+    to_bytes: u64,
+) -> Option<f64> {
+    (to_bytes > from_bytes).then(|| {
+        let gib = (to_bytes - from_bytes) as f64 / GIB as f64;
+        (before_kib as f64 - after_kib as f64) / gib
+    })
+}
 
 /// One `qom-set vm0 requested-size` and everything measured until the guest converged.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,8 +82,8 @@ pub struct Resize {
     /// Also measure `<label>_online_s`: poll `mem` until the Movable zones' free memory equals
     /// `to_bytes` (meaningful for plugs onto an empty device).
     pub online: bool,
-    /// Also record [`MEMMAP_OVERHEAD_METRIC`] from this step.
-    pub overhead: bool,
+    /// Also record this bookkeeping metric from this step.
+    pub overhead: Option<Overhead>,
     /// Also record `<label>_migrated_mib` and `<label>_migrate_mib_per_s` (from the kernel's
     /// resize log line: used memory moved out of the unplugged blocks, per guest second).
     pub migration: bool,
@@ -99,8 +140,8 @@ impl Resize {
                 &format!("{label}_migrated_mib divided by {label}_guest_s"),
             ));
         }
-        if self.overhead {
-            out.push(Metric::new(
+        match self.overhead {
+            Some(Overhead::Managed) => out.push(Metric::new(
                 MEMMAP_OVERHEAD_METRIC,
                 "KiB/GiB",
                 &format!(
@@ -108,7 +149,19 @@ impl Resize {
                      converged, per GiB plugged: existing memory spent on bookkeeping \
                      (mem_map, section tables, page tables)"
                 ),
-            ));
+            )),
+            Some(Overhead::Free) => out.push(Metric::new(
+                MEMMAP_ON_OVERHEAD_METRIC,
+                "KiB/GiB",
+                &format!(
+                    "booted with `{MEMMAP_ON_BOOTARG}`: Normal zone free_kib (sum over nodes) \
+                     before minus after {what} converged, per GiB plugged: existing memory \
+                     spent on bookkeeping (section tables, unit tables, page tables; the \
+                     descriptors are inside the plugged memory); Linux's figure is its one \
+                     measured overhead (its virtio-mem driver does not use memmap_on_memory)"
+                ),
+            )),
+            None => {}
         }
         out
     }
@@ -201,6 +254,8 @@ pub struct Scenario {
     pub name: &'static str,
     /// Boot RAM instead of the bench machine's.
     pub ram_bytes: Option<u64>,
+    /// Boot with [`MEMMAP_ON_BOOTARG`] (appended to the machine's boot arguments).
+    pub memmap_on_memory: bool,
     /// What to do, in order.
     pub steps: Vec<Step>,
 }
@@ -214,19 +269,21 @@ impl Scenario {
 
 /// The scenarios of `bench`, each on a fresh boot: 0 -> 4 GiB -> 0 (idle), 0 -> 1 GiB -> 0
 /// (idle), 4 -> 1 GiB with 1 GiB of hog data, 4 GiB -> 0 with 1 GiB of hog data and 2 GiB of
-/// boot RAM (all of it migrates; the lock holds of this whole scenario are recorded).
+/// boot RAM (all of it migrates; the lock holds of this whole scenario are recorded), and
+/// 0 -> 4 GiB -> 0 booted with `memmap_on_memory=on` (its bookkeeping per GiB).
 pub fn default_scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "plug_4g_unplug_idle",
             ram_bytes: None,
+            memmap_on_memory: false,
             steps: vec![
                 Step::Resize(Resize {
                     label: Some("plug_0_4g"),
                     from_bytes: 0,
                     to_bytes: 4 * GIB,
                     online: true,
-                    overhead: true,
+                    overhead: Some(Overhead::Managed),
                     migration: false,
                 }),
                 Step::Resize(Resize {
@@ -234,7 +291,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     from_bytes: 4 * GIB,
                     to_bytes: 0,
                     online: false,
-                    overhead: false,
+                    overhead: None,
                     migration: false,
                 }),
             ],
@@ -242,13 +299,14 @@ pub fn default_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "plug_1g",
             ram_bytes: None,
+            memmap_on_memory: false,
             steps: vec![
                 Step::Resize(Resize {
                     label: Some("plug_0_1g"),
                     from_bytes: 0,
                     to_bytes: GIB,
                     online: true,
-                    overhead: false,
+                    overhead: None,
                     migration: false,
                 }),
                 Step::Resize(Resize {
@@ -256,7 +314,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     from_bytes: GIB,
                     to_bytes: 0,
                     online: false,
-                    overhead: false,
+                    overhead: None,
                     migration: false,
                 }),
             ],
@@ -264,6 +322,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "unplug_4g_1g_hog1g",
             ram_bytes: None,
+            memmap_on_memory: false,
             steps: vec![
                 setup_resize(0, 4 * GIB),
                 Step::Hog(1024),
@@ -272,7 +331,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     from_bytes: 4 * GIB,
                     to_bytes: GIB,
                     online: false,
-                    overhead: false,
+                    overhead: None,
                     migration: true,
                 }),
                 Step::HogStop,
@@ -281,6 +340,7 @@ pub fn default_scenarios() -> Vec<Scenario> {
         Scenario {
             name: "unplug_4g_0_hog1g_ram2g",
             ram_bytes: Some(2 * GIB),
+            memmap_on_memory: false,
             steps: vec![
                 Step::LocksReset,
                 setup_resize(0, 4 * GIB),
@@ -290,11 +350,28 @@ pub fn default_scenarios() -> Vec<Scenario> {
                     from_bytes: 4 * GIB,
                     to_bytes: 0,
                     online: false,
-                    overhead: false,
+                    overhead: None,
                     migration: true,
                 }),
                 Step::HogStop,
                 Step::Locks,
+            ],
+        },
+        Scenario {
+            name: "plug_4g_memmap_on",
+            ram_bytes: None,
+            memmap_on_memory: true,
+            steps: vec![
+                Step::Resize(Resize {
+                    label: Some("plug_0_4g_memmap_on"),
+                    from_bytes: 0,
+                    to_bytes: 4 * GIB,
+                    // Movable free stays 16 KiB per 2 MiB unit below the plugged size.
+                    online: false,
+                    overhead: Some(Overhead::Free),
+                    migration: false,
+                }),
+                setup_resize(4 * GIB, 0),
             ],
         },
     ]
@@ -307,7 +384,7 @@ fn setup_resize(from_bytes: u64, to_bytes: u64) -> Step {
         from_bytes,
         to_bytes,
         online: false,
-        overhead: false,
+        overhead: None,
         migration: false,
     })
 }
@@ -353,12 +430,47 @@ mod tests {
                     .iter()
                     .flat_map(|c| [format!("lock_{c}_max_us"), format!("lock_{c}_p99_us")])
             )
+            .chain(
+                [
+                    "plug_0_4g_memmap_on_qmp_s",
+                    "plug_0_4g_memmap_on_guest_s",
+                    MEMMAP_ON_OVERHEAD_METRIC,
+                ]
+                .map(String::from)
+            )
             .collect::<Vec<_>>()
         );
+        // Exactly one scenario boots with memmap on memory, the one of the `on` figure.
+        let on: Vec<_> = default_scenarios()
+            .into_iter()
+            .filter(|s| s.memmap_on_memory)
+            .collect();
+        assert_eq!(on.len(), 1);
+        assert!(on[0]
+            .metrics()
+            .iter()
+            .any(|m| m.name == MEMMAP_ON_OVERHEAD_METRIC));
         // No Linux figure is declared: references come only from the Linux guest's run.
         assert!(default_scenarios()
             .iter()
             .flat_map(Scenario::metrics)
             .all(|m| m.reference.is_none() && m.samples.is_empty()));
+    }
+
+    #[test]
+    fn overhead_is_kib_spent_per_gib_grown() {
+        // 4 GiB plugged, Normal 40 MiB lower: 10 MiB per GiB.
+        assert_eq!(
+            overhead_kib_per_gib(500_000, 500_000 - 40_960, 0, 4 * GIB),
+            Some(10_240.0)
+        );
+        // 1 GiB -> 3 GiB: per GiB grown, not per GiB plugged in the end.
+        assert_eq!(overhead_kib_per_gib(1000, 960, GIB, 3 * GIB), Some(20.0));
+        // Normal free may rise (a freed boot buffer): a negative figure, not a wrap.
+        assert_eq!(overhead_kib_per_gib(100, 116, 0, GIB), Some(-16.0));
+        assert_eq!(overhead_kib_per_gib(100, 90, 4 * GIB, 0), None);
+        assert_eq!(overhead_kib_per_gib(100, 90, GIB, GIB), None);
+        assert_eq!(Overhead::Managed.metric(), MEMMAP_OVERHEAD_METRIC);
+        assert_eq!(Overhead::Free.metric(), MEMMAP_ON_OVERHEAD_METRIC);
     }
 }

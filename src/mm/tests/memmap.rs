@@ -352,3 +352,70 @@ proptest! {
         run(GIB, 4, &ops)?;
     }
 }
+
+/// `alloc_page_in` (what `memtest sample` uses): pages only from the range asked for,
+/// never a descriptor page, none from an isolated pageblock, none of the Movable zone for
+/// an unmovable request; a page inside a larger free block splits it; `check` holds
+/// throughout and freeing gives everything back.
+#[test]
+fn alloc_page_in_takes_only_free_pages_of_the_range() {
+    let mut mm = on_mm();
+    let r = prange(8 * GIB, 4 * MIB);
+    chunked::add_online(&mut mm, r, N0, ZoneType::Movable).unwrap();
+    ok(&mm);
+    let free0 = zone(&mm, 0, ZoneType::Movable).free_pages;
+    assert_eq!(
+        mm.alloc_page_in(r, AllocFlags::UNMOVABLE),
+        Err(AllocError::NoMemory),
+        "an unmovable request got a Movable page"
+    );
+    // The second pageblock: its unit's descriptors are at its start, never handed out.
+    let pb = prange(8 * GIB + 2 * MIB, 2 * MIB);
+    let mut got = Vec::new();
+    while let Ok(p) = mm.alloc_page_in(pb, AllocFlags::MOVABLE) {
+        assert!(pb.contains(p), "page {p} outside the range");
+        assert!(
+            !mm.buddy.table.is_unit_meta(p),
+            "descriptor page {p} handed out"
+        );
+        got.push(p);
+        if got.len() == 1 {
+            ok(&mm);
+        }
+    }
+    ok(&mm);
+    assert_eq!(got.len() as u64, 512 - UNIT_META_PAGES);
+    assert_eq!(
+        zone(&mm, 0, ZoneType::Movable).free_pages,
+        free0 - got.len() as u64
+    );
+    for p in got {
+        mm.free_pages(p, 0).unwrap();
+    }
+    ok(&mm);
+    assert_eq!(zone(&mm, 0, ZoneType::Movable).free_pages, free0);
+    // Isolated: nothing.
+    mm.isolate_range(pb).unwrap();
+    assert_eq!(
+        mm.alloc_page_in(pb, AllocFlags::MOVABLE),
+        Err(AllocError::NoMemory)
+    );
+    mm.unisolate_range(pb).unwrap();
+    ok(&mm);
+}
+
+/// A page in the middle of a max-order free block of boot memory: the block is split
+/// around it and the rest stays free.
+#[test]
+fn alloc_page_in_splits_a_larger_block() {
+    let mut mm = on_mm();
+    let free0 = mm.total_stats().free_pages;
+    let want = prange(GIB + 256 * MIB + 3 * MIB + 5 * 4096, 4096);
+    let p = mm.alloc_page_in(want, AllocFlags::MOVABLE).unwrap();
+    assert_eq!(p, want.start);
+    ok(&mm);
+    assert_eq!(mm.total_stats().free_pages, free0 - 1);
+    mm.free_pages(p, 0).unwrap();
+    ok(&mm);
+    assert_eq!(mm.total_stats().free_pages, free0);
+}
