@@ -196,9 +196,12 @@ fn irq(vm: &mut Vm, source: &str) -> Record {
 
 /// `device_add` of `vmh` (1G) on `rp2` until the guest lists it converged; the port's
 /// hotplug source and the new device's vectors (`kind`: `lpi`, `v2m-spi`, or `intx` for
-/// the port and the device's line) are checked in `irqs`, and the port's count must rise
-/// (on MSI by at least 2: the arrival and the power-on's Command Completed each raise one).
-/// Returns the device's id.
+/// the port and the device's line) are checked in `irqs`, and the port's count must rise.
+/// By at least 1, not 2: QEMU latches Presence Detect Changed and Attention Button Pressed
+/// one after the other while the vCPUs run, so the work can read PDC alone, leave ABP
+/// latched, and then the power-on's Command Completed joins a non-empty status and raises
+/// no edge; the work's re-read takes both (seen once in about ten runs). Returns the
+/// device's id.
 fn hot_add_on(vm: &mut Vm, kind: &str) -> String {
     let before = irq(vm, HOT_PORT_IRQ);
     assert!(before.is("kind", kind), "port source: {before}");
@@ -207,11 +210,7 @@ fn hot_add_on(vm: &mut Vm, kind: &str) -> String {
     let after = irq(vm, HOT_PORT_IRQ);
     let rise = after.u64("count").unwrap() - before.u64("count").unwrap();
     eprintln!("[{HOT_PORT_IRQ}] {before} -> {after}");
-    let least = if kind == "intx" { 1 } else { 2 };
-    assert!(
-        rise >= least,
-        "port count rose by {rise}: {before} -> {after}"
-    );
+    assert!(rise >= 1, "port count rose by {rise}: {before} -> {after}");
     let device = match kind {
         "intx" => format!("{id}.intx"),
         _ => format!("{id}.config"),
